@@ -1,0 +1,334 @@
+//! Node configuration, read from TOML. Every field is kebab-case; unknown fields are refused so a
+//! typo is named at start instead of silently ignored.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: field `{field}`: {message}")]
+    Field { field: String, message: String },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// One member of the cluster, as listed under `[[peers]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Raft node id, unique in the cluster, > 0.
+    pub id: u64,
+    /// Address other nodes use for Raft RPC and forwarding (host:port).
+    pub raft_addr: String,
+    /// Address clients use for the KMS API (host:port).
+    pub api_addr: String,
+    /// Region the node serves.
+    pub region: String,
+    /// Voters take part in elections and quorums; learners only replicate. Default true.
+    #[serde(default = "default_true")]
+    pub voter: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Raft and request timing, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TimingConfig {
+    /// Leader heartbeat interval. Default 100.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout. Default 500.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomized election timeout. Default 800.
+    pub election_max_ms: u64,
+    /// How long a write may wait for a leader and a commit before failing. Default 5000.
+    pub write_timeout_ms: u64,
+    /// How long a linearizable read may wait for its read index. Default 3000.
+    pub read_timeout_ms: u64,
+    /// Timeout of one Raft RPC (append, vote). Default 1000.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for TimingConfig {
+    fn default() -> Self {
+        TimingConfig {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 800,
+            write_timeout_ms: 5000,
+            read_timeout_ms: 3000,
+            rpc_timeout_ms: 1000,
+        }
+    }
+}
+
+/// Snapshot and log-compaction thresholds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Build a snapshot after this many applied entries since the last one. Default 10000.
+    pub logs_since_last: u64,
+    /// Entries kept in the log behind a snapshot, for followers slightly behind. Default 1000.
+    pub max_logs_to_keep: u64,
+    /// Largest snapshot chunk sent in one RPC, in bytes. Default 4 MiB.
+    pub chunk_bytes: u64,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            logs_since_last: 10_000,
+            max_logs_to_keep: 1_000,
+            chunk_bytes: 4 << 20,
+        }
+    }
+}
+
+/// Consistency a node applies to reads when the request does not say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Consistency {
+    /// Read index confirmed by a quorum, then wait until applied that far.
+    #[default]
+    Linearizable,
+    /// Serve local applied state at once.
+    Stale,
+}
+
+/// The configuration of one node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's Raft id; must appear in `peers` when the node is part of the initial cluster.
+    pub node_id: u64,
+    /// Cluster identity; a data directory created for another cluster id is refused.
+    pub cluster_id: String,
+    /// Shared secret every peer presents on the internal listener (at least 16 characters).
+    pub cluster_secret: String,
+    /// Region this node serves.
+    pub region: String,
+    /// Directory for RocksDB, snapshots and keys.
+    pub data_dir: PathBuf,
+    /// Listen address of the KMS API (host:port).
+    pub api_listen: String,
+    /// Listen address of the internal Raft/admin listener (host:port).
+    pub raft_listen: String,
+    /// Address peers use to reach this node's internal listener; default `raft-listen`.
+    #[serde(default)]
+    pub raft_advertise: Option<String>,
+    /// Address clients use to reach this node's API; default `api-listen`.
+    #[serde(default)]
+    pub api_advertise: Option<String>,
+    /// Default read consistency when a request does not choose. Default linearizable.
+    #[serde(default)]
+    pub default_consistency: Consistency,
+    #[serde(default)]
+    pub timing: TimingConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    /// The initial members, used by `cluster init`. May be empty for a node that will `join`.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks everything serde cannot: ranges, addresses and cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id == 0 {
+            return Err(field("node-id", "must be greater than 0"));
+        }
+        if self.cluster_id.trim().is_empty() {
+            return Err(field("cluster-id", "must not be empty"));
+        }
+        if self.cluster_secret.len() < 16 {
+            return Err(field("cluster-secret", "must be at least 16 characters"));
+        }
+        if self.region.trim().is_empty() {
+            return Err(field("region", "must not be empty"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(field("data-dir", "must not be empty"));
+        }
+        for (name, addr) in [
+            ("api-listen", &self.api_listen),
+            ("raft-listen", &self.raft_listen),
+        ] {
+            addr.parse::<SocketAddr>().map_err(|e| {
+                field(
+                    name,
+                    format!("`{addr}` is not a host:port socket address ({e})"),
+                )
+            })?;
+        }
+        if self.api_listen == self.raft_listen {
+            return Err(field("raft-listen", "must differ from api-listen"));
+        }
+        let t = &self.timing;
+        if t.heartbeat_ms == 0 {
+            return Err(field("timing.heartbeat-ms", "must be greater than 0"));
+        }
+        if t.election_min_ms <= t.heartbeat_ms {
+            return Err(field(
+                "timing.election-min-ms",
+                "must be greater than heartbeat-ms",
+            ));
+        }
+        if t.election_max_ms <= t.election_min_ms {
+            return Err(field(
+                "timing.election-max-ms",
+                "must be greater than election-min-ms",
+            ));
+        }
+        for (name, v) in [
+            ("timing.write-timeout-ms", t.write_timeout_ms),
+            ("timing.read-timeout-ms", t.read_timeout_ms),
+            ("timing.rpc-timeout-ms", t.rpc_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(field(name, "must be greater than 0"));
+            }
+        }
+        if self.snapshot.logs_since_last == 0 {
+            return Err(field("snapshot.logs-since-last", "must be greater than 0"));
+        }
+        if self.snapshot.chunk_bytes < 1024 {
+            return Err(field("snapshot.chunk-bytes", "must be at least 1024"));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.id == 0 {
+                return Err(field(format!("peers[{i}].id"), "must be greater than 0"));
+            }
+            if !ids.insert(p.id) {
+                return Err(field(
+                    format!("peers[{i}].id"),
+                    format!("duplicate id {}", p.id),
+                ));
+            }
+            if p.raft_addr.is_empty() {
+                return Err(field(format!("peers[{i}].raft-addr"), "must not be empty"));
+            }
+            if p.api_addr.is_empty() {
+                return Err(field(format!("peers[{i}].api-addr"), "must not be empty"));
+            }
+            if p.region.is_empty() {
+                return Err(field(format!("peers[{i}].region"), "must not be empty"));
+            }
+        }
+        if !self.peers.is_empty() {
+            if !ids.contains(&self.node_id) {
+                return Err(field(
+                    "peers",
+                    format!("must list this node (node-id {})", self.node_id),
+                ));
+            }
+            if !self.peers.iter().any(|p| p.voter) {
+                return Err(field("peers", "must contain at least one voter"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The internal address peers should use for this node.
+    pub fn raft_advertise(&self) -> String {
+        self.raft_advertise
+            .clone()
+            .unwrap_or_else(|| self.raft_listen.clone())
+    }
+
+    /// The API address clients should use for this node.
+    pub fn api_advertise(&self) -> String {
+        self.api_advertise
+            .clone()
+            .unwrap_or_else(|| self.api_listen.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node-id = 1
+cluster-id = "test"
+cluster-secret = "0123456789abcdef0123"
+region = "ap-guangzhou"
+data-dir = "/tmp/x"
+api-listen = "127.0.0.1:8081"
+raft-listen = "127.0.0.1:9081"
+[[peers]]
+id = 1
+raft-addr = "127.0.0.1:9081"
+api-addr = "127.0.0.1:8081"
+region = "ap-guangzhou"
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, String> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate().map_err(|e| e.to_string())?;
+        Ok(cfg)
+    }
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let cfg = parse(GOOD).unwrap();
+        assert_eq!(cfg.timing, TimingConfig::default());
+        assert_eq!(cfg.default_consistency, Consistency::Linearizable);
+        assert!(cfg.peers[0].voter);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let missing = GOOD.replace("node-id = 1\n", "");
+        assert!(parse(&missing).unwrap_err().contains("node-id"));
+        let typo = GOOD.replace(
+            "region = \"ap-guangzhou\"\ndata-dir",
+            "regoin = \"x\"\ndata-dir",
+        );
+        assert!(parse(&typo).unwrap_err().contains("regoin"));
+        let bad_addr = GOOD.replace(
+            "api-listen = \"127.0.0.1:8081\"",
+            "api-listen = \"localhost\"",
+        );
+        assert!(parse(&bad_addr).unwrap_err().contains("api-listen"));
+        let short = GOOD.replace("0123456789abcdef0123", "short");
+        assert!(parse(&short).unwrap_err().contains("cluster-secret"));
+        let timing = format!("{GOOD}\n[timing]\nelection-min-ms = 50\n");
+        assert!(parse(&timing)
+            .unwrap_err()
+            .contains("timing.election-min-ms"));
+        let not_member = GOOD.replace("id = 1\nraft-addr", "id = 2\nraft-addr");
+        assert!(parse(&not_member).unwrap_err().contains("peers"));
+    }
+}

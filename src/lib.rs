@@ -1,0 +1,20 @@
+//! raftkms: a Raft-replicated Key Management Service speaking the Tencent Cloud KMS API.
+//!
+//! The crate is organised as the design describes: [`registry`] (pure replicated domain),
+//! [`raft`] (openraft glue over RocksDB), [`api`] (client listener), [`node`] (wiring),
+//! plus the operator tools ([`admin`], [`dev`]).
+
+pub mod admin;
+pub mod api;
+pub mod codec;
+pub mod config;
+pub mod dev;
+pub mod metrics;
+pub mod node;
+pub mod raft;
+pub mod registry;
+pub mod storage;
+pub mod telemetry;
+
+pub use config::NodeConfig;
+pub use node::run;

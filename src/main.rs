@@ -1,0 +1,245 @@
+//! The `raftkms` command line: serve a node, run a dev cluster, administer a cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use raftkms::admin::{cluster_status, render_status, AdminClient};
+use raftkms::config::NodeConfig;
+use raftkms::dev::DevOptions;
+use raftkms::raft::service::JoinRequest;
+
+#[derive(Parser)]
+#[command(
+    name = "raftkms",
+    version,
+    about = "Raft-replicated KMS speaking the Tencent Cloud KMS API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from a TOML configuration file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start a local multi-node cluster (real processes and RocksDB directories) and print how to use it.
+    Dev {
+        /// Where node data, configs, logs and dev.env live.
+        #[arg(long, default_value = "./.raftkms-dev")]
+        data_dir: PathBuf,
+        /// API port of node 1; node i uses port+i-1, internal ports are 1000 higher.
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Region the dev nodes serve.
+        #[arg(long, default_value = "ap-guangzhou")]
+        region: String,
+    },
+    /// Administer a running cluster through a node's internal listener.
+    Cluster {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// Internal (raft) address of any member, host:port.
+    #[arg(long, env = "RAFTKMS_NODE", global = true)]
+    node: Option<String>,
+    /// Cluster id.
+    #[arg(long, env = "RAFTKMS_CLUSTER_ID", global = true)]
+    cluster_id: Option<String>,
+    /// Cluster secret.
+    #[arg(
+        long,
+        env = "RAFTKMS_CLUSTER_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    secret: Option<String>,
+    /// Take node address, cluster id and secret from this node configuration file instead.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Initialize a new cluster with the peers listed in the target node's configuration.
+    Init,
+    /// Show leader, term, membership and each node's log/commit/applied index.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node: as a learner first, promoted to voter once it has caught up.
+    Join {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: String,
+        #[arg(long)]
+        region: String,
+        /// Keep the node a learner (replicates, serves stale reads, never votes).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+fn admin_client(t: &Target) -> anyhow::Result<AdminClient> {
+    if let Some(path) = &t.config {
+        let cfg = NodeConfig::load(path)?;
+        let addr = t.node.clone().unwrap_or_else(|| cfg.raft_advertise());
+        return Ok(AdminClient::new(addr, cfg.cluster_id, cfg.cluster_secret));
+    }
+    let missing =
+        |what: &str, env: &str| anyhow::anyhow!("missing --{what} (or ${env}, or --config FILE)");
+    let node = t
+        .node
+        .clone()
+        .ok_or_else(|| missing("node", "RAFTKMS_NODE"))?;
+    let cluster = t
+        .cluster_id
+        .clone()
+        .ok_or_else(|| missing("cluster-id", "RAFTKMS_CLUSTER_ID"))?;
+    let secret = t
+        .secret
+        .clone()
+        .ok_or_else(|| missing("secret", "RAFTKMS_CLUSTER_SECRET"))?;
+    Ok(AdminClient::new(node, cluster, secret))
+}
+
+async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    match action {
+        ClusterCmd::Init => {
+            client.init().await?;
+            println!("initialized; waiting for a leader…");
+            for _ in 0..100 {
+                if let Ok(s) = client.status().await {
+                    if let Some(l) = s.leader {
+                        println!("leader: node {l} (term {})", s.term);
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::bail!("initialized, but no leader after 10 s: are the other peers running?");
+        }
+        ClusterCmd::Status { json } => {
+            let s = cluster_status(&client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", render_status(&s));
+            }
+        }
+        ClusterCmd::Join {
+            id,
+            raft_addr,
+            api_addr,
+            region,
+            learner,
+        } => {
+            println!(
+                "adding node {id} as a learner; it becomes a {} once it has caught up…",
+                if learner { "learner" } else { "voter" }
+            );
+            let req = JoinRequest {
+                id,
+                raft_addr,
+                api_addr,
+                region,
+                voter: !learner,
+            };
+            let client = client.with_timeout(Duration::from_secs(600));
+            client.join(&req).await?;
+            print!("{}", render_status(&cluster_status(&client).await?));
+        }
+        ClusterCmd::Remove { id } => {
+            client.remove(id).await?;
+            println!("removed node {id}");
+            print!("{}", render_status(&cluster_status(&client).await?));
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Serve { config } => {
+            let cfg = match NodeConfig::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("raftkms: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            raftkms::telemetry::init(format!("node={} region={}", cfg.node_id, cfg.region));
+            raftkms::run(cfg, shutdown_signal())
+                .await
+                .map_err(anyhow::Error::from)
+        }
+        Cmd::Dev {
+            data_dir,
+            port,
+            nodes,
+            region,
+        } => {
+            raftkms::telemetry::init(String::new());
+            raftkms::dev::run(DevOptions {
+                data_dir,
+                port,
+                nodes,
+                region,
+            })
+            .await
+        }
+        Cmd::Cluster { target, action } => {
+            raftkms::telemetry::init(String::new());
+            cluster(target, action).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftkms: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! Prometheus metrics of one node, rendered in the text exposition format at `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::raft::types::RaftMetrics;
+
+/// Every metric the node exports. Cheap to update from any task.
+pub struct Metrics {
+    registry: Registry,
+    pub term: Gauge,
+    pub leader_id: Gauge,
+    pub is_leader: Gauge,
+    pub commit_index: Gauge,
+    pub applied_index: Gauge,
+    pub last_log_index: Gauge,
+    pub append_seconds: Histogram,
+    pub apply_seconds: Histogram,
+    pub forwarded_writes: Counter,
+    pub forward_failures: Counter,
+    pub read_gate_waits: Counter,
+    pub read_gate_rounds: Counter,
+    pub read_gate_seconds: Histogram,
+    pub stale_reads: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let latency = || Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        let mut m = Metrics {
+            registry: Registry::with_prefix("raftkms"),
+            term: Gauge::default(),
+            leader_id: Gauge::default(),
+            is_leader: Gauge::default(),
+            commit_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            last_log_index: Gauge::default(),
+            append_seconds: latency(),
+            apply_seconds: latency(),
+            forwarded_writes: Counter::default(),
+            forward_failures: Counter::default(),
+            read_gate_waits: Counter::default(),
+            read_gate_rounds: Counter::default(),
+            read_gate_seconds: latency(),
+            stale_reads: Counter::default(),
+        };
+        m.registry
+            .register("raft_term", "Current Raft term", m.term.clone());
+        m.registry.register(
+            "raft_leader_id",
+            "Node id of the known leader (0 = none)",
+            m.leader_id.clone(),
+        );
+        m.registry.register(
+            "raft_is_leader",
+            "1 when this node is the leader",
+            m.is_leader.clone(),
+        );
+        m.registry.register(
+            "raft_commit_index",
+            "Highest log index known committed",
+            m.commit_index.clone(),
+        );
+        m.registry.register(
+            "raft_applied_index",
+            "Highest log index applied to the registry",
+            m.applied_index.clone(),
+        );
+        m.registry.register(
+            "raft_last_log_index",
+            "Highest log index in the local log",
+            m.last_log_index.clone(),
+        );
+        m.registry.register(
+            "log_append_seconds",
+            "Log append latency including fsync",
+            m.append_seconds.clone(),
+        );
+        m.registry.register(
+            "apply_seconds",
+            "Latency of applying one batch of entries",
+            m.apply_seconds.clone(),
+        );
+        m.registry.register(
+            "forwarded_writes",
+            "Writes this node forwarded to the leader",
+            m.forwarded_writes.clone(),
+        );
+        m.registry.register(
+            "forward_failures",
+            "Forwarded writes that failed in transport",
+            m.forward_failures.clone(),
+        );
+        m.registry.register(
+            "read_gate_waits",
+            "Linearizable reads that passed the read gate",
+            m.read_gate_waits.clone(),
+        );
+        m.registry.register(
+            "read_gate_rounds",
+            "Read-index confirmations (shared by concurrent reads)",
+            m.read_gate_rounds.clone(),
+        );
+        m.registry.register(
+            "read_gate_seconds",
+            "Time a linearizable read waited at the gate",
+            m.read_gate_seconds.clone(),
+        );
+        m.registry.register(
+            "stale_reads",
+            "Reads served from local state without the gate",
+            m.stale_reads.clone(),
+        );
+        m
+    }
+
+    /// Copies openraft's view into the gauges.
+    pub fn observe_raft(&self, m: &RaftMetrics, committed: Option<u64>) {
+        self.term.set(m.current_term as i64);
+        self.leader_id.set(m.current_leader.unwrap_or(0) as i64);
+        self.is_leader
+            .set(i64::from(m.current_leader == Some(m.id)));
+        self.applied_index
+            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(-1));
+        self.last_log_index
+            .set(m.last_log_index.map(|i| i as i64).unwrap_or(-1));
+        self.commit_index
+            .set(committed.map(|i| i as i64).unwrap_or(-1));
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,594 @@
+//! One running node: storage, Raft, the write path (with leader forwarding), the read gate, and
+//! the two HTTP listeners, shut down in order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, SnapshotPolicy};
+use tokio::net::TcpListener;
+
+use crate::config::{Consistency, NodeConfig};
+use crate::metrics::Metrics;
+use crate::raft::error::ClusterError;
+use crate::raft::log_store::{CommitMarker, LogStore};
+use crate::raft::network::{http_client, Network, PeerAuth};
+use crate::raft::read_gate::Coalescer;
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::state_machine::{AppliedState, StateMachine};
+use crate::raft::types::{self, NodeId, Raft};
+use crate::registry::{Command, Envelope, Outcome, RequestId};
+use crate::storage::{self, Identity};
+
+/// Start-up failures, each with a message an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+    #[error("invalid Raft timing: {0}")]
+    RaftConfig(String),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr} ({field}): {source}")]
+    Bind {
+        field: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Where a read was served from, reported with every answer.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ReadPosition {
+    pub consistency: Consistency,
+    /// Last log index applied locally when the read was served.
+    pub applied_index: Option<u64>,
+    /// Highest commit index this node knew of.
+    pub known_commit_index: Option<u64>,
+}
+
+/// Everything a request handler needs.
+pub struct RunningNode {
+    pub id: NodeId,
+    pub config: NodeConfig,
+    pub raft: Raft,
+    pub state: AppliedState,
+    pub committed: Arc<CommitMarker>,
+    pub metrics: Arc<Metrics>,
+    pub client: reqwest::Client,
+    pub auth: PeerAuth,
+    gate: Coalescer,
+    leader_gate: Coalescer,
+    initial_commit: Option<u64>,
+}
+
+/// Wall-clock milliseconds since the epoch, taken by the proposing node.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl RunningNode {
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timing.write_timeout_ms)
+    }
+
+    fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timing.read_timeout_ms)
+    }
+
+    /// The leader this node currently knows, with its address.
+    pub fn leader(&self) -> Option<(NodeId, types::Node)> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Waits (bounded by `deadline`) until some leader is known.
+    async fn wait_for_leader(
+        &self,
+        deadline: Instant,
+    ) -> Result<(NodeId, types::Node), ClusterError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+                return Err(ClusterError::NoLeader(self.config.timing.write_timeout_ms));
+            }
+        }
+    }
+
+    /// Wraps a command into an envelope stamped by this node.
+    pub fn envelope(&self, request_id: Option<RequestId>, command: Command) -> Envelope {
+        Envelope {
+            request_id: request_id.unwrap_or_else(RequestId::random),
+            issued_at_ms: now_ms(),
+            command,
+        }
+    }
+
+    /// Proposes a write through whichever node leads: locally if this node leads, otherwise
+    /// forwarded over the internal listener. Follows one leader change; bounded by the write
+    /// timeout. A retry carries the same request id, so it is never applied twice.
+    pub async fn propose(&self, env: Envelope) -> Result<Outcome, ClusterError> {
+        let deadline = Instant::now() + self.write_timeout();
+        let mut followed = false;
+        loop {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            let attempt = if leader == self.id {
+                self.propose_local(env.clone(), deadline).await
+            } else {
+                self.metrics.forwarded_writes.inc();
+                self.forward_write(&node, &env, deadline).await
+            };
+            match attempt {
+                Ok(outcome) => return Ok(outcome),
+                Err(e @ (ClusterError::NotLeader { .. } | ClusterError::Forward(_))) => {
+                    if followed {
+                        return Err(if matches!(e, ClusterError::NotLeader { .. }) {
+                            ClusterError::LeaderChanged
+                        } else {
+                            e
+                        });
+                    }
+                    followed = true;
+                    if matches!(e, ClusterError::Forward(_)) {
+                        self.metrics.forward_failures.inc();
+                    }
+                    // Give the cluster a moment to settle on (or tell us about) the new leader.
+                    let pause = Duration::from_millis(self.config.timing.heartbeat_ms);
+                    tokio::time::sleep(
+                        pause.min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Proposes on this node, which must be the leader.
+    pub async fn propose_local(
+        &self,
+        env: Envelope,
+        deadline: Instant,
+    ) -> Result<Outcome, ClusterError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.raft.client_write(env)).await {
+            Err(_) => Err(ClusterError::WriteTimeout(
+                self.config.timing.write_timeout_ms,
+            )),
+            Ok(Ok(resp)) => Ok(resp.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(ClusterError::Membership(e.to_string()))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Err(ClusterError::Stopped(f.to_string())),
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader: &types::Node,
+        env: &Envelope,
+        deadline: Instant,
+    ) -> Result<Outcome, ClusterError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        crate::raft::service::call_internal(
+            &self.client,
+            &self.auth,
+            &leader.raft_addr,
+            "/internal/write",
+            env,
+            left,
+        )
+        .await?
+    }
+
+    /// The read gate. Linearizable: a quorum-confirmed read index, then wait until applied.
+    /// Stale: serve local state at once.
+    pub async fn read_barrier(
+        &self,
+        consistency: Consistency,
+    ) -> Result<ReadPosition, ClusterError> {
+        if consistency == Consistency::Linearizable {
+            let started = Instant::now();
+            let index = self.read_index().await?;
+            let wait = self.read_timeout().saturating_sub(started.elapsed());
+            if self.state.applied_index().is_none_or(|a| a < index) {
+                self.raft
+                    .wait(Some(wait))
+                    .applied_index_at_least(Some(index), "read gate")
+                    .await
+                    .map_err(|_| ClusterError::ReadTimeout(self.config.timing.read_timeout_ms))?;
+            }
+            self.metrics.read_gate_waits.inc();
+            self.metrics
+                .read_gate_seconds
+                .observe(started.elapsed().as_secs_f64());
+        } else {
+            self.metrics.stale_reads.inc();
+        }
+        Ok(ReadPosition {
+            consistency,
+            applied_index: self.state.applied_index(),
+            known_commit_index: self.committed.get(),
+        })
+    }
+
+    /// A read index valid for reads that began before this call: from this node if it leads,
+    /// otherwise from the leader. Concurrent callers share one confirmation round.
+    async fn read_index(self: &Self) -> Result<u64, ClusterError> {
+        let raft = self.raft.clone();
+        let client = self.client.clone();
+        let auth = self.auth.clone();
+        let id = self.id;
+        let timeout = self.read_timeout();
+        let metrics = self.metrics.clone();
+        let leader_of = {
+            let raft = self.raft.clone();
+            move || {
+                let m = raft.metrics();
+                let m = m.borrow();
+                m.current_leader.and_then(|l| {
+                    m.membership_config
+                        .membership()
+                        .get_node(&l)
+                        .map(|n| (l, n.clone()))
+                })
+            }
+        };
+        self.gate
+            .read_index(move || {
+                let (raft, client, auth, metrics) =
+                    (raft.clone(), client.clone(), auth.clone(), metrics.clone());
+                let leader = leader_of();
+                async move {
+                    metrics.read_gate_rounds.inc();
+                    match leader {
+                        Some((l, _)) if l == id => leader_read_index(&raft, timeout).await,
+                        Some((_, node)) => {
+                            call_read_index(&client, &auth, &node.raft_addr, timeout).await
+                        }
+                        None => Err(ClusterError::ReadIndex("no leader is known".into())),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// Serves a follower's read-index request; only valid on the leader.
+    pub async fn serve_read_index(&self) -> Result<u64, ClusterError> {
+        let raft = self.raft.clone();
+        let timeout = self.read_timeout();
+        self.leader_gate
+            .read_index(move || {
+                let raft = raft.clone();
+                async move { leader_read_index(&raft, timeout).await }
+            })
+            .await
+    }
+
+    /// Whether the node knows a leader and has applied what was committed when it started.
+    pub fn is_ready(&self) -> bool {
+        let applied_enough = match self.initial_commit {
+            None => true,
+            Some(c) => self.state.applied_index().is_some_and(|a| a >= c),
+        };
+        self.leader().is_some() && applied_enough
+    }
+
+    /// Initializes a new cluster with the configured peers as its first members: the voters at
+    /// once, then any learners once a leader exists.
+    pub async fn initialize(&self) -> Result<(), ClusterError> {
+        if self.config.peers.is_empty() {
+            return Err(ClusterError::BadRequest(
+                "this node's config lists no peers to initialize with".into(),
+            ));
+        }
+        let info = |p: &crate::config::PeerConfig| types::Node {
+            raft_addr: p.raft_addr.clone(),
+            api_addr: p.api_addr.clone(),
+            region: p.region.clone(),
+        };
+        let voters: std::collections::BTreeMap<NodeId, types::Node> = self
+            .config
+            .peers
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| (p.id, info(p)))
+            .collect();
+        match self.raft.initialize(voters).await {
+            Ok(()) => {}
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                return Err(ClusterError::AlreadyInitialized)
+            }
+            Err(e) => return Err(ClusterError::Membership(e.to_string())),
+        }
+        let learners: Vec<_> = self.config.peers.iter().filter(|p| !p.voter).collect();
+        if learners.is_empty() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.write_timeout() * 4;
+        for p in learners {
+            let (leader, node) = self.wait_for_leader(deadline).await?;
+            if leader == self.id {
+                self.join(p.id, info(p), false).await?;
+            } else {
+                let req = crate::raft::service::JoinRequest {
+                    id: p.id,
+                    raft_addr: p.raft_addr.clone(),
+                    api_addr: p.api_addr.clone(),
+                    region: p.region.clone(),
+                    voter: false,
+                };
+                let resp = self
+                    .auth
+                    .apply(
+                        self.client
+                            .post(format!("http://{}/admin/join", node.raft_addr)),
+                    )
+                    .timeout(Duration::from_secs(300))
+                    .json(&req)
+                    .send()
+                    .await
+                    .map_err(|e| ClusterError::Forward(e.to_string()))?;
+                if !resp.status().is_success() {
+                    let text = resp.text().await.unwrap_or_default();
+                    return Err(ClusterError::Membership(format!(
+                        "adding learner {}: {text}",
+                        p.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a node as a learner, waits until it has caught up, then (for voters) promotes it.
+    pub async fn join(
+        &self,
+        id: NodeId,
+        node: types::Node,
+        voter: bool,
+    ) -> Result<(), ClusterError> {
+        self.raft
+            .add_learner(id, node, true)
+            .await
+            .map_err(membership_err)?;
+        if voter {
+            let ids = std::collections::BTreeSet::from([id]);
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map_err(membership_err)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a voter or learner from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
+        let is_voter = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            let is_voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id);
+            is_voter
+        };
+        let ids = std::collections::BTreeSet::from([id]);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(membership_err)?;
+        Ok(())
+    }
+}
+
+fn membership_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ClusterError {
+    match e {
+        RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+        RaftError::APIError(e) => {
+            let text = e.to_string();
+            if text.contains("forward") {
+                ClusterError::NotLeader { leader: None }
+            } else {
+                ClusterError::Membership(text)
+            }
+        }
+    }
+}
+
+async fn leader_read_index(raft: &Raft, timeout: Duration) -> Result<u64, ClusterError> {
+    match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
+        Err(_) => Err(ClusterError::ReadIndex(
+            "no quorum confirmed leadership in time".into(),
+        )),
+        Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+        Ok(Err(RaftError::APIError(e))) => match e {
+            openraft::error::CheckIsLeaderError::ForwardToLeader(f) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            other => Err(ClusterError::ReadIndex(other.to_string())),
+        },
+        Ok(Err(RaftError::Fatal(f))) => Err(ClusterError::Stopped(f.to_string())),
+    }
+}
+
+async fn call_read_index(
+    client: &reqwest::Client,
+    auth: &PeerAuth,
+    addr: &str,
+    timeout: Duration,
+) -> Result<u64, ClusterError> {
+    crate::raft::service::call_internal::<(), Result<u64, ClusterError>>(
+        client,
+        auth,
+        addr,
+        "/internal/read-index",
+        &(),
+        timeout,
+    )
+    .await?
+}
+
+/// Opens storage, starts Raft and both listeners, and runs until `shutdown` resolves.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let identity = Identity {
+        cluster_id: config.cluster_id.clone(),
+        node_id: config.node_id,
+    };
+    let db = storage::open(&config.data_dir, &identity)?;
+    let metrics = Arc::new(Metrics::new());
+    let log_store = LogStore::new(db.clone(), metrics.clone())?;
+    let committed = log_store.commit_marker();
+    let initial_commit = committed.get();
+    let snapshots = SnapshotDir::new(&config.data_dir)?;
+    let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
+    let state = sm.applied_state();
+
+    let t = &config.timing;
+    let raft_config = openraft::Config {
+        cluster_name: config.cluster_id.clone(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        install_snapshot_timeout: t.rpc_timeout_ms.max(5_000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
+        max_in_snapshot_log_to_keep: config.snapshot.max_logs_to_keep,
+        snapshot_max_chunk_size: config.snapshot.chunk_bytes,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+
+    // Bind before starting Raft so a busy port is reported at once and nothing half-starts.
+    let api_listener = bind("api-listen", &config.api_listen).await?;
+    let raft_listener = bind("raft-listen", &config.raft_listen).await?;
+
+    let client = http_client(Duration::from_millis(t.rpc_timeout_ms));
+    let auth = PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone());
+    let network = Network::new(client.clone(), auth.clone());
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(raft_config),
+        network,
+        log_store,
+        sm,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+
+    let node = Arc::new(RunningNode {
+        id: config.node_id,
+        config: config.clone(),
+        raft: raft.clone(),
+        state,
+        committed,
+        metrics: metrics.clone(),
+        client,
+        auth,
+        gate: Coalescer::default(),
+        leader_gate: Coalescer::default(),
+        initial_commit,
+    });
+
+    // Keep the Prometheus gauges in step with openraft's metrics.
+    let watcher = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let mut rx = node.raft.metrics();
+            let mut last_leader = None;
+            loop {
+                let (leader, term) = {
+                    let m = rx.borrow_and_update();
+                    node.metrics.observe_raft(&m, node.committed.get());
+                    (m.current_leader, m.current_term)
+                };
+                if leader != last_leader {
+                    tracing::info!(leader = ?leader, term, "leader changed");
+                    last_leader = leader;
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    tracing::info!(
+        api = %config.api_listen,
+        raft = %config.raft_listen,
+        data_dir = %config.data_dir.display(),
+        "node started"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = axum::serve(api_listener, crate::api::router(node.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let internal = axum::serve(raft_listener, crate::raft::service::router(node.clone()))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_task = tokio::spawn(async move { api.await });
+    let internal_task = tokio::spawn(async move { internal.await });
+
+    shutdown.await;
+    tracing::info!("shutting down: draining listeners");
+    let _ = stop_tx.send(true);
+    // Bounded drain: a stuck connection must not keep the node from stopping.
+    let drain = async {
+        let _ = api_task.await;
+        let _ = internal_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("listeners did not drain within 5 s; stopping anyway");
+    }
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
+    watcher.abort();
+    if let Err(e) = db.flush_wal(true) {
+        tracing::warn!(error = %e, "final WAL flush");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind {
+            field,
+            addr: addr.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,291 @@
+//! The Raft log, vote and commit marker in RocksDB.
+//!
+//! Durability contract (openraft `RaftLogStorage`): an append is reported flushed only after a
+//! synced write-ahead-log write returned; the vote is synced before `save_vote` returns. Because
+//! every column family shares one WAL, each synced append also persists the state machine writes
+//! made before it (those are written unsynced, see `state_machine`).
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, StorageIOError};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+
+use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::codec;
+use crate::metrics::Metrics;
+use crate::storage::db::{cf, synced, StoreError};
+use crate::storage::{CF_LOG, CF_RAFT_META};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_PURGED: &[u8] = b"purged";
+const KEY_COMMITTED: &[u8] = b"committed";
+
+/// Encoded as `index + 1`, with 0 for "none", so it fits an atomic.
+#[derive(Debug, Default)]
+pub struct CommitMarker(AtomicU64);
+
+impl CommitMarker {
+    pub fn get(&self) -> Option<u64> {
+        self.0.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    fn set(&self, v: Option<u64>) {
+        self.0
+            .fetch_max(v.map(|i| i + 1).unwrap_or(0), Ordering::AcqRel);
+    }
+}
+
+/// RocksDB-backed log storage. Cheap to clone; clones share the database.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    committed: Arc<CommitMarker>,
+    metrics: Arc<Metrics>,
+}
+
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
+    StorageIOError::new(subject, verb, AnyError::new(&e)).into()
+}
+
+fn read_logs_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Read, e)
+}
+
+fn write_logs_err(e: impl std::error::Error + 'static) -> StorageError {
+    io_err(ErrorSubject::Logs, ErrorVerb::Write, e)
+}
+
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+fn key_index(key: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = key
+        .try_into()
+        .map_err(|_| StoreError::CorruptSnapshot(format!("log key of {} bytes", key.len())))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+impl LogStore {
+    /// Opens the log store on an open database; `committed` is shared with the read path.
+    pub fn new(db: Arc<DB>, metrics: Arc<Metrics>) -> Result<Self, StoreError> {
+        let store = LogStore {
+            db,
+            committed: Arc::new(CommitMarker::default()),
+            metrics,
+        };
+        let c: Option<Option<LogId>> = store.get_meta(KEY_COMMITTED)?;
+        store.committed.set(c.flatten().map(|l| l.index));
+        Ok(store)
+    }
+
+    /// The highest commit index this node has learned (persisted or in memory).
+    pub fn commit_marker(&self) -> Arc<CommitMarker> {
+        self.committed.clone()
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        let cf = cf(&self.db, CF_RAFT_META)?;
+        match self.db.get_cf(cf, key)? {
+            Some(bytes) => Ok(Some(codec::decode("raft meta", &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), StoreError> {
+        let cf = cf(&self.db, CF_RAFT_META)?;
+        let bytes = codec::encode("raft meta", value)?;
+        if sync {
+            self.db.put_cf_opt(cf, key, bytes, &synced())?;
+        } else {
+            self.db.put_cf(cf, key, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry>, StoreError> {
+        let cf = cf(&self.db, CF_LOG)?;
+        match self.db.iterator_cf(cf, IteratorMode::End).next() {
+            Some(item) => {
+                let (_, v) = item?;
+                Ok(Some(codec::decode("log entry", &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn read_range(&self, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
+        let cf = cf(&self.db, CF_LOG)?;
+        let mut out = Vec::new();
+        let from = index_key(start);
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (k, v) = item?;
+            let idx = key_index(&k)?;
+            let past_end = match end {
+                Bound::Included(e) => idx > e,
+                Bound::Excluded(e) => idx >= e,
+                Bound::Unbounded => false,
+            };
+            if past_end {
+                break;
+            }
+            out.push(codec::decode("log entry", &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Writes `entries` in one synced batch. Blocking: call from a blocking thread.
+    fn append_blocking(db: &DB, entries: Vec<Entry>) -> Result<(), StoreError> {
+        let cf = cf(db, CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        for e in &entries {
+            batch.put_cf(
+                cf,
+                index_key(e.log_id.index),
+                codec::encode("log entry", e)?,
+            );
+        }
+        db.write_opt(batch, &synced())?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(s) => *s,
+            Bound::Excluded(s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        self.read_range(start, range.end_bound().cloned())
+            .map_err(read_logs_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED).map_err(read_logs_err)?;
+        let last = self.last_entry().map_err(read_logs_err)?.map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last.or(last_purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.put_meta(KEY_VOTE, vote, true)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.get_meta(KEY_VOTE)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not synced: the commit index can always be re-learned from the leader; the next synced
+        // append carries it to disk anyway (shared WAL).
+        self.put_meta(KEY_COMMITTED, &committed, false)
+            .map_err(write_logs_err)?;
+        self.committed.set(committed.map(|l| l.index));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        let c: Option<Option<LogId>> = self.get_meta(KEY_COMMITTED).map_err(read_logs_err)?;
+        Ok(c.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let started = Instant::now();
+        let res =
+            tokio::task::spawn_blocking(move || LogStore::append_blocking(&db, entries)).await;
+        let res = match res {
+            Ok(r) => r,
+            Err(join) => Err(StoreError::Io {
+                path: "log append task".into(),
+                source: std::io::Error::other(join),
+            }),
+        };
+        self.metrics
+            .append_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match res {
+            Ok(()) => {
+                // Only now, with the WAL fsynced, may openraft count these entries as persisted.
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_logs_err(e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = cf(&self.db, CF_LOG).map_err(write_logs_err)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
+        self.db.write_opt(batch, &synced()).map_err(write_logs_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Entries are about to disappear: everything the state machine wrote so far (unsynced)
+        // must be on disk first, or a crash could leave it behind a purged log.
+        self.db.flush_wal(true).map_err(write_logs_err)?;
+        let cf = cf(&self.db, CF_LOG).map_err(write_logs_err)?;
+        let meta = cf_meta(&self.db).map_err(write_logs_err)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            meta,
+            KEY_PURGED,
+            codec::encode("raft meta", &log_id).map_err(write_logs_err)?,
+        );
+        batch.delete_range_cf(cf, index_key(0), index_key(log_id.index + 1));
+        self.db.write_opt(batch, &synced()).map_err(write_logs_err)
+    }
+}
+
+fn cf_meta(db: &DB) -> Result<&rocksdb::ColumnFamily, StoreError> {
+    cf(db, CF_RAFT_META)
+}

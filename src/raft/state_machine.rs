@@ -1,0 +1,369 @@
+//! The Raft state machine: applies log entries to the registry and persists the result.
+//!
+//! The registry lives in memory (reads and crypto are served from it) and in the `registry`
+//! column family. Each `apply` batch writes the registry changes, the last-applied log id and the
+//! membership in one atomic RocksDB write batch. That write is not synced on its own: the entries
+//! it applies are already durable in the log, the next synced log append persists it (shared
+//! WAL), and `purge` syncs the WAL before deleting any entry.
+
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    AnyError, EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder,
+    StorageIOError,
+};
+use rocksdb::{IteratorMode, WriteBatch, DB};
+
+use super::snapshot::{self, SnapshotBody, SnapshotDir};
+use super::types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::codec;
+use crate::metrics::Metrics;
+use crate::registry::{Change, Outcome, Registry};
+use crate::storage::db::{cf, synced, StoreError};
+use crate::storage::{CF_REGISTRY, CF_SM_META};
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+
+/// The applied state that readers see.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub registry: Registry,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// Shared, read-mostly handle on the applied state.
+#[derive(Clone, Debug, Default)]
+pub struct AppliedState(Arc<RwLock<Applied>>);
+
+impl AppliedState {
+    /// A read guard; a poisoned lock still holds consistent data (apply never panics midway by
+    /// design), so poisoning is ignored.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Applied> {
+        self.0.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied_index(&self) -> Option<u64> {
+        self.read().last_applied.map(|l| l.index)
+    }
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(&e)).into()
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::new(ErrorSubject::Snapshot(None), verb, AnyError::new(&e)).into()
+}
+
+/// The state machine handed to openraft.
+pub struct StateMachine {
+    db: Arc<DB>,
+    state: AppliedState,
+    snapshots: SnapshotDir,
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl StateMachine {
+    /// Loads the persisted registry and applied position.
+    pub fn open(
+        db: Arc<DB>,
+        snapshots: SnapshotDir,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let reg_cf = cf(&db, CF_REGISTRY)?;
+        let mut pairs = Vec::new();
+        for item in db.iterator_cf(reg_cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            pairs.push((k.into_vec(), v.into_vec()));
+        }
+        let registry = Registry::load(pairs)?;
+        let meta = cf(&db, CF_SM_META)?;
+        let last_applied: Option<LogId> = match db.get_cf(meta, KEY_APPLIED)? {
+            Some(b) => codec::decode("applied id", &b)?,
+            None => None,
+        };
+        let membership: StoredMembership = match db.get_cf(meta, KEY_MEMBERSHIP)? {
+            Some(b) => codec::decode("membership", &b)?,
+            None => StoredMembership::default(),
+        };
+        let current = match snapshots.load()? {
+            Some(bytes) => {
+                let body = snapshot::decode(&bytes)?;
+                Some(SnapshotMeta {
+                    last_log_id: body.last_applied,
+                    last_membership: body.membership,
+                    snapshot_id: body.snapshot_id,
+                })
+            }
+            None => None,
+        };
+        let state = AppliedState(Arc::new(RwLock::new(Applied {
+            registry,
+            last_applied,
+            membership,
+        })));
+        Ok(StateMachine {
+            db,
+            state,
+            snapshots,
+            current: Arc::new(Mutex::new(current)),
+            metrics,
+        })
+    }
+
+    /// The handle readers use.
+    pub fn applied_state(&self) -> AppliedState {
+        self.state.clone()
+    }
+
+    fn meta_batch(
+        batch: &mut WriteBatch,
+        db: &DB,
+        applied: &Option<LogId>,
+        m: &StoredMembership,
+    ) -> Result<(), StoreError> {
+        let meta = cf(db, CF_SM_META)?;
+        batch.put_cf(meta, KEY_APPLIED, codec::encode("applied id", applied)?);
+        batch.put_cf(meta, KEY_MEMBERSHIP, codec::encode("membership", m)?);
+        Ok(())
+    }
+}
+
+/// Builds snapshots from a RocksDB point-in-time view, without blocking apply.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshots: SnapshotDir,
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
+}
+
+impl SnapshotBuilder {
+    fn build_blocking(&self) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
+        let view = self.db.snapshot();
+        let meta_cf = cf(&self.db, CF_SM_META)?;
+        let last_applied: Option<LogId> = match view.get_cf(meta_cf, KEY_APPLIED)? {
+            Some(b) => codec::decode("applied id", &b)?,
+            None => None,
+        };
+        let membership: StoredMembership = match view.get_cf(meta_cf, KEY_MEMBERSHIP)? {
+            Some(b) => codec::decode("membership", &b)?,
+            None => StoredMembership::default(),
+        };
+        let reg_cf = cf(&self.db, CF_REGISTRY)?;
+        let mut pairs = Vec::new();
+        for item in view.iterator_cf(reg_cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            pairs.push((k.into_vec(), v.into_vec()));
+        }
+        let snapshot_id = match last_applied {
+            Some(l) => format!(
+                "{}-{}-{}",
+                l.leader_id.term,
+                l.index,
+                uuid::Uuid::new_v4().simple()
+            ),
+            None => format!("none-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let body = SnapshotBody {
+            snapshot_id: snapshot_id.clone(),
+            last_applied,
+            membership: membership.clone(),
+            pairs,
+        };
+        let bytes = snapshot::encode(&body)?;
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        save_if_newer(&self.snapshots, &self.current, &meta, &bytes)?;
+        Ok((meta, bytes))
+    }
+}
+
+/// Makes `bytes` the current snapshot unless a newer one is already current (a build and an
+/// install may race). The lock is held across the file write so file and metadata agree.
+fn save_if_newer(
+    dir: &SnapshotDir,
+    current: &Mutex<Option<SnapshotMeta>>,
+    meta: &SnapshotMeta,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let mut cur = current.lock().unwrap_or_else(|p| p.into_inner());
+    if cur
+        .as_ref()
+        .is_some_and(|c| c.last_log_id > meta.last_log_id)
+    {
+        return Ok(());
+    }
+    dir.save(bytes)?;
+    *cur = Some(meta.clone());
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let this = SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            current: self.current.clone(),
+        };
+        let started = Instant::now();
+        let (meta, bytes) = tokio::task::spawn_blocking(move || this.build_blocking())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e)))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(
+            snapshot = %meta.snapshot_id,
+            bytes = bytes.len(),
+            millis = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.state.read();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let mut batch = WriteBatch::default();
+        let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut outcomes = Vec::new();
+        let mut state = self.state.write();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::NoCommand,
+                EntryPayload::Normal(env) => {
+                    let (outcome, changes) = state
+                        .registry
+                        .apply(entry.log_id.index, &env)
+                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
+                    for c in changes {
+                        match c {
+                            Change::Put(k, v) => batch.put_cf(reg_cf, k, v),
+                            Change::Delete(k) => batch.delete_cf(reg_cf, k),
+                        }
+                    }
+                    outcome
+                }
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome::NoCommand
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Self::meta_batch(&mut batch, &self.db, &state.last_applied, &state.membership)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.db
+            .write(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        drop(state);
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let body = snapshot::decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        if body.last_applied != meta.last_log_id {
+            let e = StoreError::CorruptSnapshot(format!(
+                "snapshot body is at {:?} but its metadata says {:?}",
+                body.last_applied, meta.last_log_id
+            ));
+            return Err(snap_err(ErrorVerb::Read, e));
+        }
+        let registry =
+            Registry::load(body.pairs.clone()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+
+        // Replace the registry column family and the applied position in one synced batch.
+        let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(reg_cf, [0u8].as_slice(), [0xffu8; 9].as_slice());
+        for (k, v) in &body.pairs {
+            batch.put_cf(reg_cf, k, v);
+        }
+        Self::meta_batch(&mut batch, &self.db, &body.last_applied, &body.membership)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let mut state = self.state.write();
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        *state = Applied {
+            registry,
+            last_applied: body.last_applied,
+            membership: body.membership,
+        };
+        drop(state);
+
+        save_if_newer(&self.snapshots, &self.current, meta, &bytes)
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let meta = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let Some(meta) = meta else { return Ok(None) };
+        match self
+            .snapshots
+            .load()
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?
+        {
+            Some(bytes) => Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            })),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! The replicated command: what the leader proposes and every node applies.
+
+use serde::{Deserialize, Serialize};
+
+use super::RegistryError;
+
+/// A client-chosen id that makes a proposal idempotent: a retried or re-forwarded write carrying
+/// the same id is applied once, and the retry gets the first outcome back.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId(pub [u8; 16]);
+
+impl RequestId {
+    /// A fresh random id (taken by the node that accepts the request, never inside apply).
+    pub fn random() -> Self {
+        RequestId(*uuid::Uuid::new_v4().as_bytes())
+    }
+
+    /// Parses the textual (UUID) form used in headers and logs.
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(s)
+            .ok()
+            .map(|u| RequestId(*u.as_bytes()))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        uuid::Uuid::from_bytes(self.0).fmt(f)
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// What is proposed to Raft: the command plus everything non-deterministic about it, decided by
+/// the proposing node before the proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Idempotency key; duplicates inside the dedup window are not applied again.
+    pub request_id: RequestId,
+    /// The proposer's wall clock, milliseconds since the Unix epoch. Apply uses this, never a clock.
+    pub issued_at_ms: u64,
+    pub command: Command,
+}
+
+/// Registry commands. New variants are only ever appended (bincode encodes the variant index).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Creates or replaces one plain record (cluster-level settings and replication probes).
+    PutRecord { name: String, value: Vec<u8> },
+    /// Creates or replaces many records in one log entry (bulk loads, snapshot tests).
+    PutRecords { records: Vec<(String, Vec<u8>)> },
+    /// Removes a record; removing an absent record is refused with `RecordNotFound`.
+    DeleteRecord { name: String },
+}
+
+/// The deterministic result of applying one log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The command was applied at this log index.
+    Applied { index: u64 },
+    /// The command was valid Raft-wise but refused by the registry; nothing changed.
+    Rejected(RegistryError),
+    /// Blank and membership entries carry no command.
+    NoCommand,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Outcome::NoCommand
+    }
+}

@@ -1,0 +1,90 @@
+//! The idempotency table: request ids applied within the last `WINDOW` log indices, with the
+//! outcome each produced. Eviction is by log index, so every replica evicts the same ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Outcome, RequestId};
+use super::Change;
+use crate::codec;
+
+/// Key prefix of dedup entries in the registry column family.
+pub const PREFIX: &[u8] = b"q/";
+/// How many log indices a request id is remembered for.
+pub const WINDOW: u64 = 100_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppliedRequest {
+    pub index: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dedup {
+    by_id: BTreeMap<RequestId, AppliedRequest>,
+    by_index: BTreeSet<(u64, RequestId)>,
+}
+
+impl Dedup {
+    pub fn get(&self, id: &RequestId) -> Option<&AppliedRequest> {
+        self.by_id.get(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub(super) fn remember(
+        &mut self,
+        id: RequestId,
+        applied: AppliedRequest,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), codec::CodecError> {
+        changes.push(Change::Put(
+            key(&id),
+            codec::encode("dedup entry", &applied)?,
+        ));
+        self.by_index.insert((applied.index, id));
+        self.by_id.insert(id, applied);
+        Ok(())
+    }
+
+    /// Forgets ids applied more than `WINDOW` indices before `index`.
+    pub(super) fn evict_before(&mut self, index: u64, changes: &mut Vec<Change>) {
+        let Some(horizon) = index.checked_sub(WINDOW) else {
+            return;
+        };
+        while let Some(&(i, id)) = self.by_index.first() {
+            if i >= horizon {
+                break;
+            }
+            self.by_index.pop_first();
+            self.by_id.remove(&id);
+            changes.push(Change::Delete(key(&id)));
+        }
+    }
+
+    pub(super) fn load(&mut self, key_rest: &[u8], value: &[u8]) -> Result<(), codec::CodecError> {
+        let id: [u8; 16] = key_rest
+            .try_into()
+            .map_err(|_| codec::CodecError::Trailing { what: "dedup key" })?;
+        let applied: AppliedRequest = codec::decode("dedup entry", value)?;
+        self.by_index.insert((applied.index, RequestId(id)));
+        self.by_id.insert(RequestId(id), applied);
+        Ok(())
+    }
+
+    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), codec::CodecError> {
+        for (id, applied) in &self.by_id {
+            out.push((key(id), codec::encode("dedup entry", applied)?));
+        }
+        Ok(())
+    }
+}
+
+fn key(id: &RequestId) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(&id.0);
+    k
+}

@@ -1,0 +1,253 @@
+//! The command line: bad configurations, busy ports, foreign data directories, and `raftkms dev`.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{bin, TestCluster};
+use raftkms::admin::AdminClient;
+use raftkms::config::{SnapshotConfig, TimingConfig};
+
+fn serve(config: &std::path::Path) -> std::process::Output {
+    let mut child = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve did not exit on a bad start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_bad_config_is_rejected_naming_the_field() {
+    let c = TestCluster::configure(1, 24000, TimingConfig::default(), SnapshotConfig::default());
+    let good = std::fs::read_to_string(&c.nodes[0].config_path).unwrap();
+    let cases = [
+        (good.replace("node-id = 1\n", ""), "node-id"),
+        (
+            good.replace(
+                "api-listen = \"127.0.0.1:24001\"",
+                "api-listen = \"not-an-address\"",
+            ),
+            "api-listen",
+        ),
+        (
+            good.replace("election-min-ms = 500", "election-min-ms = 5"),
+            "timing.election-min-ms",
+        ),
+        (format!("{good}\nbogus-field = 1\n"), "bogus-field"),
+        (good.replace(common::SECRET, "short"), "cluster-secret"),
+    ];
+    for (text, field) in cases {
+        let path = c.dir.path().join("bad.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = serve(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{field}: {stderr}");
+        assert!(
+            stderr.contains(field),
+            "message does not name `{field}`: {stderr}"
+        );
+    }
+    let out = serve(&c.dir.path().join("missing.toml"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+}
+
+#[test]
+fn a_busy_port_and_a_foreign_data_dir_are_refused_clearly() {
+    let c = TestCluster::configure(1, 24100, TimingConfig::default(), SnapshotConfig::default());
+    let busy = std::net::TcpListener::bind(TestCluster::api_addr(24100, 1)).unwrap();
+    let out = serve(&c.nodes[0].config_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("api-listen") && stderr.contains("in use"),
+        "{stderr}"
+    );
+    drop(busy);
+
+    // The data directory now belongs to cluster test-24100 node 1; another cluster id is refused.
+    let cfg = std::fs::read_to_string(&c.nodes[0].config_path)
+        .unwrap()
+        .replace("test-24100", "another-cluster");
+    let path = c.dir.path().join("other.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = serve(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("belongs to cluster `test-24100`"),
+        "{stderr}"
+    );
+}
+
+fn read_env(path: &std::path::Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn start_dev(dir: &std::path::Path) -> std::process::Child {
+    Command::new(bin())
+        .args(["dev", "--port", "24201", "--data-dir"])
+        .arg(dir)
+        .stdout(std::fs::File::create(dir.with_extension("out")).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_env(dir: &std::path::Path, child: &mut std::process::Child) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let env = read_env(&dir.join("dev.env"));
+        if env.iter().any(|(k, _)| k == "RAFTKMS_CLUSTER_SECRET") {
+            return env;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "raftkms dev exited early"
+        );
+        assert!(Instant::now() < deadline, "dev.env never appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dev");
+    let mut dev = start_dev(&dir);
+    let env = wait_env(&dir, &mut dev).await;
+    let get = |k: &str| {
+        env.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        get("KMS_ENDPOINTS"),
+        "http://127.0.0.1:24201,http://127.0.0.1:24202,http://127.0.0.1:24203"
+    );
+    assert_eq!(get("KMS_REGION"), "ap-guangzhou");
+
+    // `raftkms cluster status --json`, configured only by the dev.env variables.
+    let out = Command::new(bin())
+        .args(["cluster", "status", "--json"])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let nodes = status["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(nodes.iter().all(|n| n["role"] == "voter"), "{status}");
+    assert!(status["leader"].as_u64().is_some());
+    let table = Command::new(bin())
+        .args(["cluster", "status"])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("leader:") && table.matches("voter").count() == 3,
+        "{table}"
+    );
+
+    let admin = AdminClient::new(
+        get("RAFTKMS_NODE"),
+        get("RAFTKMS_CLUSTER_ID"),
+        get("RAFTKMS_CLUSTER_SECRET"),
+    );
+    admin
+        .put_record("kept", "across-restarts", None)
+        .await
+        .unwrap();
+
+    // SIGINT: a clean stop of every node.
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGINT);
+    }
+    let status = dev.wait().unwrap();
+    assert!(status.success(), "dev exited with {status}");
+    assert!(
+        admin
+            .clone()
+            .with_timeout(Duration::from_secs(1))
+            .status()
+            .await
+            .is_err(),
+        "a node outlived raftkms dev"
+    );
+
+    // Again on the same data dir: the same cluster, with its data.
+    std::fs::remove_file(dir.join("dev.env")).unwrap();
+    let mut dev = start_dev(&dir);
+    let env2 = wait_env(&dir, &mut dev).await;
+    assert!(env2.contains(&("RAFTKMS_CLUSTER_ID".to_string(), get("RAFTKMS_CLUSTER_ID"))));
+    let read = admin.get_record("kept", "linearizable").await.unwrap();
+    assert_eq!(read.value.as_deref(), Some("across-restarts"));
+    unsafe {
+        libc::kill(dev.id() as i32, libc::SIGTERM);
+    }
+    assert!(dev.wait().unwrap().success());
+}
+
+#[test]
+fn the_example_configs_in_cluster_config_are_valid_and_agree() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("cluster-config");
+    let mut dirs = 0;
+    for dir in std::fs::read_dir(&root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        dirs += 1;
+        let mut configs = Vec::new();
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "toml") {
+                let cfg = raftkms::NodeConfig::load(&f)
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+                configs.push(cfg);
+            }
+        }
+        assert!(configs.len() >= 3, "{}", dir.display());
+        for cfg in &configs {
+            assert_eq!(
+                cfg.peers,
+                configs[0].peers,
+                "{}: peers differ between nodes",
+                dir.display()
+            );
+            assert_eq!(cfg.cluster_id, configs[0].cluster_id);
+            let me = cfg.peers.iter().find(|p| p.id == cfg.node_id).unwrap();
+            assert_eq!(
+                (me.raft_addr.as_str(), me.api_addr.as_str()),
+                (cfg.raft_listen.as_str(), cfg.api_listen.as_str())
+            );
+            assert_eq!(me.region, cfg.region);
+        }
+    }
+    assert_eq!(dirs, 2);
+}

@@ -1,0 +1,164 @@
+//! A real 3-node cluster: replication through every node, forwarding, idempotent retries,
+//! linearizable and stale reads, authentication.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{get, put, TestCluster, SECRET};
+use raftkms::registry::Outcome;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_through_every_node_are_applied_on_all() {
+    let mut c = TestCluster::start(3, 21000).await;
+    for via in 1..=3u64 {
+        for k in 0..5 {
+            put(&c, via, &format!("via{via}-{k}"), &format!("v{via}{k}")).await;
+        }
+    }
+    for reader in 1..=3u64 {
+        for via in 1..=3u64 {
+            for k in 0..5 {
+                assert_eq!(
+                    get(&c, reader, &format!("via{via}-{k}")).await.as_deref(),
+                    Some(format!("v{via}{k}").as_str())
+                );
+            }
+        }
+    }
+    c.wait_converged(Duration::from_secs(10)).await;
+    // Followers forwarded their writes to the leader.
+    let leader = c.wait_leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        TestCluster::api_addr(c.base_port, follower)
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let forwarded: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("raftkms_forwarded_writes_total"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        forwarded >= 5.0,
+        "follower {follower} forwarded {forwarded} writes:\n{metrics}"
+    );
+    assert!(metrics.contains("raftkms_raft_term"));
+    assert!(metrics.contains("raftkms_log_append_seconds_bucket"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_write_with_the_same_request_id_is_applied_once() {
+    let mut c = TestCluster::start(3, 21100).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    let id = uuid::Uuid::new_v4().to_string();
+    let first = c
+        .admin(follower)
+        .put_record("k", "first", Some(&id))
+        .await
+        .unwrap();
+    let Outcome::Applied { index } = first.outcome else {
+        panic!("{first:?}")
+    };
+    put(&c, leader, "k", "second").await;
+    // The same request id again (as a retry after a lost reply would be), through another node
+    // and with another body: the first outcome comes back and nothing is applied.
+    let again = c
+        .admin(leader)
+        .put_record("k", "third", Some(&id))
+        .await
+        .unwrap();
+    assert_eq!(again.outcome, Outcome::Applied { index });
+    for n in 1..=3 {
+        assert_eq!(get(&c, n, "k").await.as_deref(), Some("second"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizable_read_through_another_node_sees_an_acknowledged_write() {
+    let mut c = TestCluster::start(3, 21200).await;
+    for round in 0..30u64 {
+        let writer = round % 3 + 1;
+        let reader = (round + 1) % 3 + 1;
+        let value = format!("value-{round}");
+        put(&c, writer, "register", &value).await;
+        let read = c
+            .admin(reader)
+            .get_record("register", "linearizable")
+            .await
+            .unwrap();
+        assert_eq!(
+            read.value.as_deref(),
+            Some(value.as_str()),
+            "round {round}: wrote via {writer}, read via {reader}"
+        );
+    }
+    // A stale read answers at once and says where it stands.
+    let stale = c.admin(2).get_record("register", "stale").await.unwrap();
+    assert_eq!(
+        stale.position.consistency,
+        raftkms::config::Consistency::Stale
+    );
+    let applied = stale.position.applied_index.unwrap();
+    let commit = stale.position.known_commit_index.unwrap();
+    assert!(applied > 0 && commit >= applied, "{stale:?}");
+    let _ = c.wait_leader(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_without_the_cluster_secret_are_rejected_and_change_nothing() {
+    let mut c = TestCluster::start(3, 21300).await;
+    put(&c, 1, "before", "x").await;
+    let before = c.admin(1).status().await.unwrap();
+    let client = reqwest::Client::new();
+    let raft = TestCluster::raft_addr(c.base_port, 1);
+    // A vote request for a huge term would depose the leader if it were accepted.
+    let vote = raftkms::raft::types::typ::VoteRequest::new(
+        openraft::Vote::new(before.term + 100, 9),
+        None,
+    );
+    let body = raftkms::codec::encode("vote", &vote).unwrap();
+    for auth in [None, Some("Bearer wrong-secret-wrong-secret")] {
+        let mut req = client
+            .post(format!("http://{raft}/raft/vote"))
+            .header("x-raftkms-cluster", &c.cluster_id)
+            .body(body.clone());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let put = client
+            .put(format!("http://{raft}/admin/records/intruder"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 401);
+    }
+    // Right secret, wrong cluster id: also refused.
+    let resp = client
+        .post(format!("http://{raft}/raft/vote"))
+        .header("x-raftkms-cluster", "another-cluster")
+        .bearer_auth(SECRET)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let after = c.admin(1).status().await.unwrap();
+    assert_eq!(
+        after.term, before.term,
+        "term moved: a rejected vote was processed"
+    );
+    assert_eq!(get(&c, 2, "intruder").await, None);
+    assert_eq!(get(&c, 2, "before").await.as_deref(), Some("x"));
+    let _ = c.wait_leader(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,375 @@
+//! Test harness: real `raftkms serve` processes on loopback, each with its own RocksDB directory.
+//! Nothing is mocked; nodes are killed with SIGKILL exactly as an operator (or a crash) would.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftkms::admin::AdminClient;
+use raftkms::config::{NodeConfig, PeerConfig, SnapshotConfig, TimingConfig};
+
+pub const SECRET: &str = "test-cluster-secret-0123456789";
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_raftkms"))
+}
+
+/// One node process of a test cluster.
+pub struct TestNode {
+    pub cfg: NodeConfig,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl TestNode {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// A cluster of real node processes in a temporary directory.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub cluster_id: String,
+    pub base_port: u16,
+    pub nodes: Vec<TestNode>,
+    pub timing: TimingConfig,
+    pub snapshot: SnapshotConfig,
+}
+
+impl TestCluster {
+    /// Ports: node i listens on base+i (API) and base+50+i (internal).
+    pub fn api_addr(base: u16, id: u64) -> String {
+        format!("127.0.0.1:{}", base + id as u16)
+    }
+
+    pub fn raft_addr(base: u16, id: u64) -> String {
+        format!("127.0.0.1:{}", base + 50 + id as u16)
+    }
+
+    fn peer(base: u16, id: u64) -> PeerConfig {
+        PeerConfig {
+            id,
+            raft_addr: Self::raft_addr(base, id),
+            api_addr: Self::api_addr(base, id),
+            region: "ap-guangzhou".into(),
+            voter: true,
+        }
+    }
+
+    /// Writes configs for `n` nodes without starting them.
+    pub fn configure(
+        n: u64,
+        base_port: u16,
+        timing: TimingConfig,
+        snapshot: SnapshotConfig,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = TestCluster {
+            dir,
+            cluster_id: format!("test-{base_port}"),
+            base_port,
+            nodes: Vec::new(),
+            timing,
+            snapshot,
+        };
+        let peers: Vec<PeerConfig> = (1..=n).map(|id| Self::peer(base_port, id)).collect();
+        for id in 1..=n {
+            c.add_node_config(id, peers.clone());
+        }
+        c
+    }
+
+    /// Adds (but does not start) a node config; `peers` empty means "will join".
+    pub fn add_node_config(&mut self, id: u64, peers: Vec<PeerConfig>) -> usize {
+        let cfg = NodeConfig {
+            node_id: id,
+            cluster_id: self.cluster_id.clone(),
+            cluster_secret: SECRET.into(),
+            region: "ap-guangzhou".into(),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            api_listen: Self::api_addr(self.base_port, id),
+            raft_listen: Self::raft_addr(self.base_port, id),
+            raft_advertise: None,
+            api_advertise: None,
+            default_consistency: Default::default(),
+            timing: self.timing.clone(),
+            snapshot: self.snapshot.clone(),
+            peers,
+        };
+        let config_path = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
+        let log_path = self.dir.path().join(format!("node{id}.log"));
+        self.nodes.push(TestNode {
+            cfg,
+            config_path,
+            log_path,
+            child: None,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// Starts a 3-node (or n-node) cluster with default timing and waits for a leader.
+    pub async fn start(n: u64, base_port: u16) -> Self {
+        Self::start_with(
+            n,
+            base_port,
+            TimingConfig::default(),
+            SnapshotConfig::default(),
+        )
+        .await
+    }
+
+    pub async fn start_with(
+        n: u64,
+        base_port: u16,
+        timing: TimingConfig,
+        snapshot: SnapshotConfig,
+    ) -> Self {
+        let mut c = Self::configure(n, base_port, timing, snapshot);
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_answering(i).await;
+        }
+        c.admin(1).init().await.unwrap();
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Index in `nodes` of node `id`.
+    pub fn idx(&self, id: u64) -> usize {
+        self.nodes.iter().position(|n| n.cfg.node_id == id).unwrap()
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .unwrap();
+        let child = Command::new(bin())
+            .arg("serve")
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+    }
+
+    pub async fn wait_answering(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let id = self.nodes[i].cfg.node_id;
+        loop {
+            if self
+                .admin(id)
+                .with_timeout(Duration::from_secs(1))
+                .status()
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            assert!(
+                self.nodes[i].is_running(),
+                "node {id} exited:\n{}",
+                self.log_tail(id)
+            );
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never answered:\n{}",
+                self.log_tail(id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts node `id` again on its existing data directory.
+    pub async fn restart(&mut self, id: u64) {
+        let i = self.idx(id);
+        self.spawn(i);
+        self.wait_answering(i).await;
+    }
+
+    /// SIGKILL: no shutdown, no flush — a crash.
+    pub fn kill(&mut self, id: u64) {
+        let i = self.idx(id);
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
+        let i = self.idx(id);
+        let mut c = self.nodes[i].child.take().expect("node not running");
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        c.wait().unwrap()
+    }
+
+    pub fn admin(&self, id: u64) -> AdminClient {
+        AdminClient::new(
+            Self::raft_addr(self.base_port, id),
+            self.cluster_id.clone(),
+            SECRET,
+        )
+    }
+
+    pub fn running_ids(&mut self) -> Vec<u64> {
+        let mut out = Vec::new();
+        for n in &mut self.nodes {
+            if n.is_running() {
+                out.push(n.cfg.node_id);
+            }
+        }
+        out
+    }
+
+    /// Waits until a running node reports a leader that is itself running, and returns its id.
+    pub async fn wait_leader(&mut self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let running = self.running_ids();
+            for id in &running {
+                if let Ok(st) = self
+                    .admin(*id)
+                    .with_timeout(Duration::from_secs(1))
+                    .status()
+                    .await
+                {
+                    if let Some(l) = st.leader.filter(|l| running.contains(l)) {
+                        return l;
+                    }
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader among {running:?} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied at least `index`.
+    pub async fn wait_applied(&mut self, index: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for id in self.running_ids() {
+            loop {
+                let st = self.admin(id).status().await;
+                if st
+                    .as_ref()
+                    .is_ok_and(|s| s.applied_index.is_some_and(|a| a >= index))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {id} did not apply {index}: {st:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Waits until every running node reports the same applied index and digest; returns it.
+    pub async fn wait_converged(&mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for id in self.running_ids() {
+                if let Ok(d) = self.admin(id).digest().await {
+                    seen.push((d.applied_index, d.digest));
+                }
+            }
+            if !seen.is_empty()
+                && seen.iter().all(|s| s == &seen[0])
+                && seen.len() == self.running_ids().len()
+            {
+                return seen[0].1.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not converge: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let i = self.idx(id);
+        let text = std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Writes a record through node `via`, retrying transient errors (no leader yet) for up to 20 s.
+pub async fn put(c: &TestCluster, via: u64, name: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = uuid::Uuid::new_v4().to_string();
+    loop {
+        match c.admin(via).put_record(name, value, Some(&id)).await {
+            Ok(r) => {
+                assert!(
+                    matches!(r.outcome, raftkms::registry::Outcome::Applied { .. }),
+                    "{r:?}"
+                );
+                return;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "write {name} via {via} kept failing: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Linearizable read through node `via`, retrying while no leader is known (for up to 20 s).
+pub async fn get(c: &TestCluster, via: u64, name: &str) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match c.admin(via).get_record(name, "linearizable").await {
+            Ok(r) => return r.value,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "read {name} via {via} kept failing: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
