@@ -249,7 +249,16 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         first.region
     );
     print!("{}", render_status(&status));
+    let pids: Vec<String> = children
+        .iter()
+        .map(|(c, _, ch)| format!("node{}={}", c.node_id, ch.id().unwrap_or(0)))
+        .collect();
     println!("\nAPI endpoints:      {}", endpoints.join("  "));
+    println!(
+        "Node pids:          {}   (logs: {}/nodeN.log)",
+        pids.join("  "),
+        dir.display()
+    );
     println!("Environment file:   {}", env_path.display());
     println!("\nTry it:");
     println!("  set -a; . {}; set +a", env_path.display());

@@ -357,17 +357,50 @@ impl RunningNode {
         Ok(())
     }
 
-    /// Adds a node as a learner, waits until it has caught up, then (for voters) promotes it.
+    /// Adds a node as a learner, waits until it has replicated everything the leader had when
+    /// it was added (through a snapshot if the log was compacted), then (for voters) promotes it.
     pub async fn join(
         &self,
         id: NodeId,
         node: types::Node,
         voter: bool,
     ) -> Result<(), ClusterError> {
-        self.raft
-            .add_learner(id, node, true)
+        let added = self
+            .raft
+            .add_learner(id, node, false)
             .await
             .map_err(membership_err)?;
+        // openraft's own "blocking" add considers a learner caught up once it lags by less than
+        // `replication_lag_threshold` entries, which can be before it has received anything.
+        // Promotion must wait for real data, so wait until it has matched the add itself.
+        let target = added.log_id.index;
+        let mut rx = self.raft.metrics();
+        let mut last_report = Instant::now();
+        loop {
+            let matched = {
+                let m = rx.borrow_and_update();
+                if m.current_leader != Some(self.id) {
+                    return Err(ClusterError::NotLeader {
+                        leader: m.current_leader,
+                    });
+                }
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned())
+                    .flatten()
+                    .map(|l| l.index)
+            };
+            if matched.is_some_and(|i| i >= target) {
+                break;
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                tracing::info!(node = id, matched = ?matched, target, "waiting for the new node to catch up");
+                last_report = Instant::now();
+            }
+            // Wake on every metrics change; re-check at least every second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        }
+        tracing::info!(node = id, "new node has caught up");
         if voter {
             let ids = std::collections::BTreeSet::from([id]);
             self.raft

@@ -2,6 +2,7 @@
 //! every line with its node id and region. Payloads and secrets are never passed to a log macro.
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Writer};
