@@ -54,9 +54,10 @@ fn default_true() -> bool {
 pub struct TimingConfig {
     /// Leader heartbeat interval. Default 100.
     pub heartbeat_ms: u64,
-    /// Lower bound of the randomized election timeout. Default 500.
+    /// Lower bound of the randomized election timeout. Default 300.
     pub election_min_ms: u64,
-    /// Upper bound of the randomized election timeout. Default 800.
+    /// Upper bound of the randomized election timeout; also the leader lease during which
+    /// followers refuse to vote for another candidate. Default 500.
     pub election_max_ms: u64,
     /// How long a write may wait for a leader and a commit before failing. Default 5000.
     pub write_timeout_ms: u64,
@@ -70,8 +71,8 @@ impl Default for TimingConfig {
     fn default() -> Self {
         TimingConfig {
             heartbeat_ms: 100,
-            election_min_ms: 500,
-            election_max_ms: 800,
+            election_min_ms: 300,
+            election_max_ms: 500,
             write_timeout_ms: 5000,
             read_timeout_ms: 3000,
             rpc_timeout_ms: 1000,

@@ -42,7 +42,7 @@ fn a_bad_config_is_rejected_naming_the_field() {
             "api-listen",
         ),
         (
-            good.replace("election-min-ms = 500", "election-min-ms = 5"),
+            good.replace("election-min-ms = 300", "election-min-ms = 5"),
             "timing.election-min-ms",
         ),
         (format!("{good}\nbogus-field = 1\n"), "bogus-field"),
