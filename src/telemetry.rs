@@ -38,11 +38,13 @@ where
 pub fn init(tag: String) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    let ansi = std::io::stderr().is_terminal();
     let format = Tagged {
         tag,
-        inner: Format::default().with_target(false),
+        inner: Format::default().with_target(false).with_ansi(ansi),
     };
     let _ = tracing_subscriber::fmt()
+        .with_ansi(ansi)
         .with_env_filter(filter)
         .event_format(format)
         .with_writer(std::io::stderr)

@@ -154,13 +154,26 @@ impl TestCluster {
     }
 
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_wrapped(i, &[]);
+    }
+
+    /// Starts node `i` under a wrapper command (e.g. `fiu-run -x`).
+    pub fn spawn_wrapped(&mut self, i: usize, wrapper: &[&str]) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log_path)
             .unwrap();
-        let child = Command::new(bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let child = cmd
             .arg("serve")
             .arg("--config")
             .arg(&node.config_path)
