@@ -50,6 +50,13 @@ async fn writes_through_every_node_are_applied_on_all() {
         "follower {follower} forwarded {forwarded} writes:\n{metrics}"
     );
     assert!(metrics.contains("raftkms_raft_term"));
+    for n in 1..=3 {
+        let api = TestCluster::api_addr(c.base_port, n);
+        let ready = reqwest::get(format!("http://{api}/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200, "node {n} not ready");
+        let health = reqwest::get(format!("http://{api}/healthz")).await.unwrap();
+        assert_eq!(health.status(), 200);
+    }
     assert!(metrics.contains("raftkms_log_append_seconds_bucket"));
 }
 
