@@ -8,6 +8,7 @@ pub mod admin;
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod crypto;
 pub mod dev;
 pub mod metrics;
 pub mod node;

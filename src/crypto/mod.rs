@@ -1,0 +1,31 @@
+//! Cryptography: the data AEADs (AES-256-GCM, SM4-GCM), the ciphertext blob, the root key that
+//! wraps all stored material, and secret containers. Every primitive comes from a maintained
+//! RustCrypto crate; this module only composes them.
+
+pub mod aead;
+pub mod blob;
+pub mod root_key;
+pub mod secret;
+
+pub use aead::SymmetricAlgorithm;
+pub use root_key::RootKey;
+pub use secret::Secret;
+
+/// Crypto-layer failures. Messages never contain key material or plaintext.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("authentication failed: wrong key, context, or tampered data")]
+    Authentication,
+    #[error("malformed ciphertext: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported format version {0}")]
+    Version(u8),
+    #[error("wrong key length {0}")]
+    KeyLength(usize),
+    #[error("unseal key file {path}: {message}")]
+    UnsealKey { path: String, message: String },
+    #[error("the unseal key of this node does not open the cluster root key")]
+    WrongUnsealKey,
+    #[error("the cluster root key is not installed yet (run `raftkms cluster init`)")]
+    NoRootKey,
+}
