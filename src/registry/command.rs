@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::account::{Account, Credential};
+use super::key::{KeyOp, KeyRecord};
 use super::RegistryError;
 
 /// A client-chosen id that makes a proposal idempotent: a retried or re-forwarded write carrying
@@ -55,6 +57,23 @@ pub enum Command {
     PutRecords { records: Vec<(String, Vec<u8>)> },
     /// Removes a record; removing an absent record is refused with `RecordNotFound`.
     DeleteRecord { name: String },
+    /// Installs the cluster root key, sealed under the unseal key (once per cluster).
+    InstallRootKey { sealed: Vec<u8> },
+    /// Creates an account.
+    CreateAccount { account: Account },
+    /// Adds an API credential (secret key already wrapped by the root key).
+    CreateCredential { credential: Credential },
+    /// Removes an API credential.
+    RevokeCredential { secret_id: String },
+    /// Creates a key with its first material version (already wrapped), subject to the quota.
+    CreateKey { key: KeyRecord, cmk_limit: u32 },
+    /// Applies one lifecycle operation to one or more keys of an account, all or nothing.
+    KeyOp {
+        region: String,
+        uin: u64,
+        key_ids: Vec<String>,
+        op: KeyOp,
+    },
 }
 
 /// The deterministic result of applying one log entry.

@@ -5,8 +5,10 @@
 //! of that kind is decided by the proposing node and carried in the envelope. Persisting the
 //! changes is the caller's job (see `raft::state_machine`).
 
+pub mod account;
 pub mod command;
 pub mod dedup;
+pub mod key;
 pub mod record;
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,50 @@ pub enum RegistryError {
     ValueTooLarge,
     #[error("record not found")]
     RecordNotFound,
+    #[error("the cluster root key is already installed")]
+    RootKeyAlreadyInstalled,
+    #[error("an account with this uin already exists")]
+    AccountExists,
+    #[error("no such account")]
+    AccountNotFound,
+    #[error("a credential with this SecretId already exists")]
+    CredentialExists,
+    #[error("no such credential")]
+    CredentialNotFound,
+    #[error("a key with this KeyId already exists")]
+    KeyExists,
+    #[error("the key does not exist")]
+    KeyNotFound,
+    #[error("the alias is already used by another key of this account in this region")]
+    AliasExists,
+    #[error("alias must be 1-60 letters, digits, '-' or '_', start with a letter or digit, and not start with 'kms-'")]
+    InvalidAlias,
+    #[error("description exceeds 1024 bytes")]
+    InvalidDescription,
+    #[error("the account has reached its key quota in this region")]
+    CmkLimitExceeded,
+    #[error("the key's state does not allow this operation")]
+    StateNotSupported,
+    #[error("the key must be disabled first")]
+    ShouldBeDisabled,
+    #[error("the key is not pending deletion")]
+    NotPendingDelete,
+    #[error("the key is disabled")]
+    KeyDisabled,
+    #[error("imported (EXTERNAL) keys cannot be rotated")]
+    ExternalCannotRotate,
+    #[error("a manual rotation was already done within the rate-limit interval")]
+    RotateRateLimited,
+    #[error("the rotation raced with another one; retry")]
+    StaleRotation,
+    #[error("RotateDays must be between 7 and 365")]
+    InvalidRotateDays,
+    #[error("PendingWindowInDays must be between 7 and 30")]
+    InvalidPendingWindow,
+    #[error("the same KeyId appears twice")]
+    DuplicatedKeyId,
+    #[error("the scheduled time has not come by the proposer's clock")]
+    NotDue,
 }
 
 /// One storage mutation produced by apply, keyed in the registry's column family.
@@ -40,6 +86,8 @@ pub enum Change {
 pub struct Registry {
     records: record::Records,
     dedup: dedup::Dedup,
+    accounts: account::Accounts,
+    keys: key::Keys,
 }
 
 impl Registry {
@@ -51,6 +99,16 @@ impl Registry {
     /// The idempotency table.
     pub fn dedup(&self) -> &dedup::Dedup {
         &self.dedup
+    }
+
+    /// Accounts, credentials and the sealed root key.
+    pub fn accounts(&self) -> &account::Accounts {
+        &self.accounts
+    }
+
+    /// Customer master keys.
+    pub fn keys(&self) -> &key::Keys {
+        &self.keys
     }
 
     /// Applies one command at `index`. Pure: the same registry, index and envelope always give the
@@ -67,7 +125,8 @@ impl Registry {
             return Ok((first.outcome.clone(), changes));
         }
         let mut staged = Vec::new();
-        let outcome = match self.apply_command(&env.command, &mut staged) {
+        let now = env.issued_at_ms / 1000;
+        let outcome = match self.apply_command(&env.command, now, &mut staged) {
             Ok(()) => {
                 changes.extend(staged);
                 Outcome::Applied { index }
@@ -85,6 +144,7 @@ impl Registry {
     fn apply_command(
         &mut self,
         cmd: &Command,
+        now: u64,
         changes: &mut Vec<Change>,
     ) -> Result<(), RegistryError> {
         match cmd {
@@ -106,6 +166,26 @@ impl Registry {
                 record::validate(name, None)?;
                 self.records.delete(name, changes)
             }
+            Command::InstallRootKey { sealed } => self.accounts.install_root(sealed, changes),
+            Command::CreateAccount { account } => self.accounts.create_account(account, changes),
+            Command::CreateCredential { credential } => {
+                self.accounts.create_credential(credential, changes)
+            }
+            Command::RevokeCredential { secret_id } => {
+                self.accounts.revoke_credential(secret_id, changes)
+            }
+            Command::CreateKey { key, cmk_limit } => {
+                if self.accounts.account(key.owner_uin).is_none() {
+                    return Err(RegistryError::AccountNotFound);
+                }
+                self.keys.create(key, *cmk_limit, changes)
+            }
+            Command::KeyOp {
+                region,
+                uin,
+                key_ids,
+                op,
+            } => self.keys.apply_op(region, *uin, key_ids, op, now, changes),
         }
     }
 
@@ -120,6 +200,9 @@ impl Registry {
                 reg.records.load(rest, &value)?;
             } else if let Some(rest) = key.strip_prefix(dedup::PREFIX) {
                 reg.dedup.load(rest, &value)?;
+            } else if key.starts_with(key::PREFIX) {
+                reg.keys.load(&value)?;
+            } else if reg.accounts.load(&key, &value)? {
             } else {
                 return Err(CodecError::Version {
                     what: "registry key prefix",
@@ -136,6 +219,8 @@ impl Registry {
         let mut out = Vec::with_capacity(self.records.len() + self.dedup.len());
         self.records.dump(&mut out)?;
         self.dedup.dump(&mut out)?;
+        self.accounts.dump(&mut out)?;
+        self.keys.dump(&mut out)?;
         out.sort();
         Ok(out)
     }

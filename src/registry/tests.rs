@@ -10,23 +10,115 @@ fn env(id: u8, command: Command) -> Envelope {
     }
 }
 
+fn key_record(id: u8, uin: u64, alias: String) -> key::KeyRecord {
+    key::KeyRecord {
+        key_id: format!("00000000-0000-0000-0000-0000000000{id:02}"),
+        region: "ap-guangzhou".into(),
+        owner_uin: uin,
+        alias,
+        description: String::new(),
+        usage: key::KeyUsage::EncryptDecrypt,
+        algorithm: crate::crypto::SymmetricAlgorithm::Sm4Gcm,
+        origin: key::Origin::TencentKms,
+        state: key::KeyState::Enabled,
+        created_at: 1,
+        deletion_date: 0,
+        rotation_enabled: false,
+        rotate_days: 0,
+        last_rotate_time: 0,
+        next_rotate_time: 0,
+        last_manual_rotate: 0,
+        tags: vec![],
+        versions: vec![key::MaterialVersion {
+            version: 1,
+            created_at: 1,
+            wrapped: vec![id; 8],
+        }],
+    }
+}
+
+fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
+    use key::KeyOp;
+    prop_oneof![
+        Just(KeyOp::Enable),
+        Just(KeyOp::Disable),
+        Just(KeyOp::Archive),
+        Just(KeyOp::CancelArchive),
+        Just(KeyOp::CancelDeletion),
+        Just(KeyOp::DeleteDue),
+        Just(KeyOp::DisableRotation),
+        (0u32..40).prop_map(|pending_days| KeyOp::ScheduleDeletion { pending_days }),
+        (0u32..400).prop_map(|rotate_days| KeyOp::EnableRotation { rotate_days }),
+        prop::sample::select(vec!["x", "y", "bad alias"])
+            .prop_map(|a| KeyOp::UpdateAlias { alias: a.into() }),
+        (1u32..4, any::<bool>()).prop_map(|(version, manual)| KeyOp::Rotate {
+            material: key::MaterialVersion {
+                version,
+                created_at: 5,
+                wrapped: vec![version as u8; 8]
+            },
+            manual,
+            min_manual_interval: 86_400,
+        }),
+    ]
+}
+
 fn arb_command() -> impl Strategy<Value = Command> {
     let name =
         prop::sample::select(vec!["a", "b", "c", "d", "", "settings/quota"]).prop_map(String::from);
     let value = prop::collection::vec(any::<u8>(), 0..8);
+    let key_id = (0u8..4).prop_map(|id| format!("00000000-0000-0000-0000-0000000000{id:02}"));
     prop_oneof![
         (name.clone(), value.clone()).prop_map(|(name, value)| Command::PutRecord { name, value }),
         prop::collection::vec((name.clone(), value), 0..3)
             .prop_map(|records| Command::PutRecords { records }),
         name.prop_map(|name| Command::DeleteRecord { name }),
+        (1u64..3).prop_map(|uin| Command::CreateAccount {
+            account: account::Account {
+                uin,
+                app_id: uin * 10,
+                name: format!("acct{uin}"),
+                created_at: 1
+            }
+        }),
+        (
+            0u8..4,
+            1u64..3,
+            prop::sample::select(vec!["k1", "k2", "k3"]),
+            1u32..4
+        )
+            .prop_map(|(id, uin, alias, cmk_limit)| Command::CreateKey {
+                key: key_record(id, uin, alias.into()),
+                cmk_limit
+            }),
+        (1u64..3, prop::collection::vec(key_id, 1..3), arb_key_op()).prop_map(
+            |(uin, key_ids, op)| Command::KeyOp {
+                region: "ap-guangzhou".into(),
+                uin,
+                key_ids,
+                op,
+            }
+        ),
     ]
 }
 
-/// A random command sequence; request ids are drawn from a small range so duplicates occur.
+/// A random command sequence; request ids are drawn from a small range so duplicates occur, and
+/// the proposer's clock moves forward by random steps of up to 40 days.
 fn arb_log() -> impl Strategy<Value = Vec<Envelope>> {
-    prop::collection::vec(
-        (0u8..12, arb_command()).prop_map(|(id, c)| env(id, c)),
-        0..60,
+    prop::collection::vec((0u8..40, arb_command(), 0u64..40 * 86_400_000), 0..80).prop_map(
+        |items| {
+            let mut t = 1_700_000_000_000u64;
+            items
+                .into_iter()
+                .map(|(id, c, step)| {
+                    t += step;
+                    Envelope {
+                        issued_at_ms: t,
+                        ..env(id, c)
+                    }
+                })
+                .collect()
+        },
     )
 }
 
@@ -173,4 +265,238 @@ fn rejected_batch_changes_nothing() {
         )
         .unwrap();
     assert_eq!(o, Outcome::Rejected(RegistryError::RecordNotFound));
+}
+
+fn key_op(reg: &mut Registry, index: u64, now_s: u64, op: key::KeyOp) -> Outcome {
+    let e = Envelope {
+        request_id: RequestId::random(),
+        issued_at_ms: now_s * 1000,
+        command: Command::KeyOp {
+            region: "ap-guangzhou".into(),
+            uin: 1,
+            key_ids: vec![key_record(0, 1, "a".into()).key_id],
+            op,
+        },
+    };
+    reg.apply(index, &e).unwrap().0
+}
+
+#[test]
+fn key_lifecycle_follows_the_state_rules() {
+    use key::{KeyOp, KeyState};
+    let mut reg = Registry::default();
+    let acct = account::Account {
+        uin: 1,
+        app_id: 10,
+        name: "a".into(),
+        created_at: 1,
+    };
+    reg.apply(1, &env(1, Command::CreateAccount { account: acct }))
+        .unwrap();
+    let (o, _) = reg
+        .apply(
+            2,
+            &env(
+                2,
+                Command::CreateKey {
+                    key: key_record(0, 1, "a".into()),
+                    cmk_limit: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(o, Outcome::Applied { index: 2 });
+    // Quota of 1 reached; a duplicate alias is refused before that matters for another account.
+    let (o, _) = reg
+        .apply(
+            3,
+            &env(
+                3,
+                Command::CreateKey {
+                    key: key_record(1, 1, "b".into()),
+                    cmk_limit: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(o, Outcome::Rejected(RegistryError::CmkLimitExceeded));
+    let (o, _) = reg
+        .apply(
+            4,
+            &env(
+                4,
+                Command::CreateKey {
+                    key: key_record(1, 1, "a".into()),
+                    cmk_limit: 5,
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(o, Outcome::Rejected(RegistryError::AliasExists));
+
+    let now = 1_000_000;
+    let state = |reg: &Registry| {
+        reg.keys()
+            .get("ap-guangzhou", 1, &key_record(0, 1, "a".into()).key_id)
+            .unwrap()
+            .state
+    };
+    assert_eq!(
+        key_op(
+            &mut reg,
+            5,
+            now,
+            KeyOp::ScheduleDeletion { pending_days: 7 }
+        ),
+        Outcome::Rejected(RegistryError::ShouldBeDisabled)
+    );
+    assert_eq!(
+        key_op(&mut reg, 6, now, KeyOp::CancelDeletion),
+        Outcome::Rejected(RegistryError::NotPendingDelete)
+    );
+    assert_eq!(
+        key_op(&mut reg, 7, now, KeyOp::Archive),
+        Outcome::Applied { index: 7 }
+    );
+    assert_eq!(state(&reg), KeyState::Archived);
+    assert_eq!(
+        key_op(&mut reg, 8, now, KeyOp::Disable),
+        Outcome::Rejected(RegistryError::StateNotSupported)
+    );
+    assert_eq!(
+        key_op(&mut reg, 9, now, KeyOp::CancelArchive),
+        Outcome::Applied { index: 9 }
+    );
+    assert_eq!(
+        key_op(&mut reg, 10, now, KeyOp::Disable),
+        Outcome::Applied { index: 10 }
+    );
+    assert_eq!(
+        key_op(
+            &mut reg,
+            11,
+            now,
+            KeyOp::ScheduleDeletion { pending_days: 6 }
+        ),
+        Outcome::Rejected(RegistryError::InvalidPendingWindow)
+    );
+    assert_eq!(
+        key_op(
+            &mut reg,
+            12,
+            now,
+            KeyOp::ScheduleDeletion { pending_days: 7 }
+        ),
+        Outcome::Applied { index: 12 }
+    );
+    assert_eq!(state(&reg), KeyState::PendingDelete);
+    // Deletion is refused before the date by the proposer's clock, accepted after.
+    assert_eq!(
+        key_op(&mut reg, 13, now + 7 * 86_400 - 1, KeyOp::DeleteDue),
+        Outcome::Rejected(RegistryError::NotDue)
+    );
+    assert_eq!(
+        key_op(&mut reg, 14, now + 1, KeyOp::CancelDeletion),
+        Outcome::Applied { index: 14 }
+    );
+    assert_eq!(state(&reg), KeyState::Disabled);
+    assert_eq!(
+        key_op(
+            &mut reg,
+            15,
+            now,
+            KeyOp::ScheduleDeletion { pending_days: 7 }
+        ),
+        Outcome::Applied { index: 15 }
+    );
+    assert_eq!(
+        key_op(&mut reg, 16, now + 7 * 86_400, KeyOp::DeleteDue),
+        Outcome::Applied { index: 16 }
+    );
+    assert!(reg
+        .keys()
+        .get("ap-guangzhou", 1, &key_record(0, 1, "a".into()).key_id)
+        .is_none());
+    // The alias is free again.
+    let (o, _) = reg
+        .apply(
+            17,
+            &env(
+                17,
+                Command::CreateKey {
+                    key: key_record(1, 1, "a".into()),
+                    cmk_limit: 5,
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(o, Outcome::Applied { index: 17 });
+}
+
+#[test]
+fn rotation_rules() {
+    use key::{KeyOp, MaterialVersion};
+    let mut reg = Registry::default();
+    let acct = account::Account {
+        uin: 1,
+        app_id: 10,
+        name: "a".into(),
+        created_at: 1,
+    };
+    reg.apply(1, &env(1, Command::CreateAccount { account: acct }))
+        .unwrap();
+    reg.apply(
+        2,
+        &env(
+            2,
+            Command::CreateKey {
+                key: key_record(0, 1, "a".into()),
+                cmk_limit: 5,
+            },
+        ),
+    )
+    .unwrap();
+    let rot = |version, manual| KeyOp::Rotate {
+        material: MaterialVersion {
+            version,
+            created_at: 0,
+            wrapped: vec![version as u8],
+        },
+        manual,
+        min_manual_interval: 86_400,
+    };
+    let now = 2_000_000;
+    assert_eq!(
+        key_op(&mut reg, 3, now, rot(2, false)),
+        Outcome::Rejected(RegistryError::NotDue)
+    );
+    assert_eq!(
+        key_op(&mut reg, 4, now, rot(3, true)),
+        Outcome::Rejected(RegistryError::StaleRotation)
+    );
+    assert_eq!(
+        key_op(&mut reg, 5, now, rot(2, true)),
+        Outcome::Applied { index: 5 }
+    );
+    assert_eq!(
+        key_op(&mut reg, 6, now + 10, rot(3, true)),
+        Outcome::Rejected(RegistryError::RotateRateLimited)
+    );
+    assert_eq!(
+        key_op(&mut reg, 7, now, KeyOp::EnableRotation { rotate_days: 7 }),
+        Outcome::Applied { index: 7 }
+    );
+    assert_eq!(
+        key_op(&mut reg, 8, now + 7 * 86_400, rot(3, false)),
+        Outcome::Applied { index: 8 }
+    );
+    let k = reg
+        .keys()
+        .get("ap-guangzhou", 1, &key_record(0, 1, "a".into()).key_id)
+        .unwrap();
+    assert_eq!(
+        k.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(k.next_rotate_time, now + 14 * 86_400);
 }

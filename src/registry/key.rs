@@ -1,0 +1,454 @@
+//! Customer master keys: metadata, wrapped material versions, alias index, and the lifecycle
+//! rules (which operation is allowed in which state) exactly as apply enforces them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Change, RegistryError};
+use crate::codec::{self, CodecError};
+use crate::crypto::SymmetricAlgorithm;
+
+pub const PREFIX: &[u8] = b"k/";
+const DAY: u64 = 86_400;
+
+/// Key states, as Tencent names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDelete,
+    PendingImport,
+    Archived,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Enabled => "Enabled",
+            KeyState::Disabled => "Disabled",
+            KeyState::PendingDelete => "PendingDelete",
+            KeyState::PendingImport => "PendingImport",
+            KeyState::Archived => "Archived",
+        }
+    }
+}
+
+/// What a key is for. Variants are only appended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum KeyUsage {
+    EncryptDecrypt,
+}
+
+impl KeyUsage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+        }
+    }
+}
+
+/// Where the material came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Origin {
+    TencentKms,
+    External,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::TencentKms => "TENCENT_KMS",
+            Origin::External => "EXTERNAL",
+        }
+    }
+}
+
+/// One version of a key's material, wrapped by the root key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterialVersion {
+    pub version: u32,
+    pub created_at: u64,
+    /// `RootKey::wrap(material_aad(..), material)`.
+    pub wrapped: Vec<u8>,
+}
+
+/// The AAD binding wrapped material to its key, version and owner (not the region: replicas in
+/// other regions share the material).
+pub fn material_aad(key_id: &str, version: u32, uin: u64) -> Vec<u8> {
+    format!("raftkms/material/{uin}/{key_id}/{version}").into_bytes()
+}
+
+/// A customer master key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub key_id: String,
+    pub region: String,
+    pub owner_uin: u64,
+    pub alias: String,
+    pub description: String,
+    pub usage: KeyUsage,
+    pub algorithm: SymmetricAlgorithm,
+    pub origin: Origin,
+    pub state: KeyState,
+    pub created_at: u64,
+    /// When a pending deletion happens (0 unless PendingDelete).
+    pub deletion_date: u64,
+    pub rotation_enabled: bool,
+    pub rotate_days: u32,
+    pub last_rotate_time: u64,
+    pub next_rotate_time: u64,
+    pub last_manual_rotate: u64,
+    pub tags: Vec<(String, String)>,
+    pub versions: Vec<MaterialVersion>,
+}
+
+impl KeyRecord {
+    /// The newest material version, used for encryption.
+    pub fn current(&self) -> Option<&MaterialVersion> {
+        self.versions.last()
+    }
+
+    pub fn version(&self, v: u32) -> Option<&MaterialVersion> {
+        self.versions.iter().find(|m| m.version == v)
+    }
+}
+
+/// Alias rules: 1–60 characters of letters, digits, `-` and `_`, starting with a letter or
+/// digit; `kms-` is reserved for cloud products.
+pub fn validate_alias(alias: &str) -> Result<(), RegistryError> {
+    let ok_chars = alias
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let ok_start = alias
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    if alias.is_empty() || alias.len() > 60 || !ok_chars || !ok_start || alias.starts_with("kms-") {
+        return Err(RegistryError::InvalidAlias);
+    }
+    Ok(())
+}
+
+/// Description: at most 1024 bytes.
+pub fn validate_description(d: &str) -> Result<(), RegistryError> {
+    if d.len() > 1024 {
+        return Err(RegistryError::InvalidDescription);
+    }
+    Ok(())
+}
+
+/// Operations on existing keys. Variants are only appended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyOp {
+    Enable,
+    Disable,
+    UpdateAlias {
+        alias: String,
+    },
+    UpdateDescription {
+        description: String,
+    },
+    EnableRotation {
+        rotate_days: u32,
+    },
+    DisableRotation,
+    /// A new material version. `manual` rotations are rate-limited by `min_manual_interval`;
+    /// automatic ones must be due (`next_rotate_time` reached by the proposer's clock).
+    Rotate {
+        material: MaterialVersion,
+        manual: bool,
+        min_manual_interval: u64,
+    },
+    ScheduleDeletion {
+        pending_days: u32,
+    },
+    CancelDeletion,
+    Archive,
+    CancelArchive,
+    /// Removes a key whose deletion date has passed (proposed by the leader).
+    DeleteDue,
+}
+
+/// The key table and its alias index.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Keys {
+    by_id: BTreeMap<(String, String), KeyRecord>,
+    aliases: BTreeMap<(u64, String, String), String>,
+}
+
+fn storage_key(region: &str, key_id: &str) -> Vec<u8> {
+    let mut k = PREFIX.to_vec();
+    k.extend_from_slice(region.as_bytes());
+    k.push(0);
+    k.extend_from_slice(key_id.as_bytes());
+    k
+}
+
+impl Keys {
+    /// A key of `uin` in `region`; another account's key is reported as absent.
+    pub fn get(&self, region: &str, uin: u64, key_id: &str) -> Option<&KeyRecord> {
+        self.by_id
+            .get(&(region.to_string(), key_id.to_string()))
+            .filter(|k| k.owner_uin == uin)
+    }
+
+    /// All keys of an account in a region, newest first.
+    pub fn list(&self, region: &str, uin: u64) -> Vec<&KeyRecord> {
+        let mut v: Vec<&KeyRecord> = self
+            .by_id
+            .values()
+            .filter(|k| k.region == region && k.owner_uin == uin)
+            .collect();
+        v.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.key_id.cmp(&b.key_id))
+        });
+        v
+    }
+
+    /// Every key (for the leader's schedulers).
+    pub fn all(&self) -> impl Iterator<Item = &KeyRecord> {
+        self.by_id.values()
+    }
+
+    pub fn count(&self, region: &str, uin: u64) -> usize {
+        self.by_id
+            .values()
+            .filter(|k| k.region == region && k.owner_uin == uin)
+            .count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn put(&mut self, key: KeyRecord, changes: &mut Vec<Change>) -> Result<(), RegistryError> {
+        let bytes = codec::encode("key", &key).map_err(|_| RegistryError::ValueTooLarge)?;
+        changes.push(Change::Put(storage_key(&key.region, &key.key_id), bytes));
+        self.by_id
+            .insert((key.region.clone(), key.key_id.clone()), key);
+        Ok(())
+    }
+
+    pub(super) fn create(
+        &mut self,
+        key: &KeyRecord,
+        cmk_limit: u32,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        validate_alias(&key.alias)?;
+        validate_description(&key.description)?;
+        if self
+            .by_id
+            .contains_key(&(key.region.clone(), key.key_id.clone()))
+        {
+            return Err(RegistryError::KeyExists);
+        }
+        let alias_key = (key.owner_uin, key.region.clone(), key.alias.clone());
+        if self.aliases.contains_key(&alias_key) {
+            return Err(RegistryError::AliasExists);
+        }
+        if self.count(&key.region, key.owner_uin) >= cmk_limit as usize {
+            return Err(RegistryError::CmkLimitExceeded);
+        }
+        self.aliases.insert(alias_key, key.key_id.clone());
+        self.put(key.clone(), changes)
+    }
+
+    /// Applies `op` to every key in `key_ids` (all or nothing), at time `now` (seconds, from the
+    /// proposer's clock carried in the envelope).
+    pub(super) fn apply_op(
+        &mut self,
+        region: &str,
+        uin: u64,
+        key_ids: &[String],
+        op: &KeyOp,
+        now: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut claimed = std::collections::BTreeSet::new();
+        let mut updated = Vec::with_capacity(key_ids.len());
+        for id in key_ids {
+            if !seen.insert(id) {
+                return Err(RegistryError::DuplicatedKeyId);
+            }
+            let mut k = self
+                .get(region, uin, id)
+                .cloned()
+                .ok_or(RegistryError::KeyNotFound)?;
+            let alias_change = transition(&mut k, op, now)?;
+            if let Some(new_alias) = &alias_change {
+                validate_alias(new_alias)?;
+                let owner = self
+                    .aliases
+                    .get(&(uin, region.to_string(), new_alias.clone()));
+                // Unique against other keys and against the other keys of this same batch.
+                if owner.is_some_and(|o| o != id) || !claimed.insert(new_alias.clone()) {
+                    return Err(RegistryError::AliasExists);
+                }
+            }
+            updated.push((k, alias_change));
+        }
+        for (k, alias_change) in updated {
+            if let Some(new_alias) = alias_change {
+                let old = self
+                    .get(region, uin, &k.key_id)
+                    .map(|o| o.alias.clone())
+                    .unwrap_or_default();
+                self.aliases.remove(&(uin, region.to_string(), old));
+                self.aliases
+                    .insert((uin, region.to_string(), new_alias), k.key_id.clone());
+            }
+            if matches!(op, KeyOp::DeleteDue) {
+                self.aliases
+                    .remove(&(uin, region.to_string(), k.alias.clone()));
+                self.by_id.remove(&(region.to_string(), k.key_id.clone()));
+                changes.push(Change::Delete(storage_key(region, &k.key_id)));
+            } else {
+                self.put(k, changes)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn load(&mut self, value: &[u8]) -> Result<(), CodecError> {
+        let k: KeyRecord = codec::decode("key", value)?;
+        self.aliases.insert(
+            (k.owner_uin, k.region.clone(), k.alias.clone()),
+            k.key_id.clone(),
+        );
+        self.by_id.insert((k.region.clone(), k.key_id.clone()), k);
+        Ok(())
+    }
+
+    pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), CodecError> {
+        for k in self.by_id.values() {
+            out.push((storage_key(&k.region, &k.key_id), codec::encode("key", k)?));
+        }
+        Ok(())
+    }
+}
+
+/// The lifecycle rules. Mutates `k` for `op` at `now`, or says why the state forbids it. Returns
+/// the new alias for `UpdateAlias`.
+fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>, RegistryError> {
+    use KeyState::*;
+    match op {
+        KeyOp::Enable => match k.state {
+            Enabled | Disabled => k.state = Enabled,
+            _ => return Err(RegistryError::StateNotSupported),
+        },
+        KeyOp::Disable => match k.state {
+            Enabled | Disabled => k.state = Disabled,
+            _ => return Err(RegistryError::StateNotSupported),
+        },
+        KeyOp::UpdateAlias { alias } => {
+            if k.state == PendingDelete {
+                return Err(RegistryError::StateNotSupported);
+            }
+            k.alias = alias.clone();
+            return Ok(Some(alias.clone()));
+        }
+        KeyOp::UpdateDescription { description } => {
+            validate_description(description)?;
+            if k.state == PendingDelete {
+                return Err(RegistryError::StateNotSupported);
+            }
+            k.description = description.clone();
+        }
+        KeyOp::EnableRotation { rotate_days } => {
+            if !(7..=365).contains(rotate_days) {
+                return Err(RegistryError::InvalidRotateDays);
+            }
+            if k.origin == Origin::External {
+                return Err(RegistryError::ExternalCannotRotate);
+            }
+            match k.state {
+                Enabled | Disabled => {}
+                _ => return Err(RegistryError::StateNotSupported),
+            }
+            k.rotation_enabled = true;
+            k.rotate_days = *rotate_days;
+            k.next_rotate_time = now + u64::from(*rotate_days) * DAY;
+        }
+        KeyOp::DisableRotation => {
+            if k.state == PendingDelete {
+                return Err(RegistryError::StateNotSupported);
+            }
+            k.rotation_enabled = false;
+            k.next_rotate_time = 0;
+        }
+        KeyOp::Rotate {
+            material,
+            manual,
+            min_manual_interval,
+        } => {
+            if k.origin == Origin::External {
+                return Err(RegistryError::ExternalCannotRotate);
+            }
+            match k.state {
+                Enabled => {}
+                Disabled => return Err(RegistryError::KeyDisabled),
+                _ => return Err(RegistryError::StateNotSupported),
+            }
+            let next = k.versions.last().map(|v| v.version + 1).unwrap_or(1);
+            if material.version != next {
+                return Err(RegistryError::StaleRotation);
+            }
+            if *manual {
+                if k.last_manual_rotate > 0 && now < k.last_manual_rotate + min_manual_interval {
+                    return Err(RegistryError::RotateRateLimited);
+                }
+                k.last_manual_rotate = now;
+            } else if !(k.rotation_enabled && k.next_rotate_time <= now) {
+                return Err(RegistryError::NotDue);
+            }
+            k.versions.push(material.clone());
+            k.last_rotate_time = now;
+            if k.rotation_enabled {
+                k.next_rotate_time = now + u64::from(k.rotate_days) * DAY;
+            }
+        }
+        KeyOp::ScheduleDeletion { pending_days } => {
+            if !(7..=30).contains(pending_days) {
+                return Err(RegistryError::InvalidPendingWindow);
+            }
+            match k.state {
+                Disabled | PendingImport => {}
+                Enabled | Archived => return Err(RegistryError::ShouldBeDisabled),
+                PendingDelete => return Err(RegistryError::StateNotSupported),
+            }
+            k.state = PendingDelete;
+            k.deletion_date = now + u64::from(*pending_days) * DAY;
+        }
+        KeyOp::CancelDeletion => {
+            if k.state != PendingDelete {
+                return Err(RegistryError::NotPendingDelete);
+            }
+            k.state = if k.versions.is_empty() {
+                PendingImport
+            } else {
+                Disabled
+            };
+            k.deletion_date = 0;
+        }
+        KeyOp::Archive => match k.state {
+            Enabled => k.state = Archived,
+            Disabled => return Err(RegistryError::KeyDisabled),
+            _ => return Err(RegistryError::StateNotSupported),
+        },
+        KeyOp::CancelArchive => match k.state {
+            Archived => k.state = Enabled,
+            _ => return Err(RegistryError::StateNotSupported),
+        },
+        KeyOp::DeleteDue => {
+            if k.state != PendingDelete || now < k.deletion_date {
+                return Err(RegistryError::NotDue);
+            }
+        }
+    }
+    Ok(None)
+}
