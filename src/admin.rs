@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use crate::raft::network::{http_client, PeerAuth};
 use crate::raft::service::{
-    AdminError, DigestReply, JoinRequest, NodeStatus, PutManyRequest, ReadReply, RemoveRequest,
-    WriteReply, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
+    JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
+    CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
 use crate::raft::types::NodeId;
 
@@ -123,6 +124,45 @@ impl AdminClient {
     pub async fn remove(&self, id: NodeId) -> Result<NodeStatus, ClientError> {
         self.send(self.post_json("/admin/remove", &RemoveRequest { id }))
             .await
+    }
+
+    pub async fn create_account(
+        &self,
+        name: &str,
+    ) -> Result<crate::registry::account::Account, ClientError> {
+        self.send(self.post_json(
+            "/admin/accounts",
+            &CreateAccountRequest {
+                name: name.to_string(),
+            },
+        ))
+        .await
+    }
+
+    pub async fn accounts(&self) -> Result<Vec<crate::registry::account::Account>, ClientError> {
+        self.send(self.client.get(self.url("/admin/accounts")))
+            .await
+    }
+
+    pub async fn create_credential(&self, uin: u64) -> Result<NewCredential, ClientError> {
+        self.send(self.post_json("/admin/credentials", &CreateCredentialRequest { uin }))
+            .await
+    }
+
+    pub async fn credentials(&self) -> Result<Vec<CredentialInfo>, ClientError> {
+        self.send(self.client.get(self.url("/admin/credentials")))
+            .await
+    }
+
+    pub async fn revoke_credential(
+        &self,
+        secret_id: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.send(
+            self.client
+                .delete(self.url(&format!("/admin/credentials/{secret_id}"))),
+        )
+        .await
     }
 
     pub async fn digest(&self) -> Result<DigestReply, ClientError> {

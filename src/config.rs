@@ -102,6 +102,78 @@ impl Default for SnapshotConfig {
     }
 }
 
+/// A region the cluster serves, with its default symmetric algorithm.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegionConfig {
+    /// Region id, e.g. `ap-guangzhou`.
+    pub name: String,
+    /// `SM4` or `AES_256`; default SM4 for mainland China regions, AES_256 elsewhere.
+    #[serde(default)]
+    pub symmetric_algorithm: Option<String>,
+}
+
+/// Mainland China regions, where Tencent's keys default to SM4.
+const SM4_REGIONS: &[&str] = &[
+    "ap-guangzhou",
+    "ap-shanghai",
+    "ap-beijing",
+    "ap-chengdu",
+    "ap-chongqing",
+    "ap-nanjing",
+    "ap-shenzhen",
+    "ap-shenzhen-fsi",
+    "ap-shanghai-fsi",
+    "ap-beijing-fsi",
+    "ap-tianjin",
+    "ap-wuhan",
+    "ap-changsha",
+    "ap-hangzhou",
+    "ap-jinan",
+    "ap-hefei",
+    "ap-fuzhou",
+    "ap-shijiazhuang",
+    "ap-xian",
+    "ap-zhengzhou",
+    "ap-qingyuan",
+    "ap-shanghai-adc",
+];
+
+/// The default symmetric algorithm Tencent uses in a region.
+pub fn default_symmetric_algorithm(region: &str) -> crate::crypto::SymmetricAlgorithm {
+    if SM4_REGIONS.contains(&region) {
+        crate::crypto::SymmetricAlgorithm::Sm4Gcm
+    } else {
+        crate::crypto::SymmetricAlgorithm::Aes256Gcm
+    }
+}
+
+/// KMS behaviour settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct KmsConfig {
+    /// Customer master keys per account and region. Default 200 (as Tencent).
+    pub cmk_limit: u32,
+    /// Minimum seconds between two manual rotations of one key. Default 86400 (as Tencent).
+    pub manual_rotation_interval_secs: u64,
+    /// How often the leader checks for due rotations and deletions, in ms. Default 1000.
+    pub scheduler_interval_ms: u64,
+    /// File holding this node's unseal key (64 hex digits, mode 0600). Every node of a cluster
+    /// needs the same key. Default `<data-dir>/unseal.key`, created if missing.
+    pub unseal_key_file: Option<PathBuf>,
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        KmsConfig {
+            cmk_limit: 200,
+            manual_rotation_interval_secs: 86_400,
+            scheduler_interval_ms: 1000,
+            unseal_key_file: None,
+        }
+    }
+}
+
 /// Consistency a node applies to reads when the request does not say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -144,6 +216,11 @@ pub struct NodeConfig {
     pub timing: TimingConfig,
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    #[serde(default)]
+    pub kms: KmsConfig,
+    /// Regions served besides those of the peers, with optional algorithm overrides.
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
     /// The initial members, used by `cluster init`. May be empty for a node that will `join`.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
@@ -226,6 +303,25 @@ impl NodeConfig {
         if self.snapshot.chunk_bytes < 1024 {
             return Err(field("snapshot.chunk-bytes", "must be at least 1024"));
         }
+        if self.kms.cmk_limit == 0 {
+            return Err(field("kms.cmk-limit", "must be greater than 0"));
+        }
+        if self.kms.scheduler_interval_ms == 0 {
+            return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
+        }
+        for (i, r) in self.regions.iter().enumerate() {
+            if r.name.trim().is_empty() {
+                return Err(field(format!("regions[{i}].name"), "must not be empty"));
+            }
+            if let Some(a) = &r.symmetric_algorithm {
+                if a != "SM4" && a != "AES_256" {
+                    return Err(field(
+                        format!("regions[{i}].symmetric-algorithm"),
+                        format!("`{a}` is not SM4 or AES_256"),
+                    ));
+                }
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             if p.id == 0 {
@@ -259,6 +355,39 @@ impl NodeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The unseal key file this node reads.
+    pub fn unseal_key_file(&self) -> PathBuf {
+        self.kms
+            .unseal_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("unseal.key"))
+    }
+
+    /// Every region this cluster serves: this node's, the peers', and `[[regions]]`.
+    pub fn served_regions(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::iter::once(self.region.clone())
+            .chain(self.peers.iter().map(|p| p.region.clone()))
+            .chain(self.regions.iter().map(|r| r.name.clone()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// The symmetric algorithm new keys get in `region`.
+    pub fn symmetric_algorithm(&self, region: &str) -> crate::crypto::SymmetricAlgorithm {
+        match self
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .and_then(|r| r.symmetric_algorithm.as_deref())
+        {
+            Some("SM4") => crate::crypto::SymmetricAlgorithm::Sm4Gcm,
+            Some("AES_256") => crate::crypto::SymmetricAlgorithm::Aes256Gcm,
+            _ => default_symmetric_algorithm(region),
+        }
     }
 
     /// The internal address peers should use for this node.

@@ -100,6 +100,12 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> 
             default_consistency: Default::default(),
             timing: Default::default(),
             snapshot: Default::default(),
+            // One unseal key for every dev node: they must all open the same root key.
+            kms: crate::config::KmsConfig {
+                unseal_key_file: Some(dir.join("unseal.key")),
+                ..Default::default()
+            },
+            regions: Vec::new(),
             peers: peers.clone(),
         };
         cfg.validate()?;
@@ -149,6 +155,30 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The dev account's credential: created on first start, kept in `dev.credential` (0600).
+async fn dev_credential(
+    dir: &Path,
+    admin: &AdminClient,
+) -> anyhow::Result<(String, zeroize::Zeroizing<String>)> {
+    let path = dir.join("dev.credential");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let text = zeroize::Zeroizing::new(text);
+        let mut lines = text.lines();
+        if let (Some(id), Some(key)) = (lines.next(), lines.next()) {
+            return Ok((id.to_string(), zeroize::Zeroizing::new(key.to_string())));
+        }
+    }
+    let admin = admin.clone().with_timeout(Duration::from_secs(30));
+    let account = admin.create_account("dev").await?;
+    let c = admin.create_credential(account.uin).await?;
+    write_private(&path, &format!("{}\n{}\n", c.secret_id, c.secret_key))?;
+    println!(
+        "created the dev account (Uin {}) and its credential {}",
+        account.uin, c.secret_id
+    );
+    Ok((c.secret_id, zeroize::Zeroizing::new(c.secret_key)))
 }
 
 /// Runs the dev cluster until SIGINT/SIGTERM.
@@ -227,19 +257,21 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let (secret_id, secret_key) = dev_credential(&dir, &admin).await?;
     let endpoints: Vec<String> = nodes
         .iter()
         .map(|(_, c)| format!("http://{}", c.api_advertise()))
         .collect();
     let env_path = dir.join("dev.env");
-    let env = format!(
-        "KMS_ENDPOINTS={}\nKMS_REGION={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
+    let env = zeroize::Zeroizing::new(format!(
+        "KMS_ENDPOINTS={}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
         endpoints.join(","),
         first.region,
+        secret_key.as_str(),
         first.raft_advertise(),
         first.cluster_id,
         first.cluster_secret
-    );
+    ));
     write_private(&env_path, &env)?;
 
     let status = cluster_status(&admin).await?;
@@ -263,6 +295,10 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     println!("\nTry it:");
     println!("  set -a; . {}; set +a", env_path.display());
     println!("  raftkms cluster status            # leader, term, members, indices");
+    println!(
+        "  tccli kms CreateKey --Alias demo --secretId \"$KMS_SECRET_ID\" --secretKey \"$KMS_SECRET_KEY\" --region {} --endpoint {}",
+        first.region, endpoints[0]
+    );
     println!("  curl -s {}/readyz", endpoints[0]);
     println!("  curl -s {}/metrics | grep raftkms_raft", endpoints[0]);
     println!("  kill -9 <pid of the leader>       # a new leader is elected in about a second");

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod registry;
+pub mod scheduler;
 pub mod storage;
 pub mod telemetry;
 

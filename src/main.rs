@@ -43,6 +43,20 @@ enum Cmd {
         #[arg(long, default_value = "ap-guangzhou")]
         region: String,
     },
+    /// Manage accounts (tenants that own keys).
+    Account {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: AccountCmd,
+    },
+    /// Manage API credentials (SecretId/SecretKey pairs) of accounts.
+    Credential {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: CredentialCmd,
+    },
     /// Administer a running cluster through a node's internal listener.
     Cluster {
         #[command(flatten)]
@@ -102,6 +116,77 @@ enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account; prints its Uin and AppId.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List accounts.
+    List,
+}
+
+#[derive(Subcommand)]
+enum CredentialCmd {
+    /// Create a SecretId/SecretKey pair for an account. The SecretKey is shown only once.
+    Create {
+        #[arg(long)]
+        uin: u64,
+    },
+    /// List credentials (SecretIds only).
+    List,
+    /// Revoke a credential.
+    Revoke {
+        #[arg(long)]
+        secret_id: String,
+    },
+}
+
+async fn account(target: Target, action: AccountCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    match action {
+        AccountCmd::Create { name } => {
+            let a = client.create_account(&name).await?;
+            println!(
+                "created account `{}`: Uin {}  AppId {}",
+                a.name, a.uin, a.app_id
+            );
+            println!("next: raftkms credential create --uin {}", a.uin);
+        }
+        AccountCmd::List => {
+            println!("{:<14} {:<12} NAME", "UIN", "APPID");
+            for a in client.accounts().await? {
+                println!("{:<14} {:<12} {}", a.uin, a.app_id, a.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    match action {
+        CredentialCmd::Create { uin } => {
+            let c = client.create_credential(uin).await?;
+            println!("SecretId:  {}", c.secret_id);
+            println!("SecretKey: {}", c.secret_key);
+            println!("(the SecretKey is stored only wrapped by the cluster root key and cannot be shown again)");
+        }
+        CredentialCmd::List => {
+            println!("{:<14} {:<40} CREATED", "UIN", "SECRETID");
+            for c in client.credentials().await? {
+                println!("{:<14} {:<40} {}", c.uin, c.secret_id, c.created_at);
+            }
+        }
+        CredentialCmd::Revoke { secret_id } => {
+            client.revoke_credential(&secret_id).await?;
+            println!("revoked {secret_id}");
+        }
+    }
+    Ok(())
 }
 
 fn admin_client(t: &Target) -> anyhow::Result<AdminClient> {
@@ -229,6 +314,14 @@ async fn main() -> ExitCode {
                 region,
             })
             .await
+        }
+        Cmd::Account { target, action } => {
+            raftkms::telemetry::init(String::new());
+            account(target, action).await
+        }
+        Cmd::Credential { target, action } => {
+            raftkms::telemetry::init(String::new());
+            credential(target, action).await
         }
         Cmd::Cluster { target, action } => {
             raftkms::telemetry::init(String::new());

@@ -10,6 +10,8 @@ use openraft::{ChangeMembers, SnapshotPolicy};
 use tokio::net::TcpListener;
 
 use crate::config::{Consistency, NodeConfig};
+use crate::crypto::root_key::UnsealKey;
+use crate::crypto::{CryptoError, RootKey};
 use crate::metrics::Metrics;
 use crate::raft::error::ClusterError;
 use crate::raft::log_store::{CommitMarker, LogStore};
@@ -30,6 +32,8 @@ pub enum StartError {
     RaftConfig(String),
     #[error("cannot start Raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
     #[error("cannot listen on {addr} ({field}): {source}")]
     Bind {
         field: &'static str,
@@ -61,6 +65,8 @@ pub struct RunningNode {
     gate: Coalescer,
     leader_gate: Coalescer,
     initial_commit: Option<u64>,
+    unseal: UnsealKey,
+    root: std::sync::RwLock<Option<RootKey>>,
 }
 
 /// Wall-clock milliseconds since the epoch, taken by the proposing node.
@@ -281,6 +287,69 @@ impl RunningNode {
             .await
     }
 
+    /// The cluster root key, unsealed with this node's unseal key on first use and cached.
+    pub fn root_key(&self) -> Result<RootKey, CryptoError> {
+        if let Some(k) = self.root.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Ok(k.clone());
+        }
+        let sealed = self
+            .state
+            .read()
+            .registry
+            .accounts()
+            .sealed_root()
+            .map(<[u8]>::to_vec);
+        let key = self.unseal.unseal(&sealed.ok_or(CryptoError::NoRootKey)?)?;
+        *self.root.write().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+        Ok(key)
+    }
+
+    /// Generates fresh material for `version` of a key and wraps it under the root key.
+    pub fn new_material(
+        &self,
+        algorithm: crate::crypto::SymmetricAlgorithm,
+        key_id: &str,
+        version: u32,
+        uin: u64,
+    ) -> Result<crate::registry::key::MaterialVersion, CryptoError> {
+        let material = crate::crypto::Secret::random(algorithm.key_len());
+        let aad = crate::registry::key::material_aad(key_id, version, uin);
+        let wrapped = self.root_key()?.wrap(&aad, material.expose())?;
+        Ok(crate::registry::key::MaterialVersion {
+            version,
+            created_at: now_ms() / 1000,
+            wrapped,
+        })
+    }
+
+    /// Creates the cluster root key if the registry has none yet (idempotent).
+    pub async fn ensure_root_key(&self) -> Result<(), ClusterError> {
+        if self
+            .state
+            .read()
+            .registry
+            .accounts()
+            .sealed_root()
+            .is_some()
+        {
+            return Ok(());
+        }
+        let sealed = self
+            .unseal
+            .seal(&RootKey::generate())
+            .map_err(|e| ClusterError::Stopped(e.to_string()))?;
+        match self
+            .propose(self.envelope(None, Command::InstallRootKey { sealed }))
+            .await?
+        {
+            Outcome::Applied { .. }
+            | Outcome::Rejected(crate::registry::RegistryError::RootKeyAlreadyInstalled) => Ok(()),
+            other => Err(ClusterError::Stopped(format!(
+                "installing the root key: {other:?}"
+            ))),
+        }
+    }
+
     /// Whether the node knows a leader and has applied what was committed when it started.
     pub fn is_ready(&self) -> bool {
         let applied_enough = match self.initial_commit {
@@ -317,6 +386,7 @@ impl RunningNode {
             }
             Err(e) => return Err(ClusterError::Membership(e.to_string())),
         }
+        self.ensure_root_key().await?;
         let learners: Vec<_> = self.config.peers.iter().filter(|p| !p.voter).collect();
         if learners.is_empty() {
             return Ok(());
@@ -491,6 +561,7 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let unseal = UnsealKey::load_or_create(&config.unseal_key_file())?;
     let identity = Identity {
         cluster_id: config.cluster_id.clone(),
         node_id: config.node_id,
@@ -548,7 +619,10 @@ pub async fn run(
         gate: Coalescer::default(),
         leader_gate: Coalescer::default(),
         initial_commit,
+        unseal,
+        root: std::sync::RwLock::new(None),
     });
+    let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
 
     // Keep the Prometheus gauges in step with openraft's metrics.
     let watcher = {
@@ -609,6 +683,7 @@ pub async fn run(
         tracing::warn!(error = %e, "raft shutdown");
     }
     watcher.abort();
+    scheduler.abort();
     if let Err(e) = db.flush_wal(true) {
         tracing::warn!(error = %e, "final WAL flush");
     }

@@ -1,21 +1,40 @@
-//! The client-facing listener. Today: health, readiness and metrics; the Tencent Cloud KMS API
-//! (`POST /`) is mounted here too.
+//! The client-facing listener: the Tencent Cloud KMS API (`POST /` with TC3 signatures, and the
+//! query-string form on `GET /`), plus health, readiness and metrics.
+
+pub mod actions;
+pub mod envelope;
+pub mod error_code;
+pub mod params;
+pub mod tc3;
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use serde_json::{Map, Value};
 
-use crate::node::RunningNode;
+use crate::config::Consistency;
+use crate::node::{now_ms, RunningNode};
+use crate::raft::service::CONSISTENCY_HEADER;
+use crate::registry::account::credential_aad;
+use error_code::ApiError;
+use params::Params;
 
 type Node = Arc<RunningNode>;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1 << 20;
+/// The only API version served.
+pub const VERSION: &str = "2019-01-18";
 
 /// The API router of one node.
 pub fn router(node: Node) -> Router {
     Router::new()
+        .route("/", get(api).post(api))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -54,4 +73,249 @@ async fn metrics(State(node): State<Node>) -> Response {
         node.metrics.render(),
     )
         .into_response()
+}
+
+/// One authenticated request: who, where, how consistent, and its parameters.
+pub struct Ctx {
+    pub node: Node,
+    pub uin: u64,
+    pub region: String,
+    pub consistency: Consistency,
+    pub params: Params,
+}
+
+async fn api(
+    State(node): State<Node>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let action = headers
+        .get("x-tc-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let result = match handle(node, &method, &uri, &headers, body).await {
+        Ok(ctx) => actions::dispatch(&action, ctx).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(fields) => envelope::success(fields, &request_id),
+        Err(e) => {
+            tracing::debug!(action = %action, code = e.code, request_id = %request_id, "request refused");
+            envelope::error(&e, &request_id)
+        }
+    }
+}
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Everything before the action itself: size limit, version, signature, region, parameters.
+async fn handle(
+    node: Node,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Ctx, ApiError> {
+    let too_big = || {
+        ApiError::new(
+            "RequestSizeLimitExceeded",
+            format!("the request body exceeds {MAX_BODY} bytes"),
+        )
+    };
+    if header_str(headers, "content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY)
+    {
+        return Err(too_big());
+    }
+    let body = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| too_big())?;
+
+    if header_str(headers, "x-tc-action").is_none_or(|a| a.is_empty()) {
+        return Err(ApiError::new(
+            "InvalidAction",
+            "the X-TC-Action header is missing",
+        ));
+    }
+    if let Some(v) = header_str(headers, "x-tc-version") {
+        if v != VERSION {
+            return Err(ApiError::new(
+                "NoSuchVersion",
+                format!("API version `{v}` is not served; use {VERSION}"),
+            ));
+        }
+    }
+
+    // Authentication (TC3-HMAC-SHA256).
+    let authz = header_str(headers, "authorization").ok_or_else(|| {
+        ApiError::new(
+            "AuthFailure.InvalidAuthorization",
+            "the Authorization header is missing",
+        )
+    })?;
+    let auth = tc3::parse_authorization(&authz)?;
+    let timestamp: i64 = header_str(headers, "x-tc-timestamp")
+        .ok_or_else(|| ApiError::missing("X-TC-Timestamp"))?
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid("X-TC-Timestamp", "must be Unix seconds"))?;
+    if ((now_ms() / 1000) as i64 - timestamp).abs() > tc3::MAX_SKEW_SECS {
+        return Err(tc3::Tc3Error::Expired.into());
+    }
+    let consistency = match header_str(headers, CONSISTENCY_HEADER).as_deref() {
+        None => node.config.default_consistency,
+        Some("linearizable") => Consistency::Linearizable,
+        Some("stale") => Consistency::Stale,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                CONSISTENCY_HEADER,
+                format!("`{other}` is not linearizable or stale"),
+            ))
+        }
+    };
+    let lookup = |node: &RunningNode| {
+        node.state
+            .read()
+            .registry
+            .accounts()
+            .credential(&auth.secret_id)
+            .cloned()
+    };
+    let credential = match lookup(&node) {
+        Some(c) => c,
+        None => {
+            // Perhaps created a moment ago through another node: catch up, then look again.
+            node.read_barrier(consistency).await?;
+            lookup(&node).ok_or_else(|| {
+                ApiError::new(
+                    "AuthFailure.SecretIdNotFound",
+                    format!("SecretId {} does not exist", auth.secret_id),
+                )
+            })?
+        }
+    };
+    let secret = node.root_key()?.unwrap(
+        &credential_aad(&credential.secret_id, credential.uin),
+        &credential.wrapped_secret_key,
+    )?;
+    let header_of = |name: &str| header_str(headers, name);
+    let query = uri.query().unwrap_or("");
+    let signed = tc3::SignedRequest {
+        method: method.as_str(),
+        query: if *method == Method::GET { query } else { "" },
+        header: &header_of,
+        body: &body,
+        timestamp,
+        unsigned_payload: header_str(headers, "x-tc-content-sha256").as_deref()
+            == Some("UNSIGNED-PAYLOAD"),
+    };
+    tc3::verify_signature(&auth, &signed, secret.expose())?;
+
+    let region = header_str(headers, "x-tc-region")
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| node.config.region.clone());
+    if !node.config.served_regions().contains(&region) {
+        return Err(ApiError::new(
+            "UnsupportedRegion",
+            format!("region `{region}` is not served by this cluster"),
+        ));
+    }
+
+    let params = if *method == Method::GET {
+        Params(unflatten(query))
+    } else if body.iter().all(u8::is_ascii_whitespace) {
+        Params(Map::new())
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(m)) => Params(m),
+            _ => {
+                return Err(ApiError::new(
+                    "InvalidParameter",
+                    "the request body is not a JSON object",
+                ))
+            }
+        }
+    };
+    Ok(Ctx {
+        node,
+        uin: credential.uin,
+        region,
+        consistency,
+        params,
+    })
+}
+
+/// Turns a flattened query string (`KeyIds.0=a&Tags.0.TagKey=k`) into JSON.
+fn unflatten(query: &str) -> Map<String, Value> {
+    fn insert(target: &mut Value, path: &[&str], value: String) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        if let Ok(i) = first.parse::<usize>() {
+            if !target.is_array() {
+                *target = Value::Array(Vec::new());
+            }
+            if let Value::Array(items) = target {
+                while items.len() <= i {
+                    items.push(Value::Null);
+                }
+                if rest.is_empty() {
+                    items[i] = Value::String(value);
+                } else {
+                    insert(&mut items[i], rest, value);
+                }
+            }
+        } else {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = target {
+                if rest.is_empty() {
+                    m.insert(first.to_string(), Value::String(value));
+                } else {
+                    insert(
+                        m.entry(first.to_string()).or_insert(Value::Null),
+                        rest,
+                        value,
+                    );
+                }
+            }
+        }
+    }
+    let mut root = Value::Object(Map::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        let path: Vec<&str> = k.split('.').collect();
+        insert(&mut root, &path, v.into_owned());
+    }
+    match root {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_unflatten_into_json() {
+        let m = unflatten("KeyId=k-1&Plaintext=aGVsbG8%3D&KeyIds.0=a&KeyIds.1=b&Tags.0.TagKey=env&Tags.0.TagValue=dev");
+        assert_eq!(
+            Value::Object(m),
+            serde_json::json!({
+                "KeyId": "k-1", "Plaintext": "aGVsbG8=", "KeyIds": ["a", "b"],
+                "Tags": [{"TagKey": "env", "TagValue": "dev"}]
+            })
+        );
+    }
 }

@@ -97,18 +97,30 @@ impl UnsealKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
+                // Write a private temp file, then link it into place: the link is atomic and
+                // fails if another process created the key first, whose key then wins.
                 let key = Secret::random(32);
+                let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .mode(0o600)
-                    .open(path)
+                    .open(&tmp)
                     .map_err(|e| err(e.to_string()))?;
                 let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.expose())));
                 f.write_all(text.as_bytes())
                     .and_then(|_| f.sync_all())
                     .map_err(|e| err(e.to_string()))?;
-                Ok(UnsealKey(key))
+                let linked = std::fs::hard_link(&tmp, path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => Ok(UnsealKey(key)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(err(e.to_string())),
+                }
             }
             Err(e) => Err(err(e.to_string())),
         }

@@ -78,6 +78,18 @@ pub fn router(node: Node) -> Router {
         .route("/admin/digest", get(admin_digest))
         .route("/admin/records", post(admin_put_many))
         .route(
+            "/admin/accounts",
+            post(admin_create_account).get(admin_list_accounts),
+        )
+        .route(
+            "/admin/credentials",
+            post(admin_create_credential).get(admin_list_credentials),
+        )
+        .route(
+            "/admin/credentials/{secret_id}",
+            axum::routing::delete(admin_revoke_credential),
+        )
+        .route(
             "/admin/records/{name}",
             put(admin_put).get(admin_get).delete(admin_delete),
         )
@@ -474,4 +486,172 @@ async fn admin_get(
         position,
     })
     .into_response()
+}
+
+// ---------------------------------------------------------------- accounts and credentials
+
+/// Body of `POST /admin/accounts`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateAccountRequest {
+    pub name: String,
+}
+
+/// Body of `POST /admin/credentials`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateCredentialRequest {
+    pub uin: u64,
+}
+
+/// A new credential: the only time the secret key is shown.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct NewCredential {
+    pub uin: u64,
+    pub secret_id: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for NewCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCredential")
+            .field("uin", &self.uin)
+            .field("secret_id", &self.secret_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A credential as listed (no secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    pub uin: u64,
+    pub secret_id: String,
+    pub created_at: u64,
+}
+
+fn random_alnum(n: usize) -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, n)
+}
+
+fn outcome_result(o: Outcome) -> Result<(), ClusterError> {
+    match o {
+        Outcome::Applied { .. } => Ok(()),
+        Outcome::Rejected(e) => Err(ClusterError::BadRequest(e.to_string())),
+        Outcome::NoCommand => Err(ClusterError::BadRequest("no outcome".into())),
+    }
+}
+
+async fn admin_create_account(
+    State(node): State<Node>,
+    Json(req): Json<CreateAccountRequest>,
+) -> Response {
+    use rand::Rng;
+    if req.name.is_empty() || req.name.len() > 128 {
+        return admin_error(ClusterError::BadRequest(
+            "name must be 1 to 128 bytes".into(),
+        ));
+    }
+    let mut rng = rand::rngs::OsRng;
+    let account = crate::registry::account::Account {
+        uin: rng.gen_range(100_000_000_000..1_000_000_000_000),
+        app_id: rng.gen_range(1_250_000_000..1_260_000_000),
+        name: req.name,
+        created_at: crate::node::now_ms() / 1000,
+    };
+    let env = node.envelope(
+        None,
+        Command::CreateAccount {
+            account: account.clone(),
+        },
+    );
+    match node.propose(env).await.and_then(outcome_result) {
+        Ok(()) => Json(account).into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+async fn admin_list_accounts(State(node): State<Node>) -> Response {
+    if let Err(e) = node.read_barrier(Consistency::Linearizable).await {
+        return admin_error(e);
+    }
+    let accounts: Vec<_> = node
+        .state
+        .read()
+        .registry
+        .accounts()
+        .accounts()
+        .cloned()
+        .collect();
+    Json(accounts).into_response()
+}
+
+async fn admin_create_credential(
+    State(node): State<Node>,
+    Json(req): Json<CreateCredentialRequest>,
+) -> Response {
+    if let Err(e) = node.ensure_root_key().await {
+        return admin_error(e);
+    }
+    if let Err(e) = node.read_barrier(Consistency::Linearizable).await {
+        return admin_error(e);
+    }
+    let root = match node.root_key() {
+        Ok(r) => r,
+        Err(e) => return admin_error(ClusterError::Stopped(e.to_string())),
+    };
+    let secret_id = format!("AKID{}", random_alnum(32));
+    let secret_key = zeroize::Zeroizing::new(random_alnum(32));
+    let aad = crate::registry::account::credential_aad(&secret_id, req.uin);
+    let wrapped = match root.wrap(&aad, secret_key.as_bytes()) {
+        Ok(w) => w,
+        Err(e) => return admin_error(ClusterError::Stopped(e.to_string())),
+    };
+    let credential = crate::registry::account::Credential {
+        secret_id: secret_id.clone(),
+        uin: req.uin,
+        wrapped_secret_key: wrapped,
+        created_at: crate::node::now_ms() / 1000,
+    };
+    match node
+        .propose(node.envelope(None, Command::CreateCredential { credential }))
+        .await
+        .and_then(outcome_result)
+    {
+        Ok(()) => Json(NewCredential {
+            uin: req.uin,
+            secret_id,
+            secret_key: secret_key.to_string(),
+        })
+        .into_response(),
+        Err(e) => admin_error(e),
+    }
+}
+
+async fn admin_list_credentials(State(node): State<Node>) -> Response {
+    if let Err(e) = node.read_barrier(Consistency::Linearizable).await {
+        return admin_error(e);
+    }
+    let list: Vec<CredentialInfo> = node
+        .state
+        .read()
+        .registry
+        .accounts()
+        .credentials()
+        .map(|c| CredentialInfo {
+            uin: c.uin,
+            secret_id: c.secret_id.clone(),
+            created_at: c.created_at,
+        })
+        .collect();
+    Json(list).into_response()
+}
+
+async fn admin_revoke_credential(
+    State(node): State<Node>,
+    Path(secret_id): Path<String>,
+) -> Response {
+    let env = node.envelope(None, Command::RevokeCredential { secret_id });
+    match node.propose(env).await.and_then(outcome_result) {
+        Ok(()) => Json(serde_json::json!({"revoked": true})).into_response(),
+        Err(e) => admin_error(e),
+    }
 }

@@ -105,6 +105,11 @@ impl TestCluster {
             default_consistency: Default::default(),
             timing: self.timing.clone(),
             snapshot: self.snapshot.clone(),
+            kms: raftkms::config::KmsConfig {
+                unseal_key_file: Some(self.dir.path().join("unseal.key")),
+                ..Default::default()
+            },
+            regions: Vec::new(),
             peers,
         };
         let config_path = self.dir.path().join(format!("node{id}.toml"));

@@ -34,7 +34,7 @@ def client(clients):
 
 @pytest.fixture
 def new_key(client):
-    """Factory: new_key(prefix="t", via=client, **CreateKey fields) -> CreateKeyResponse.
+    """Factory: new_key(prefix="sdk", via=client, **CreateKey fields) -> CreateKeyResponse.
 
     Keys made through it are disabled and scheduled for deletion when the test ends (best effort:
     a test may already have left the key in a state where that is refused).
@@ -48,6 +48,7 @@ def new_key(client):
         created.append(resp.KeyId)
         return resp
 
+    make.adopt = created.append  # for keys a test creates another way (tccli)
     yield make
 
     for key_id in created:

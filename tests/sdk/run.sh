@@ -30,9 +30,6 @@ env_file=$(cd "$(dirname "$env_file")" && pwd)/$(basename "$env_file")
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 venv=${RAFTKMS_VENV:-/var/cache/raftkms/venv}
 
-# Both clients honour proxy variables even for 127.0.0.1 (and NO_PROXY does not reliably help).
-unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
-
 # --- virtualenv with the pinned client versions --------------------------------------------------
 stamp="$venv/.raftkms-sdk-stamp"
 wanted=$(printf '%s\n' "${PINNED[@]}")
@@ -47,6 +44,10 @@ else
     printf '%s\n' "${PINNED[@]}" >"$stamp"
 fi
 
+# Both clients honour proxy variables even for 127.0.0.1 (and NO_PROXY does not reliably help);
+# pip above may still have needed them.
+unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
+
 # --- cluster coordinates --------------------------------------------------------------------------
 set -a
 # shellcheck disable=SC1090
@@ -59,8 +60,9 @@ for var in KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY; do
     fi
 done
 export KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY
-export RAFTKMS_SDK_VENV="$venv"   # the tccli tests run "$RAFTKMS_SDK_VENV/bin/tccli"
 
 # --- run -----------------------------------------------------------------------------------------
+# No .pytest_cache or __pycache__ left in the work tree.
+export PYTHONDONTWRITEBYTECODE=1
 cd "$repo_root"
-exec "$venv/bin/python" -m pytest -q tests/sdk "$@"
+exec "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk "$@"

@@ -1,0 +1,111 @@
+//! The one mapping from every layer's errors to Tencent Cloud API error codes.
+
+use crate::crypto::CryptoError;
+use crate::raft::error::ClusterError;
+use crate::registry::RegistryError;
+
+use super::tc3::Tc3Error;
+
+/// An API error: a Tencent code and a message a person can act on. Never carries secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn missing(name: &str) -> Self {
+        ApiError::new(
+            "MissingParameter",
+            format!("the request is missing the required parameter `{name}`"),
+        )
+    }
+
+    pub fn invalid(name: &str, why: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            "InvalidParameterValue",
+            format!("invalid value for `{name}`: {why}"),
+        )
+    }
+
+    pub fn key_not_found(key_id: &str) -> Self {
+        ApiError::new(
+            "ResourceUnavailable.CmkNotFound",
+            format!("key {key_id} does not exist in this region"),
+        )
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        use RegistryError::*;
+        let code = match e {
+            KeyNotFound => "ResourceUnavailable.CmkNotFound",
+            AliasExists => "InvalidParameterValue.AliasAlreadyExists",
+            InvalidAlias => "InvalidParameterValue.InvalidAlias",
+            InvalidDescription | InvalidName | ValueTooLarge | InvalidRotateDays => {
+                "InvalidParameterValue"
+            }
+            CmkLimitExceeded => "LimitExceeded.CmkLimitExceeded",
+            StateNotSupported => "ResourceUnavailable.CmkStateNotSupport",
+            ShouldBeDisabled => "ResourceUnavailable.CmkShouldBeDisabled",
+            NotPendingDelete => "ResourceUnavailable.CmkNotPendingDelete",
+            KeyDisabled => "ResourceUnavailable.CmkDisabled",
+            ExternalCannotRotate => "UnsupportedOperation.ExternalCmkCanNotRotate",
+            RotateRateLimited => "RequestLimitExceeded.RotateRateLimited",
+            StaleRotation => "FailedOperation.RotateTaskRunning",
+            InvalidPendingWindow => "InvalidParameter.InvalidPendingWindowInDays",
+            DuplicatedKeyId => "InvalidParameterValue.DuplicatedKeyId",
+            RecordNotFound => "ResourceNotFound",
+            NotDue => "FailedOperation",
+            RootKeyAlreadyInstalled
+            | AccountExists
+            | AccountNotFound
+            | CredentialExists
+            | CredentialNotFound
+            | KeyExists => "InternalError",
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(e: ClusterError) -> Self {
+        let code = match e {
+            ClusterError::BadRequest(_) => "InvalidParameter",
+            ClusterError::WriteTimeout(_) => "InternalError",
+            _ => "UnsupportedOperation.ServiceTemporaryUnavailable",
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<CryptoError> for ApiError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Authentication | CryptoError::Malformed(_) | CryptoError::Version(_) => ApiError::new(
+                "InvalidParameterValue.InvalidCiphertext",
+                "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext",
+            ),
+            other => ApiError::new("InternalError", other.to_string()),
+        }
+    }
+}
+
+impl From<Tc3Error> for ApiError {
+    fn from(e: Tc3Error) -> Self {
+        let code = match e {
+            Tc3Error::Malformed(_) => "AuthFailure.InvalidAuthorization",
+            Tc3Error::Expired => "AuthFailure.SignatureExpire",
+            Tc3Error::Mismatch => "AuthFailure.SignatureFailure",
+        };
+        ApiError::new(code, e.to_string())
+    }
+}

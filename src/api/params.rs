@@ -1,0 +1,108 @@
+//! Typed access to an action's JSON parameters, with the right error code for each problem.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::error_code::ApiError;
+
+/// The parameters of one request (the JSON body object).
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    pub fn opt_str(&self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid(name, "must be a string")),
+        }
+    }
+
+    pub fn str(&self, name: &str) -> Result<String, ApiError> {
+        self.opt_str(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    pub fn opt_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(name, "must be a non-negative integer")),
+            // Query-string requests carry numbers as text.
+            Some(Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::invalid(name, "must be a non-negative integer")),
+            Some(_) => Err(ApiError::invalid(name, "must be a non-negative integer")),
+        }
+    }
+
+    pub fn u64(&self, name: &str) -> Result<u64, ApiError> {
+        self.opt_u64(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    pub fn str_list(&self, name: &str) -> Result<Vec<String>, ApiError> {
+        match self.get(name) {
+            None => Err(ApiError::missing(name)),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ApiError::invalid(name, "must be a list of strings"))
+                })
+                .collect(),
+            Some(_) => Err(ApiError::invalid(name, "must be a list of strings")),
+        }
+    }
+
+    /// Decodes a Base64 parameter; `code` is the error code for undecodable input.
+    pub fn base64(&self, name: &str, code: &'static str) -> Result<Vec<u8>, ApiError> {
+        let s = self.str(name)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| ApiError::new(code, format!("`{name}` is not valid Base64")))
+    }
+
+    /// Tags: a list of `{TagKey, TagValue}`, keys unique.
+    pub fn tags(&self, name: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let Some(v) = self.get(name) else {
+            return Ok(Vec::new());
+        };
+        let items = v
+            .as_array()
+            .ok_or_else(|| ApiError::invalid(name, "must be a list of {TagKey, TagValue}"))?;
+        let mut out: Vec<(String, String)> = Vec::new();
+        for item in items {
+            let k = item
+                .get("TagKey")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::missing("Tags.TagKey"))?;
+            let val = item
+                .get("TagValue")
+                .and_then(Value::as_str)
+                .ok_or_else(|| ApiError::missing("Tags.TagValue"))?;
+            if out.iter().any(|(key, _)| key == k) {
+                return Err(ApiError::new(
+                    "InvalidParameterValue.TagKeysDuplicated",
+                    format!("tag key `{k}` appears twice"),
+                ));
+            }
+            out.push((k.to_string(), val.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// Standard Base64 with padding, as the API uses for all binary values.
+pub fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}

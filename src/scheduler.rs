@@ -1,0 +1,91 @@
+//! Time-driven changes, proposed by the leader as ordinary commands stamped with its clock:
+//! automatic rotation when due and deletion when the pending window has ended. Apply re-checks
+//! that each is due by the stamped time, so a stale or duplicated proposal changes nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::node::{now_ms, RunningNode};
+use crate::registry::key::{KeyOp, KeyState};
+use crate::registry::{Command, Outcome};
+
+/// At most this many proposals per tick, so a backlog drains without a storm.
+const MAX_PER_TICK: usize = 64;
+
+/// Runs until the task is aborted at shutdown.
+pub async fn run(node: Arc<RunningNode>) {
+    let interval = Duration::from_millis(node.config.kms.scheduler_interval_ms);
+    loop {
+        tokio::time::sleep(interval).await;
+        if node.leader().map(|(l, _)| l) != Some(node.id) {
+            continue;
+        }
+        tick(&node).await;
+    }
+}
+
+struct Due {
+    region: String,
+    uin: u64,
+    key_id: String,
+    delete: bool,
+    algorithm: crate::crypto::SymmetricAlgorithm,
+    next_version: u32,
+}
+
+async fn tick(node: &RunningNode) {
+    let now = now_ms() / 1000;
+    let due: Vec<Due> = {
+        let state = node.state.read();
+        state
+            .registry
+            .keys()
+            .all()
+            .filter_map(|k| {
+                let delete = k.state == KeyState::PendingDelete && k.deletion_date <= now;
+                let rotate =
+                    k.state == KeyState::Enabled && k.rotation_enabled && k.next_rotate_time <= now;
+                (delete || rotate).then(|| Due {
+                    region: k.region.clone(),
+                    uin: k.owner_uin,
+                    key_id: k.key_id.clone(),
+                    delete,
+                    algorithm: k.algorithm,
+                    next_version: k.versions.last().map(|v| v.version + 1).unwrap_or(1),
+                })
+            })
+            .take(MAX_PER_TICK)
+            .collect()
+    };
+    for d in due {
+        let op = if d.delete {
+            KeyOp::DeleteDue
+        } else {
+            match node.new_material(d.algorithm, &d.key_id, d.next_version, d.uin) {
+                Ok(material) => KeyOp::Rotate {
+                    material,
+                    manual: false,
+                    min_manual_interval: 0,
+                },
+                Err(e) => {
+                    tracing::warn!(key = %d.key_id, error = %e, "cannot create rotation material");
+                    continue;
+                }
+            }
+        };
+        let what = if d.delete { "deletion" } else { "rotation" };
+        let cmd = Command::KeyOp {
+            region: d.region,
+            uin: d.uin,
+            key_ids: vec![d.key_id.clone()],
+            op,
+        };
+        match node.propose(node.envelope(None, cmd)).await {
+            Ok(Outcome::Applied { index }) => {
+                tracing::info!(key = %d.key_id, index, "scheduled {what} applied")
+            }
+            Ok(other) => tracing::debug!(key = %d.key_id, ?other, "scheduled {what} not applied"),
+            Err(e) => tracing::warn!(key = %d.key_id, error = %e, "scheduled {what} failed"),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+"""The unmodified tccli against every node, configured only by global flags (no profile).
+
+tccli has no option for plain HTTP, so the scheme goes into --endpoint; requests then carry
+`Host: http://127.0.0.1:PORT` and that exact value is signed (tencent-client-howto.md §2).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from kmstest import b64, describe, node_name, unb64, unique_alias
+
+TCCLI = os.path.join(os.path.dirname(sys.executable), "tccli")  # the venv's tccli
+
+
+@pytest.fixture
+def tccli(cluster, tmp_path):
+    """tccli(node_index, "Action", "--Param", "value", ..., secret_key=None) -> CompletedProcess."""
+    if not os.path.exists(TCCLI):
+        pytest.fail("no tccli next to %s; run the tests through tests/sdk/run.sh" % sys.executable)
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().endswith("_proxy") and not k.startswith(("TENCENTCLOUD_", "TCCLI_"))}
+    env["HOME"] = str(tmp_path)  # no ~/.tccli profile can leak in
+
+    def run(node, action, *args, secret_key=None):
+        cmd = [TCCLI, "kms", action, *args,
+               "--secretId", cluster.secret_id,
+               "--secretKey", secret_key or cluster.secret_key,
+               "--region", cluster.region,
+               "--endpoint", "http://" + cluster.endpoints[node]]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+def ok_json(proc):
+    assert proc.returncode == 0, "tccli exited %d: %s" % (proc.returncode, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def test_tccli_get_regions_on_every_node(cluster, tccli):
+    for i in range(len(cluster.endpoints)):
+        out = ok_json(tccli(i, "GetRegions"))
+        assert cluster.region in out["Regions"], node_name(i)
+        assert out["RequestId"], node_name(i)
+
+
+def test_tccli_create_encrypt_decrypt_on_every_node(cluster, clients, tccli, new_key):
+    n = len(cluster.endpoints)
+    for i in range(n):
+        alias = unique_alias("tccli")
+        created = ok_json(tccli(i, "CreateKey", "--Alias", alias, "--Description", "via tccli"))
+        new_key.adopt(created["KeyId"])
+        assert created["Alias"] == alias
+        assert created["KeyState"] == "Enabled"
+        assert created["KeyUsage"] == "ENCRYPT_DECRYPT"
+        assert describe(clients[(i + 1) % n], created["KeyId"]).Alias == alias
+
+        plaintext = ("hello from tccli on %s" % node_name(i)).encode()
+        enc = ok_json(tccli(i, "Encrypt", "--KeyId", created["KeyId"], "--Plaintext", b64(plaintext)))
+        assert enc["KeyId"] == created["KeyId"]
+
+        for j in range(n):  # decrypt on every node, this one included
+            dec = ok_json(tccli(j, "Decrypt", "--CiphertextBlob", enc["CiphertextBlob"]))
+            assert dec["KeyId"] == created["KeyId"], node_name(j)
+            assert unb64(dec["Plaintext"]) == plaintext, node_name(j)
+
+
+def test_tccli_error_exits_255_with_the_code(cluster, tccli):
+    for i in range(len(cluster.endpoints)):
+        proc = tccli(i, "DescribeKey", "--KeyId", str(uuid.uuid4()))
+        assert proc.returncode == 255, (node_name(i), proc.returncode, proc.stdout)
+        assert "code:ResourceUnavailable.CmkNotFound" in proc.stderr, (node_name(i), proc.stderr)
+
+
+def test_tccli_wrong_secret_key_exits_255(cluster, tccli):
+    wrong = cluster.secret_key[:-1] + ("A" if cluster.secret_key[-1] != "A" else "B")
+    for i in range(len(cluster.endpoints)):
+        proc = tccli(i, "GetRegions", secret_key=wrong)
+        assert proc.returncode == 255, (node_name(i), proc.returncode, proc.stdout)
+        assert "code:AuthFailure.SignatureFailure" in proc.stderr, (node_name(i), proc.stderr)
