@@ -110,6 +110,38 @@ async fn api(
     }
 }
 
+/// Reads the body, keeping at most `MAX_BODY` bytes. An oversized body is still read (up to
+/// `DRAIN_LIMIT`) so the client, which is still sending, receives the error envelope instead of
+/// a broken connection.
+async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    use futures::StreamExt;
+    const DRAIN_LIMIT: usize = 16 << 20;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                "InvalidParameter",
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        total += chunk.len();
+        if total <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > MAX_BODY {
+        return Err(ApiError::new(
+            "RequestSizeLimitExceeded",
+            format!("the request body exceeds {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(kept.into())
+}
+
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
@@ -125,21 +157,7 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Ctx, ApiError> {
-    let too_big = || {
-        ApiError::new(
-            "RequestSizeLimitExceeded",
-            format!("the request body exceeds {MAX_BODY} bytes"),
-        )
-    };
-    if header_str(headers, "content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY)
-    {
-        return Err(too_big());
-    }
-    let body = axum::body::to_bytes(body, MAX_BODY)
-        .await
-        .map_err(|_| too_big())?;
+    let body = read_body(body).await?;
 
     if header_str(headers, "x-tc-action").is_none_or(|a| a.is_empty()) {
         return Err(ApiError::new(

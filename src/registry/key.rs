@@ -213,10 +213,14 @@ impl Keys {
         self.by_id.values()
     }
 
+    /// Keys that count against the quota: all of the account's keys in the region except those
+    /// pending deletion (they are on their way out and can no longer be used).
     pub fn count(&self, region: &str, uin: u64) -> usize {
         self.by_id
             .values()
-            .filter(|k| k.region == region && k.owner_uin == uin)
+            .filter(|k| {
+                k.region == region && k.owner_uin == uin && k.state != KeyState::PendingDelete
+            })
             .count()
     }
 
