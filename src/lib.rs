@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod client;
 pub mod codec;
 pub mod config;
 pub mod crypto;

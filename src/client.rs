@@ -1,0 +1,170 @@
+//! A small Tencent Cloud KMS API client that signs requests with TC3-HMAC-SHA256, used by tests,
+//! the fault-injection harness and benchmarks (the reference clients are the Python SDK and
+//! tccli; this one exists so Rust code can drive a cluster without them).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::api::tc3::{self, Authorization, SignedRequest};
+
+/// An error envelope (`Response.Error`) or a transport failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    #[error("{code}: {message}")]
+    Api {
+        code: String,
+        message: String,
+        request_id: String,
+    },
+    #[error("transport: {0}")]
+    Transport(String),
+    #[error("bad reply: {0}")]
+    BadReply(String),
+}
+
+impl KmsError {
+    /// The Tencent error code, if the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            KmsError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one endpoint (host:port, plain HTTP).
+#[derive(Clone)]
+pub struct KmsClient {
+    http: reqwest::Client,
+    endpoint: String,
+    region: String,
+    secret_id: String,
+    secret_key: std::sync::Arc<Zeroizing<String>>,
+    /// Added to the local clock when stamping requests (for servers under a faked clock).
+    pub clock_offset_secs: i64,
+    /// Sent as `X-Raftkms-Consistency` when set.
+    pub consistency: Option<String>,
+}
+
+impl std::fmt::Debug for KmsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsClient")
+            .field("endpoint", &self.endpoint)
+            .field("secret_id", &self.secret_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmsClient {
+    pub fn new(endpoint: &str, region: &str, secret_id: &str, secret_key: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        KmsClient {
+            http,
+            endpoint: endpoint.trim_start_matches("http://").to_string(),
+            region: region.to_string(),
+            secret_id: secret_id.to_string(),
+            secret_key: std::sync::Arc::new(Zeroizing::new(secret_key.to_string())),
+            clock_offset_secs: 0,
+            consistency: None,
+        }
+    }
+
+    /// The same credentials against another endpoint (sharing the connection pool).
+    pub fn at(&self, endpoint: &str) -> Self {
+        KmsClient {
+            endpoint: endpoint.trim_start_matches("http://").to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// Calls `action` with a JSON object of parameters; returns the `Response` object.
+    pub async fn call(&self, action: &str, params: Value) -> Result<Value, KmsError> {
+        let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
+        let timestamp = (crate::node::now_ms() / 1000) as i64 + self.clock_offset_secs;
+        let date = tc3::utc_date(timestamp)
+            .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
+        let content_type = "application/json";
+        let host = self.endpoint.clone();
+        let mut auth = Authorization {
+            secret_id: self.secret_id.clone(),
+            date,
+            service: tc3::SERVICE.into(),
+            signed_headers: vec!["content-type".into(), "host".into()],
+            signature: String::new(),
+        };
+        let header = |name: &str| match name {
+            "content-type" => Some(content_type.to_string()),
+            "host" => Some(host.clone()),
+            _ => None,
+        };
+        let signed = SignedRequest {
+            method: "POST",
+            query: "",
+            header: &header,
+            body: &body,
+            timestamp,
+            unsigned_payload: false,
+        };
+        auth.signature = tc3::signature(&auth, &signed, self.secret_key.as_bytes())
+            .map_err(|e| KmsError::Transport(e.to_string()))?;
+        let authorization = format!(
+            "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders=content-type;host, Signature={}",
+            auth.secret_id, auth.date, auth.service, auth.signature
+        );
+        let mut req = self
+            .http
+            .post(format!("http://{}/", self.endpoint))
+            .header("content-type", content_type)
+            .header("host", &self.endpoint)
+            .header("x-tc-action", action)
+            .header("x-tc-version", crate::api::VERSION)
+            .header("x-tc-timestamp", timestamp.to_string())
+            .header("x-tc-region", &self.region)
+            .header("authorization", authorization)
+            .body(body);
+        if let Some(c) = &self.consistency {
+            req = req.header(crate::raft::service::CONSISTENCY_HEADER, c);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| KmsError::Transport(e.to_string()))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| KmsError::Transport(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| KmsError::BadReply(e.to_string()))?;
+        let response = v
+            .get("Response")
+            .cloned()
+            .ok_or_else(|| KmsError::BadReply("no Response".into()))?;
+        if let Some(err) = response.get("Error") {
+            return Err(KmsError::Api {
+                code: err
+                    .get("Code")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                message: err
+                    .get("Message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                request_id: response
+                    .get("RequestId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            });
+        }
+        Ok(response)
+    }
+}
