@@ -7,6 +7,8 @@ at once: no test sleeps or retries to wait for replication.
 import os
 import time
 
+import kmstest
+
 import pytest
 from tencentcloud.kms.v20190118 import models
 
@@ -446,3 +448,33 @@ def test_list_algorithms_offers_symmetric_encryption(clients):
         assert algorithms, node_name(i)
         for a in algorithms:
             assert a.KeyUsage == "ENCRYPT_DECRYPT" and a.Algorithm, (node_name(i), a.to_json_string())
+
+
+def test_query_string_form_of_the_api_works(cluster):
+    """The SDK's GET form: parameters flattened into the signed query string (Tags.0.TagKey,
+    KeyIds.0, …), no body."""
+    from tencentcloud.common import credential
+    from tencentcloud.common.profile.client_profile import ClientProfile
+    from tencentcloud.common.profile.http_profile import HttpProfile
+    from tencentcloud.kms.v20190118 import kms_client
+
+    http = HttpProfile(protocol="http", endpoint=cluster.endpoints[-1], reqMethod="GET")
+    get_client = kms_client.KmsClient(credential.Credential(cluster.secret_id, cluster.secret_key),
+                                      cluster.region, ClientProfile(httpProfile=http))
+    tag = models.Tag()
+    tag.TagKey, tag.TagValue = "env", "get-form"
+    created = kmstest.call(get_client, "CreateKey", Alias=kmstest.unique_alias("get"), Tags=[tag])
+    metas = kmstest.call(get_client, "DescribeKeys", KeyIds=[created.KeyId]).KeyMetadatas
+    assert [m.KeyId for m in metas] == [created.KeyId]
+    blob = kmstest.encrypt(get_client, created.KeyId, b"via GET", context='{"a":"b"}').CiphertextBlob
+    assert kmstest.decrypt(get_client, blob, context='{"a":"b"}') == (created.KeyId, b"via GET")
+    listed = kmstest.call(get_client, "ListKeyDetail", TagFilters=[_tag_filter("env", ["get-form"])], Limit=200)
+    assert created.KeyId in [m.KeyId for m in listed.KeyMetadatas]
+    kmstest.call(get_client, "DisableKey", KeyId=created.KeyId)
+    kmstest.call(get_client, "ScheduleKeyDeletion", KeyId=created.KeyId, PendingWindowInDays=7)
+
+
+def _tag_filter(key, values):
+    f = models.TagFilter()
+    f.TagKey, f.TagValue = key, values
+    return f
