@@ -34,11 +34,11 @@ pub enum StartError {
     Raft(String),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
-    #[error("cannot listen on {addr} ({field}): {source}")]
+    #[error("cannot listen on {addr} ({field}): {error}")]
     Bind {
         field: &'static str,
         addr: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -694,9 +694,9 @@ pub async fn run(
 async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Bind {
+        .map_err(|error| StartError::Bind {
             field,
             addr: addr.to_string(),
-            source,
+            error,
         })
 }

@@ -184,6 +184,79 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         .await
         .unwrap();
 
+    // The dev credential works through the KMS API on every node.
+    let kms = raftkms::client::KmsClient::new(
+        "127.0.0.1:24201",
+        "ap-guangzhou",
+        &get("KMS_SECRET_ID"),
+        &get("KMS_SECRET_KEY"),
+    );
+    let key = kms
+        .call("CreateKey", serde_json::json!({"Alias": "dev-kept"}))
+        .await
+        .unwrap();
+    let key_id = key["KeyId"].as_str().unwrap().to_string();
+    let blob = kms
+        .at("127.0.0.1:24203")
+        .call(
+            "Encrypt",
+            serde_json::json!({"KeyId": key_id, "Plaintext": "a2VwdA=="}),
+        )
+        .await
+        .unwrap();
+
+    // The admin CLI: a new account, a credential that works, then revoked and refused.
+    let cli = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .envs(env.clone())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let created = cli(&["account", "create", "--name", "team-a"]);
+    let uin = created
+        .split("Uin ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(cli(&["account", "list"]).contains("team-a"));
+    let cred = cli(&["credential", "create", "--uin", &uin]);
+    let field = |name: &str| {
+        cred.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let (id, secret) = (field("SecretId:"), field("SecretKey:"));
+    assert!(cli(&["credential", "list"]).contains(&id));
+    let team = raftkms::client::KmsClient::new("127.0.0.1:24202", "ap-guangzhou", &id, &secret);
+    assert_eq!(
+        team.call("ListKeys", serde_json::json!({})).await.unwrap()["TotalCount"],
+        0
+    );
+    let foreign = team
+        .call(
+            "Decrypt",
+            serde_json::json!({"CiphertextBlob": blob["CiphertextBlob"]}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), Some("ResourceUnavailable.CmkNotFound"));
+    cli(&["credential", "revoke", "--secret-id", &id]);
+    let refused = team
+        .call("ListKeys", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AuthFailure.SecretIdNotFound"));
+
     // SIGINT: a clean stop of every node.
     unsafe {
         libc::kill(dev.id() as i32, libc::SIGINT);
@@ -206,6 +279,14 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     let env2 = wait_env(&dir, &mut dev).await;
     assert!(env2.contains(&("RAFTKMS_CLUSTER_ID".to_string(), get("RAFTKMS_CLUSTER_ID"))));
     let read = admin.get_record("kept", "linearizable").await.unwrap();
+    let plain = kms
+        .call(
+            "Decrypt",
+            serde_json::json!({"CiphertextBlob": blob["CiphertextBlob"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(plain["Plaintext"], "a2VwdA==");
     assert_eq!(read.value.as_deref(), Some("across-restarts"));
     unsafe {
         libc::kill(dev.id() as i32, libc::SIGTERM);

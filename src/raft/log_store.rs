@@ -243,7 +243,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             Ok(r) => r,
             Err(join) => Err(StoreError::Io {
                 path: "log append task".into(),
-                source: std::io::Error::other(join),
+                error: std::io::Error::other(join),
             }),
         };
         self.metrics

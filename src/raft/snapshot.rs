@@ -61,9 +61,9 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     pub fn new(data_dir: &Path) -> Result<Self, StoreError> {
         let dir = data_dir.join("snapshots");
-        fs::create_dir_all(&dir).map_err(|source| StoreError::Io {
+        fs::create_dir_all(&dir).map_err(|error| StoreError::Io {
             path: dir.display().to_string(),
-            source,
+            error,
         })?;
         Ok(SnapshotDir { dir })
     }
@@ -71,9 +71,9 @@ impl SnapshotDir {
     /// Atomically replaces the current snapshot: temp file, fsync, rename, fsync directory.
     pub fn save(&self, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.dir.join("current.snap.tmp");
-        let io = |source| StoreError::Io {
+        let io = |error| StoreError::Io {
             path: tmp.display().to_string(),
-            source,
+            error,
         };
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
@@ -91,9 +91,9 @@ impl SnapshotDir {
         match fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io {
+            Err(error) => Err(StoreError::Io {
                 path: path.display().to_string(),
-                source,
+                error,
             }),
         }
     }

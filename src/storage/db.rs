@@ -36,11 +36,8 @@ pub enum StoreError {
         want_cluster: String,
         want_node: u64,
     },
-    #[error("I/O on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("I/O on {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
 }
@@ -68,9 +65,9 @@ pub fn synced() -> WriteOptions {
 /// Opens (creating if needed) the database under `dir/db` and checks its identity.
 pub fn open(dir: &Path, identity: &Identity) -> Result<Arc<DB>, StoreError> {
     let path = dir.join("db");
-    std::fs::create_dir_all(&path).map_err(|source| StoreError::Io {
+    std::fs::create_dir_all(&path).map_err(|error| StoreError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     let mut opts = Options::default();
     opts.create_if_missing(true);
