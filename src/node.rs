@@ -236,7 +236,7 @@ impl RunningNode {
 
     /// A read index valid for reads that began before this call: from this node if it leads,
     /// otherwise from the leader. Concurrent callers share one confirmation round.
-    async fn read_index(self: &Self) -> Result<u64, ClusterError> {
+    async fn read_index(&self) -> Result<u64, ClusterError> {
         let raft = self.raft.clone();
         let client = self.client.clone();
         let auth = self.auth.clone();

@@ -1,5 +1,7 @@
 //! The command line: bad configurations, busy ports, foreign data directories, and `raftkms dev`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Command, Stdio};

@@ -1,6 +1,8 @@
 //! A real 3-node cluster: replication through every node, forwarding, idempotent retries,
 //! linearizable and stale reads, authentication.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

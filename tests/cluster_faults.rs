@@ -1,5 +1,7 @@
 //! Crashes: SIGKILL of the leader, of every node at once, and writes with no quorum.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

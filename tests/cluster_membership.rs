@@ -1,6 +1,8 @@
 //! Membership: a fourth node joins a cluster holding 100k records and catches up through a
 //! snapshot; removing a node leaves the cluster writable.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

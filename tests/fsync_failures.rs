@@ -5,6 +5,8 @@
 //!
 //! Needs `fiu-run` and `fiu-ctrl` (Debian package `fiu-utils`, installed by `.ci/run`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::Command;

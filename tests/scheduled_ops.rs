@@ -3,6 +3,8 @@
 //! (Debian package `faketime`, installed by `.ci/run`); the leader must notice both and propose
 //! them, and old ciphertexts must keep decrypting.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

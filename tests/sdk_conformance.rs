@@ -3,6 +3,8 @@
 //! followed by the at-rest check: no key material or API secret key appears in clear in any file
 //! of any node's data directory, snapshots included, or in the node logs.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

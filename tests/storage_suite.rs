@@ -1,6 +1,8 @@
 //! openraft's storage conformance suite (vote, append, truncate, purge, membership recovery,
 //! snapshot install, …) run against our RocksDB log store and state machine.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
+
 use std::sync::Arc;
 
 use openraft::testing::{StoreBuilder, Suite};

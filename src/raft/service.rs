@@ -130,6 +130,8 @@ fn binary<T: Serialize>(value: &T) -> Response {
     }
 }
 
+// The error is the ready-made HTTP reply; its size does not matter on this cold path.
+#[allow(clippy::result_large_err)]
 fn decode_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T, Response> {
     codec::decode(what, body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }

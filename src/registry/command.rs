@@ -77,18 +77,13 @@ pub enum Command {
 }
 
 /// The deterministic result of applying one log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The command was applied at this log index.
     Applied { index: u64 },
     /// The command was valid Raft-wise but refused by the registry; nothing changed.
     Rejected(RegistryError),
     /// Blank and membership entries carry no command.
+    #[default]
     NoCommand,
-}
-
-impl Default for Outcome {
-    fn default() -> Self {
-        Outcome::NoCommand
-    }
 }

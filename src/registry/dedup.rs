@@ -35,6 +35,10 @@ impl Dedup {
         self.by_id.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     pub(super) fn remember(
         &mut self,
         id: RequestId,

@@ -228,6 +228,10 @@ impl Keys {
         self.by_id.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
     fn put(&mut self, key: KeyRecord, changes: &mut Vec<Change>) -> Result<(), RegistryError> {
         let bytes = codec::encode("key", &key).map_err(|_| RegistryError::ValueTooLarge)?;
         changes.push(Change::Put(storage_key(&key.region, &key.key_id), bytes));

@@ -74,6 +74,9 @@ pub enum RegistryError {
     NotDue,
 }
 
+/// Persisted (key, value) pairs of the registry column family.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One storage mutation produced by apply, keyed in the registry's column family.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -215,7 +218,7 @@ impl Registry {
 
     /// Every persisted (key, value) pair, sorted by key: the canonical form used for snapshots and
     /// digests.
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, CodecError> {
+    pub fn dump(&self) -> Result<Pairs, CodecError> {
         let mut out = Vec::with_capacity(self.records.len() + self.dedup.len());
         self.records.dump(&mut out)?;
         self.dedup.dump(&mut out)?;
