@@ -3,6 +3,7 @@
 //! RustCrypto crate; this module only composes them.
 
 pub mod aead;
+pub mod asymmetric;
 pub mod blob;
 pub mod root_key;
 pub mod secret;
