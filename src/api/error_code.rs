@@ -78,12 +78,14 @@ impl From<RegistryError> for ApiError {
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
-        let code = match e {
-            ClusterError::BadRequest(_) => "InvalidParameter",
-            ClusterError::WriteTimeout(_) => "InternalError",
-            _ => "UnsupportedOperation.ServiceTemporaryUnavailable",
-        };
-        ApiError::new(code, e.to_string())
+        match e {
+            ClusterError::BadRequest(_) => ApiError::new("InvalidParameter", e.to_string()),
+            ClusterError::WriteTimeout(ms) => ApiError::new(
+                "InternalError",
+                format!("the change did not commit within {ms} ms and may or may not have been applied; read the key's state before retrying"),
+            ),
+            _ => ApiError::new("UnsupportedOperation.ServiceTemporaryUnavailable", e.to_string()),
+        }
     }
 }
 

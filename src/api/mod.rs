@@ -97,11 +97,35 @@ async fn api(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let result = match handle(node, &method, &uri, &headers, body).await {
-        Ok(ctx) => actions::dispatch(&action, ctx).await,
+    let mut stale = false;
+    let result = match handle(node.clone(), &method, &uri, &headers, body).await {
+        Ok(ctx) => {
+            stale = ctx.consistency == Consistency::Stale;
+            actions::dispatch(&action, ctx).await
+        }
         Err(e) => Err(e),
     };
     match result {
+        Ok(fields) if stale => {
+            // A stale answer says how far behind it may be.
+            let mut resp = envelope::success(fields, &request_id);
+            let h = resp.headers_mut();
+            h.insert(
+                CONSISTENCY_HEADER,
+                axum::http::HeaderValue::from_static("stale"),
+            );
+            for (name, value) in [
+                ("x-raftkms-applied-index", node.state.applied_index()),
+                ("x-raftkms-commit-index", node.committed.get()),
+            ] {
+                if let Some(v) =
+                    value.and_then(|v| axum::http::HeaderValue::from_str(&v.to_string()).ok())
+                {
+                    h.insert(name, v);
+                }
+            }
+            resp
+        }
         Ok(fields) => envelope::success(fields, &request_id),
         Err(e) => {
             tracing::debug!(action = %action, code = e.code, request_id = %request_id, "request refused");
