@@ -322,6 +322,25 @@ impl RunningNode {
         })
     }
 
+    /// Generates an asymmetric key pair; returns the wrapped private key (as material version 1)
+    /// and the public key (SubjectPublicKeyInfo DER). Blocking: RSA generation takes a while.
+    pub fn new_key_pair(
+        &self,
+        spec: crate::crypto::asymmetric::AsymmetricSpec,
+        key_id: &str,
+        uin: u64,
+    ) -> Result<(crate::registry::key::MaterialVersion, Vec<u8>), CryptoError> {
+        let pair = crate::crypto::asymmetric::generate(spec)?;
+        let aad = crate::registry::key::material_aad(key_id, 1, uin);
+        let wrapped = self.root_key()?.wrap(&aad, pair.private_pkcs8.expose())?;
+        let material = crate::registry::key::MaterialVersion {
+            version: 1,
+            created_at: now_ms() / 1000,
+            wrapped,
+        };
+        Ok((material, pair.public_spki))
+    }
+
     /// Creates the cluster root key if the registry has none yet (idempotent).
     pub async fn ensure_root_key(&self) -> Result<(), ClusterError> {
         if self

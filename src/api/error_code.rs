@@ -60,6 +60,7 @@ impl From<RegistryError> for ApiError {
             KeyDisabled => "ResourceUnavailable.CmkDisabled",
             ExternalCannotRotate => "UnsupportedOperation.ExternalCmkCanNotRotate",
             RotateRateLimited => "RequestLimitExceeded.RotateRateLimited",
+            RotateNotSupported => "UnsupportedOperation.RotateNotSupported",
             StaleRotation => "FailedOperation.RotateTaskRunning",
             InvalidPendingWindow => "InvalidParameter.InvalidPendingWindowInDays",
             DuplicatedKeyId => "InvalidParameterValue.DuplicatedKeyId",

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
+use crate::crypto::asymmetric::AsymmetricSpec;
 use crate::crypto::SymmetricAlgorithm;
 
 pub const PREFIX: &[u8] = b"k/";
@@ -38,13 +39,75 @@ impl KeyState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum KeyUsage {
     EncryptDecrypt,
+    AsymmetricDecryptRsa2048,
+    AsymmetricDecryptSm2,
+    AsymmetricSignVerifySm2,
+    AsymmetricSignVerifyEcc,
+    AsymmetricSignVerifyRsa2048,
+    AsymmetricSignVerifyEcdsa384,
+    AsymmetricSignVerifyRsa3072,
+    AsymmetricSignVerifyRsa4096,
+    AsymmetricSignVerifySecp256k1,
 }
 
 impl KeyUsage {
+    /// Every usage, in ListAlgorithms order.
+    pub const ALL: [KeyUsage; 10] = [
+        KeyUsage::EncryptDecrypt,
+        KeyUsage::AsymmetricDecryptRsa2048,
+        KeyUsage::AsymmetricDecryptSm2,
+        KeyUsage::AsymmetricSignVerifySm2,
+        KeyUsage::AsymmetricSignVerifyEcc,
+        KeyUsage::AsymmetricSignVerifyRsa2048,
+        KeyUsage::AsymmetricSignVerifyEcdsa384,
+        KeyUsage::AsymmetricSignVerifyRsa3072,
+        KeyUsage::AsymmetricSignVerifyRsa4096,
+        KeyUsage::AsymmetricSignVerifySecp256k1,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyUsage::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            KeyUsage::AsymmetricDecryptRsa2048 => "ASYMMETRIC_DECRYPT_RSA_2048",
+            KeyUsage::AsymmetricDecryptSm2 => "ASYMMETRIC_DECRYPT_SM2",
+            KeyUsage::AsymmetricSignVerifySm2 => "ASYMMETRIC_SIGN_VERIFY_SM2",
+            KeyUsage::AsymmetricSignVerifyEcc => "ASYMMETRIC_SIGN_VERIFY_ECC",
+            KeyUsage::AsymmetricSignVerifyRsa2048 => "ASYMMETRIC_SIGN_VERIFY_RSA_2048",
+            KeyUsage::AsymmetricSignVerifyEcdsa384 => "ASYMMETRIC_SIGN_VERIFY_ECDSA384",
+            KeyUsage::AsymmetricSignVerifyRsa3072 => "ASYMMETRIC_SIGN_VERIFY_RSA_3072",
+            KeyUsage::AsymmetricSignVerifyRsa4096 => "ASYMMETRIC_SIGN_VERIFY_RSA_4096",
+            KeyUsage::AsymmetricSignVerifySecp256k1 => "ASYMMETRIC_SIGN_VERIFY_SECP256K1",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        KeyUsage::ALL.into_iter().find(|u| u.as_str() == s)
+    }
+
+    /// The key pair kind of an asymmetric usage (None for symmetric keys).
+    pub fn asymmetric_spec(self) -> Option<AsymmetricSpec> {
+        Some(match self {
+            KeyUsage::EncryptDecrypt => return None,
+            KeyUsage::AsymmetricDecryptRsa2048 | KeyUsage::AsymmetricSignVerifyRsa2048 => {
+                AsymmetricSpec::Rsa2048
+            }
+            KeyUsage::AsymmetricDecryptSm2 | KeyUsage::AsymmetricSignVerifySm2 => {
+                AsymmetricSpec::Sm2
+            }
+            KeyUsage::AsymmetricSignVerifyEcc => AsymmetricSpec::EccP256,
+            KeyUsage::AsymmetricSignVerifyEcdsa384 => AsymmetricSpec::EccP384,
+            KeyUsage::AsymmetricSignVerifyRsa3072 => AsymmetricSpec::Rsa3072,
+            KeyUsage::AsymmetricSignVerifyRsa4096 => AsymmetricSpec::Rsa4096,
+            KeyUsage::AsymmetricSignVerifySecp256k1 => AsymmetricSpec::Secp256k1,
+        })
+    }
+
+    pub fn is_sign_verify(self) -> bool {
+        self.as_str().starts_with("ASYMMETRIC_SIGN_VERIFY_")
+    }
+
+    pub fn is_asymmetric_decrypt(self) -> bool {
+        self.as_str().starts_with("ASYMMETRIC_DECRYPT_")
     }
 }
 
@@ -88,7 +151,11 @@ pub struct KeyRecord {
     pub alias: String,
     pub description: String,
     pub usage: KeyUsage,
+    /// The symmetric algorithm (meaningful for `ENCRYPT_DECRYPT` keys only).
     pub algorithm: SymmetricAlgorithm,
+    /// SubjectPublicKeyInfo DER of an asymmetric key (empty for symmetric keys); the private key
+    /// is the wrapped material.
+    pub public_key: Vec<u8>,
     pub origin: Origin,
     pub state: KeyState,
     pub created_at: u64,
@@ -370,6 +437,9 @@ fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>,
         KeyOp::EnableRotation { rotate_days } => {
             if !(7..=365).contains(rotate_days) {
                 return Err(RegistryError::InvalidRotateDays);
+            }
+            if k.usage != KeyUsage::EncryptDecrypt {
+                return Err(RegistryError::RotateNotSupported);
             }
             if k.origin == Origin::External {
                 return Err(RegistryError::ExternalCannotRotate);

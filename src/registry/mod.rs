@@ -60,6 +60,8 @@ pub enum RegistryError {
     KeyDisabled,
     #[error("imported (EXTERNAL) keys cannot be rotated")]
     ExternalCannotRotate,
+    #[error("asymmetric keys cannot be rotated")]
+    RotateNotSupported,
     #[error("a manual rotation was already done within the rate-limit interval")]
     RotateRateLimited,
     #[error("the rotation raced with another one; retry")]

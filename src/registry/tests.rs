@@ -19,6 +19,7 @@ fn key_record(id: u8, uin: u64, alias: String) -> key::KeyRecord {
         description: String::new(),
         usage: key::KeyUsage::EncryptDecrypt,
         algorithm: crate::crypto::SymmetricAlgorithm::Sm4Gcm,
+        public_key: vec![],
         origin: key::Origin::TencentKms,
         state: key::KeyState::Enabled,
         created_at: 1,

@@ -15,19 +15,13 @@ pub async fn create_key(ctx: Ctx) -> Result<Fields, ApiError> {
     let description = p.opt_str("Description")?.unwrap_or_default();
     key::validate_description(&description)?;
     let usage = match p.opt_str("KeyUsage")?.as_deref() {
-        None | Some("ENCRYPT_DECRYPT") => KeyUsage::EncryptDecrypt,
-        Some(u) if u.starts_with("ASYMMETRIC_") => {
-            return Err(ApiError::new(
-                "UnsupportedOperation.UnsupportedKeyUsageInCurrentRegion",
-                format!("KeyUsage {u} is not available yet"),
-            ))
-        }
-        Some(u) => {
-            return Err(ApiError::new(
+        None => KeyUsage::EncryptDecrypt,
+        Some(u) => KeyUsage::parse(u).ok_or_else(|| {
+            ApiError::new(
                 "InvalidParameterValue.InvalidKeyUsage",
                 format!("unknown KeyUsage `{u}`"),
-            ))
-        }
+            )
+        })?,
     };
     let origin = match p.opt_u64("Type")? {
         None | Some(1) => Origin::TencentKms,
@@ -43,9 +37,28 @@ pub async fn create_key(ctx: Ctx) -> Result<Fields, ApiError> {
     let algorithm = ctx.node.config.symmetric_algorithm(&ctx.region);
     let key_id = uuid::Uuid::new_v4().to_string();
     let now = super::now_s();
-    let versions = match origin {
-        Origin::TencentKms => vec![ctx.node.new_material(algorithm, &key_id, 1, ctx.uin)?],
-        Origin::External => Vec::new(),
+    if origin == Origin::External && usage != KeyUsage::EncryptDecrypt {
+        return Err(ApiError::new(
+            "UnsupportedOperation",
+            "only ENCRYPT_DECRYPT keys can have imported (EXTERNAL) material",
+        ));
+    }
+    let (versions, public_key) = match (origin, usage.asymmetric_spec()) {
+        (Origin::External, _) => (Vec::new(), Vec::new()),
+        (Origin::TencentKms, None) => (
+            vec![ctx.node.new_material(algorithm, &key_id, 1, ctx.uin)?],
+            Vec::new(),
+        ),
+        (Origin::TencentKms, Some(spec)) => {
+            // RSA key generation takes up to seconds: keep it off the async workers.
+            let node = ctx.node.clone();
+            let (kid, uin) = (key_id.clone(), ctx.uin);
+            let (material, public) =
+                tokio::task::spawn_blocking(move || node.new_key_pair(spec, &kid, uin))
+                    .await
+                    .map_err(|e| ApiError::new("InternalError", e.to_string()))??;
+            (vec![material], public)
+        }
     };
     let record = KeyRecord {
         key_id: key_id.clone(),
@@ -55,6 +68,7 @@ pub async fn create_key(ctx: Ctx) -> Result<Fields, ApiError> {
         description: description.clone(),
         usage,
         algorithm,
+        public_key,
         origin,
         state: if origin == Origin::External {
             KeyState::PendingImport
@@ -186,21 +200,17 @@ pub async fn list_key_detail(ctx: Ctx) -> Result<Fields, ApiError> {
             ))
         }
     };
+    // Unset means ENCRYPT_DECRYPT only (as Tencent); ALL means every usage.
     let usage = match p.opt_str("KeyUsage")?.as_deref() {
-        None | Some("ENCRYPT_DECRYPT") => Some(KeyUsage::EncryptDecrypt),
+        None => Some(KeyUsage::EncryptDecrypt),
         Some("ALL") => None,
-        // No asymmetric keys exist yet: `asymmetric_only` below yields an empty list.
-        Some(u) if u.starts_with("ASYMMETRIC_") => None,
-        Some(u) => {
-            return Err(ApiError::new(
+        Some(u) => Some(KeyUsage::parse(u).ok_or_else(|| {
+            ApiError::new(
                 "InvalidParameterValue.InvalidKeyUsage",
                 format!("unknown KeyUsage `{u}`"),
-            ))
-        }
+            )
+        })?),
     };
-    let asymmetric_only = p
-        .opt_str("KeyUsage")?
-        .is_some_and(|u| u.starts_with("ASYMMETRIC_"));
     let tag_filters: Vec<(String, Vec<String>)> = match p.0.get("TagFilters") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -227,7 +237,7 @@ pub async fn list_key_detail(ctx: Ctx) -> Result<Fields, ApiError> {
     };
     ctx.gate().await?;
     let state = ctx.node.state.read();
-    let mut keys: Vec<&KeyRecord> = if role == 0 && !asymmetric_only {
+    let mut keys: Vec<&KeyRecord> = if role == 0 {
         state.registry.keys().list(&ctx.region, ctx.uin)
     } else {
         Vec::new()

@@ -1,5 +1,6 @@
 //! One function per Tencent KMS action; `dispatch` maps the action name to it in one `match`.
 
+mod asymmetric;
 mod crypto;
 mod keys;
 mod lifecycle;
@@ -44,6 +45,11 @@ pub async fn dispatch(action: &str, ctx: Ctx) -> Result<Fields, ApiError> {
         "ReEncrypt" => crypto::re_encrypt(ctx).await,
         "GenerateDataKey" => crypto::generate_data_key(ctx).await,
         "GenerateRandom" => crypto::generate_random(ctx).await,
+        "GetPublicKey" => asymmetric::get_public_key(ctx).await,
+        "AsymmetricRsaDecrypt" => asymmetric::asymmetric_rsa_decrypt(ctx).await,
+        "AsymmetricSm2Decrypt" => asymmetric::asymmetric_sm2_decrypt(ctx).await,
+        "SignByAsymmetricKey" => asymmetric::sign_by_asymmetric_key(ctx).await,
+        "VerifyByAsymmetricKey" => asymmetric::verify_by_asymmetric_key(ctx).await,
         "GetServiceStatus" => service::get_service_status(ctx).await,
         "GetRegions" => service::get_regions(ctx).await,
         "ListAlgorithms" => service::list_algorithms(ctx).await,
@@ -118,7 +124,11 @@ fn key_metadata(k: &KeyRecord) -> Value {
         "Description": k.description,
         "KeyState": k.state.as_str(),
         "KeyUsage": k.usage.as_str(),
-        "Type": k.algorithm.tencent_type(),
+        "Type": match k.usage.asymmetric_spec() {
+            None => k.algorithm.tencent_type(),
+            Some(crate::crypto::asymmetric::AsymmetricSpec::Sm2) => 4,
+            Some(_) => 2,
+        },
         "CreatorUin": k.owner_uin,
         "KeyRotationEnabled": k.rotation_enabled,
         "Owner": "user",
@@ -143,6 +153,7 @@ fn key_metadata(k: &KeyRecord) -> Value {
 
 /// Refuses keys that cannot encrypt now.
 fn usable_for_encrypt(k: &KeyRecord) -> Result<(), ApiError> {
+    symmetric_only(k)?;
     match k.state {
         KeyState::Enabled => Ok(()),
         KeyState::Disabled => Err(ApiError::new(
@@ -160,8 +171,25 @@ fn usable_for_encrypt(k: &KeyRecord) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses asymmetric keys in the symmetric crypto actions.
+fn symmetric_only(k: &KeyRecord) -> Result<(), ApiError> {
+    if k.usage == crate::registry::key::KeyUsage::EncryptDecrypt {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            "UnsupportedOperation",
+            format!(
+                "key {} has usage {}; use the asymmetric actions",
+                k.key_id,
+                k.usage.as_str()
+            ),
+        ))
+    }
+}
+
 /// Refuses keys that cannot decrypt now (archived keys still decrypt).
 fn usable_for_decrypt(k: &KeyRecord) -> Result<(), ApiError> {
+    symmetric_only(k)?;
     match k.state {
         KeyState::Enabled | KeyState::Archived => Ok(()),
         KeyState::Disabled => Err(ApiError::new(

@@ -42,10 +42,22 @@ pub async fn get_regions(ctx: Ctx) -> Result<Fields, ApiError> {
 }
 
 pub async fn list_algorithms(ctx: Ctx) -> Result<Fields, ApiError> {
+    use crate::registry::key::KeyUsage;
     let alg = ctx.node.config.symmetric_algorithm(&ctx.region);
+    let entry = |u: KeyUsage| json!({ "KeyUsage": u.as_str(), "Algorithm": u.asymmetric_spec().map(|s| s.display_name()).unwrap_or("") });
+    let decrypt: Vec<_> = KeyUsage::ALL
+        .into_iter()
+        .filter(|u| u.is_asymmetric_decrypt())
+        .map(entry)
+        .collect();
+    let sign: Vec<_> = KeyUsage::ALL
+        .into_iter()
+        .filter(|u| u.is_sign_verify())
+        .map(entry)
+        .collect();
     Ok(fields(json!({
         "SymmetricAlgorithms": [{ "KeyUsage": "ENCRYPT_DECRYPT", "Algorithm": alg.display_name() }],
-        "AsymmetricAlgorithms": [],
-        "AsymmetricSignVerifyAlgorithms": [],
+        "AsymmetricAlgorithms": decrypt,
+        "AsymmetricSignVerifyAlgorithms": sign,
     })))
 }
