@@ -19,17 +19,15 @@ pub enum CodecError {
         "unsupported format version {found} for {what} (this build reads version {FORMAT_V1})"
     )]
     Version { what: &'static str, found: u8 },
-    #[error("malformed {what}: {source}")]
+    #[error("malformed {what}: {error}")]
     Decode {
         what: &'static str,
-        #[source]
-        source: bincode::error::DecodeError,
+        error: bincode::error::DecodeError,
     },
-    #[error("cannot encode {what}: {source}")]
+    #[error("cannot encode {what}: {error}")]
     Encode {
         what: &'static str,
-        #[source]
-        source: bincode::error::EncodeError,
+        error: bincode::error::EncodeError,
     },
     #[error("trailing bytes after {what}")]
     Trailing { what: &'static str },
@@ -43,7 +41,7 @@ fn config() -> bincode::config::Configuration {
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = vec![FORMAT_V1];
     let body = bincode::serde::encode_to_vec(value, config())
-        .map_err(|source| CodecError::Encode { what, source })?;
+        .map_err(|error| CodecError::Encode { what, error })?;
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -58,7 +56,7 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
         });
     }
     let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|source| CodecError::Decode { what, source })?;
+        .map_err(|error| CodecError::Decode { what, error })?;
     if used != body.len() {
         return Err(CodecError::Trailing { what });
     }

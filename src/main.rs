@@ -268,6 +268,21 @@ async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The error and its causes, leaving out causes whose text the message above already shows.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -331,7 +346,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("raftkms: {e:#}");
+            eprintln!("raftkms: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
