@@ -464,6 +464,9 @@ fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>,
             manual,
             min_manual_interval,
         } => {
+            if k.usage != KeyUsage::EncryptDecrypt {
+                return Err(RegistryError::RotateNotSupported);
+            }
             if k.origin == Origin::External {
                 return Err(RegistryError::ExternalCannotRotate);
             }

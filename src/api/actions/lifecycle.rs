@@ -95,6 +95,9 @@ pub async fn rotate_key(ctx: Ctx) -> Result<Fields, ApiError> {
     // with another rotation is caught in apply (the version must be exactly current + 1).
     ctx.gate().await?;
     let k = ctx.key(&key_id)?;
+    if k.usage != crate::registry::key::KeyUsage::EncryptDecrypt {
+        return Err(crate::registry::RegistryError::RotateNotSupported.into());
+    }
     let next = k.versions.last().map(|v| v.version + 1).unwrap_or(1);
     let material = ctx
         .node
