@@ -1,5 +1,6 @@
 //! Time-driven changes, proposed by the leader as ordinary commands stamped with its clock:
-//! automatic rotation when due and deletion when the pending window has ended. Apply re-checks
+//! automatic rotation when due, deletion when the pending window has ended, and expiry of
+//! imported material at its ValidTo. Apply re-checks
 //! that each is due by the stamped time, so a stale or duplicated proposal changes nothing.
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ pub async fn run(node: Arc<RunningNode>) {
 }
 
 struct Due {
+    expire: bool,
     region: String,
     uin: u64,
     key_id: String,
@@ -45,7 +47,11 @@ async fn tick(node: &RunningNode) {
                 let delete = k.state == KeyState::PendingDelete && k.deletion_date <= now;
                 let rotate =
                     k.state == KeyState::Enabled && k.rotation_enabled && k.next_rotate_time <= now;
-                (delete || rotate).then(|| Due {
+                let expire = k.material_valid_to != 0
+                    && k.material_valid_to <= now
+                    && !k.versions.is_empty();
+                (delete || rotate || expire).then(|| Due {
+                    expire,
                     region: k.region.clone(),
                     uin: k.owner_uin,
                     key_id: k.key_id.clone(),
@@ -60,6 +66,8 @@ async fn tick(node: &RunningNode) {
     for d in due {
         let op = if d.delete {
             KeyOp::DeleteDue
+        } else if d.expire {
+            KeyOp::ExpireMaterial
         } else {
             match node.new_material(d.algorithm, &d.key_id, d.next_version, d.uin) {
                 Ok(material) => KeyOp::Rotate {
@@ -73,7 +81,13 @@ async fn tick(node: &RunningNode) {
                 }
             }
         };
-        let what = if d.delete { "deletion" } else { "rotation" };
+        let what = if d.delete {
+            "deletion"
+        } else if d.expire {
+            "material expiry"
+        } else {
+            "rotation"
+        };
         let cmd = Command::KeyOp {
             region: d.region,
             uin: d.uin,

@@ -168,6 +168,59 @@ pub struct KeyRecord {
     pub last_manual_rotate: u64,
     pub tags: Vec<(String, String)>,
     pub versions: Vec<MaterialVersion>,
+    /// The pending BYOK import parameters (EXTERNAL keys); a newer request replaces them.
+    pub import: Option<ImportSession>,
+    /// When imported material expires (0 = never).
+    pub material_valid_to: u64,
+    /// Key check value of imported material: SHA-256 over a fixed label and the material, so a
+    /// re-import can be checked for identical material without storing it in clear.
+    pub material_fingerprint: Vec<u8>,
+}
+
+/// Wrapping algorithms of GetParametersForImport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WrappingAlgorithm {
+    RsaesPkcs1V15,
+    RsaesOaepSha1,
+    RsaesOaepSha256,
+}
+
+impl WrappingAlgorithm {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "RSAES_PKCS1_V1_5" => WrappingAlgorithm::RsaesPkcs1V15,
+            "RSAES_OAEP_SHA_1" => WrappingAlgorithm::RsaesOaepSha1,
+            "RSAES_OAEP_SHA_256" => WrappingAlgorithm::RsaesOaepSha256,
+            _ => return None,
+        })
+    }
+}
+
+/// One GetParametersForImport: a fresh RSA-2048 wrapping key pair and its token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportSession {
+    pub token: String,
+    pub algorithm: WrappingAlgorithm,
+    /// SubjectPublicKeyInfo DER of the wrapping key.
+    pub public_key: Vec<u8>,
+    /// The wrapping private key (PKCS#8), wrapped by the root key under `import_aad`.
+    pub wrapped_private: Vec<u8>,
+    /// The token and wrapping key are valid until this time (seconds).
+    pub valid_to: u64,
+}
+
+/// The AAD binding a wrapping private key to its key and token.
+pub fn import_aad(key_id: &str, token: &str, uin: u64) -> Vec<u8> {
+    format!("raftkms/import/{uin}/{key_id}/{token}").into_bytes()
+}
+
+/// The key check value stored for imported material.
+pub fn material_fingerprint(material: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"raftkms/material-check/v1");
+    h.update(material);
+    h.finalize().to_vec()
 }
 
 impl KeyRecord {
@@ -235,6 +288,21 @@ pub enum KeyOp {
     CancelArchive,
     /// Removes a key whose deletion date has passed (proposed by the leader).
     DeleteDue,
+    /// Stores new import parameters, replacing (and so invalidating) any earlier token.
+    SetImportParameters {
+        session: ImportSession,
+    },
+    /// Installs imported material (already wrapped), checked against the current token.
+    ImportMaterial {
+        token: String,
+        material: MaterialVersion,
+        fingerprint: Vec<u8>,
+        valid_to: u64,
+    },
+    /// Removes imported material at once; the key returns to PendingImport.
+    DeleteImportedMaterial,
+    /// Removes imported material whose ValidTo has passed (proposed by the leader).
+    ExpireMaterial,
 }
 
 /// The key table and its alias index.
@@ -528,6 +596,74 @@ fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>,
         KeyOp::DeleteDue => {
             if k.state != PendingDelete || now < k.deletion_date {
                 return Err(RegistryError::NotDue);
+            }
+        }
+        KeyOp::SetImportParameters { session } => {
+            if k.origin != Origin::External {
+                return Err(RegistryError::NotExternal);
+            }
+            match k.state {
+                Enabled | PendingImport => {}
+                _ => return Err(RegistryError::StateNotSupported),
+            }
+            k.import = Some(session.clone());
+        }
+        KeyOp::ImportMaterial {
+            token,
+            material,
+            fingerprint,
+            valid_to,
+        } => {
+            if k.origin != Origin::External {
+                return Err(RegistryError::NotExternal);
+            }
+            match k.state {
+                Enabled | PendingImport => {}
+                _ => return Err(RegistryError::StateNotSupported),
+            }
+            let session = k.import.as_ref().ok_or(RegistryError::ImportTokenInvalid)?;
+            if &session.token != token {
+                return Err(RegistryError::ImportTokenInvalid);
+            }
+            if now > session.valid_to {
+                return Err(RegistryError::ImportTokenExpired);
+            }
+            if !k.material_fingerprint.is_empty() && &k.material_fingerprint != fingerprint {
+                return Err(RegistryError::MaterialNotMatch);
+            }
+            if *valid_to != 0 && *valid_to <= now {
+                return Err(RegistryError::InvalidValidTo);
+            }
+            k.versions = vec![material.clone()];
+            k.material_fingerprint = fingerprint.clone();
+            k.material_valid_to = *valid_to;
+            k.state = Enabled;
+            k.import = None;
+        }
+        KeyOp::DeleteImportedMaterial => {
+            if k.origin != Origin::External {
+                return Err(RegistryError::NotExternal);
+            }
+            match k.state {
+                Enabled | PendingImport | Disabled => {}
+                _ => return Err(RegistryError::StateNotSupported),
+            }
+            k.versions.clear();
+            k.material_valid_to = 0;
+            k.state = PendingImport;
+        }
+        KeyOp::ExpireMaterial => {
+            if k.origin != Origin::External
+                || k.material_valid_to == 0
+                || now < k.material_valid_to
+                || k.versions.is_empty()
+            {
+                return Err(RegistryError::NotDue);
+            }
+            k.versions.clear();
+            k.material_valid_to = 0;
+            if matches!(k.state, Enabled | Disabled | Archived) {
+                k.state = PendingImport;
             }
         }
     }

@@ -60,6 +60,16 @@ pub enum RegistryError {
     KeyDisabled,
     #[error("imported (EXTERNAL) keys cannot be rotated")]
     ExternalCannotRotate,
+    #[error("the operation needs a key with imported (EXTERNAL) material")]
+    NotExternal,
+    #[error("the import token is not the current one for this key (a newer GetParametersForImport replaces it)")]
+    ImportTokenInvalid,
+    #[error("the import token has expired; call GetParametersForImport again")]
+    ImportTokenExpired,
+    #[error("re-imported material must be identical to the material imported before")]
+    MaterialNotMatch,
+    #[error("ValidTo must be 0 (never) or a future time up to 2147443200")]
+    InvalidValidTo,
     #[error("asymmetric keys cannot be rotated")]
     RotateNotSupported,
     #[error("a manual rotation was already done within the rate-limit interval")]

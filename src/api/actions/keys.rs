@@ -84,6 +84,9 @@ pub async fn create_key(ctx: Ctx) -> Result<Fields, ApiError> {
         last_manual_rotate: 0,
         tags: tags.clone(),
         versions,
+        import: None,
+        material_valid_to: 0,
+        material_fingerprint: Vec::new(),
     };
     let state = record.state;
     ctx.propose(Command::CreateKey {

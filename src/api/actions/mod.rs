@@ -2,6 +2,7 @@
 
 mod asymmetric;
 mod crypto;
+mod import;
 mod keys;
 mod lifecycle;
 mod service;
@@ -50,6 +51,9 @@ pub async fn dispatch(action: &str, ctx: Ctx) -> Result<Fields, ApiError> {
         "AsymmetricSm2Decrypt" => asymmetric::asymmetric_sm2_decrypt(ctx).await,
         "SignByAsymmetricKey" => asymmetric::sign_by_asymmetric_key(ctx).await,
         "VerifyByAsymmetricKey" => asymmetric::verify_by_asymmetric_key(ctx).await,
+        "GetParametersForImport" => import::get_parameters_for_import(ctx).await,
+        "ImportKeyMaterial" => import::import_key_material(ctx).await,
+        "DeleteImportedKeyMaterial" => import::delete_imported_key_material(ctx).await,
         "GetServiceStatus" => service::get_service_status(ctx).await,
         "GetRegions" => service::get_regions(ctx).await,
         "ListAlgorithms" => service::list_algorithms(ctx).await,
@@ -135,7 +139,7 @@ fn key_metadata(k: &KeyRecord) -> Value {
         "NextRotateTime": k.next_rotate_time,
         "DeletionDate": k.deletion_date,
         "Origin": k.origin.as_str(),
-        "ValidTo": 0,
+        "ValidTo": k.material_valid_to,
         "ResourceId": format!("creatorUin/{}/{}", k.owner_uin, k.key_id),
         "HsmClusterId": "",
         "RotateDays": k.rotate_days,
