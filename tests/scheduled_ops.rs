@@ -85,6 +85,42 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
         .unwrap();
     assert_eq!(meta["KeyMetadata"]["KeyState"], "PendingDelete");
 
+    // BYOK: one key imported with material valid for 3 days, one with import parameters that
+    // will be stale (24 h) when they are used.
+    let wrap = |public_b64: &str, material: &[u8]| {
+        use rsa::pkcs8::DecodePublicKey;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(public_b64)
+            .unwrap();
+        let public = rsa::PublicKey::from_public_key_der(&der).unwrap();
+        let wrapped = public.oaep_encrypt::<rsa::sha2::Sha256>(material).unwrap();
+        base64::engine::general_purpose::STANDARD.encode(wrapped)
+    };
+    let expiring = api(&c, 1)
+        .call("CreateKey", json!({"Alias": "expiring", "Type": 2}))
+        .await
+        .unwrap();
+    let expiring = expiring["KeyId"].as_str().unwrap().to_string();
+    let p = api(&c, 2)
+        .call("GetParametersForImport", json!({"KeyId": expiring, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}))
+        .await
+        .unwrap();
+    let material = [7u8; 16];
+    let valid_to = raftkms::node::now_ms() / 1000 + 3 * 86_400;
+    api(&c, 3)
+        .call("ImportKeyMaterial", json!({"KeyId": expiring, "ImportToken": p["ImportToken"], "EncryptedKeyMaterial": wrap(p["PublicKey"].as_str().unwrap(), &material), "ValidTo": valid_to}))
+        .await
+        .unwrap();
+    let late = api(&c, 1)
+        .call("CreateKey", json!({"Alias": "late", "Type": 2}))
+        .await
+        .unwrap();
+    let late = late["KeyId"].as_str().unwrap().to_string();
+    let stale_params = api(&c, 1)
+        .call("GetParametersForImport", json!({"KeyId": late, "WrappingAlgorithm": "RSAES_OAEP_SHA_256", "WrappingKeySpec": "RSA_2048"}))
+        .await
+        .unwrap();
+
     // Eight days later.
     for id in 1..=3 {
         assert!(c.stop(id).success());
@@ -155,4 +191,41 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
             .unwrap();
         assert_eq!(plain["Plaintext"], "b2xk");
     }
+
+    // The imported material passed its ValidTo: the leader expired it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = later(&c, 1)
+            .call("DescribeKey", json!({"KeyId": expiring}))
+            .await
+            .unwrap();
+        if m["KeyMetadata"]["KeyState"] == "PendingImport" {
+            assert_eq!(m["KeyMetadata"]["ValidTo"], 0);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "imported material did not expire: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = later(&c, 2)
+        .call("Encrypt", json!({"KeyId": expiring, "Plaintext": "eA=="}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some("ResourceUnavailable.CmkStateNotSupport")
+    );
+    // Import parameters older than 24 hours are refused, and nothing changes.
+    let err = later(&c, 3)
+        .call("ImportKeyMaterial", json!({"KeyId": late, "ImportToken": stale_params["ImportToken"], "EncryptedKeyMaterial": wrap(stale_params["PublicKey"].as_str().unwrap(), &material)}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("ResourceUnavailable.TokenExpired"));
+    let m = later(&c, 1)
+        .call("DescribeKey", json!({"KeyId": late}))
+        .await
+        .unwrap();
+    assert_eq!(m["KeyMetadata"]["KeyState"], "PendingImport");
 }
