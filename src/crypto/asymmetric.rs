@@ -386,7 +386,47 @@ pub fn rsa_decrypt(
         RsaPadding::OaepSha1 => key.oaep_decrypt::<sha1::Sha1>(ciphertext),
         RsaPadding::OaepSha256 => key.oaep_decrypt::<sha2_0_11::Sha256>(ciphertext),
     };
-    r.map(Secret::new).map_err(|_| CryptoError::Authentication)
+    let leading_zero = match padding {
+        RsaPadding::Pkcs1v15 => subtle::Choice::from(1),
+        RsaPadding::OaepSha1 | RsaPadding::OaepSha256 => {
+            oaep_leading_octet_is_zero(&key, ciphertext)
+        }
+    };
+    // Both checks always run; only their combined outcome decides, so the answer does not tell
+    // which one failed (no Manger-style oracle on the leading octet).
+    match r {
+        Ok(plain) if bool::from(leading_zero) => Ok(Secret::new(plain)),
+        Ok(mut plain) => {
+            zeroize::Zeroize::zeroize(&mut plain);
+            Err(CryptoError::Authentication)
+        }
+        Err(_) => Err(CryptoError::Authentication),
+    }
+}
+
+/// RFC 8017 §7.1.2 step 3g: the first octet Y of the decoded message must be 0. rsa 0.10.0's OAEP
+/// decoding omits this check (Wycheproof rsa_oaep tc 23 "First byte is 1" is accepted), so it is
+/// checked here on the raw RSA decryption, in constant time.
+fn oaep_leading_octet_is_zero(key: &rsa::PrivateKey, ciphertext: &[u8]) -> subtle::Choice {
+    use rsa::traits::PublicKeyParts;
+    use subtle::ConstantTimeEq;
+    let k = key.size();
+    if ciphertext.len() != k {
+        return subtle::Choice::from(0);
+    }
+    let Ok(c) = rsa::BoxedUint::from_be_slice(ciphertext, key.n_bits_precision()) else {
+        return subtle::Choice::from(0);
+    };
+    match rsa::hazmat::rsa_decrypt_and_check(key, Some(&mut crypto_common::getrandom::SysRng), &c) {
+        Ok(m) => {
+            let bytes = zeroize::Zeroizing::new(m.to_be_bytes());
+            match bytes.len().checked_sub(k) {
+                Some(top) => bytes[top].ct_eq(&0),
+                None => subtle::Choice::from(0),
+            }
+        }
+        Err(_) => subtle::Choice::from(0),
+    }
 }
 
 /// SM2 decryption of an ASN.1 (C1C3C2) ciphertext, as `openssl pkeyutl -encrypt` produces it.
