@@ -20,7 +20,12 @@ fn key_record(id: u8, uin: u64, alias: String) -> key::KeyRecord {
         usage: key::KeyUsage::EncryptDecrypt,
         algorithm: crate::crypto::SymmetricAlgorithm::Sm4Gcm,
         public_key: vec![],
-        origin: key::Origin::TencentKms,
+        // Odd ids are EXTERNAL keys, so the import operations have something to act on.
+        origin: if id % 2 == 1 {
+            key::Origin::External
+        } else {
+            key::Origin::TencentKms
+        },
         state: key::KeyState::Enabled,
         created_at: 1,
         deletion_date: 0,
@@ -35,6 +40,9 @@ fn key_record(id: u8, uin: u64, alias: String) -> key::KeyRecord {
             created_at: 1,
             wrapped: vec![id; 8],
         }],
+        import: None,
+        material_valid_to: 0,
+        material_fingerprint: vec![],
     }
 }
 
@@ -48,6 +56,31 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
         Just(KeyOp::CancelDeletion),
         Just(KeyOp::DeleteDue),
         Just(KeyOp::DisableRotation),
+        Just(KeyOp::DeleteImportedMaterial),
+        Just(KeyOp::ExpireMaterial),
+        (0u8..3, 0u64..3).prop_map(|(t, days)| KeyOp::SetImportParameters {
+            session: key::ImportSession {
+                token: format!("t{t}"),
+                algorithm: key::WrappingAlgorithm::RsaesOaepSha256,
+                public_key: vec![t],
+                wrapped_private: vec![t; 4],
+                valid_to: 1_700_000_000 + days * 86_400,
+            }
+        }),
+        (0u8..3, 0u8..2, 0u64..3).prop_map(|(t, m, days)| KeyOp::ImportMaterial {
+            token: format!("t{t}"),
+            material: key::MaterialVersion {
+                version: 1,
+                created_at: 3,
+                wrapped: vec![m; 8]
+            },
+            fingerprint: vec![m; 32],
+            valid_to: if days == 0 {
+                0
+            } else {
+                1_700_000_000 + days * 40 * 86_400
+            },
+        }),
         (0u32..40).prop_map(|pending_days| KeyOp::ScheduleDeletion { pending_days }),
         (0u32..400).prop_map(|rotate_days| KeyOp::EnableRotation { rotate_days }),
         prop::sample::select(vec!["x", "y", "bad alias"])
