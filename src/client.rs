@@ -99,21 +99,24 @@ impl KmsClient {
             signed_headers: vec!["content-type".into(), "host".into()],
             signature: String::new(),
         };
-        let header = |name: &str| match name {
-            "content-type" => Some(content_type.to_string()),
-            "host" => Some(host.clone()),
-            _ => None,
+        // Signed in a block so nothing borrowed (and not Send) lives across the await below.
+        auth.signature = {
+            let header = |name: &str| match name {
+                "content-type" => Some(content_type.to_string()),
+                "host" => Some(host.clone()),
+                _ => None,
+            };
+            let signed = SignedRequest {
+                method: "POST",
+                query: "",
+                header: &header,
+                body: &body,
+                timestamp,
+                unsigned_payload: false,
+            };
+            tc3::signature(&auth, &signed, self.secret_key.as_bytes())
+                .map_err(|e| KmsError::Transport(e.to_string()))?
         };
-        let signed = SignedRequest {
-            method: "POST",
-            query: "",
-            header: &header,
-            body: &body,
-            timestamp,
-            unsigned_payload: false,
-        };
-        auth.signature = tc3::signature(&auth, &signed, self.secret_key.as_bytes())
-            .map_err(|e| KmsError::Transport(e.to_string()))?;
         let authorization = format!(
             "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders=content-type;host, Signature={}",
             auth.secret_id, auth.date, auth.service, auth.signature

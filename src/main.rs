@@ -57,6 +57,41 @@ enum Cmd {
         #[command(subcommand)]
         action: CredentialCmd,
     },
+    /// Load-test a cluster through the KMS API with real TC3-signed requests.
+    Bench {
+        /// API endpoints (comma-separated); default KMS_ENDPOINTS from dev.env.
+        #[arg(long, env = "KMS_ENDPOINTS", value_delimiter = ',')]
+        endpoints: Vec<String>,
+        #[arg(long, env = "KMS_REGION", default_value = "ap-guangzhou")]
+        region: String,
+        #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
+        secret_id: String,
+        #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+        #[arg(long, value_enum, default_value = "encrypt")]
+        workload: raftkms::bench::Workload,
+        /// Concurrent connections (closed loop) or the in-flight cap factor (open loop).
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Open loop at this many requests per second (default: closed loop).
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Plaintext size in bytes for Encrypt/Decrypt.
+        #[arg(long, default_value_t = 32)]
+        payload: usize,
+        /// Send X-Raftkms-Consistency: stale.
+        #[arg(long)]
+        stale: bool,
+        /// Use this existing key (default: create one per run).
+        #[arg(long)]
+        key_id: Option<String>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Administer a running cluster through a node's internal listener.
     Cluster {
         #[command(flatten)]
@@ -329,6 +364,49 @@ async fn main() -> ExitCode {
                 region,
             })
             .await
+        }
+        Cmd::Bench {
+            endpoints,
+            region,
+            secret_id,
+            secret_key,
+            workload,
+            connections,
+            duration,
+            rate,
+            payload,
+            stale,
+            key_id,
+            json,
+        } => {
+            raftkms::telemetry::init(String::new());
+            let opts = raftkms::bench::BenchOptions {
+                endpoints,
+                region,
+                secret_id,
+                secret_key,
+                workload,
+                connections,
+                duration: Duration::from_secs(duration),
+                rate,
+                payload,
+                consistency: stale.then(|| "stale".to_string()),
+                key_id,
+            };
+            match raftkms::bench::run(opts).await {
+                Ok(summary) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&summary).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{}", raftkms::bench::render(&summary));
+                    }
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
         }
         Cmd::Account { target, action } => {
             raftkms::telemetry::init(String::new());
