@@ -1,0 +1,63 @@
+//! `raftkms bench` drives a real cluster and reports what it measured (no timing is asserted,
+//! only that requests were made, answered and counted).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::{bin, TestCluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_closed_and_open_loop_and_reports_json() {
+    let c = TestCluster::start(3, 28000).await;
+    let account = c.admin(1).create_account("bench").await.unwrap();
+    let cred = c.admin(1).create_credential(account.uin).await.unwrap();
+    let endpoints: Vec<String> = (1..=3)
+        .map(|i| format!("http://{}", TestCluster::api_addr(c.base_port, i)))
+        .collect();
+    for extra in [
+        vec!["--workload", "mix", "--connections", "4"],
+        vec!["--workload", "encrypt", "--rate", "200"],
+    ] {
+        let out = tokio::task::spawn_blocking({
+            let (endpoints, id, key) = (
+                endpoints.join(","),
+                cred.secret_id.clone(),
+                cred.secret_key.clone(),
+            );
+            move || {
+                Command::new(bin())
+                    .args([
+                        "bench",
+                        "--duration",
+                        "2",
+                        "--json",
+                        "--endpoints",
+                        &endpoints,
+                        "--secret-id",
+                        &id,
+                        "--secret-key",
+                        &key,
+                    ])
+                    .args(&extra)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(summary["ok"].as_u64().unwrap() > 50, "{summary}");
+        assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+        assert!(summary["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+        // A progress line per second went to stderr.
+        assert!(String::from_utf8_lossy(&out.stderr).contains("ok/s"));
+    }
+}
