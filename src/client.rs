@@ -86,6 +86,15 @@ impl KmsClient {
 
     /// Calls `action` with a JSON object of parameters; returns the `Response` object.
     pub async fn call(&self, action: &str, params: Value) -> Result<Value, KmsError> {
+        self.call_with_headers(action, params).await.map(|(v, _)| v)
+    }
+
+    /// As [`Self::call`], also returning the HTTP response headers (e.g. the stale-read lag).
+    pub async fn call_with_headers(
+        &self,
+        action: &str,
+        params: Value,
+    ) -> Result<(Value, reqwest::header::HeaderMap), KmsError> {
         let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
         let timestamp = (crate::node::now_ms() / 1000) as i64 + self.clock_offset_secs;
         let date = tc3::utc_date(timestamp)
@@ -139,6 +148,7 @@ impl KmsClient {
             .send()
             .await
             .map_err(|e| KmsError::Transport(e.to_string()))?;
+        let headers = resp.headers().clone();
         let bytes = resp
             .bytes()
             .await
@@ -168,6 +178,6 @@ impl KmsClient {
                     .to_string(),
             });
         }
-        Ok(response)
+        Ok((response, headers))
     }
 }

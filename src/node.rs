@@ -65,6 +65,8 @@ pub struct RunningNode {
     gate: Coalescer,
     leader_gate: Coalescer,
     initial_commit: Option<u64>,
+    /// When this node last accepted an append (heartbeat) from a leader, ms since the epoch.
+    last_leader_contact: std::sync::atomic::AtomicU64,
     unseal: UnsealKey,
     root: std::sync::RwLock<Option<RootKey>>,
 }
@@ -369,13 +371,45 @@ impl RunningNode {
         }
     }
 
+    /// Records an accepted append (or heartbeat) from the leader.
+    pub fn note_leader_contact(&self) {
+        self.last_leader_contact
+            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Milliseconds since this node last heard from a leader: for the leader, since a quorum
+    /// last acknowledged it; for a follower, since the last append it accepted. `None` = never.
+    pub fn millis_since_leader_contact(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_leader == Some(self.id) {
+            return m.millis_since_quorum_ack;
+        }
+        match self
+            .last_leader_contact
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            0 => None,
+            t => Some(now_ms().saturating_sub(t)),
+        }
+    }
+
     /// Whether the node knows a leader and has applied what was committed when it started.
     pub fn is_ready(&self) -> bool {
         let applied_enough = match self.initial_commit {
             None => true,
             Some(c) => self.state.applied_index().is_some_and(|a| a >= c),
         };
-        self.leader().is_some() && applied_enough
+        // A node whose unseal key cannot open the cluster root key cannot serve crypto.
+        let has_root = self
+            .state
+            .read()
+            .registry
+            .accounts()
+            .sealed_root()
+            .is_some();
+        let root_ok = !has_root || self.root_key().is_ok();
+        self.leader().is_some() && applied_enough && root_ok
     }
 
     /// Initializes a new cluster with the configured peers as its first members: the voters at
@@ -638,6 +672,7 @@ pub async fn run(
         gate: Coalescer::default(),
         leader_gate: Coalescer::default(),
         initial_commit,
+        last_leader_contact: std::sync::atomic::AtomicU64::new(0),
         unseal,
         root: std::sync::RwLock::new(None),
     });

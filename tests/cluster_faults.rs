@@ -137,3 +137,84 @@ async fn a_write_without_a_quorum_fails_in_bounded_time() {
     let stale = c.admin(leader).get_record("x", "stale").await.unwrap();
     assert_eq!(stale.value.as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_node_serves_stale_crypto_with_its_lag_and_refuses_the_rest_in_bounded_time() {
+    use raftkms::client::KmsClient;
+    use serde_json::json;
+    let timing = TimingConfig {
+        write_timeout_ms: 2000,
+        read_timeout_ms: 2000,
+        ..TimingConfig::default()
+    };
+    let mut c = TestCluster::start_with(3, 22300, timing, SnapshotConfig::default()).await;
+    let account = c.admin(1).create_account("cutoff").await.unwrap();
+    let cred = c.admin(1).create_credential(account.uin).await.unwrap();
+    let leader = c.wait_leader(Duration::from_secs(5)).await;
+    let lonely = (1..=3).find(|i| *i != leader).unwrap();
+    let kms = KmsClient::new(
+        &TestCluster::api_addr(c.base_port, lonely),
+        "ap-guangzhou",
+        &cred.secret_id,
+        &cred.secret_key,
+    );
+    let key = kms.call("CreateKey", json!({"Alias": "dr"})).await.unwrap();
+    let key_id = key["KeyId"].as_str().unwrap().to_string();
+    let blob = kms
+        .call("Encrypt", json!({"KeyId": key_id, "Plaintext": "ZHI="}))
+        .await
+        .unwrap();
+
+    // Cut the follower off: both other nodes die.
+    for id in (1..=3).filter(|i| *i != lonely) {
+        c.kill(id);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut stale = kms.clone();
+    stale.consistency = Some("stale".into());
+    let (enc, headers) = stale
+        .call_with_headers("Encrypt", json!({"KeyId": key_id, "Plaintext": "ZHI="}))
+        .await
+        .unwrap();
+    assert!(enc["CiphertextBlob"].as_str().is_some());
+    assert_eq!(headers["x-raftkms-consistency"], "stale");
+    let applied: u64 = headers["x-raftkms-applied-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let commit: u64 = headers["x-raftkms-commit-index"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let contact: u64 = headers["x-raftkms-leader-contact-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(applied >= 1 && commit >= applied, "{headers:?}");
+    assert!(
+        contact >= 200,
+        "claims recent leader contact after the leader died: {contact} ms"
+    );
+    let (dec, _) = stale
+        .call_with_headers("Decrypt", json!({"CiphertextBlob": blob["CiphertextBlob"]}))
+        .await
+        .unwrap();
+    assert_eq!(dec["Plaintext"], "ZHI=");
+    // Linearizable reads and writes fail with a clear code, within bounded time.
+    for (action, params) in [
+        ("Encrypt", json!({"KeyId": key_id, "Plaintext": "ZHI="})),
+        ("DisableKey", json!({"KeyId": key_id})),
+    ] {
+        let started = Instant::now();
+        let err = kms.call(action, params).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some("UnsupportedOperation.ServiceTemporaryUnavailable"),
+            "{action}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+}

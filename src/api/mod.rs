@@ -117,6 +117,10 @@ async fn api(
             for (name, value) in [
                 ("x-raftkms-applied-index", node.state.applied_index()),
                 ("x-raftkms-commit-index", node.committed.get()),
+                (
+                    "x-raftkms-leader-contact-ms",
+                    node.millis_since_leader_contact(),
+                ),
             ] {
                 if let Some(v) =
                     value.and_then(|v| axum::http::HeaderValue::from_str(&v.to_string()).ok())

@@ -141,7 +141,11 @@ async fn raft_append(State(node): State<Node>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    binary(&node.raft.append_entries(req).await)
+    let result = node.raft.append_entries(req).await;
+    if matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+        node.note_leader_contact();
+    }
+    binary(&result)
 }
 
 async fn raft_vote(State(node): State<Node>, body: Bytes) -> Response {
