@@ -278,7 +278,7 @@ async fn handle(
     }
 
     let params = if *method == Method::GET {
-        Params(unflatten(query))
+        Params(unflatten(query)?)
     } else if body.iter().all(u8::is_ascii_whitespace) {
         Params(Map::new())
     } else {
@@ -301,24 +301,38 @@ async fn handle(
     })
 }
 
-/// Turns a flattened query string (`KeyIds.0=a&Tags.0.TagKey=k`) into JSON.
-fn unflatten(query: &str) -> Map<String, Value> {
-    fn insert(target: &mut Value, path: &[&str], value: String) {
+/// Limits of the query-string form: nesting (`Tags.0.TagKey` is 3 deep), list indices (the API's
+/// lists hold at most 200 items) and the number of parameters.
+const MAX_QUERY_DEPTH: usize = 4;
+const MAX_QUERY_INDEX: usize = 200;
+const MAX_QUERY_PARAMS: usize = 1000;
+
+/// Turns a flattened query string (`KeyIds.0=a&Tags.0.TagKey=k`) into JSON. Bounded: a deep,
+/// sparse or huge query is refused instead of being allowed to exhaust memory or stack.
+fn unflatten(query: &str) -> Result<Map<String, Value>, ApiError> {
+    fn too_complex() -> ApiError {
+        ApiError::new("InvalidParameter", "the query string is nested too deeply, too sparse, or too long")
+    }
+    fn insert(target: &mut Value, path: &[&str], value: String) -> Result<(), ApiError> {
         let Some((first, rest)) = path.split_first() else {
-            return;
+            return Ok(());
         };
         if let Ok(i) = first.parse::<usize>() {
             if !target.is_array() {
                 *target = Value::Array(Vec::new());
             }
             if let Value::Array(items) = target {
-                while items.len() <= i {
+                // Indices arrive in order (0, 1, 2, …): never more than one past the end.
+                if i > MAX_QUERY_INDEX || i > items.len() {
+                    return Err(too_complex());
+                }
+                if i == items.len() {
                     items.push(Value::Null);
                 }
                 if rest.is_empty() {
                     items[i] = Value::String(value);
                 } else {
-                    insert(&mut items[i], rest, value);
+                    insert(&mut items[i], rest, value)?;
                 }
             }
         } else {
@@ -329,23 +343,23 @@ fn unflatten(query: &str) -> Map<String, Value> {
                 if rest.is_empty() {
                     m.insert(first.to_string(), Value::String(value));
                 } else {
-                    insert(
-                        m.entry(first.to_string()).or_insert(Value::Null),
-                        rest,
-                        value,
-                    );
+                    insert(m.entry(first.to_string()).or_insert(Value::Null), rest, value)?;
                 }
             }
         }
+        Ok(())
     }
     let mut root = Value::Object(Map::new());
-    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+    for (n, (k, v)) in form_urlencoded::parse(query.as_bytes()).enumerate() {
         let path: Vec<&str> = k.split('.').collect();
-        insert(&mut root, &path, v.into_owned());
+        if n >= MAX_QUERY_PARAMS || path.len() > MAX_QUERY_DEPTH {
+            return Err(too_complex());
+        }
+        insert(&mut root, &path, v.into_owned())?;
     }
     match root {
-        Value::Object(m) => m,
-        _ => Map::new(),
+        Value::Object(m) => Ok(m),
+        _ => Ok(Map::new()),
     }
 }
 
@@ -355,7 +369,8 @@ mod tests {
 
     #[test]
     fn query_strings_unflatten_into_json() {
-        let m = unflatten("KeyId=k-1&Plaintext=aGVsbG8%3D&KeyIds.0=a&KeyIds.1=b&Tags.0.TagKey=env&Tags.0.TagValue=dev");
+        let m = unflatten("KeyId=k-1&Plaintext=aGVsbG8%3D&KeyIds.0=a&KeyIds.1=b&Tags.0.TagKey=env&Tags.0.TagValue=dev")
+            .unwrap();
         assert_eq!(
             Value::Object(m),
             serde_json::json!({
@@ -363,5 +378,20 @@ mod tests {
                 "Tags": [{"TagKey": "env", "TagValue": "dev"}]
             })
         );
+    }
+
+    #[test]
+    fn hostile_query_strings_are_refused_not_expanded() {
+        for q in [
+            "KeyIds.18446744073709551615=x".to_string(),
+            "KeyIds.100000000=x".to_string(),
+            "KeyIds.1=x".to_string(),
+            "a.a.a.a.a=x".to_string(),
+            format!("{}=x", vec!["a"; 20_000].join(".")),
+            (0..1001).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&"),
+        ] {
+            let e = unflatten(&q).unwrap_err();
+            assert_eq!(e.code, "InvalidParameter", "{}", &q[..q.len().min(40)]);
+        }
     }
 }
