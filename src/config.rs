@@ -306,6 +306,12 @@ impl NodeConfig {
         if self.kms.cmk_limit == 0 {
             return Err(field("kms.cmk-limit", "must be greater than 0"));
         }
+        if self.kms.manual_rotation_interval_secs > 10 * 365 * 86_400 {
+            return Err(field(
+                "kms.manual-rotation-interval-secs",
+                "must be at most 10 years (315360000)",
+            ));
+        }
         if self.kms.scheduler_interval_ms == 0 {
             return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
         }

@@ -215,7 +215,7 @@ async fn handle(
         .trim()
         .parse()
         .map_err(|_| ApiError::invalid("X-TC-Timestamp", "must be Unix seconds"))?;
-    if ((now_ms() / 1000) as i64 - timestamp).abs() > tc3::MAX_SKEW_SECS {
+    if ((now_ms() / 1000) as i64).abs_diff(timestamp) > tc3::MAX_SKEW_SECS as u64 {
         return Err(tc3::Tc3Error::Expired.into());
     }
     let consistency = match header_str(headers, CONSISTENCY_HEADER).as_deref() {
@@ -311,7 +311,10 @@ const MAX_QUERY_PARAMS: usize = 1000;
 /// sparse or huge query is refused instead of being allowed to exhaust memory or stack.
 fn unflatten(query: &str) -> Result<Map<String, Value>, ApiError> {
     fn too_complex() -> ApiError {
-        ApiError::new("InvalidParameter", "the query string is nested too deeply, too sparse, or too long")
+        ApiError::new(
+            "InvalidParameter",
+            "the query string is nested too deeply, too sparse, or too long",
+        )
     }
     fn insert(target: &mut Value, path: &[&str], value: String) -> Result<(), ApiError> {
         let Some((first, rest)) = path.split_first() else {
@@ -343,7 +346,11 @@ fn unflatten(query: &str) -> Result<Map<String, Value>, ApiError> {
                 if rest.is_empty() {
                     m.insert(first.to_string(), Value::String(value));
                 } else {
-                    insert(m.entry(first.to_string()).or_insert(Value::Null), rest, value)?;
+                    insert(
+                        m.entry(first.to_string()).or_insert(Value::Null),
+                        rest,
+                        value,
+                    )?;
                 }
             }
         }
@@ -388,7 +395,10 @@ mod tests {
             "KeyIds.1=x".to_string(),
             "a.a.a.a.a=x".to_string(),
             format!("{}=x", vec!["a"; 20_000].join(".")),
-            (0..1001).map(|i| format!("k{i}=v")).collect::<Vec<_>>().join("&"),
+            (0..1001)
+                .map(|i| format!("k{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&"),
         ] {
             let e = unflatten(&q).unwrap_err();
             assert_eq!(e.code, "InvalidParameter", "{}", &q[..q.len().min(40)]);

@@ -166,7 +166,7 @@ pub fn verify(
     secret_key: &[u8],
     now: i64,
 ) -> Result<(), Tc3Error> {
-    if (now - req.timestamp).abs() > MAX_SKEW_SECS {
+    if now.abs_diff(req.timestamp) > MAX_SKEW_SECS as u64 {
         return Err(Tc3Error::Expired);
     }
     verify_signature(auth, req, secret_key)

@@ -348,22 +348,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let meta = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(meta) = meta else { return Ok(None) };
-        match self
+        // Metadata and bytes under one lock: a concurrent build may replace the file, and a
+        // mismatched pair would make the receiving follower's install fail (fatal for it).
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(meta) = current.clone() else {
+            return Ok(None);
+        };
+        let bytes = self
             .snapshots
             .load()
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?
-        {
-            Some(bytes) => Ok(Some(Snapshot {
-                meta,
-                snapshot: Box::new(Cursor::new(bytes)),
-            })),
-            None => Ok(None),
-        }
+            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        drop(current);
+        Ok(bytes.map(|bytes| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
     }
 }

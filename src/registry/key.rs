@@ -283,7 +283,10 @@ pub enum KeyOp {
     ScheduleDeletion {
         pending_days: u32,
     },
-    CancelDeletion,
+    /// Brings a key back from PendingDelete, subject to the quota again.
+    CancelDeletion {
+        cmk_limit: u32,
+    },
     Archive,
     CancelArchive,
     /// Removes a key whose deletion date has passed (proposed by the leader).
@@ -422,6 +425,14 @@ impl Keys {
                 .get(region, uin, id)
                 .cloned()
                 .ok_or(RegistryError::KeyNotFound)?;
+            if let KeyOp::CancelDeletion { cmk_limit } = op {
+                // Keys pending deletion do not count against the quota, so bringing one back must.
+                if k.state == KeyState::PendingDelete
+                    && self.count(region, uin) >= *cmk_limit as usize
+                {
+                    return Err(RegistryError::CmkLimitExceeded);
+                }
+            }
             let alias_change = transition(&mut k, op, now)?;
             if let Some(new_alias) = &alias_change {
                 validate_alias(new_alias)?;
@@ -548,7 +559,9 @@ fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>,
                 return Err(RegistryError::StaleRotation);
             }
             if *manual {
-                if k.last_manual_rotate > 0 && now < k.last_manual_rotate + min_manual_interval {
+                if k.last_manual_rotate > 0
+                    && now < k.last_manual_rotate.saturating_add(*min_manual_interval)
+                {
                     return Err(RegistryError::RotateRateLimited);
                 }
                 k.last_manual_rotate = now;
@@ -573,7 +586,7 @@ fn transition(k: &mut KeyRecord, op: &KeyOp, now: u64) -> Result<Option<String>,
             k.state = PendingDelete;
             k.deletion_date = now + u64::from(*pending_days) * DAY;
         }
-        KeyOp::CancelDeletion => {
+        KeyOp::CancelDeletion { .. } => {
             if k.state != PendingDelete {
                 return Err(RegistryError::NotPendingDelete);
             }

@@ -53,7 +53,7 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
         Just(KeyOp::Disable),
         Just(KeyOp::Archive),
         Just(KeyOp::CancelArchive),
-        Just(KeyOp::CancelDeletion),
+        (0u32..3).prop_map(|cmk_limit| KeyOp::CancelDeletion { cmk_limit }),
         Just(KeyOp::DeleteDue),
         Just(KeyOp::DisableRotation),
         Just(KeyOp::DeleteImportedMaterial),
@@ -385,7 +385,7 @@ fn key_lifecycle_follows_the_state_rules() {
         Outcome::Rejected(RegistryError::ShouldBeDisabled)
     );
     assert_eq!(
-        key_op(&mut reg, 6, now, KeyOp::CancelDeletion),
+        key_op(&mut reg, 6, now, KeyOp::CancelDeletion { cmk_limit: 5 }),
         Outcome::Rejected(RegistryError::NotPendingDelete)
     );
     assert_eq!(
@@ -430,7 +430,12 @@ fn key_lifecycle_follows_the_state_rules() {
         Outcome::Rejected(RegistryError::NotDue)
     );
     assert_eq!(
-        key_op(&mut reg, 14, now + 1, KeyOp::CancelDeletion),
+        key_op(
+            &mut reg,
+            14,
+            now + 1,
+            KeyOp::CancelDeletion { cmk_limit: 5 }
+        ),
         Outcome::Applied { index: 14 }
     );
     assert_eq!(state(&reg), KeyState::Disabled);
@@ -533,4 +538,65 @@ fn rotation_rules() {
         vec![1, 2, 3]
     );
     assert_eq!(k.next_rotate_time, now + 14 * 86_400);
+}
+
+#[test]
+fn cancelling_a_deletion_cannot_exceed_the_quota() {
+    use key::KeyOp;
+    let mut reg = Registry::default();
+    let acct = account::Account {
+        uin: 1,
+        app_id: 10,
+        name: "a".into(),
+        created_at: 1,
+    };
+    reg.apply(1, &env(1, Command::CreateAccount { account: acct }))
+        .unwrap();
+    reg.apply(
+        2,
+        &env(
+            2,
+            Command::CreateKey {
+                key: key_record(0, 1, "a".into()),
+                cmk_limit: 1,
+            },
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        key_op(&mut reg, 3, 1_000, KeyOp::Disable),
+        Outcome::Applied { index: 3 }
+    );
+    assert_eq!(
+        key_op(
+            &mut reg,
+            4,
+            1_000,
+            KeyOp::ScheduleDeletion { pending_days: 7 }
+        ),
+        Outcome::Applied { index: 4 }
+    );
+    // The pending key no longer counts, so a new one fits ...
+    let (o, _) = reg
+        .apply(
+            5,
+            &env(
+                5,
+                Command::CreateKey {
+                    key: key_record(2, 1, "b".into()),
+                    cmk_limit: 1,
+                },
+            ),
+        )
+        .unwrap();
+    assert_eq!(o, Outcome::Applied { index: 5 });
+    // ... but bringing the old one back would make two.
+    assert_eq!(
+        key_op(&mut reg, 6, 1_000, KeyOp::CancelDeletion { cmk_limit: 1 }),
+        Outcome::Rejected(RegistryError::CmkLimitExceeded)
+    );
+    assert_eq!(
+        key_op(&mut reg, 7, 1_000, KeyOp::CancelDeletion { cmk_limit: 2 }),
+        Outcome::Applied { index: 7 }
+    );
 }

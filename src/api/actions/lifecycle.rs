@@ -138,7 +138,13 @@ pub async fn schedule_key_deletion(ctx: Ctx) -> Result<Fields, ApiError> {
 }
 
 pub async fn cancel_key_deletion(ctx: Ctx) -> Result<Fields, ApiError> {
-    let (key_id, _) = one(&ctx, KeyOp::CancelDeletion).await?;
+    let (key_id, _) = one(
+        &ctx,
+        KeyOp::CancelDeletion {
+            cmk_limit: ctx.node.config.kms.cmk_limit,
+        },
+    )
+    .await?;
     Ok(fields(json!({ "KeyId": key_id })))
 }
 

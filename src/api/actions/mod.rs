@@ -158,6 +158,7 @@ fn key_metadata(k: &KeyRecord) -> Value {
 /// Refuses keys that cannot encrypt now.
 fn usable_for_encrypt(k: &KeyRecord) -> Result<(), ApiError> {
     symmetric_only(k)?;
+    material_not_expired(k)?;
     match k.state {
         KeyState::Enabled => Ok(()),
         KeyState::Disabled => Err(ApiError::new(
@@ -173,6 +174,21 @@ fn usable_for_encrypt(k: &KeyRecord) -> Result<(), ApiError> {
             format!("key {} is {} and cannot encrypt", k.key_id, other.as_str()),
         )),
     }
+}
+
+/// Imported material past its ValidTo is unusable at once, before the leader's expiry commits
+/// (a read-side refusal only; the replicated state changes through the scheduler).
+fn material_not_expired(k: &KeyRecord) -> Result<(), ApiError> {
+    if k.material_valid_to != 0 && now_s() >= k.material_valid_to {
+        return Err(ApiError::new(
+            "ResourceUnavailable.CmkStateNotSupport",
+            format!(
+                "the imported material of key {} expired at {}",
+                k.key_id, k.material_valid_to
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses asymmetric keys in the symmetric crypto actions.
@@ -194,6 +210,7 @@ fn symmetric_only(k: &KeyRecord) -> Result<(), ApiError> {
 /// Refuses keys that cannot decrypt now (archived keys still decrypt).
 fn usable_for_decrypt(k: &KeyRecord) -> Result<(), ApiError> {
     symmetric_only(k)?;
+    material_not_expired(k)?;
     match k.state {
         KeyState::Enabled | KeyState::Archived => Ok(()),
         KeyState::Disabled => Err(ApiError::new(
