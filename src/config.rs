@@ -185,8 +185,8 @@ pub enum Consistency {
     Stale,
 }
 
-/// The configuration of one node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The configuration of one node. `Debug` leaves the cluster secret out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's Raft id; must appear in `peers` when the node is part of the initial cluster.
@@ -224,6 +224,21 @@ pub struct NodeConfig {
     /// The initial members, used by `cluster init`. May be empty for a node that will `join`.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("cluster_secret", &"<redacted>")
+            .field("region", &self.region)
+            .field("data_dir", &self.data_dir)
+            .field("api_listen", &self.api_listen)
+            .field("raft_listen", &self.raft_listen)
+            .field("peers", &self.peers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl NodeConfig {

@@ -83,13 +83,19 @@ impl From<RegistryError> for ApiError {
 
 impl From<ClusterError> for ApiError {
     fn from(e: ClusterError) -> Self {
+        // Details (peer addresses, internal errors) go to the log, not to the client.
+        tracing::warn!(error = %e, "request failed in the cluster layer");
         match e {
             ClusterError::BadRequest(_) => ApiError::new("InvalidParameter", e.to_string()),
             ClusterError::WriteTimeout(ms) => ApiError::new(
                 "InternalError",
                 format!("the change did not commit within {ms} ms and may or may not have been applied; read the key's state before retrying"),
             ),
-            _ => ApiError::new("UnsupportedOperation.ServiceTemporaryUnavailable", e.to_string()),
+            _ => ApiError::new(
+                "UnsupportedOperation.ServiceTemporaryUnavailable",
+                "the cluster cannot serve this request right now (no leader or no quorum reachable, or the leader changed); \
+                 retry later, or use X-Raftkms-Consistency: stale for reads. A change may or may not have been applied: read the state before retrying",
+            ),
         }
     }
 }
@@ -101,7 +107,10 @@ impl From<CryptoError> for ApiError {
                 "InvalidParameterValue.InvalidCiphertext",
                 "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext",
             ),
-            other => ApiError::new("InternalError", other.to_string()),
+            other => {
+                tracing::error!(error = %other, "crypto failure");
+                ApiError::new("InternalError", "internal cryptographic error on this node (for example its unseal key does not open the cluster root key); see its log")
+            }
         }
     }
 }

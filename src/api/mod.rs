@@ -82,6 +82,9 @@ pub struct Ctx {
     pub region: String,
     pub consistency: Consistency,
     pub params: Params,
+    /// Whether the read gate already ran for this request (linearizable requests pass it once,
+    /// during authentication).
+    pub gated: bool,
 }
 
 async fn api(
@@ -254,18 +257,37 @@ async fn handle(
         &credential_aad(&credential.secret_id, credential.uin),
         &credential.wrapped_secret_key,
     )?;
-    let header_of = |name: &str| header_str(headers, name);
     let query = uri.query().unwrap_or("");
-    let signed = tc3::SignedRequest {
-        method: method.as_str(),
-        query: if *method == Method::GET { query } else { "" },
-        header: &header_of,
-        body: &body,
-        timestamp,
-        unsigned_payload: header_str(headers, "x-tc-content-sha256").as_deref()
-            == Some("UNSIGNED-PAYLOAD"),
-    };
-    tc3::verify_signature(&auth, &signed, secret.expose())?;
+    {
+        // Scoped: the borrowed header lookup is not Send and must not live across an await.
+        let header_of = |name: &str| header_str(headers, name);
+        let signed = tc3::SignedRequest {
+            method: method.as_str(),
+            query: if *method == Method::GET { query } else { "" },
+            header: &header_of,
+            body: &body,
+            timestamp,
+            unsigned_payload: header_str(headers, "x-tc-content-sha256").as_deref()
+                == Some("UNSIGNED-PAYLOAD"),
+        };
+        tc3::verify_signature(&auth, &signed, secret.expose())?;
+    }
+    drop(secret);
+
+    // Linearizable requests pass the read gate now, before anything is read or proposed, and the
+    // credential is checked again against the caught-up state: a credential whose revocation was
+    // acknowledged anywhere is refused here even if this node had not applied it yet. (Stale
+    // requests are answered from local state by definition, revocations included.)
+    let gated = consistency == Consistency::Linearizable;
+    if gated {
+        node.read_barrier(consistency).await?;
+        if lookup(&node).is_none_or(|c| c.uin != credential.uin) {
+            return Err(ApiError::new(
+                "AuthFailure.SecretIdNotFound",
+                format!("SecretId {} does not exist", auth.secret_id),
+            ));
+        }
+    }
 
     let region = header_str(headers, "x-tc-region")
         .filter(|r| !r.is_empty())
@@ -298,6 +320,7 @@ async fn handle(
         region,
         consistency,
         params,
+        gated,
     })
 }
 

@@ -151,11 +151,12 @@ pub fn signature(
         scope,
         hex::encode(Sha256::digest(canonical_request.as_bytes()))
     );
-    let mut k = b"TC3".to_vec();
+    // Every derived key is as sensitive as the secret key itself.
+    let mut k = zeroize::Zeroizing::new(b"TC3".to_vec());
     k.extend_from_slice(secret_key);
-    let k_date = hmac(&k, auth.date.as_bytes());
-    let k_service = hmac(&k_date, auth.service.as_bytes());
-    let k_signing = hmac(&k_service, b"tc3_request");
+    let k_date = zeroize::Zeroizing::new(hmac(&k, auth.date.as_bytes()));
+    let k_service = zeroize::Zeroizing::new(hmac(&k_date, auth.service.as_bytes()));
+    let k_signing = zeroize::Zeroizing::new(hmac(&k_service, b"tc3_request"));
     Ok(hex::encode(hmac(&k_signing, string_to_sign.as_bytes())))
 }
 

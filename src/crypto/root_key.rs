@@ -85,7 +85,9 @@ impl UnsealKey {
                         path.display()
                     )));
                 }
-                let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+                let text = zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?,
+                );
                 let bytes = hex::decode(text.trim())
                     .map_err(|_| err("is not 64 hexadecimal digits".into()))?;
                 if bytes.len() != 32 {
