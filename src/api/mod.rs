@@ -28,6 +28,8 @@ type Node = Arc<RunningNode>;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 1 << 20;
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The only API version served.
 pub const VERSION: &str = "2019-01-18";
 
@@ -188,8 +190,6 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Ctx, ApiError> {
-    let body = read_body(body).await?;
-
     if header_str(headers, "x-tc-action").is_none_or(|a| a.is_empty()) {
         return Err(ApiError::new(
             "InvalidAction",
@@ -232,6 +232,16 @@ async fn handle(
             ))
         }
     };
+    // The body is read only after the cheap header checks, and within a deadline, so neither an
+    // unsigned request nor a slow sender ties up a node for long.
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                "InvalidParameter",
+                "the request body did not arrive within 30 s",
+            )
+        })??;
     let lookup = |node: &RunningNode| {
         node.state
             .read()
