@@ -213,6 +213,13 @@ impl RunningNode {
     ) -> Result<ReadPosition, ClusterError> {
         if consistency == Consistency::Linearizable {
             let started = Instant::now();
+            // During an election no node knows a leader for a moment: wait for one (bounded by
+            // the read timeout) instead of failing a read that would succeed a few ms later.
+            if self.leader().is_none() {
+                self.wait_for_leader(started + self.read_timeout())
+                    .await
+                    .map_err(|_| ClusterError::ReadIndex("no leader is known".into()))?;
+            }
             let index = self.read_index().await?;
             let wait = self.read_timeout().saturating_sub(started.elapsed());
             if self.state.applied_index().is_none_or(|a| a < index) {

@@ -98,11 +98,20 @@ async fn linearizable_read_through_another_node_sees_an_acknowledged_write() {
         let reader = (round + 1) % 3 + 1;
         let value = format!("value-{round}");
         put(&c, writer, "register", &value).await;
-        let read = c
-            .admin(reader)
-            .get_record("register", "linearizable")
-            .await
-            .unwrap();
+        // A read may be refused while the cluster elects a leader (a retryable error, never a
+        // wrong answer); any read that succeeds must see the acknowledged write.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let read = loop {
+            match c.admin(reader).get_record("register", "linearizable").await {
+                Ok(r) => break r,
+                Err(raftkms::admin::ClientError::Refused {
+                    retryable: true, ..
+                }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("read via {reader}: {e}"),
+            }
+        };
         assert_eq!(
             read.value.as_deref(),
             Some(value.as_str()),

@@ -12,7 +12,7 @@ use crate::api::params::b64;
 use crate::crypto::asymmetric::{self, AsymmetricSpec, RsaPadding};
 use crate::crypto::Secret;
 use crate::registry::key::{self, ImportSession, KeyOp, KeyRecord, Origin, WrappingAlgorithm};
-use crate::registry::{Command, RegistryError};
+use crate::registry::RegistryError;
 
 const SESSION_SECS: u64 = 86_400;
 /// Largest ValidTo Tencent accepts.
@@ -65,13 +65,7 @@ pub async fn get_parameters_for_import(ctx: Ctx) -> Result<Fields, ApiError> {
         valid_to,
     };
     let op = KeyOp::SetImportParameters { session };
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![k.key_id.clone()],
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(vec![k.key_id.clone()], op).await?;
     Ok(fields(json!({
         "KeyId": k.key_id,
         "ImportToken": token,
@@ -150,25 +144,13 @@ pub async fn import_key_material(ctx: Ctx) -> Result<Fields, ApiError> {
         fingerprint,
         valid_to,
     };
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![k.key_id],
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(vec![k.key_id], op).await?;
     Ok(Fields::new())
 }
 
 pub async fn delete_imported_key_material(ctx: Ctx) -> Result<Fields, ApiError> {
     let key_id = ctx.params.str("KeyId")?;
     let op = KeyOp::DeleteImportedMaterial;
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![key_id],
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(vec![key_id], op).await?;
     Ok(Fields::new())
 }

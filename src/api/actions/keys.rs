@@ -274,13 +274,8 @@ pub async fn update_alias(ctx: Ctx) -> Result<Fields, ApiError> {
     let alias = ctx.params.str("Alias")?;
     let key_id = ctx.params.str("KeyId")?;
     key::validate_alias(&alias)?;
-    let cmd = Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![key_id],
-        op: KeyOp::UpdateAlias { alias },
-    };
-    ctx.propose(cmd).await?;
+    ctx.propose_key_op(vec![key_id], KeyOp::UpdateAlias { alias })
+        .await?;
     Ok(Fields::new())
 }
 
@@ -289,12 +284,6 @@ pub async fn update_key_description(ctx: Ctx) -> Result<Fields, ApiError> {
     let key_id = ctx.params.str("KeyId")?;
     key::validate_description(&description)?;
     let op = KeyOp::UpdateDescription { description };
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![key_id],
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(vec![key_id], op).await?;
     Ok(Fields::new())
 }

@@ -4,20 +4,12 @@ use serde_json::json;
 
 use super::{fields, ApiError, Ctx, Fields};
 use crate::registry::key::KeyOp;
-use crate::registry::Command;
 
 const MAX_IDS: usize = 100;
 
 async fn one(ctx: &Ctx, op: KeyOp) -> Result<(String, u64), ApiError> {
     let key_id = ctx.params.str("KeyId")?;
-    let at = ctx
-        .propose(Command::KeyOp {
-            region: ctx.region.clone(),
-            uin: ctx.uin,
-            key_ids: vec![key_id.clone()],
-            op,
-        })
-        .await?;
+    let at = ctx.propose_key_op(vec![key_id.clone()], op).await?;
     Ok((key_id, at))
 }
 
@@ -29,13 +21,7 @@ async fn many(ctx: &Ctx, op: KeyOp) -> Result<Fields, ApiError> {
             format!("must list 1 to {MAX_IDS} KeyIds"),
         ));
     }
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids,
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(key_ids, op).await?;
     Ok(Fields::new())
 }
 
@@ -107,13 +93,7 @@ pub async fn rotate_key(ctx: Ctx) -> Result<Fields, ApiError> {
         manual: true,
         min_manual_interval: ctx.node.config.kms.manual_rotation_interval_secs,
     };
-    ctx.propose(Command::KeyOp {
-        region: ctx.region.clone(),
-        uin: ctx.uin,
-        key_ids: vec![key_id],
-        op,
-    })
-    .await?;
+    ctx.propose_key_op(vec![key_id], op).await?;
     Ok(Fields::new())
 }
 

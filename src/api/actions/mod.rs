@@ -106,6 +106,22 @@ impl Ctx {
         }
     }
 
+    /// Proposes one lifecycle operation on keys of the caller in the request's region; returns the
+    /// proposer's time stamped on it.
+    async fn propose_key_op(
+        &self,
+        key_ids: Vec<String>,
+        op: crate::registry::key::KeyOp,
+    ) -> Result<u64, ApiError> {
+        self.propose(Command::KeyOp {
+            region: self.region.clone(),
+            uin: self.uin,
+            key_ids,
+            op,
+        })
+        .await
+    }
+
     /// Unwraps one material version of a key.
     fn material(&self, key: &KeyRecord, version: u32) -> Result<Secret, ApiError> {
         let v = key.version(version).ok_or_else(|| {
