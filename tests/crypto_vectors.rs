@@ -120,12 +120,10 @@ fn wycheproof_rsa_oaep_sha1_and_sha256() {
     );
 }
 
-fn verify_all(
-    name: &str,
-    spec: AsymmetricSpec,
-    alg: SignAlgorithm,
-    cases: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, TestResult, usize, String)>,
-) {
+/// (public key DER, message, signature, expected result, test case id, comment)
+type SigCase = (Vec<u8>, Vec<u8>, Vec<u8>, TestResult, usize, String);
+
+fn verify_all(name: &str, spec: AsymmetricSpec, alg: SignAlgorithm, cases: Vec<SigCase>) {
     let mut checked = 0;
     for (der, msg, sig, result, tc, comment) in cases {
         let ok = asymmetric::verify(spec, &der, alg, Message::Raw(&msg), &sig).unwrap_or(false);

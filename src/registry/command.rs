@@ -66,7 +66,7 @@ pub enum Command {
     /// Removes an API credential.
     RevokeCredential { secret_id: String },
     /// Creates a key with its first material version (already wrapped), subject to the quota.
-    CreateKey { key: KeyRecord, cmk_limit: u32 },
+    CreateKey { key: Box<KeyRecord>, cmk_limit: u32 },
     /// Applies one lifecycle operation to one or more keys of an account, all or nothing.
     KeyOp {
         region: String,

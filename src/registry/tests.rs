@@ -122,7 +122,7 @@ fn arb_command() -> impl Strategy<Value = Command> {
             1u32..4
         )
             .prop_map(|(id, uin, alias, cmk_limit)| Command::CreateKey {
-                key: key_record(id, uin, alias.into()),
+                key: Box::new(key_record(id, uin, alias.into())),
                 cmk_limit
             }),
         (1u64..3, prop::collection::vec(key_id, 1..3), arb_key_op()).prop_map(
@@ -333,7 +333,7 @@ fn key_lifecycle_follows_the_state_rules() {
             &env(
                 2,
                 Command::CreateKey {
-                    key: key_record(0, 1, "a".into()),
+                    key: Box::new(key_record(0, 1, "a".into())),
                     cmk_limit: 1,
                 },
             ),
@@ -347,7 +347,7 @@ fn key_lifecycle_follows_the_state_rules() {
             &env(
                 3,
                 Command::CreateKey {
-                    key: key_record(1, 1, "b".into()),
+                    key: Box::new(key_record(1, 1, "b".into())),
                     cmk_limit: 1,
                 },
             ),
@@ -360,7 +360,7 @@ fn key_lifecycle_follows_the_state_rules() {
             &env(
                 4,
                 Command::CreateKey {
-                    key: key_record(1, 1, "a".into()),
+                    key: Box::new(key_record(1, 1, "a".into())),
                     cmk_limit: 5,
                 },
             ),
@@ -463,7 +463,7 @@ fn key_lifecycle_follows_the_state_rules() {
             &env(
                 17,
                 Command::CreateKey {
-                    key: key_record(1, 1, "a".into()),
+                    key: Box::new(key_record(1, 1, "a".into())),
                     cmk_limit: 5,
                 },
             ),
@@ -489,7 +489,7 @@ fn rotation_rules() {
         &env(
             2,
             Command::CreateKey {
-                key: key_record(0, 1, "a".into()),
+                key: Box::new(key_record(0, 1, "a".into())),
                 cmk_limit: 5,
             },
         ),
@@ -557,7 +557,7 @@ fn cancelling_a_deletion_cannot_exceed_the_quota() {
         &env(
             2,
             Command::CreateKey {
-                key: key_record(0, 1, "a".into()),
+                key: Box::new(key_record(0, 1, "a".into())),
                 cmk_limit: 1,
             },
         ),
@@ -583,7 +583,7 @@ fn cancelling_a_deletion_cannot_exceed_the_quota() {
             &env(
                 5,
                 Command::CreateKey {
-                    key: key_record(2, 1, "b".into()),
+                    key: Box::new(key_record(2, 1, "b".into())),
                     cmk_limit: 1,
                 },
             ),

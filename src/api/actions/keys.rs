@@ -90,7 +90,7 @@ pub async fn create_key(ctx: Ctx) -> Result<Fields, ApiError> {
     };
     let state = record.state;
     ctx.propose(Command::CreateKey {
-        key: record,
+        key: Box::new(record),
         cmk_limit: ctx.node.config.kms.cmk_limit,
     })
     .await?;
