@@ -266,14 +266,13 @@ fn sha384(m: &[u8]) -> Vec<u8> {
     sha2_0_11::Sha384::digest(m).to_vec()
 }
 
-/// Signs with a stored private key. Signatures are DER (ECDSA, SM2) or raw (RSA), as openssl
-/// produces and verifies them.
-pub fn sign(
+/// The checks shared by signing and verification: the algorithm fits the key, and a digest has
+/// the algorithm's length.
+fn check_input(
     spec: AsymmetricSpec,
-    private: &Secret,
     alg: SignAlgorithm,
     msg: Message<'_>,
-) -> Result<Vec<u8>, CryptoError> {
+) -> Result<(), CryptoError> {
     if !alg.fits(spec) {
         return Err(CryptoError::Malformed("algorithm does not fit the key"));
     }
@@ -282,6 +281,18 @@ pub fn sign(
             return Err(CryptoError::Malformed("digest length"));
         }
     }
+    Ok(())
+}
+
+/// Signs with a stored private key. Signatures are DER (ECDSA, SM2) or raw (RSA), as openssl
+/// produces and verifies them.
+pub fn sign(
+    spec: AsymmetricSpec,
+    private: &Secret,
+    alg: SignAlgorithm,
+    msg: Message<'_>,
+) -> Result<Vec<u8>, CryptoError> {
+    check_input(spec, alg, msg)?;
     match alg {
         SignAlgorithm::EcdsaP256Sha256 => p256_sign(private, &digest_of(msg, sha256)),
         SignAlgorithm::EcdsaP384Sha384 => p384_sign(private, &digest_of(msg, sha384)),
@@ -326,14 +337,7 @@ pub fn verify(
     msg: Message<'_>,
     sig: &[u8],
 ) -> Result<bool, CryptoError> {
-    if !alg.fits(spec) {
-        return Err(CryptoError::Malformed("algorithm does not fit the key"));
-    }
-    if let Message::Digest(d) = msg {
-        if d.len() != alg.digest_len() {
-            return Err(CryptoError::Malformed("digest length"));
-        }
-    }
+    check_input(spec, alg, msg)?;
     match alg {
         SignAlgorithm::EcdsaP256Sha256 => p256_verify(spki, &digest_of(msg, sha256), sig),
         SignAlgorithm::EcdsaP384Sha384 => p384_verify(spki, &digest_of(msg, sha384), sig),
