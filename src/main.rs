@@ -336,6 +336,10 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A serving node tags its log lines with node id and region; every other command logs plain.
+    if !matches!(cli.command, Cmd::Serve { .. }) {
+        raftkms::telemetry::init(String::new());
+    }
     let result = match cli.command {
         Cmd::Serve { config } => {
             let cfg = match NodeConfig::load(&config) {
@@ -356,7 +360,6 @@ async fn main() -> ExitCode {
             nodes,
             region,
         } => {
-            raftkms::telemetry::init(String::new());
             raftkms::dev::run(DevOptions {
                 data_dir,
                 port,
@@ -379,7 +382,6 @@ async fn main() -> ExitCode {
             key_id,
             json,
         } => {
-            raftkms::telemetry::init(String::new());
             let opts = raftkms::bench::BenchOptions {
                 endpoints,
                 region,
@@ -408,18 +410,9 @@ async fn main() -> ExitCode {
                 Err(e) => Err(e),
             }
         }
-        Cmd::Account { target, action } => {
-            raftkms::telemetry::init(String::new());
-            account(target, action).await
-        }
-        Cmd::Credential { target, action } => {
-            raftkms::telemetry::init(String::new());
-            credential(target, action).await
-        }
-        Cmd::Cluster { target, action } => {
-            raftkms::telemetry::init(String::new());
-            cluster(target, action).await
-        }
+        Cmd::Account { target, action } => account(target, action).await,
+        Cmd::Credential { target, action } => credential(target, action).await,
+        Cmd::Cluster { target, action } => cluster(target, action).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,14 @@ pub async fn get_public_key(ctx: Ctx) -> Result<Fields, ApiError> {
     })))
 }
 
+/// Every asymmetric decryption failure looks the same to the caller.
+fn decrypt_error() -> ApiError {
+    ApiError::new(
+        "FailedOperation.DecryptError",
+        "the ciphertext could not be decrypted with this key",
+    )
+}
+
 pub async fn asymmetric_rsa_decrypt(ctx: Ctx) -> Result<Fields, ApiError> {
     let ciphertext = ctx.params.base64("Ciphertext", "InvalidParameterValue")?;
     let algorithm = ctx.params.str("Algorithm")?;
@@ -76,12 +84,7 @@ pub async fn asymmetric_rsa_decrypt(ctx: Ctx) -> Result<Fields, ApiError> {
     })
     .await
     .map_err(|e| ApiError::new("InternalError", e.to_string()))?
-    .map_err(|_| {
-        ApiError::new(
-            "FailedOperation.DecryptError",
-            "the ciphertext could not be decrypted with this key",
-        )
-    })?;
+    .map_err(|_| decrypt_error())?;
     Ok(fields(
         json!({ "KeyId": k.key_id, "Plaintext": b64(plain.expose()) }),
     ))
@@ -100,12 +103,7 @@ pub async fn asymmetric_sm2_decrypt(ctx: Ctx) -> Result<Fields, ApiError> {
         return Err(unsupported(&k, "AsymmetricSm2Decrypt"));
     }
     let private = ctx.material(&k, 1)?;
-    let plain = asymmetric::sm2_decrypt(&private, &ciphertext).map_err(|_| {
-        ApiError::new(
-            "FailedOperation.DecryptError",
-            "the ciphertext could not be decrypted with this key",
-        )
-    })?;
+    let plain = asymmetric::sm2_decrypt(&private, &ciphertext).map_err(|_| decrypt_error())?;
     Ok(fields(
         json!({ "KeyId": k.key_id, "Plaintext": b64(plain.expose()) }),
     ))
