@@ -1,0 +1,1 @@
+"""raftkms's Jepsen-style fault-injection suite (see jepsen/README.md)."""

@@ -1,0 +1,152 @@
+"""A minimal Tencent Cloud API 3.0 client (TC3-HMAC-SHA256) and the admin-endpoint client.
+
+Results are classified the Jepsen way: ``ok`` (definitely happened), ``fail`` (definitely did not
+happen) and ``info`` (unknown: timeouts, resets, 5xx, and the server's own "may or may not have
+been applied" answers).
+"""
+
+import datetime
+import hashlib
+import hmac
+import http.client
+import json
+import time
+
+SERVICE = "kms"
+VERSION = "2019-01-18"
+
+# Answers that leave a write's effect unknown: the server says so (InternalError on a write
+# timeout, ServiceTemporaryUnavailable after a leader change) or nothing reliable came back.
+INDETERMINATE_CODES = {
+    "InternalError",
+    "UnsupportedOperation.ServiceTemporaryUnavailable",
+}
+
+
+class Reply:
+    """One API answer: ``kind`` is ok / fail / info; ``code`` the Tencent error code if any."""
+
+    __slots__ = ("kind", "code", "message", "fields", "headers")
+
+    def __init__(self, kind, code=None, message=None, fields=None, headers=None):
+        self.kind = kind
+        self.code = code
+        self.message = message
+        self.fields = fields or {}
+        self.headers = headers or {}
+
+    def __repr__(self):
+        return "Reply(%s, %s)" % (self.kind, self.code)
+
+
+def tc3_authorization(secret_id, secret_key, host, body, timestamp):
+    """The Authorization header value for a POST of ``body`` (bytes) to ``host``."""
+    date = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).strftime("%Y-%m-%d")
+    canonical_headers = "content-type:application/json\nhost:%s\n" % host
+    signed_headers = "content-type;host"
+    canonical_request = "POST\n/\n\n%s\n%s\n%s" % (
+        canonical_headers, signed_headers, hashlib.sha256(body).hexdigest())
+    scope = "%s/%s/tc3_request" % (date, SERVICE)
+    string_to_sign = "TC3-HMAC-SHA256\n%d\n%s\n%s" % (
+        timestamp, scope, hashlib.sha256(canonical_request.encode()).hexdigest())
+
+    def mac(key, msg):
+        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+    k = mac(mac(mac(("TC3" + secret_key).encode(), date), SERVICE), "tc3_request")
+    signature = hmac.new(k, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    return "TC3-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s" % (
+        secret_id, scope, signed_headers, signature)
+
+
+class KmsClient:
+    """Calls the KMS API of one node; one short-lived connection per call (no hidden retries)."""
+
+    def __init__(self, endpoint, region, secret_id, secret_key, timeout=6.0):
+        self.endpoint = endpoint  # "host:port"
+        self.region = region
+        self.secret_id = secret_id
+        self.secret_key = secret_key
+        self.timeout = timeout
+
+    def call(self, action, params, write, stale=False, timeout=None):
+        """Calls ``action``; ``write`` decides how errors are classified."""
+        body = json.dumps(params, separators=(",", ":")).encode()
+        host, port = self.endpoint.rsplit(":", 1)
+        ts = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            "Host": self.endpoint,
+            "X-TC-Action": action,
+            "X-TC-Version": VERSION,
+            "X-TC-Timestamp": str(ts),
+            "X-TC-Region": self.region,
+            "Authorization": tc3_authorization(self.secret_id, self.secret_key, self.endpoint,
+                                               body, ts),
+        }
+        if stale:
+            headers["X-Raftkms-Consistency"] = "stale"
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout or self.timeout)
+        try:
+            conn.request("POST", "/", body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            status = resp.status
+            resp_headers = {k.lower(): v for k, v in resp.getheaders()}
+        except (OSError, http.client.HTTPException) as e:
+            # Connection refused means the request never reached a server: definitely not done.
+            if isinstance(e, ConnectionRefusedError):
+                return Reply("fail", "transport.refused", str(e))
+            return Reply("info" if write else "fail", "transport", str(e))
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(data)["Response"]
+        except (ValueError, KeyError, TypeError):
+            return Reply("info" if write else "fail", "http.%d" % status, data[:200].decode("utf-8", "replace"))
+        err = doc.get("Error")
+        if err:
+            code = err.get("Code", "")
+            kind = "info" if (write and code in INDETERMINATE_CODES) else "fail"
+            return Reply(kind, code, err.get("Message", ""), headers=resp_headers)
+        return Reply("ok", fields=doc, headers=resp_headers)
+
+
+class AdminClient:
+    """The internal listener's admin endpoints (cluster secret as a bearer token)."""
+
+    def __init__(self, addr, cluster_id, secret, timeout=5.0):
+        self.addr = addr
+        self.cluster_id = cluster_id
+        self.secret = secret
+        self.timeout = timeout
+
+    def request(self, method, path, body=None, timeout=None):
+        host, port = self.addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=timeout or self.timeout)
+        headers = {"Authorization": "Bearer " + self.secret, "X-Raftkms-Cluster": self.cluster_id}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            if resp.status >= 300:
+                raise AdminError("%s %s -> %d %s" % (method, path, resp.status, raw[:300]))
+            return json.loads(raw) if raw else None
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise AdminError("%s %s on %s: %s" % (method, path, self.addr, e)) from None
+        finally:
+            conn.close()
+
+    def status(self, timeout=None):
+        return self.request("GET", "/admin/status", timeout=timeout)
+
+    def digest(self, timeout=None):
+        return self.request("GET", "/admin/digest", timeout=timeout)
+
+
+class AdminError(Exception):
+    pass

@@ -1,0 +1,451 @@
+"""A real raftkms cluster for one run: `raftkms serve` processes with their own data directories
+and TOML configs, each in its own network namespace (veth into one bridge), so partitions are
+plain iptables DROP rules inside the namespaces. Everything it creates is named ``rkj*`` and is
+torn down by ``teardown()`` (also called from signal handlers and atexit by the runner).
+"""
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+from .client import AdminClient, AdminError
+from . import proxy as proxy_mod
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+SUBNET = "10.213.47"  # our own bridge; node i is SUBNET.i, the host side SUBNET.254
+BRIDGE = "rkjbr0"
+API_PORT = 31081
+RAFT_PORT = 31091
+PROXY_BASE = 31300  # on the host side of the bridge, one per node
+FORWARD_COMMENT = "rkjepsen"
+REGION = "ap-singapore"
+
+
+def sh(*args, check=True, quiet=False):
+    """Runs a command; returns CompletedProcess. Never uses a shell."""
+    p = subprocess.run(list(args), capture_output=True, text=True, timeout=30)
+    if check and p.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(args), p.returncode,
+                                                   (p.stderr or p.stdout).strip()))
+    return p
+
+
+def ns_name(i):
+    return "rkj-n%d" % i
+
+
+def cleanup_leftovers():
+    """Removes whatever an earlier, killed run left behind (our names only)."""
+    out = sh("ip", "netns", "list", check=False).stdout
+    for line in out.splitlines():
+        name = line.split()[0] if line.split() else ""
+        if name.startswith("rkj-n"):
+            pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", name, check=False)
+    sh("ip", "link", "del", BRIDGE, check=False)
+    _forward_rule("-D", check=False)
+
+
+def _forward_rule(op, check=True):
+    # Docker sets FORWARD's policy to DROP and br_netfilter sends bridged frames through it:
+    # let our bridge talk to itself.
+    rule = ["-i", BRIDGE, "-o", BRIDGE, "-m", "comment", "--comment", FORWARD_COMMENT,
+            "-j", "ACCEPT"]
+    if op == "-D":
+        for _ in range(5):
+            if sh("iptables", "-D", "FORWARD", *rule, check=False).returncode != 0:
+                break
+        return
+    sh("iptables", "-I", "FORWARD", "1", *rule, check=check)
+
+
+class Node:
+    def __init__(self, cluster, i):
+        self.i = i
+        self.ip = "%s.%d" % (SUBNET, i)
+        self.ns = ns_name(i)
+        self.api = "%s:%d" % (self.ip, API_PORT)
+        self.raft = "%s:%d" % (self.ip, RAFT_PORT)
+        self.proxy_addr = "%s.254:%d" % (SUBNET, PROXY_BASE + i)
+        self.dir = os.path.join(cluster.dir, "n%d" % i)
+        self.data = os.path.join(self.dir, "data")
+        self.config = os.path.join(self.dir, "node.toml")
+        self.log = os.path.join(cluster.run_dir, "node%d.log" % i)
+        self.faketime_file = os.path.join(self.dir, "faketime")
+        self.proc = None
+        self.paused = False
+        self.skew = 0
+        self.fiu = None  # libfiu spec for the next start
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Cluster:
+    def __init__(self, run_dir, work_dir, n, binary, *, plant=None, plant_nodes=None,
+                 faketime=False, proxy=False, timing=None, log=print):
+        self.run_dir = run_dir
+        self.dir = work_dir
+        self.n = n
+        self.binary = binary
+        self.plant = plant
+        self.plant_nodes = plant_nodes
+        self.faketime = faketime
+        self.use_proxy = proxy
+        self.timing = timing or {}
+        self.log = log
+        self.nodes = {i: Node(self, i) for i in range(1, n + 1)}
+        self.cluster_id = "rkj-%s" % secrets.token_hex(4)
+        self.secret = secrets.token_hex(24)
+        self.secret_id = None
+        self.secret_key = None
+        self.proxies = {}
+        self.lock = threading.RLock()
+        self.partitioned = False
+        self.removed = set()
+
+    # ------------------------------------------------------------------ network
+
+    def setup_network(self):
+        cleanup_leftovers()
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        sh("ip", "addr", "add", "%s.254/24" % SUBNET, "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        _forward_rule("-I")
+        for node in self.nodes.values():
+            host_if, ns_if = "rkjv%d" % node.i, "rkjp%d" % node.i
+            sh("ip", "netns", "add", node.ns)
+            sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+            sh("ip", "link", "set", ns_if, "netns", node.ns)
+            sh("ip", "link", "set", host_if, "master", BRIDGE)
+            sh("ip", "link", "set", host_if, "up")
+            sh("ip", "-n", node.ns, "link", "set", ns_if, "name", "eth0")
+            sh("ip", "-n", node.ns, "addr", "add", "%s/24" % node.ip, "dev", "eth0")
+            sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
+            sh("ip", "-n", node.ns, "link", "set", "lo", "up")
+        if self.use_proxy:
+            for node in self.nodes.values():
+                p = proxy_mod.DelayProxy(("%s.254" % SUBNET, PROXY_BASE + node.i),
+                                         (node.ip, RAFT_PORT))
+                p.start()
+                self.proxies[node.i] = p
+
+    def set_latency(self, ms, jitter_ms=0):
+        for p in self.proxies.values():
+            p.set_delay(ms / 1000.0, jitter_ms / 1000.0)
+
+    def partition(self, groups):
+        """Cuts the cluster into ``groups`` (lists of node ids): each node drops every packet from
+        and to nodes outside its group (the host side, where the clients live, stays reachable)."""
+        with self.lock:
+            self.heal_partition()
+            group_of = {i: gi for gi, g in enumerate(groups) for i in g}
+            for node in self.nodes.values():
+                for other in self.nodes.values():
+                    if other.i == node.i or group_of.get(other.i) == group_of.get(node.i):
+                        continue
+                    sh("ip", "netns", "exec", node.ns, "iptables", "-A", "INPUT", "-s", other.ip,
+                       "-j", "DROP")
+                    sh("ip", "netns", "exec", node.ns, "iptables", "-A", "OUTPUT", "-d",
+                       other.ip, "-j", "DROP")
+            self.partitioned = True
+
+    def cut_pairs(self, pairs):
+        """Drops traffic between each pair only (a bridge: the others still see both ends)."""
+        with self.lock:
+            for a, b in pairs:
+                for x, y in ((a, b), (b, a)):
+                    nx, ny = self.nodes[x], self.nodes[y]
+                    sh("ip", "netns", "exec", nx.ns, "iptables", "-A", "INPUT", "-s", ny.ip,
+                       "-j", "DROP")
+                    sh("ip", "netns", "exec", nx.ns, "iptables", "-A", "OUTPUT", "-d", ny.ip,
+                       "-j", "DROP")
+            self.partitioned = True
+
+    def remove_node(self, i):
+        """Removes node i from the membership (through any other member), then stops it and
+        wipes its data directory."""
+        others = [j for j in self.nodes if j != i and j not in self.removed]
+        last = None
+        for j in others:
+            try:
+                self.admin(j, 60).request("POST", "/admin/remove", {"id": i}, timeout=60)
+                break
+            except AdminError as e:
+                last = e
+        else:
+            raise RuntimeError("remove %d failed: %s" % (i, last))
+        self.removed.add(i)
+        self.kill(i)
+        node = self.nodes[i]
+        shutil.rmtree(node.data, ignore_errors=True)
+
+    def rejoin_node(self, i):
+        """Starts node i empty and joins it (learner first, then voter)."""
+        node = self.nodes[i]
+        self.write_config(node, with_peers=False)
+        self.start(i)
+        self.wait_answering(i, time.time() + 30)
+        others = [j for j in self.nodes if j != i and j not in self.removed]
+        body = {"id": i, "raft_addr": node.proxy_addr if self.use_proxy else node.raft,
+                "api_addr": node.api, "region": REGION, "voter": True}
+        last = None
+        for _ in range(3):
+            for j in others:
+                try:
+                    self.admin(j, 90).request("POST", "/admin/join", body, timeout=90)
+                    self.removed.discard(i)
+                    return
+                except AdminError as e:
+                    last = e
+            time.sleep(1)
+        raise RuntimeError("join %d failed: %s" % (i, last))
+
+    def heal_partition(self):
+        with self.lock:
+            for node in self.nodes.values():
+                sh("ip", "netns", "exec", node.ns, "iptables", "-F", check=False)
+            self.partitioned = False
+
+    # ------------------------------------------------------------------ processes
+
+    def write_config(self, node, with_peers=True):
+        os.makedirs(node.dir, exist_ok=True)
+        t = {"heartbeat-ms": 100, "election-min-ms": 400, "election-max-ms": 700,
+             "write-timeout-ms": 4000, "read-timeout-ms": 2000, "rpc-timeout-ms": 800}
+        t.update(self.timing)
+        advertise = node.proxy_addr if self.use_proxy else node.raft
+        lines = [
+            "node-id = %d" % node.i,
+            'cluster-id = "%s"' % self.cluster_id,
+            'cluster-secret = "%s"' % self.secret,
+            'region = "%s"' % REGION,
+            'data-dir = "%s"' % node.data,
+            'api-listen = "%s"' % node.api,
+            'raft-listen = "%s"' % node.raft,
+            'raft-advertise = "%s"' % advertise,
+            "",
+            "[timing]",
+        ] + ["%s = %d" % kv for kv in t.items()] + [
+            "",
+            "[snapshot]",
+            # Small, so snapshots are built, purged behind and sent to rejoining nodes in a run.
+            "logs-since-last = 500",
+            "max-logs-to-keep = 100",
+            "",
+            "[kms]",
+            "cmk-limit = 100000",
+            "manual-rotation-interval-secs = 0",
+            "scheduler-interval-ms = 500",
+            'unseal-key-file = "%s"' % os.path.join(self.dir, "unseal.key"),
+        ]
+        if with_peers:
+            for other in self.nodes.values():
+                lines += ["", "[[peers]]", "id = %d" % other.i,
+                          'raft-addr = "%s"' % (other.proxy_addr if self.use_proxy else other.raft),
+                          'api-addr = "%s"' % other.api, 'region = "%s"' % REGION,
+                          "voter = true"]
+        with open(node.config, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(node.config, 0o600)
+        if self.faketime and not os.path.exists(node.faketime_file):
+            self.write_skew(node, 0)
+
+    def write_skew(self, node, seconds):
+        node.skew = seconds
+        tmp = node.faketime_file + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("%+d\n" % int(seconds))
+        os.replace(tmp, node.faketime_file)
+
+    def start(self, i):
+        node = self.nodes[i]
+        with self.lock:
+            if node.alive():
+                return
+            cmd = ["ip", "netns", "exec", node.ns]
+            if node.fiu:
+                cmd += ["fiu-run", "-x", "-c", node.fiu]
+            cmd += [self.binary, "serve", "--config", node.config]
+            env = dict(os.environ)
+            env["RUST_LOG"] = "info,openraft=warn"
+            env.pop("RAFTKMS_PLANT", None)
+            if self.plant and (self.plant_nodes is None or i in self.plant_nodes):
+                env["RAFTKMS_PLANT"] = self.plant
+            if self.faketime:
+                # Wall clock only: timers and Raft timeouts keep the real monotonic clock.
+                pre = env.get("LD_PRELOAD", "")
+                env["LD_PRELOAD"] = (FAKETIME_LIB + " " + pre).strip()
+                env["FAKETIME_TIMESTAMP_FILE"] = node.faketime_file
+                env["FAKETIME_CACHE_DURATION"] = "1"
+                env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
+            logf = open(node.log, "a", encoding="utf-8")
+            logf.write("\n=== %s start %s\n" % (time.strftime("%H:%M:%S"), " ".join(cmd)))
+            logf.flush()
+            node.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         start_new_session=True)
+            logf.close()
+            node.paused = False
+
+    def signal(self, i, sig):
+        node = self.nodes[i]
+        if node.alive():
+            try:
+                os.kill(node.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def kill(self, i):
+        node = self.nodes[i]
+        with self.lock:
+            if node.alive():
+                if node.paused:
+                    self.signal(i, signal.SIGCONT)
+                node.proc.kill()
+                try:
+                    node.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+            node.paused = False
+
+    def pause(self, i):
+        with self.lock:
+            self.signal(i, signal.SIGSTOP)
+            self.nodes[i].paused = True
+
+    def resume(self, i):
+        with self.lock:
+            self.signal(i, signal.SIGCONT)
+            self.nodes[i].paused = False
+
+    # ------------------------------------------------------------------ admin
+
+    def admin(self, i, timeout=3.0):
+        return AdminClient(self.nodes[i].raft, self.cluster_id, self.secret, timeout=timeout)
+
+    def status(self, i, timeout=1.5):
+        try:
+            return self.admin(i, timeout).status()
+        except AdminError:
+            return None
+
+    def leader(self, timeout=1.5):
+        """The leader most reachable nodes agree on, or None."""
+        votes = {}
+        for i, node in self.nodes.items():
+            if not node.alive() or node.paused or i in self.removed:
+                continue
+            st = self.status(i, timeout)
+            if st and st.get("leader") is not None and st.get("state") == "Leader":
+                return st["leader"]
+            if st and st.get("leader") is not None:
+                votes[st["leader"]] = votes.get(st["leader"], 0) + 1
+        if votes:
+            return max(votes, key=votes.get)
+        return None
+
+    def wait_answering(self, i, deadline):
+        while time.time() < deadline:
+            if not self.nodes[i].alive():
+                raise RuntimeError("node %d exited during start; see %s" % (i, self.nodes[i].log))
+            if self.status(i) is not None:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("node %d did not answer in time" % i)
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ok = 0
+            for i in self.nodes:
+                if i in self.removed:
+                    continue
+                st = self.status(i)
+                if st and st.get("ready") and st.get("leader") is not None:
+                    ok += 1
+            if ok == self.n - len(self.removed):
+                return
+            time.sleep(0.2)
+        raise RuntimeError("cluster not ready within %ds" % timeout)
+
+    def boot(self):
+        """Network, configs, processes, init, and a credential for the clients."""
+        self.setup_network()
+        for node in self.nodes.values():
+            self.write_config(node)
+        for i in self.nodes:
+            self.start(i)
+        deadline = time.time() + 60
+        for i in self.nodes:
+            self.wait_answering(i, deadline)
+        self.admin(1, 30).request("POST", "/admin/init")
+        self.wait_ready(60)
+        admin = self.admin(self.leader() or 1, 30)
+        acct = admin.request("POST", "/admin/accounts", {"name": "jepsen"})
+        cred = admin.request("POST", "/admin/credentials", {"uin": acct["uin"]})
+        self.secret_id, self.secret_key = cred["secret_id"], cred["secret_key"]
+
+    def digests(self, timeout=2.0):
+        out = {}
+        for i in self.nodes:
+            if i in self.removed:
+                continue
+            try:
+                out[i] = self.admin(i, timeout).digest()
+            except AdminError as e:
+                out[i] = {"error": str(e)}
+        return out
+
+    def heal_all(self):
+        """Ends every fault: network, pauses, latency, clocks; restarts dead nodes (without
+        failpoints)."""
+        with self.lock:
+            self.heal_partition()
+            self.set_latency(0)
+            for i, node in self.nodes.items():
+                if node.paused:
+                    self.resume(i)
+                if self.faketime and node.skew != 0:
+                    self.write_skew(node, 0)
+                if i in self.removed:
+                    continue
+                if node.fiu and node.alive():
+                    self.kill(i)
+                node.fiu = None
+                if not node.alive():
+                    self.start(i)
+
+    def teardown(self):
+        for i, node in self.nodes.items():
+            try:
+                if node.alive():
+                    if node.paused:
+                        os.kill(node.proc.pid, signal.SIGCONT)
+                    node.proc.kill()
+                    node.proc.wait(timeout=10)
+            except Exception:  # best effort: cleanup below kills by namespace anyway
+                pass
+        for p in self.proxies.values():
+            p.stop()
+        cleanup_leftovers()
+
+    def describe(self):
+        return {"nodes": self.n, "cluster_id": self.cluster_id, "binary": self.binary,
+                "plant": self.plant, "plant_nodes": self.plant_nodes,
+                "addresses": {i: {"api": n.api, "raft": n.raft} for i, n in self.nodes.items()}}
+
+
+def dump_json(path, obj):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, sort_keys=True, default=str)

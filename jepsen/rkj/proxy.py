@@ -1,0 +1,117 @@
+"""A small userspace TCP proxy that delays every chunk by a settable latency (plus jitter): the
+kernel's netem is not available on these machines. One proxy sits in front of each node's
+internal (Raft) listener; peers dial the proxy because it is the node's advertised address.
+Order within a connection is preserved (a chunk is sent no earlier than its predecessor)."""
+
+import collections
+import random
+import socket
+import threading
+import time
+
+
+class DelayProxy:
+    def __init__(self, listen, target):
+        self.listen = listen
+        self.target = target
+        self.delay = 0.0
+        self.jitter = 0.0
+        self.stopped = threading.Event()
+        self.sock = None
+        self.conns = []
+        self.lock = threading.Lock()
+
+    def set_delay(self, delay, jitter=0.0):
+        self.delay, self.jitter = delay, jitter
+
+    def start(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(self.listen)
+        self.sock.listen(64)
+        self.sock.settimeout(0.5)
+        threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
+
+    def stop(self):
+        self.stopped.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target, timeout=2)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, upstream):
+                s.settimeout(None)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                self.conns += [client, upstream]
+            self._pipe(client, upstream)
+            self._pipe(upstream, client)
+
+    def _pipe(self, src, dst):
+        queue = collections.deque()
+        cond = threading.Condition()
+        done = [False]
+
+        def reader():
+            while not self.stopped.is_set():
+                try:
+                    data = src.recv(65536)
+                except OSError:
+                    data = b""
+                delay = self.delay + (random.random() * self.jitter if self.jitter else 0)
+                with cond:
+                    queue.append((time.monotonic() + delay, data))
+                    cond.notify()
+                if not data:
+                    return
+
+        def writer():
+            last = 0.0
+            while True:
+                with cond:
+                    while not queue:
+                        cond.wait(0.5)
+                        if self.stopped.is_set():
+                            return
+                    due, data = queue.popleft()
+                due = max(due, last)
+                last = due
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+                    return
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    try:
+                        src.close()
+                    except OSError:
+                        pass
+                    return
+
+        threading.Thread(target=reader, daemon=True, name="proxy-r").start()
+        threading.Thread(target=writer, daemon=True, name="proxy-w").start()

@@ -1,0 +1,220 @@
+"""Unit tests of the checkers on hand-made histories (run: python3 -m unittest discover jepsen/tests).
+
+Times are small integers; ``None`` as an end means the op's outcome is unknown (info).
+"""
+
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from rkj import checkers, wgl  # noqa: E402
+from rkj.history import History, pair  # noqa: E402
+
+
+def ops_from(spec):
+    """spec: (process, f, value, type, result, start, end)."""
+    events = []
+    for p, f, value, typ, result, start, end in spec:
+        events.append({"type": "invoke", "process": p, "f": f, "value": value, "node": 1,
+                       "t": start})
+        if end is not None or typ != "info":
+            ev = {"type": typ, "process": p, "f": f, "value": value, "node": 1,
+                  "t": end if end is not None else start}
+            if result is not None:
+                ev["value"] = result
+            events.append(ev)
+    events.sort(key=lambda e: e["t"])
+    for i, e in enumerate(events):
+        e["index"] = i
+    return pair(events)
+
+
+K = {"key": "k"}
+
+
+def w(p, f, start, end, typ="ok", desc=None):
+    v = dict(K)
+    if desc is not None:
+        v["desc"] = desc
+    return (p, f, v, typ, None, start, end)
+
+
+def rd(p, start, end, enabled, desc="", typ="ok"):
+    return (p, "describe", K, typ, {"enabled": enabled, "desc": desc}, start, end)
+
+
+def enc(p, start, end, enabled, typ="ok"):
+    return (p, "encrypt", K, typ, {"enabled": enabled}, start, end)
+
+
+def lin(spec):
+    return wgl.check(ops_from(spec), wgl.KeyStateModel(), wgl.is_read).valid
+
+
+class WglTest(unittest.TestCase):
+    def test_sequential_history_is_linearizable(self):
+        self.assertTrue(lin([w(1, "disable", 0, 1), rd(2, 2, 3, False),
+                             w(1, "enable", 4, 5), enc(2, 6, 7, True)]))
+
+    def test_stale_read_after_acknowledged_write_is_not(self):
+        self.assertFalse(lin([w(1, "disable", 0, 1), rd(2, 2, 3, True)]))
+
+    def test_concurrent_write_may_order_either_way(self):
+        # The read overlaps the disable: it may see before or after.
+        self.assertTrue(lin([w(1, "disable", 0, 10), rd(2, 1, 2, True), rd(3, 3, 4, False)]))
+
+    def test_no_going_back_after_a_read_saw_the_new_value(self):
+        # Once one read saw Disabled, a later read (in real time) cannot see Enabled again.
+        self.assertFalse(lin([w(1, "disable", 0, 10), rd(2, 1, 2, False), rd(3, 3, 4, True)]))
+
+    def test_unknown_write_may_take_effect_late(self):
+        # An info disable (never completed) may take effect at any time after its invocation.
+        self.assertTrue(lin([w(1, "disable", 0, None, typ="info"), rd(2, 5, 6, True),
+                             rd(3, 100, 101, False)]))
+
+    def test_unknown_write_may_never_take_effect(self):
+        self.assertTrue(lin([w(1, "disable", 0, None, typ="info"), rd(2, 100, 101, True)]))
+
+    def test_unknown_write_cannot_take_effect_before_invocation(self):
+        self.assertFalse(lin([rd(2, 0, 1, False), w(1, "disable", 5, None, typ="info")]))
+
+    def test_unknown_write_takes_effect_once(self):
+        # Unique descriptions: d1 (unknown) then d2 (ok) then a read of d1 again is impossible
+        # if another read saw d2 in between... d1 could still land after d2: allowed once.
+        self.assertTrue(lin([w(1, "set-desc", 0, None, "info", "d1"), w(2, "set-desc", 1, 2,
+                                                                         desc="d2"),
+                             rd(3, 3, 4, True, "d2"), rd(3, 5, 6, True, "d1")]))
+        self.assertFalse(lin([w(1, "set-desc", 0, None, "info", "d1"),
+                              w(2, "set-desc", 1, 2, desc="d2"),
+                              rd(3, 3, 4, True, "d1"), rd(3, 5, 6, True, "d2"),
+                              rd(3, 7, 8, True, "d1")]))
+
+    def test_failed_write_did_not_happen(self):
+        self.assertFalse(lin([w(1, "disable", 0, 1, typ="fail"), rd(2, 2, 3, False)]))
+
+    def test_write_applied_twice_is_caught(self):
+        # d1 acknowledged, then d2 acknowledged, then d1 shows up again: a duplicate apply.
+        self.assertFalse(lin([w(1, "set-desc", 0, 1, desc="d1"), w(2, "set-desc", 2, 3, desc="d2"),
+                              rd(3, 4, 5, True, "d2"), rd(3, 6, 7, True, "d1")]))
+
+    def test_failed_and_unknown_reads_are_ignored(self):
+        self.assertTrue(lin([w(1, "disable", 0, 1), rd(2, 2, 3, True, typ="fail"),
+                             (4, "describe", K, "info", None, 2, None)]))
+
+    def test_many_concurrent_ops_stay_cheap(self):
+        spec = []
+        t = 0
+        for i in range(150):
+            spec.append(w(i % 5, "set-desc", t, t + 7, desc="d%d" % i))
+            t += 2
+        spec.append(rd(99, t + 10, t + 11, True, "d149"))
+        res = wgl.check(ops_from(spec), wgl.KeyStateModel(), wgl.is_read, budget=200_000)
+        self.assertTrue(res.valid)
+
+
+class CheckerTest(unittest.TestCase):
+    def test_register_checker_names_the_key(self):
+        out = checkers.check_register(ops_from([w(1, "disable", 0, 1), rd(2, 2, 3, True)]))
+        self.assertFalse(out["valid"])
+        self.assertEqual(out["anomalies"][0]["key"], "k")
+
+    def test_encrypt_after_disable(self):
+        bad = ops_from([w(1, "disable", 0, 1), enc(2, 2, 3, True)])
+        self.assertFalse(checkers.check_encrypt_after_disable(bad)["valid"])
+        # An enable in flight in between explains it.
+        ok = ops_from([w(1, "disable", 0, 1), w(3, "enable", 1, None, typ="info"),
+                       enc(2, 2, 3, True)])
+        self.assertTrue(checkers.check_encrypt_after_disable(ok)["valid"])
+
+    def test_set_lost_unexpected_and_stale(self):
+        spec = [(1, "create", {"alias": "a"}, "ok", {"key_id": "1"}, 0, 1),
+                (2, "create", {"alias": "b"}, "ok", {"key_id": "2"}, 0, 1),
+                (3, "create", {"alias": "c"}, "info", None, 0, None),
+                (4, "list", None, "ok", {"aliases": ["a"]}, 2, 3),
+                (5, "final-list", None, "ok", {"aliases": ["a", "c", "z"]}, 10, 11)]
+        out = checkers.check_set(ops_from(spec))
+        types = sorted(a["type"] for a in out["anomalies"])
+        self.assertEqual(types, ["lost", "stale-read", "unexpected"])
+        self.assertEqual(out["recovered"], 1)
+        good = [(1, "create", {"alias": "a"}, "ok", {"key_id": "1"}, 0, 1),
+                (2, "create", {"alias": "b"}, "fail", None, 0, 1),
+                (5, "final-list", None, "ok", {"aliases": ["a"]}, 10, 11)]
+        self.assertTrue(checkers.check_set(ops_from(good))["valid"])
+
+    def test_rotation_bounds(self):
+        def e(p, s, t, v):
+            return (p, "encrypt", {"key": "k", "pt": "x"}, "ok", {"version": v, "blob": "b%d" % p},
+                    s, t)
+        ok = [(1, "rotate", K, "ok", None, 0, 1), e(2, 2, 3, 2),
+              (1, "rotate", K, "info", None, 4, None), e(3, 5, 6, 3), e(2, 7, 8, 3)]
+        self.assertTrue(checkers.check_rotation(ops_from(ok))["valid"])
+        old = [(1, "rotate", K, "ok", None, 0, 1), e(2, 2, 3, 1)]
+        self.assertFalse(checkers.check_rotation(ops_from(old))["valid"])
+        nowhere = [(1, "rotate", K, "fail", None, 0, 1), e(2, 2, 3, 2)]
+        self.assertFalse(checkers.check_rotation(ops_from(nowhere))["valid"])
+        back = [(1, "rotate", K, "info", None, 0, None), e(2, 2, 3, 2), e(3, 4, 5, 1)]
+        self.assertFalse(checkers.check_rotation(ops_from(back))["valid"])
+
+    def test_durability(self):
+        spec = [(1, "encrypt", {"key": "k", "pt": "p"}, "ok", {"version": 1, "blob": "B"}, 0, 1),
+                (2, "final-decrypt", {"key": "k", "blob": "B", "pt": "p"}, "ok", {"pt": "p"}, 5, 6),
+                (3, "final-decrypt", {"key": "k", "blob": "B", "pt": "p"}, "fail", None, 5, 6)]
+        ops = ops_from(spec)
+        ops[-1].error = "InvalidParameterValue.InvalidCiphertext"
+        out = checkers.check_durability(ops)
+        self.assertEqual([a["type"] for a in out["anomalies"]], ["lost-ciphertext"])
+
+    def test_stale_reads(self):
+        def sr(p, s, t, desc, lag):
+            return (p, "stale-describe", K, "ok", {"enabled": True, "desc": desc,
+                                                   "contact_ms": lag}, s, t)
+        ms = 1_000_000
+        base = [w(1, "set-desc", 0, 1 * ms, desc="d1"), w(1, "set-desc", 2 * ms, 3 * ms,
+                                                           desc="d2")]
+        # Reporting a 5 s lag while showing d1 (superseded at 3 ms) is honest.
+        self.assertTrue(checkers.check_stale_reads(ops_from(base + [
+            sr(2, 4000 * ms, 4001 * ms, "d1", 5000)]))["valid"])
+        # Claiming 10 ms of lag 4 s later while showing d1 is not.
+        out = checkers.check_stale_reads(ops_from(base + [sr(2, 4000 * ms, 4001 * ms, "d1", 10)]))
+        self.assertEqual(out["anomalies"][0]["type"], "lag-dishonest")
+        out = checkers.check_stale_reads(ops_from(base + [sr(2, 4000 * ms, 4001 * ms, "zz", 10)]))
+        self.assertEqual(out["anomalies"][0]["type"], "state-never-existed")
+
+    def test_deletion(self):
+        sched = (1, "schedule", {"key": "k", "days": 7}, "ok", None, 0, 1)
+        gone = (2, "describe", K, "ok", {"state": "Gone"}, 10, 20)
+
+        def wall(t):
+            return 1000.0 + t
+        ops = ops_from([sched, gone])
+        self.assertFalse(checkers.check_deletion(ops, [], wall)["valid"])
+        # A node's clock 8 days ahead before the read: legitimate.
+        self.assertTrue(checkers.check_deletion(ops, [(5, 2, 8 * 86400)], wall)["valid"])
+        # ... but not if the bump came after the read.
+        self.assertFalse(checkers.check_deletion(ops, [(25, 2, 8 * 86400)], wall)["valid"])
+
+    def test_convergence(self):
+        same = {1: {"applied_index": 5, "digest": "x"}, 2: {"applied_index": 5, "digest": "x"}}
+        self.assertTrue(checkers.check_convergence(same)["valid"])
+        diff = {1: {"applied_index": 5, "digest": "x"}, 2: {"applied_index": 5, "digest": "y"}}
+        self.assertFalse(checkers.check_convergence(diff)["valid"])
+
+
+class HistoryTest(unittest.TestCase):
+    def test_history_round_trip(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            h = History(os.path.join(d, "h.jsonl"))
+            inv = h.invoke(1, "enable", {"key": "k"}, 2)
+            h.complete(inv, "ok")
+            h.invoke(2, "disable", {"key": "k"}, 3)
+            h.close()
+            ops = pair(h.events)
+            self.assertEqual([o.type for o in ops], ["ok", "info"])
+            self.assertEqual(ops[1].end, float("inf"))
+
+
+if __name__ == "__main__":
+    unittest.main()
