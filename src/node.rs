@@ -194,6 +194,30 @@ impl RunningNode {
         deadline: Instant,
     ) -> Result<Outcome, ClusterError> {
         let left = deadline.saturating_duration_since(Instant::now());
+        #[cfg(feature = "planted-bugs")]
+        if std::env::var("RAFTKMS_PLANT").is_ok_and(|v| v == "forwarded-write-applied-twice") {
+            // PLANTED BUG (jepsen/README.md): the forwarded write is delivered once more 300 ms
+            // later (a retry racing the first reply); with the dedup bypass it applies twice.
+            let (client, auth, addr, env) = (
+                self.client.clone(),
+                self.auth.clone(),
+                leader.raft_addr.clone(),
+                env.clone(),
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _: Result<Result<Outcome, ClusterError>, ClusterError> =
+                    crate::raft::service::call_internal(
+                        &client,
+                        &auth,
+                        &addr,
+                        "/internal/write",
+                        &env,
+                        Duration::from_secs(5),
+                    )
+                    .await;
+            });
+        }
         crate::raft::service::call_internal(
             &self.client,
             &self.auth,
@@ -211,6 +235,20 @@ impl RunningNode {
         &self,
         consistency: Consistency,
     ) -> Result<ReadPosition, ClusterError> {
+        #[cfg(feature = "planted-bugs")]
+        if consistency == Consistency::Linearizable
+            && std::env::var("RAFTKMS_PLANT")
+                .is_ok_and(|v| v == "follower-serves-without-read-gate")
+            && self.leader().map(|(l, _)| l) != Some(self.id)
+        {
+            // PLANTED BUG (jepsen/README.md): a follower answers "linearizable" reads from
+            // whatever it has applied, without a read index.
+            return Ok(ReadPosition {
+                consistency,
+                applied_index: self.state.applied_index(),
+                known_commit_index: self.committed.get(),
+            });
+        }
         if consistency == Consistency::Linearizable {
             let started = Instant::now();
             // During an election no node knows a leader for a moment: wait for one (bounded by
@@ -265,8 +303,9 @@ impl RunningNode {
                 })
             }
         };
+        let lane = leader_of().map(|(l, _)| l).unwrap_or(0);
         self.gate
-            .read_index(move || {
+            .read_index(lane, move || {
                 let (raft, client, auth, metrics) =
                     (raft.clone(), client.clone(), auth.clone(), metrics.clone());
                 let leader = leader_of();
@@ -289,7 +328,7 @@ impl RunningNode {
         let raft = self.raft.clone();
         let timeout = self.read_timeout();
         self.leader_gate
-            .read_index(move || {
+            .read_index(0, move || {
                 let raft = raft.clone();
                 async move { leader_read_index(&raft, timeout).await }
             })

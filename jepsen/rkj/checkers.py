@@ -51,10 +51,9 @@ def check_set(ops):
             anomalies.append({"type": "lost", "node": node, "more": len(lost) - 5})
     reads = [o for o in ops if o.type == "ok" and o.f in ("list", "final-list")]
     for r in reads:
+        # A paged read may list an element twice (an insert ahead of the page shifts it), never
+        # skip one: keys are never removed in this workload. So no duplicate check here.
         seen = r.result["aliases"]
-        dup = len(seen) - len(set(seen))
-        if dup:
-            anomalies.append({"type": "duplicate", "node": r.node, "count": dup, "at": r.start})
         for a in set(seen) - set(attempted):
             anomalies.append({"type": "unexpected", "node": r.node, "alias": a})
         seen = set(seen)
@@ -88,6 +87,11 @@ def check_register(ops, budget=2_000_000):
     unknown = []
     checked = 0
     for key, kops in sorted(by_key(ops, REGISTER_FS).items()):
+        # An unknown description write whose (unique) value nobody read may as well never have
+        # happened: dropping it changes no verdict and keeps the search small.
+        read_descs = {o.result.get("desc") for o in kops if o.f == "describe" and o.type == "ok"}
+        kops = [o for o in kops if not (o.f == "set-desc" and o.type == "info" and
+                                        o.value["desc"] not in read_descs)]
         res = wgl.check(kops, wgl.KeyStateModel(), wgl.is_read, budget=budget)
         checked += 1
         if res.valid is False:

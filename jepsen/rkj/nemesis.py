@@ -56,6 +56,8 @@ class Nemesis:
         self.log = log
         self.seq = 0
         self.clock_changes = []  # (t_ns, node, skew_s)
+        self.clock_cycles = 0
+        self.bumped = False
 
     # -------------------------------------------------------------- helpers
 
@@ -96,15 +98,22 @@ class Nemesis:
         self.sleep(self.rng.uniform(4, 7))
 
     def kill_all(self):
+        """kill -9 of every node at once; the old leader comes back last, so the others elect a
+        leader among themselves from whatever they had made durable."""
+        lead = self.c.leader()
         nodes = self.members()
-        fid = self.start_fault("kill-all", nodes)
+        fid = self.start_fault("kill-all", nodes, leader=lead)
         for i in nodes:
             self.c.kill(i)
-        self.sleep(self.rng.uniform(1, 2))
+        self.sleep(self.rng.uniform(0.5, 1))
+        for i in nodes:
+            if i != lead:
+                self.c.start(i)
+        self.sleep(self.rng.uniform(2.5, 3.5))
         for i in nodes:
             self.c.start(i)
         self.stop_fault("kill-all", fid, nodes)
-        self.sleep(self.rng.uniform(6, 9))
+        self.sleep(self.rng.uniform(5, 7))
 
     def pause(self):
         target = self.leader_or_random(self.rng.random() < 0.7)
@@ -152,6 +161,21 @@ class Nemesis:
         self.stop_fault("isolate", fid, [one])
         self.sleep(self.rng.uniform(4, 6))
 
+    def isolate_clock(self):
+        """A cut-off follower whose wall clock is stepped back mid-isolation (as NTP might): the
+        lag it reports on stale answers must not shrink because of it."""
+        one = self.rng.choice(self.followers())
+        step = -self.rng.randint(60, 200)
+        fid = self.start_fault("isolate", [one], clock_step=step)
+        self.c.partition([[one], [i for i in self.members() if i != one]])
+        self.sleep(self.rng.uniform(2, 3))
+        self.set_skew(one, step)
+        self.sleep(self.rng.uniform(6, 9))
+        self.c.heal_partition()
+        self.set_skew(one, 0)
+        self.stop_fault("isolate", fid, [one])
+        self.sleep(self.rng.uniform(4, 6))
+
     def set_skew(self, node, secs):
         self.c.write_skew(self.c.nodes[node], secs)
         self.clock_changes.append((self.tl.history.now(), node, secs))
@@ -160,7 +184,10 @@ class Nemesis:
         """Every node's wall clock somewhere within +-240 s (inside the TC3 window, so clients
         still reach it); now and then the leader jumps 8 days ahead for a few seconds, which
         makes its scheduler delete every key whose 7-day window has passed by its clock."""
-        if self.rng.random() < 0.3:
+        self.clock_cycles += 1
+        # At least one jump per run (from the third cycle on), so deletions do happen.
+        if self.rng.random() < 0.3 or (self.clock_cycles >= 3 and not self.bumped):
+            self.bumped = True
             lead = self.leader_or_random(True)
             fid = self.start_fault("clock-bump", [lead], skew="+8d")
             self.set_skew(lead, 8 * 86400)
@@ -176,7 +203,7 @@ class Nemesis:
             for i in skews:
                 self.set_skew(i, 0)
             self.stop_fault("clock", fid, list(skews))
-        self.sleep(self.rng.uniform(2, 4))
+        self.sleep(self.rng.uniform(1, 3))
 
     def fsync(self):
         """Restarts one node with fsync failing at random (libfiu); it must crash rather than
@@ -218,11 +245,12 @@ class Nemesis:
 
     # -------------------------------------------------------------- loop
 
-    FAULTS = ("kill", "kill-all", "pause", "partition", "isolate", "clock", "fsync",
-              "membership", "latency")
+    FAULTS = ("kill", "kill-all", "pause", "partition", "isolate", "isolate-clock", "clock",
+              "fsync", "membership", "latency")
 
     def run(self):
-        self.sleep(self.rng.uniform(2, 4))
+        if self.faults != ["clock"]:
+            self.sleep(self.rng.uniform(2, 4))
         while not self.stop_ev.is_set():
             fault = self.rng.choice(self.faults)
             try:

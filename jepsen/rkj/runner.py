@@ -29,6 +29,7 @@ NEMESES = {
     "pause": ["pause"],
     "partition": ["partition"],
     "isolate": ["isolate"],
+    "isolate-clock": ["isolate-clock"],
     "clock": ["clock"],
     "fsync": ["fsync"],
     "membership": ["membership"],
@@ -144,7 +145,7 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
     os.makedirs(work_dir, exist_ok=True)
     cluster = Cluster(run_dir, work_dir, args.nodes, args.binary, plant=plant,
                       plant_nodes=plant_nodes,
-                      faketime=wl_cls.needs_faketime or "clock" in faults,
+                      faketime=wl_cls.needs_faketime or any("clock" in f for f in faults),
                       proxy="latency" in faults, log=log)
     _ACTIVE.append(cluster)
     started = time.time()

@@ -75,6 +75,18 @@ def check(ops, model, is_read, budget=3_000_000):
         nxt[prv[pos]] = pos
         prv[nxt[pos]] = pos
 
+    # Symmetry: unknown ops that are identical (same f and value) are interchangeable once both
+    # have been invoked, so they are linearized only in invocation order. Without this, k
+    # unknown writes of one value would multiply the search by 2^k instead of k + 1.
+    prev_same = [None] * n
+    last_of = {}
+    for i, o in enumerate(ops):
+        if o.type == "info":
+            sig = (o.f, repr(sorted(o.value.items())) if isinstance(o.value, dict) else
+                   repr(o.value))
+            prev_same[i] = last_of.get(sig)
+            last_of[sig] = i
+
     state = model.init
     linearized = 0
     cache = set()
@@ -89,6 +101,10 @@ def check(ops, model, is_read, budget=3_000_000):
             return Result(None, n, steps, reason="search budget exhausted")
         if kind[pos] == 0:
             i = opi[pos]
+            p = prev_same[i]
+            if p is not None and not (linearized >> p) & 1:
+                pos = nxt[pos]
+                continue
             new = model.step(state, ops[i])
             if new is not None:
                 lin = linearized | (1 << i)

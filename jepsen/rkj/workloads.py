@@ -80,7 +80,8 @@ class KeySet(Workload):
         aliases = []
         offset = 0
         while True:
-            r = client.call("ListKeyDetail", {"Offset": offset, "Limit": 200, "OrderType": 1},
+            r = client.call("ListKeyDetail", {"Offset": offset, "Limit": 200, "OrderType": 1,
+                                                "SearchKeyAlias": self.prefix},
                             write=False, timeout=8)
             if r.kind != "ok":
                 return r, None
@@ -318,14 +319,17 @@ class Deletion(Workload):
         self.scheduled = set()
 
     def setup(self):
-        for n in range(24):
+        for n in range(40):
             r = self.setup_call("CreateKey", {"Alias": "del-%s-%d" % (uuid.uuid4().hex[:6], n)})
             self.keys.append(r.fields["KeyId"])
+            # Only a disabled key may be scheduled for deletion (as Tencent).
+            self.setup_call("DisableKey", {"KeyId": r.fields["KeyId"]})
         self.fresh = list(self.keys)
 
     def next_op(self, rng):
         with self.lock:
-            if self.fresh and rng.random() < 0.15:
+            # Spread over the run (about one a second), so schedules meet every clock state.
+            if self.fresh and rng.random() < 0.03:
                 key = self.fresh.pop()
                 self.scheduled.add(key)
                 return "schedule", {"key": key, "days": 7}

@@ -114,6 +114,20 @@ class WglTest(unittest.TestCase):
         self.assertTrue(res.valid)
 
 
+    def test_many_unknown_writes_stay_cheap(self):
+        # 40 unknown enables/disables and reads that flip: linearizable, found without blowup.
+        spec = [w(100 + i, "disable" if i % 2 else "enable", i, None, typ="info")
+                for i in range(40)]
+        spec += [rd(1, 50 + 2 * j, 51 + 2 * j, j % 2 == 0) for j in range(20)]
+        res = wgl.check(ops_from(spec), wgl.KeyStateModel(), wgl.is_read, budget=200_000)
+        self.assertTrue(res.valid)
+        # ... and a read before any of them were invoked still cannot see them.
+        spec2 = [rd(1, 0, 1, False)] + [w(100 + i, "disable", 5 + i, None, typ="info")
+                                        for i in range(30)]
+        res = wgl.check(ops_from(spec2), wgl.KeyStateModel(), wgl.is_read, budget=200_000)
+        self.assertFalse(res.valid)
+
+
 class CheckerTest(unittest.TestCase):
     def test_register_checker_names_the_key(self):
         out = checkers.check_register(ops_from([w(1, "disable", 0, 1), rd(2, 2, 3, True)]))

@@ -165,6 +165,15 @@ impl LogStore {
                 codec::encode("log entry", e)?,
             );
         }
+        #[cfg(feature = "planted-bugs")]
+        if std::env::var("RAFTKMS_PLANT").is_ok_and(|v| v == "ack-before-fsync") {
+            // PLANTED BUG (jepsen/README.md): the append is acknowledged while it sits only in
+            // the memtable, neither fsynced nor even in the WAL; a crash loses it.
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.disable_wal(true);
+            db.write_opt(batch, &opts)?;
+            return Ok(());
+        }
         db.write_opt(batch, &synced())?;
         Ok(())
     }

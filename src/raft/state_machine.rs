@@ -238,6 +238,33 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     }
 }
 
+/// PLANTED BUGS (jepsen/README.md), compiled only with `--features planted-bugs` and chosen at run
+/// time by `RAFTKMS_PLANT`: `apply-reads-wall-clock` stamps the entry with this node's clock
+/// instead of the proposer's; `rotation-applied-only-locally` makes the nodes started with it
+/// skip key rotations (answering as if applied).
+#[cfg(feature = "planted-bugs")]
+fn planted(
+    mut env: crate::registry::Envelope,
+    index: u64,
+) -> Result<crate::registry::Envelope, Outcome> {
+    match std::env::var("RAFTKMS_PLANT").as_deref() {
+        Ok("apply-reads-wall-clock") => env.issued_at_ms = crate::node::now_ms(),
+        Ok("rotation-applied-only-locally")
+            if matches!(
+                &env.command,
+                crate::registry::Command::KeyOp {
+                    op: crate::registry::key::KeyOp::Rotate { .. },
+                    ..
+                }
+            ) =>
+        {
+            return Err(Outcome::Applied { index });
+        }
+        _ => {}
+    }
+    Ok(env)
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -261,6 +288,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
                 EntryPayload::Normal(env) => {
+                    #[cfg(feature = "planted-bugs")]
+                    let env = match planted(env, entry.log_id.index) {
+                        Ok(env) => env,
+                        Err(outcome) => {
+                            outcomes.push(outcome);
+                            continue;
+                        }
+                    };
                     let (outcome, changes) = state
                         .registry
                         .apply(entry.log_id.index, &env)
