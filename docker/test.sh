@@ -45,7 +45,7 @@ note() { echo "      $*"; }
 child=""
 finish() {
     local status=$?
-    trap - EXIT INT TERM
+    trap - EXIT INT TERM HUP
     if [[ -n $child ]]; then
         kill -TERM -- "-$child" 2>/dev/null || true
         wait "$child" 2>/dev/null || true
