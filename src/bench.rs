@@ -1,10 +1,20 @@
 //! `raftkms bench`: a load generator that signs real TC3 requests and drives Encrypt, Decrypt,
 //! GenerateDataKey, CreateKey or a mix against one or more endpoints.
 //!
+//! The same generator (same connection pool settings, same loops, same histogram) also drives the
+//! systems raftkms is compared with, so every figure of `benches/compare.sh` is measured the same
+//! way: OpenBao's transit engine (`--target openbao-transit`) and etcd's v3 JSON gateway
+//! (`--target etcd`, puts for "create", ranges for the reads). See [`peers`].
+//!
 //! Closed loop: N connections, each sends its next request when the previous one answered.
 //! Open loop: a fixed rate; latency is measured from each request's *intended* start, so queueing
 //! in the client or server is not hidden (no coordinated omission). Latencies go into an HDR
 //! histogram; a progress line is printed every second; the summary is a table or JSON.
+//!
+//! [`failover`] is the probe of the failover series: it SIGKILLs a given process (the leader) and
+//! times the first acknowledged write through the surviving endpoints.
+
+mod peers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +24,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use serde_json::json;
 
-use crate::client::{KmsClient, KmsError};
+use crate::client::KmsClient;
+pub use peers::Target;
+use peers::{Driver, Fixture};
 
 /// What to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -33,24 +44,32 @@ pub enum Workload {
 /// Options of one run.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
+    pub target: Target,
     pub endpoints: Vec<String>,
     pub region: String,
-    pub secret_id: String,
-    pub secret_key: String,
+    /// TC3 credential (`--target kms` only).
+    pub secret_id: Option<String>,
+    pub secret_key: Option<String>,
+    /// X-Vault-Token (`--target openbao-transit` only).
+    pub token: Option<String>,
     pub workload: Workload,
     pub connections: usize,
     pub duration: Duration,
     /// Requests per second for the open loop; `None` = closed loop.
     pub rate: Option<u64>,
     pub payload: usize,
+    /// `stale` sends X-Raftkms-Consistency: stale (kms) or a serializable range (etcd).
     pub consistency: Option<String>,
-    /// Use this existing key instead of creating one.
+    /// Use this existing key (KeyId, transit key name, etcd key) instead of creating one.
     pub key_id: Option<String>,
+    /// Stop after this many requests (or at the end of `duration`, whichever comes first).
+    pub max_requests: Option<u64>,
 }
 
 /// The result of a run.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    pub target: Target,
     pub workload: Workload,
     pub mode: String,
     pub connections: usize,
@@ -60,6 +79,8 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     pub throughput: f64,
     pub latency_ms: BTreeMap<String, f64>,
+    /// CPU time (user + system) the load generator itself used during the run.
+    pub client_cpu_ms: f64,
 }
 
 struct Shared {
@@ -69,19 +90,23 @@ struct Shared {
 }
 
 impl Shared {
-    fn record(&self, started: Instant, result: Result<serde_json::Value, KmsError>) {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Shared {
+            hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+            ok: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn record(&self, started: Instant, result: Result<(), String>) {
         let micros = started.elapsed().as_micros() as u64;
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
                 let mut h = self.hist.lock().unwrap_or_else(|p| p.into_inner());
                 let _ = h.record(micros.max(1));
             }
-            Err(e) => {
-                let code = e
-                    .code()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| "transport".into());
+            Err(code) => {
                 *self
                     .errors
                     .lock()
@@ -91,54 +116,30 @@ impl Shared {
             }
         }
     }
+
+    fn error_total(&self) -> u64 {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .sum()
+    }
 }
 
-/// What each request needs: a key, a ready ciphertext, and the payload.
-#[derive(Clone)]
-struct Fixture {
-    key_id: String,
-    blob: String,
-    plaintext: String,
+/// CPU time (user + system) of this process so far, in ms.
+fn own_cpu_ms() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
-async fn setup(
-    client: &KmsClient,
-    payload: usize,
-    key_id: Option<String>,
-) -> anyhow::Result<Fixture> {
-    let key_id = match key_id {
-        Some(k) => k,
-        None => {
-            let alias = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-            let key = client
-                .call(
-                    "CreateKey",
-                    json!({ "Alias": alias, "Description": "raftkms bench" }),
-                )
-                .await?;
-            key["KeyId"].as_str().unwrap_or_default().to_string()
-        }
-    };
-    let plaintext = base64::engine::general_purpose::STANDARD.encode(vec![0x5a; payload.max(1)]);
-    let enc = client
-        .call(
-            "Encrypt",
-            json!({ "KeyId": key_id, "Plaintext": plaintext }),
-        )
-        .await?;
-    let blob = enc["CiphertextBlob"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    Ok(Fixture {
-        key_id,
-        blob,
-        plaintext,
-    })
-}
-
-fn request(workload: Workload, n: u64, f: &Fixture) -> (&'static str, serde_json::Value) {
-    let pick = match workload {
+/// The operation request number `n` performs (the mix is deterministic in `n`).
+fn pick(workload: Workload, n: u64) -> Workload {
+    match workload {
         Workload::Mix => match n % 100 {
             0..=59 => Workload::Encrypt,
             60..=89 => Workload::Decrypt,
@@ -146,43 +147,42 @@ fn request(workload: Workload, n: u64, f: &Fixture) -> (&'static str, serde_json
             _ => Workload::Create,
         },
         w => w,
-    };
-    match pick {
-        Workload::Encrypt | Workload::Mix => (
-            "Encrypt",
-            json!({ "KeyId": f.key_id, "Plaintext": f.plaintext }),
-        ),
-        Workload::Decrypt => ("Decrypt", json!({ "CiphertextBlob": f.blob })),
-        Workload::Datakey => (
-            "GenerateDataKey",
-            json!({ "KeyId": f.key_id, "KeySpec": "AES_256" }),
-        ),
-        Workload::Create => (
-            "CreateKey",
-            json!({ "Alias": format!("bench-{}", uuid::Uuid::new_v4().simple()), "Description": "raftkms bench" }),
-        ),
+    }
+}
+
+fn driver(opts: &BenchOptions) -> anyhow::Result<Driver> {
+    anyhow::ensure!(!opts.endpoints.is_empty(), "no endpoints");
+    match opts.target {
+        Target::Kms => {
+            let (Some(id), Some(key)) = (&opts.secret_id, &opts.secret_key) else {
+                anyhow::bail!("--target kms needs --secret-id and --secret-key (or KMS_SECRET_ID/KMS_SECRET_KEY)");
+            };
+            let mut base = KmsClient::new(&opts.endpoints[0], &opts.region, id, key);
+            base.consistency = opts.consistency.clone();
+            Ok(Driver::Kms {
+                clients: opts.endpoints.iter().map(|e| base.at(e)).collect(),
+            })
+        }
+        Target::OpenbaoTransit => {
+            let Some(token) = &opts.token else {
+                anyhow::bail!("--target openbao-transit needs --token (or BAO_TOKEN)");
+            };
+            Ok(Driver::http(opts, Some(token.clone())))
+        }
+        Target::Etcd => Ok(Driver::http(opts, None)),
     }
 }
 
 /// Runs the benchmark, printing a progress line per second to stderr.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
-    anyhow::ensure!(!opts.endpoints.is_empty(), "no endpoints");
     anyhow::ensure!(opts.connections > 0, "--connections must be at least 1");
-    let mut base = KmsClient::new(
-        &opts.endpoints[0],
-        &opts.region,
-        &opts.secret_id,
-        &opts.secret_key,
-    );
-    base.consistency = opts.consistency.clone();
-    let clients: Vec<KmsClient> = opts.endpoints.iter().map(|e| base.at(e)).collect();
-    let fixture = setup(&clients[0], opts.payload, opts.key_id.clone()).await?;
-    let shared = Arc::new(Shared {
-        hist: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        ok: AtomicU64::new(0),
-        errors: Mutex::new(BTreeMap::new()),
-    });
+    let driver = driver(&opts)?;
+    let plaintext =
+        base64::engine::general_purpose::STANDARD.encode(vec![0x5a; opts.payload.max(1)]);
+    let fixture: Fixture = driver.setup(plaintext, opts.key_id.clone()).await?;
+    let shared = Arc::new(Shared::new()?);
     let counter = Arc::new(AtomicU64::new(0));
+    let cpu0 = own_cpu_ms();
     let start = Instant::now();
     let deadline = start + opts.duration;
 
@@ -195,35 +195,41 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
             loop {
                 tick.tick().await;
                 let ok = shared.ok.load(Ordering::Relaxed);
-                let errors: u64 = shared
-                    .errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .sum();
                 eprintln!(
-                    "[{:>4.0}s] {:>8} ok/s   total ok {ok}   errors {errors}",
+                    "[{:>4.0}s] {:>8} ok/s   total ok {ok}   errors {}",
                     start.elapsed().as_secs_f64(),
-                    ok - last
+                    ok - last,
+                    shared.error_total()
                 );
                 last = ok;
             }
         })
     };
 
+    let fixture = Arc::new(fixture);
+    let endpoints = driver.endpoints();
     let mut tasks = Vec::new();
     match opts.rate {
         None => {
             for c in 0..opts.connections {
-                let client = clients[c % clients.len()].clone();
-                let (shared, counter, fixture) = (shared.clone(), counter.clone(), fixture.clone());
+                let (driver, shared, counter, fixture) = (
+                    driver.clone(),
+                    shared.clone(),
+                    counter.clone(),
+                    fixture.clone(),
+                );
                 let workload = opts.workload;
+                let max_requests = opts.max_requests.unwrap_or(u64::MAX);
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < deadline {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
-                        let (action, params) = request(workload, n, &fixture);
+                        if n >= max_requests {
+                            break;
+                        }
                         let t0 = Instant::now();
-                        let r = client.call(action, params).await;
+                        let r = driver
+                            .send(c % endpoints, pick(workload, n), &fixture)
+                            .await;
                         shared.record(t0, r);
                     }
                 }));
@@ -235,19 +241,19 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
             let limit = Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1) * 64));
             let mut n = 0u64;
             loop {
-                let intended = start + interval * n as u32;
-                if intended >= deadline {
+                let intended = start + interval.mul_f64(n as f64);
+                if intended >= deadline || Some(n) == opts.max_requests {
                     break;
                 }
                 tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
-                let client = clients[(n as usize) % clients.len()].clone();
-                let (shared, fixture) = (shared.clone(), fixture.clone());
+                let (driver, shared, fixture) = (driver.clone(), shared.clone(), fixture.clone());
                 let permit = limit.clone().acquire_owned().await?;
-                let (action, params) = request(opts.workload, n, &fixture);
+                let op = pick(opts.workload, n);
+                let at = (n as usize) % endpoints;
                 tasks.push(tokio::spawn(async move {
                     // Latency counts from the intended start: time spent waiting to be sent is
                     // part of what a caller would see.
-                    let r = client.call(action, params).await;
+                    let r = driver.send(at, op, &fixture).await;
                     shared.record(intended, r);
                     drop(permit);
                 }));
@@ -260,6 +266,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
     }
     progress.abort();
     let seconds = start.elapsed().as_secs_f64();
+    let client_cpu_ms = own_cpu_ms() - cpu0;
     let hist = shared
         .hist
         .lock()
@@ -280,6 +287,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
         .unwrap_or_else(|p| p.into_inner())
         .clone();
     Ok(Summary {
+        target: opts.target,
         workload: opts.workload,
         mode: match opts.rate {
             None => format!("closed loop, {} connections", opts.connections),
@@ -292,19 +300,23 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
         errors,
         throughput: ok as f64 / seconds,
         latency_ms,
+        client_cpu_ms,
     })
 }
 
 /// The human summary.
 pub fn render(s: &Summary) -> String {
     let mut out = format!(
-        "workload {:?}, {}, payload {} B, {:.1} s\n  ok {}   throughput {:.0} req/s\n  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+        "target {:?}, workload {:?} ({}), {}, payload {} B, {:.1} s\n  ok {}   throughput {:.0} req/s   client CPU {:.0} ms\n  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}\n",
+        s.target,
         s.workload,
+        s.target.operation(s.workload),
         s.mode,
         s.payload_bytes,
         s.seconds,
         s.ok,
         s.throughput,
+        s.client_cpu_ms,
         s.latency_ms["p50"],
         s.latency_ms["p90"],
         s.latency_ms["p99"],
@@ -319,4 +331,95 @@ pub fn render(s: &Summary) -> String {
         }
     }
     out
+}
+
+/// The result of one failover probe.
+#[derive(Debug, Serialize)]
+pub struct FailoverResult {
+    pub target: Target,
+    pub killed_pid: i32,
+    /// From the SIGKILL to the first acknowledged write, ms.
+    pub ms: f64,
+    pub attempts: u64,
+    /// Refused or failed attempts before the first acknowledged write, by code.
+    pub errors: BTreeMap<String, u64>,
+    /// The endpoint that acknowledged it.
+    pub acknowledged_by: String,
+}
+
+/// SIGKILLs `pid`, then starts a write ("create": CreateKey, a transit key, an etcd put) through
+/// the endpoints in turn every `every` (each attempt bounded by `attempt_timeout`; attempts keep
+/// being started while earlier ones hang) until one is acknowledged, or fails after `limit`.
+pub async fn failover(
+    opts: BenchOptions,
+    pid: i32,
+    every: Duration,
+    attempt_timeout: Duration,
+    limit: Duration,
+) -> anyhow::Result<FailoverResult> {
+    anyhow::ensure!(pid > 1, "refusing to kill pid {pid}");
+    let driver = driver(&opts)?;
+    let plaintext =
+        base64::engine::general_purpose::STANDARD.encode(vec![0x5a; opts.payload.max(1)]);
+    let fixture = Arc::new(Fixture::for_writes(plaintext));
+    // Enough permits that attempts never stop being started while earlier ones hang (a follower
+    // may hold a write until a new leader exists): one per `every` for `attempt_timeout`.
+    let cap = (attempt_timeout.as_millis() / every.as_millis().max(1) + 1).min(1024) as usize;
+    let inflight = Arc::new(tokio::sync::Semaphore::new(cap));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Result<(), String>)>();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut attempts = 0u64;
+    let t0 = Instant::now();
+    // SAFETY: kill(2) with a pid the caller named; no memory is involved.
+    if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+        anyhow::bail!("cannot kill pid {pid}: {}", std::io::Error::last_os_error());
+    }
+    let mut tick = tokio::time::interval(every);
+    let mut tasks = tokio::task::JoinSet::new();
+    let result = loop {
+        if t0.elapsed() > limit {
+            break None;
+        }
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Ok(permit) = inflight.clone().try_acquire_owned() {
+                    let at = (attempts as usize) % driver.endpoints();
+                    attempts += 1;
+                    let (driver, fixture, tx) = (driver.clone(), fixture.clone(), tx.clone());
+                    tasks.spawn(async move {
+                        let r = match tokio::time::timeout(
+                            attempt_timeout,
+                            driver.send(at, Workload::Create, &fixture),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err("attempt-timeout".to_string()),
+                        };
+                        let _ = tx.send((at, r));
+                        drop(permit);
+                    });
+                }
+            }
+            Some((at, r)) = rx.recv() => match r {
+                Ok(()) => break Some((t0.elapsed(), at)),
+                Err(code) => *errors.entry(code).or_default() += 1,
+            }
+        }
+    };
+    tasks.abort_all();
+    let Some((elapsed, at)) = result else {
+        anyhow::bail!(
+            "no write acknowledged within {:.0} s after killing pid {pid} ({attempts} attempts, errors {errors:?})",
+            limit.as_secs_f64()
+        );
+    };
+    Ok(FailoverResult {
+        target: opts.target,
+        killed_pid: pid,
+        ms: elapsed.as_secs_f64() * 1000.0,
+        attempts,
+        errors,
+        acknowledged_by: opts.endpoints.get(at).cloned().unwrap_or_default(),
+    })
 }

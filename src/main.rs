@@ -59,15 +59,29 @@ enum Cmd {
     },
     /// Load-test a cluster through the KMS API with real TC3-signed requests.
     Bench {
+        /// System to drive: raftkms (kms), OpenBao transit (openbao-transit) or etcd's JSON gateway
+        /// (etcd: create = put, reads = range), all with the same client settings.
+        #[arg(long, value_enum, default_value = "kms")]
+        target: raftkms::bench::Target,
         /// API endpoints (comma-separated); default KMS_ENDPOINTS from dev.env.
         #[arg(long, env = "KMS_ENDPOINTS", value_delimiter = ',')]
         endpoints: Vec<String>,
         #[arg(long, env = "KMS_REGION", default_value = "ap-guangzhou")]
         region: String,
         #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
-        secret_id: String,
+        secret_id: Option<String>,
         #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
-        secret_key: String,
+        secret_key: Option<String>,
+        /// OpenBao token (--target openbao-transit).
+        #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Stop after this many requests (default: run for --duration).
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Failover probe instead of a load run: SIGKILL this pid, then start a write ("create")
+        /// through the endpoints every 10 ms until one is acknowledged; prints the time in ms.
+        #[arg(long)]
+        failover_kill_pid: Option<i32>,
         #[arg(long, value_enum, default_value = "encrypt")]
         workload: raftkms::bench::Workload,
         /// Concurrent connections (closed loop) or the in-flight cap factor (open loop).
@@ -369,10 +383,14 @@ async fn main() -> ExitCode {
             .await
         }
         Cmd::Bench {
+            target,
             endpoints,
             region,
             secret_id,
             secret_key,
+            token,
+            failover_kill_pid,
+            requests,
             workload,
             connections,
             duration,
@@ -383,10 +401,12 @@ async fn main() -> ExitCode {
             json,
         } => {
             let opts = raftkms::bench::BenchOptions {
+                target,
                 endpoints,
                 region,
                 secret_id,
                 secret_key,
+                token,
                 workload,
                 connections,
                 duration: Duration::from_secs(duration),
@@ -394,9 +414,20 @@ async fn main() -> ExitCode {
                 payload,
                 consistency: stale.then(|| "stale".to_string()),
                 key_id,
+                max_requests: requests,
             };
-            match raftkms::bench::run(opts).await {
-                Ok(summary) => {
+            if let Some(pid) = failover_kill_pid {
+                raftkms::bench::failover(
+                    opts,
+                    pid,
+                    Duration::from_millis(10),
+                    Duration::from_secs(2),
+                    Duration::from_secs(120),
+                )
+                .await
+                .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
+            } else {
+                raftkms::bench::run(opts).await.map(|summary| {
                     if json {
                         println!(
                             "{}",
@@ -405,9 +436,7 @@ async fn main() -> ExitCode {
                     } else {
                         print!("{}", raftkms::bench::render(&summary));
                     }
-                    Ok(())
-                }
-                Err(e) => Err(e),
+                })
             }
         }
         Cmd::Account { target, action } => account(target, action).await,
