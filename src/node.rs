@@ -65,7 +65,7 @@ pub struct RunningNode {
     gate: Coalescer,
     leader_gate: Coalescer,
     initial_commit: Option<u64>,
-    /// When this node last accepted an append (heartbeat) from a leader, ms since the epoch.
+    /// When this node last accepted an append (heartbeat) from a leader, in `monotonic_ms()`.
     last_leader_contact: std::sync::atomic::AtomicU64,
     unseal: UnsealKey,
     root: std::sync::RwLock<Option<RootKey>>,
@@ -77,6 +77,14 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Milliseconds on a process-local monotonic clock, starting at 1 (0 means "never"). Durations
+/// such as the leader-contact age must not follow wall-clock steps: a clock stepped back made a
+/// cut-off node report 0 ms since leader contact on its stale answers (found by jepsen/).
+fn monotonic_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 impl RunningNode {
@@ -420,7 +428,7 @@ impl RunningNode {
     /// Records an accepted append (or heartbeat) from the leader.
     pub fn note_leader_contact(&self) {
         self.last_leader_contact
-            .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+            .store(monotonic_ms(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Milliseconds since this node last heard from a leader: for the leader, since a quorum
@@ -436,7 +444,7 @@ impl RunningNode {
             .load(std::sync::atomic::Ordering::Relaxed)
         {
             0 => None,
-            t => Some(now_ms().saturating_sub(t)),
+            t => Some(monotonic_ms().saturating_sub(t)),
         }
     }
 

@@ -99,6 +99,35 @@ class Ctx:
         return self.nemesis.clock_changes if self.nemesis else []
 
 
+def check_recovery(cluster, timeout=45):
+    """After healing, every member must come back: running, knowing a leader, ready. A node that
+    crashes on restart (for instance on a storage invariant) or never catches up is an anomaly."""
+    try:
+        cluster.wait_ready(timeout)
+        return checkers._result([])
+    except RuntimeError as e:
+        anomalies = []
+        for i, node in cluster.nodes.items():
+            if i in cluster.removed:
+                continue
+            st = cluster.status(i)
+            if node.alive() and st and st.get("ready"):
+                continue
+            panic = ""
+            try:
+                with open(node.log, encoding="utf-8", errors="replace") as f:
+                    lines = f.readlines()
+                for n, line in enumerate(lines):
+                    if "panicked at" in line:
+                        panic = (line.strip() + " " + (lines[n + 1].strip() if n + 1 < len(lines)
+                                                       else ""))[:600]
+            except OSError:
+                pass
+            anomalies.append({"type": "not-recovered", "node": i, "running": node.alive(),
+                              "status": st, "last_panic": panic})
+        return checkers._result(anomalies or [{"type": "not-recovered", "detail": str(e)}])
+
+
 def worker(ctx, wl, w, nworkers, stop, rate, rng):
     process = w
     nodes = sorted(ctx.cluster.nodes)
@@ -188,7 +217,7 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         if errors:
             raise RuntimeError("client thread failed: %s" % errors[0])
         log("run %s: healed; waiting for the cluster, final reads" % os.path.basename(run_dir))
-        cluster.wait_ready(90)
+        recovery = check_recovery(cluster)
         time.sleep(1.0)
         wl.final()
         # Convergence: every node's applied index and digest agree (wait up to 30 s).
@@ -205,6 +234,7 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         ops = pair(history.events)
         results = wl.check(ops)
         results["convergence"] = checkers.check_convergence(samples)
+        results["recovery"] = recovery
         windows = timeline.windows()
         dump_json(os.path.join(run_dir, "nemesis.json"), timeline.events)
         in_fault = sum(1 for o in ops if any(s <= o.start <= (e or t_end) for s, e, _ in windows))
