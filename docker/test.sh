@@ -114,7 +114,7 @@ unset HTTP_PROXY HTTPS_PROXY http_proxy https_proxy ALL_PROXY all_proxy
 # --- 1. image -------------------------------------------------------------------------------------
 phase "build the image from source (docker/build.sh)"
 quiet "$DOCKER_DIR/build.sh" --tag "$RAFTKMS_IMAGE"
-note "$(grep 'build.sh: image' "$log" | tail -n1 | sed 's/^build.sh: //')"
+note "$(grep -E 'build.sh: (compiled|image)' "$log" | sed 's/^build.sh: //' | paste -sd ';' | sed 's/;/; /')"
 
 # --- 2. cluster -----------------------------------------------------------------------------------
 phase "start the 3-region cluster (project $PROJECT, API ports ${PORT_PREFIX}01-${PORT_PREFIX}05)"
