@@ -84,6 +84,14 @@ impl KmsClient {
         }
     }
 
+    /// The same credentials and endpoint, acting in another region (`X-TC-Region`).
+    pub fn in_region(&self, region: &str) -> Self {
+        KmsClient {
+            region: region.to_string(),
+            ..self.clone()
+        }
+    }
+
     /// Calls `action` with a JSON object of parameters; returns the `Response` object.
     pub async fn call(&self, action: &str, params: Value) -> Result<Value, KmsError> {
         self.call_with_headers(action, params).await.map(|(v, _)| v)

@@ -22,7 +22,16 @@ pub struct DevOptions {
     /// API port of node 1; node i listens on `port + i - 1`, its internal port is 1000 higher.
     pub port: u16,
     pub nodes: u16,
-    pub region: String,
+    /// Regions the nodes are spread over, in blocks (5 nodes over 3 regions = 2+2+1).
+    pub regions: Vec<String>,
+}
+
+/// The region of node `i` (0-based) of `n` spread over `regions` in blocks.
+pub fn region_of(regions: &[String], i: usize, n: usize) -> String {
+    if regions.is_empty() || n == 0 {
+        return "ap-guangzhou".to_string();
+    }
+    regions[(i * regions.len() / n).min(regions.len() - 1)].clone()
 }
 
 /// Writes a file readable only by its owner (it holds the cluster secret).
@@ -66,6 +75,14 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> 
     if opts.nodes == 0 || opts.nodes > 9 {
         bail!("--nodes must be between 1 and 9");
     }
+    if opts.regions.is_empty() || opts.regions.len() > usize::from(opts.nodes) {
+        bail!(
+            "--region lists {} regions for {} nodes: give 1 to {} regions",
+            opts.regions.len(),
+            opts.nodes,
+            opts.nodes
+        );
+    }
     if u32::from(opts.port) + 1000 + u32::from(opts.nodes) > 65535 {
         bail!(
             "--port {} leaves no room for {} nodes and their internal ports (+1000)",
@@ -81,7 +98,7 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> 
             id: u64::from(i),
             raft_addr: format!("127.0.0.1:{}", opts.port + 1000 + i - 1),
             api_addr: format!("127.0.0.1:{}", opts.port + i - 1),
-            region: opts.region.clone(),
+            region: region_of(&opts.regions, usize::from(i - 1), usize::from(opts.nodes)),
             voter: true,
         })
         .collect();
@@ -91,7 +108,7 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> 
             node_id: p.id,
             cluster_id: cluster_id.clone(),
             cluster_secret: hex::encode(secret),
-            region: opts.region.clone(),
+            region: p.region.clone(),
             data_dir: dir.join(format!("node{}", p.id)),
             api_listen: p.api_addr.clone(),
             raft_listen: p.raft_addr.clone(),
@@ -198,10 +215,17 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     for (path, cfg) in &nodes {
         let log = dir.join(format!("node{}.log", cfg.node_id));
         let child = spawn_node(&exe, path, &log)?;
+        let pid = child.id().unwrap_or(0);
+        // For operators' tools (`raftkms drill --dev DIR` freezes a region by pid).
+        std::fs::write(
+            dir.join(format!("node{}.pid", cfg.node_id)),
+            format!("{pid}\n"),
+        )
+        .with_context(|| format!("cannot write the pid file of node {}", cfg.node_id))?;
         println!(
-            "[1/3] started node {} (pid {}), log {}",
+            "[1/3] started node {} in {} (pid {pid}), log {}",
             cfg.node_id,
-            child.id().unwrap_or(0),
+            cfg.region,
             log.display()
         );
         children.push((cfg.clone(), log, child));
@@ -275,10 +299,13 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     write_private(&env_path, &env)?;
 
     let status = cluster_status(&admin).await?;
+    let mut regions: Vec<&str> = nodes.iter().map(|(_, c)| c.region.as_str()).collect();
+    regions.dedup();
     println!(
-        "\nraftkms dev cluster is up ({} nodes, region {})\n",
+        "\nraftkms dev cluster is up ({} nodes, region{} {})\n",
         nodes.len(),
-        first.region
+        if regions.len() > 1 { "s" } else { "" },
+        regions.join(", ")
     );
     print!("{}", render_status(&status));
     let pids: Vec<String> = children
@@ -300,6 +327,13 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         first.region, endpoints[0]
     );
     println!("  curl -s {}/readyz", endpoints[0]);
+    if regions.len() > 1 {
+        println!(
+            "  raftkms drill --dev {} --region {}   # DR drill: freeze that region, measure RTO, check RPO 0",
+            dir.display(),
+            regions[0]
+        );
+    }
     println!("  curl -s {}/metrics | grep raftkms_raft", endpoints[0]);
     println!("  kill -9 <pid of the leader>       # a new leader is elected in about a second");
     println!(

@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod dev;
+pub mod drill;
 pub mod metrics;
 pub mod node;
 pub mod raft;

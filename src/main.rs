@@ -39,9 +39,10 @@ enum Cmd {
         /// Number of nodes.
         #[arg(long, default_value_t = 3)]
         nodes: u16,
-        /// Region the dev nodes serve.
-        #[arg(long, default_value = "ap-guangzhou")]
-        region: String,
+        /// Region of the dev nodes, or a comma-separated list: nodes are spread over the regions
+        /// in blocks (`--nodes 5 --region ap-guangzhou,ap-shanghai,ap-singapore` = 2+2+1).
+        #[arg(long, default_value = "ap-guangzhou", value_delimiter = ',')]
+        region: Vec<String>,
     },
     /// Manage accounts (tenants that own keys).
     Account {
@@ -103,6 +104,53 @@ enum Cmd {
         #[arg(long)]
         key_id: Option<String>,
         /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disaster-recovery drill: record acknowledged writes and ciphertexts, cut a region off,
+    /// measure the time until writes succeed again (RTO), verify nothing acknowledged was lost
+    /// (RPO 0), heal, and verify that every node converges to the same state.
+    Drill {
+        #[command(flatten)]
+        target: Target,
+        /// The region whose nodes are cut off.
+        #[arg(long)]
+        region: String,
+        /// KMS region (X-TC-Region) of the drill's keys; default: the region being cut.
+        #[arg(long)]
+        key_region: Option<String>,
+        #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
+        secret_id: String,
+        #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
+        secret_key: String,
+        /// Shell command that cuts the region off. Placeholders: {region}, {ids} (node ids),
+        /// {services} (node<ID> ...), {pids} (with --dev). E.g. 'docker-compose -f F stop {services}'.
+        #[arg(long)]
+        cut: Option<String>,
+        /// Shell command that heals it (same placeholders), e.g. 'docker-compose -f F start {services}'.
+        #[arg(long)]
+        heal: Option<String>,
+        /// Data dir of a `raftkms dev` cluster: node pids come from it, and without --cut/--heal
+        /// the region's processes are frozen (SIGSTOP) and resumed (SIGCONT).
+        #[arg(long)]
+        dev: Option<PathBuf>,
+        /// Address rewrite FROM=TO (host:port), repeatable, for advertised addresses that are not
+        /// reachable from here (e.g. container names -> published ports).
+        #[arg(long)]
+        rewrite: Vec<String>,
+        /// Keys created and encrypted under before the cut (at least 2).
+        #[arg(long, default_value_t = 10)]
+        keys: usize,
+        /// Seconds of writes through the survivors once writes are acknowledged again.
+        #[arg(long, default_value_t = 5)]
+        outage_secs: u64,
+        /// Upper bound of each waiting phase, seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// Keep the drill's keys (default: disable them and schedule their deletion).
+        #[arg(long)]
+        keep_keys: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -234,6 +282,28 @@ async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()>
             client.revoke_credential(&secret_id).await?;
             println!("revoked {secret_id}");
         }
+    }
+    Ok(())
+}
+
+async fn drill(
+    target: Target,
+    opts: raftkms::drill::DrillOptions,
+    secret_id: String,
+    secret_key: String,
+) -> anyhow::Result<()> {
+    let admin = admin_client(&target)?;
+    let json = opts.json;
+    // Any endpoint will do for the client: the drill aims it at each node in turn.
+    let kms = raftkms::client::KmsClient::new("127.0.0.1:0", &opts.region, &secret_id, &secret_key);
+    let report = raftkms::drill::run(opts, admin, kms).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", raftkms::drill::render(&report));
+    }
+    if !report.passed {
+        anyhow::bail!("the drill found problems (see the report)");
     }
     Ok(())
 }
@@ -378,8 +448,50 @@ async fn main() -> ExitCode {
                 data_dir,
                 port,
                 nodes,
-                region,
+                regions: region,
             })
+            .await
+        }
+        Cmd::Drill {
+            target,
+            region,
+            key_region,
+            secret_id,
+            secret_key,
+            cut,
+            heal,
+            dev,
+            rewrite,
+            keys,
+            outage_secs,
+            timeout_secs,
+            keep_keys,
+            json,
+        } => {
+            drill(
+                target,
+                raftkms::drill::DrillOptions {
+                    region,
+                    key_region,
+                    cut,
+                    heal,
+                    dev_dir: dev,
+                    rewrite: rewrite
+                        .iter()
+                        .filter_map(|r| {
+                            r.split_once('=')
+                                .map(|(a, b)| (a.to_string(), b.to_string()))
+                        })
+                        .collect(),
+                    keys,
+                    outage_secs,
+                    timeout_secs,
+                    keep_keys,
+                    json,
+                },
+                secret_id,
+                secret_key,
+            )
             .await
         }
         Cmd::Bench {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::node::{now_ms, RunningNode};
 use crate::registry::key::{KeyOp, KeyState};
+use crate::registry::replica::Role;
 use crate::registry::{Command, Outcome};
 
 /// At most this many proposals per tick, so a backlog drains without a storm.
@@ -45,8 +46,18 @@ async fn tick(node: &RunningNode) {
             .all()
             .filter_map(|k| {
                 let delete = k.state == KeyState::PendingDelete && k.deletion_date <= now;
-                let rotate =
-                    k.state == KeyState::Enabled && k.rotation_enabled && k.next_rotate_time <= now;
+                // A replica's material follows its primary: only the primary is rotated.
+                let replica = matches!(
+                    state
+                        .registry
+                        .replicas()
+                        .role(&k.region, k.owner_uin, &k.key_id),
+                    Role::Replica(_)
+                );
+                let rotate = k.state == KeyState::Enabled
+                    && k.rotation_enabled
+                    && k.next_rotate_time <= now
+                    && !replica;
                 let expire = k.material_valid_to != 0
                     && k.material_valid_to <= now
                     && !k.versions.is_empty();

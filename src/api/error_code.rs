@@ -70,6 +70,9 @@ impl From<RegistryError> for ApiError {
             DuplicatedKeyId => "InvalidParameterValue.DuplicatedKeyId",
             RecordNotFound => "ResourceNotFound",
             NotDue => "FailedOperation",
+            ReplicaFollowsPrimary { .. } => "UnsupportedOperation.RotateNotSupported",
+            HasReplicas { .. } | CannotReplicate { .. } => "UnsupportedOperation",
+            ReplicaExists { .. } => "InvalidParameterValue.ReplicaAlreadyExists",
             RootKeyAlreadyInstalled
             | AccountExists
             | AccountNotFound

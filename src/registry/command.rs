@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::account::{Account, Credential};
 use super::key::{KeyOp, KeyRecord};
+use super::replica::ReplicaSpec;
 use super::RegistryError;
 
 /// A client-chosen id that makes a proposal idempotent: a retried or re-forwarded write carrying
@@ -73,6 +74,16 @@ pub enum Command {
         uin: u64,
         key_ids: Vec<String>,
         op: KeyOp,
+    },
+    /// Creates replicas of the primary key `key_id` (in `source_region`) in other regions: same
+    /// KeyId, owner and material; alias, description and tags of their own; each subject to the
+    /// quota of its region. All or nothing.
+    ReplicateKey {
+        uin: u64,
+        key_id: String,
+        source_region: String,
+        replicas: Vec<ReplicaSpec>,
+        cmk_limit: u32,
     },
 }
 

@@ -384,6 +384,19 @@ impl Keys {
         cmk_limit: u32,
         changes: &mut Vec<Change>,
     ) -> Result<(), RegistryError> {
+        self.check_create(key, cmk_limit)?;
+        let alias_key = (key.owner_uin, key.region.clone(), key.alias.clone());
+        self.aliases.insert(alias_key, key.key_id.clone());
+        self.put(key.clone(), changes)
+    }
+
+    /// Whether `key` could be created: valid alias and description, KeyId and alias free in its
+    /// region, quota not reached. Changes nothing.
+    pub(super) fn check_create(
+        &self,
+        key: &KeyRecord,
+        cmk_limit: u32,
+    ) -> Result<(), RegistryError> {
         validate_alias(&key.alias)?;
         validate_description(&key.description)?;
         if self
@@ -399,8 +412,30 @@ impl Keys {
         if self.count(&key.region, key.owner_uin) >= cmk_limit as usize {
             return Err(RegistryError::CmkLimitExceeded);
         }
-        self.aliases.insert(alias_key, key.key_id.clone());
-        self.put(key.clone(), changes)
+        Ok(())
+    }
+
+    /// Copies the shared material and rotation schedule of a primary onto its replica in
+    /// `region` (a replica that no longer exists is skipped).
+    pub(super) fn mirror_material(
+        &mut self,
+        region: &str,
+        primary: &KeyRecord,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        let Some(mut k) = self
+            .get(region, primary.owner_uin, &primary.key_id)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        k.versions = primary.versions.clone();
+        k.rotation_enabled = primary.rotation_enabled;
+        k.rotate_days = primary.rotate_days;
+        k.next_rotate_time = primary.next_rotate_time;
+        k.last_rotate_time = primary.last_rotate_time;
+        k.last_manual_rotate = primary.last_manual_rotate;
+        self.put(k, changes)
     }
 
     /// Applies `op` to every key in `key_ids` (all or nothing), at time `now` (seconds, from the

@@ -10,6 +10,7 @@ pub mod command;
 pub mod dedup;
 pub mod key;
 pub mod record;
+pub mod replica;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -84,6 +85,14 @@ pub enum RegistryError {
     DuplicatedKeyId,
     #[error("the scheduled time has not come by the proposer's clock")]
     NotDue,
+    #[error("a replica key's material and rotation follow its primary: rotate (or change rotation of) the primary key in region {primary_region}")]
+    ReplicaFollowsPrimary { primary_region: String },
+    #[error("the key has replica keys in {regions}: schedule their deletion first (a primary cannot be deleted while replicas share its material)")]
+    HasReplicas { regions: String },
+    #[error("only a primary (or unreplicated) key created by the KMS (Origin TENCENT_KMS) with material can be replicated; {why}")]
+    CannotReplicate { why: String },
+    #[error("region {region} already holds a key with this KeyId")]
+    ReplicaExists { region: String },
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -103,6 +112,7 @@ pub struct Registry {
     dedup: dedup::Dedup,
     accounts: account::Accounts,
     keys: key::Keys,
+    replicas: replica::Replicas,
 }
 
 impl Registry {
@@ -124,6 +134,11 @@ impl Registry {
     /// Customer master keys.
     pub fn keys(&self) -> &key::Keys {
         &self.keys
+    }
+
+    /// Multi-region links between primary and replica keys.
+    pub fn replicas(&self) -> &replica::Replicas {
+        &self.replicas
     }
 
     /// Applies one command at `index`. Pure: the same registry, index and envelope always give the
@@ -200,8 +215,155 @@ impl Registry {
                 uin,
                 key_ids,
                 op,
-            } => self.keys.apply_op(region, *uin, key_ids, op, now, changes),
+            } => self.apply_key_op(region, *uin, key_ids, op, now, changes),
+            Command::ReplicateKey {
+                uin,
+                key_id,
+                source_region,
+                replicas,
+                cmk_limit,
+            } => self.replicate(
+                *uin,
+                key_id,
+                source_region,
+                replicas,
+                *cmk_limit,
+                now,
+                changes,
+            ),
         }
+    }
+
+    /// A lifecycle operation, with the multi-region rules: material and rotation changes only on
+    /// the primary and copied to every replica in the same apply; a primary cannot be scheduled
+    /// for deletion while replicas share its material; a removed replica leaves its set.
+    fn apply_key_op(
+        &mut self,
+        region: &str,
+        uin: u64,
+        key_ids: &[String],
+        op: &key::KeyOp,
+        now: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        use key::KeyOp;
+        use replica::Role;
+        let shared_material = matches!(
+            op,
+            KeyOp::Rotate { .. } | KeyOp::EnableRotation { .. } | KeyOp::DisableRotation
+        );
+        let mut primaries = Vec::new();
+        let mut removed_replicas = Vec::new();
+        for id in key_ids {
+            match self.replicas.role(region, uin, id) {
+                Role::Replica(set) if shared_material => {
+                    return Err(RegistryError::ReplicaFollowsPrimary {
+                        primary_region: set.primary_region.clone(),
+                    })
+                }
+                Role::Primary(set) if matches!(op, KeyOp::ScheduleDeletion { .. }) => {
+                    return Err(RegistryError::HasReplicas {
+                        regions: set.replicas.join(", "),
+                    })
+                }
+                Role::Primary(set) if shared_material => {
+                    primaries.push((id.clone(), set.replicas.clone()))
+                }
+                Role::Replica(_) if matches!(op, KeyOp::DeleteDue) => {
+                    removed_replicas.push(id.clone())
+                }
+                _ => {}
+            }
+        }
+        self.keys.apply_op(region, uin, key_ids, op, now, changes)?;
+        for (id, regions) in primaries {
+            let Some(primary) = self.keys.get(region, uin, &id).cloned() else {
+                continue;
+            };
+            for r in regions {
+                self.keys.mirror_material(&r, &primary, changes)?;
+            }
+        }
+        for id in removed_replicas {
+            self.replicas
+                .remove_replica(uin, &id, region, changes)
+                .map_err(|_| RegistryError::ValueTooLarge)?;
+        }
+        Ok(())
+    }
+
+    /// Creates replica keys of a primary in other regions (all or nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn replicate(
+        &mut self,
+        uin: u64,
+        key_id: &str,
+        source_region: &str,
+        specs: &[replica::ReplicaSpec],
+        cmk_limit: u32,
+        now: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<(), RegistryError> {
+        use key::{KeyState, Origin};
+        let primary = self
+            .keys
+            .get(source_region, uin, key_id)
+            .ok_or(RegistryError::KeyNotFound)?
+            .clone();
+        let cannot = |why: &str| RegistryError::CannotReplicate {
+            why: why.to_string(),
+        };
+        if let replica::Role::Replica(set) = self.replicas.role(source_region, uin, key_id) {
+            return Err(cannot(&format!(
+                "this key is a replica; replicate its primary in region {}",
+                set.primary_region
+            )));
+        }
+        if primary.origin != Origin::TencentKms {
+            return Err(cannot("this key holds imported (EXTERNAL) material"));
+        }
+        match primary.state {
+            KeyState::Enabled | KeyState::Disabled => {}
+            _ => return Err(RegistryError::StateNotSupported),
+        }
+        if primary.versions.is_empty() {
+            return Err(cannot("this key has no material"));
+        }
+        if specs.is_empty() {
+            return Err(cannot("no destination region was given"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        let mut records = Vec::with_capacity(specs.len());
+        for spec in specs {
+            if spec.region == source_region || !seen.insert(spec.region.as_str()) {
+                return Err(cannot(&format!(
+                    "destination region {} is the source or appears twice",
+                    spec.region
+                )));
+            }
+            let mut k = primary.clone();
+            k.region = spec.region.clone();
+            k.alias = spec.alias.clone();
+            k.description = spec.description.clone();
+            k.tags = spec.tags.clone();
+            k.state = KeyState::Enabled;
+            k.created_at = now;
+            k.deletion_date = 0;
+            self.keys.check_create(&k, cmk_limit).map_err(|e| match e {
+                RegistryError::KeyExists => RegistryError::ReplicaExists {
+                    region: spec.region.clone(),
+                },
+                other => other,
+            })?;
+            records.push(k);
+        }
+        for k in records {
+            self.keys.create(&k, cmk_limit, changes)?;
+            self.replicas
+                .add(uin, key_id, source_region, &k.region, changes)
+                .map_err(|_| RegistryError::ValueTooLarge)?;
+        }
+        Ok(())
     }
 
     /// Rebuilds a registry from its persisted (key, value) pairs, in any order.
@@ -217,6 +379,8 @@ impl Registry {
                 reg.dedup.load(rest, &value)?;
             } else if key.starts_with(key::PREFIX) {
                 reg.keys.load(&value)?;
+            } else if key.starts_with(replica::PREFIX) {
+                reg.replicas.load(&value)?;
             } else if reg.accounts.load(&key, &value)? {
             } else {
                 return Err(CodecError::Version {
@@ -236,6 +400,7 @@ impl Registry {
         self.dedup.dump(&mut out)?;
         self.accounts.dump(&mut out)?;
         self.keys.dump(&mut out)?;
+        self.replicas.dump(&mut out)?;
         out.sort();
         Ok(out)
     }

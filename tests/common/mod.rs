@@ -67,6 +67,63 @@ impl TestCluster {
         }
     }
 
+    /// Writes configs for nodes 1..=layout.len() placed in the given (region, voter) slots,
+    /// without starting them.
+    pub fn configure_layout(
+        layout: &[(&str, bool)],
+        base_port: u16,
+        timing: TimingConfig,
+        snapshot: SnapshotConfig,
+    ) -> Self {
+        let mut c = Self::configure(0, base_port, timing, snapshot);
+        let peers: Vec<PeerConfig> = layout
+            .iter()
+            .enumerate()
+            .map(|(i, (region, voter))| PeerConfig {
+                region: region.to_string(),
+                voter: *voter,
+                ..Self::peer(base_port, i as u64 + 1)
+            })
+            .collect();
+        for id in 1..=layout.len() as u64 {
+            c.add_node_config(id, peers.clone());
+        }
+        c
+    }
+
+    /// Starts nodes placed in (region, voter) slots, initializes and waits for a leader.
+    pub async fn start_layout(
+        layout: &[(&str, bool)],
+        base_port: u16,
+        timing: TimingConfig,
+    ) -> Self {
+        let mut c = Self::configure_layout(layout, base_port, timing, SnapshotConfig::default());
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        for i in 0..c.nodes.len() {
+            c.wait_answering(i).await;
+        }
+        c.admin(1).init().await.unwrap();
+        c.wait_leader(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Adds `[[regions]]` entries (regions served without a node of their own) to every node's
+    /// config, before the nodes are started.
+    pub fn serve_regions(&mut self, regions: &[&str]) {
+        for n in &mut self.nodes {
+            n.cfg.regions = regions
+                .iter()
+                .map(|r| raftkms::config::RegionConfig {
+                    name: r.to_string(),
+                    symmetric_algorithm: None,
+                })
+                .collect();
+            std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
+        }
+    }
+
     /// Writes configs for `n` nodes without starting them.
     pub fn configure(
         n: u64,
@@ -92,11 +149,16 @@ impl TestCluster {
 
     /// Adds (but does not start) a node config; `peers` empty means "will join".
     pub fn add_node_config(&mut self, id: u64, peers: Vec<PeerConfig>) -> usize {
+        let region = peers
+            .iter()
+            .find(|p| p.id == id)
+            .map(|p| p.region.clone())
+            .unwrap_or_else(|| "ap-guangzhou".into());
         let cfg = NodeConfig {
             node_id: id,
             cluster_id: self.cluster_id.clone(),
             cluster_secret: SECRET.into(),
-            region: "ap-guangzhou".into(),
+            region,
             data_dir: self.dir.path().join(format!("node{id}")),
             api_listen: Self::api_addr(self.base_port, id),
             raft_listen: Self::raft_addr(self.base_port, id),

@@ -113,7 +113,9 @@ pub async fn describe_key(ctx: Ctx) -> Result<Fields, ApiError> {
     let key_id = ctx.params.str("KeyId")?;
     ctx.gate().await?;
     let k = ctx.key(&key_id)?;
-    Ok(fields(json!({ "KeyMetadata": key_metadata(&k) })))
+    let state = ctx.node.state.read();
+    let meta = key_metadata(&k, state.registry.replicas());
+    Ok(fields(json!({ "KeyMetadata": meta })))
 }
 
 pub async fn describe_keys(ctx: Ctx) -> Result<Fields, ApiError> {
@@ -129,7 +131,7 @@ pub async fn describe_keys(ctx: Ctx) -> Result<Fields, ApiError> {
     let metas: Vec<Value> = ids
         .iter()
         .filter_map(|id| state.registry.keys().get(&ctx.region, ctx.uin, id))
-        .map(key_metadata)
+        .map(|k| key_metadata(k, state.registry.replicas()))
         .collect();
     Ok(fields(json!({ "KeyMetadatas": metas })))
 }
@@ -263,7 +265,7 @@ pub async fn list_key_detail(ctx: Ctx) -> Result<Fields, ApiError> {
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|k| key_metadata(k))
+        .map(|k| key_metadata(k, state.registry.replicas()))
         .collect();
     Ok(fields(
         json!({ "TotalCount": keys.len(), "KeyMetadatas": page }),

@@ -5,6 +5,7 @@ mod crypto;
 mod import;
 mod keys;
 mod lifecycle;
+mod replica;
 mod service;
 
 use serde_json::{Map, Value};
@@ -14,6 +15,7 @@ use super::Ctx;
 use crate::crypto::Secret;
 use crate::node::now_ms;
 use crate::registry::key::{material_aad, KeyRecord, KeyState};
+use crate::registry::replica::{Replicas, Role};
 use crate::registry::{Command, Outcome};
 
 /// An action's response fields (without `RequestId`).
@@ -57,6 +59,7 @@ pub async fn dispatch(action: &str, ctx: Ctx) -> Result<Fields, ApiError> {
         "GetServiceStatus" => service::get_service_status(ctx).await,
         "GetRegions" => service::get_regions(ctx).await,
         "ListAlgorithms" => service::list_algorithms(ctx).await,
+        "ReplicateKey" => replica::replicate_key(ctx).await,
         other => Err(ApiError::new(
             "InvalidAction",
             format!("action `{other}` is not supported by raftkms (see docs/api.md)"),
@@ -137,8 +140,16 @@ impl Ctx {
     }
 }
 
-/// The KeyMetadata structure of DescribeKey(s) and ListKeyDetail.
-fn key_metadata(k: &KeyRecord) -> Value {
+/// The KeyMetadata structure of DescribeKey(s) and ListKeyDetail. The sync fields describe
+/// multi-region keys: `IsSyncReplica` 1 on a replica, `SourceRegion` the primary's region and
+/// `SyncStatus` 1 (synchronised: replicas change in the same log entry as their primary).
+fn key_metadata(k: &KeyRecord, replicas: &Replicas) -> Value {
+    let (is_replica, source_region, sync_status, sync_time) =
+        match replicas.role(&k.region, k.owner_uin, &k.key_id) {
+            Role::Single => (0, String::new(), 0, 0),
+            Role::Primary(_) => (0, k.region.clone(), 1, k.created_at),
+            Role::Replica(set) => (1, set.primary_region.clone(), 1, k.created_at),
+        };
     serde_json::json!({
         "KeyId": k.key_id,
         "Alias": k.alias,
@@ -162,12 +173,12 @@ fn key_metadata(k: &KeyRecord) -> Value {
         "HsmClusterId": "",
         "RotateDays": k.rotate_days,
         "LastRotateTime": k.last_rotate_time,
-        "IsSyncReplica": 0,
-        "SourceRegion": "",
-        "SyncStatus": 0,
+        "IsSyncReplica": is_replica,
+        "SourceRegion": source_region,
+        "SyncStatus": sync_status,
         "SyncMessages": "",
-        "SyncStartTime": 0,
-        "SyncEndTime": 0,
+        "SyncStartTime": sync_time,
+        "SyncEndTime": sync_time,
         "SourceHsmClusterId": "",
         "CreatorUinString": k.owner_uin.to_string(),
     })
