@@ -18,6 +18,7 @@ pub struct Metrics {
     pub applied_index: Gauge,
     pub last_log_index: Gauge,
     pub append_seconds: Histogram,
+    pub append_batch_size: Histogram,
     pub apply_seconds: Histogram,
     pub forwarded_writes: Counter,
     pub forward_failures: Counter,
@@ -39,6 +40,7 @@ impl Metrics {
             applied_index: Gauge::default(),
             last_log_index: Gauge::default(),
             append_seconds: latency(),
+            append_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             apply_seconds: latency(),
             forwarded_writes: Counter::default(),
             forward_failures: Counter::default(),
@@ -76,8 +78,13 @@ impl Metrics {
         );
         m.registry.register(
             "log_append_seconds",
-            "Log append latency including fsync",
+            "Log append latency, from the write until the WAL fsync that covers it",
             m.append_seconds.clone(),
+        );
+        m.registry.register(
+            "log_fsync_batch_appends",
+            "Appends made durable by one WAL fsync (group commit)",
+            m.append_batch_size.clone(),
         );
         m.registry.register(
             "apply_seconds",

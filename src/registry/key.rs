@@ -313,6 +313,14 @@ pub enum KeyOp {
 pub struct Keys {
     by_id: BTreeMap<(String, String), KeyRecord>,
     aliases: BTreeMap<(u64, String, String), String>,
+    /// Keys counting against the quota per (region, uin), kept in step with `by_id` so the quota
+    /// check is not a scan of every key.
+    counted: BTreeMap<(String, u64), usize>,
+}
+
+/// Whether a key counts against its account's quota in its region.
+fn counts(k: &KeyRecord) -> bool {
+    k.state != KeyState::PendingDelete
 }
 
 fn storage_key(region: &str, key_id: &str) -> Vec<u8> {
@@ -354,12 +362,38 @@ impl Keys {
     /// Keys that count against the quota: all of the account's keys in the region except those
     /// pending deletion (they are on their way out and can no longer be used).
     pub fn count(&self, region: &str, uin: u64) -> usize {
-        self.by_id
-            .values()
-            .filter(|k| {
-                k.region == region && k.owner_uin == uin && k.state != KeyState::PendingDelete
-            })
-            .count()
+        self.counted
+            .get(&(region.to_string(), uin))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Adjusts the quota count for `k` entering (`+1`) or leaving (`-1`) the table.
+    fn recount(&mut self, k: &KeyRecord, entering: bool) {
+        if !counts(k) {
+            return;
+        }
+        let slot = (k.region.clone(), k.owner_uin);
+        let n = self.counted.entry(slot.clone()).or_insert(0);
+        if entering {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counted.remove(&slot);
+            }
+        }
+    }
+
+    /// Inserts or replaces a record in the in-memory indexes (not storage).
+    fn insert(&mut self, key: KeyRecord) {
+        self.recount(&key, true);
+        if let Some(old) = self
+            .by_id
+            .insert((key.region.clone(), key.key_id.clone()), key)
+        {
+            self.recount(&old, false);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -373,8 +407,7 @@ impl Keys {
     fn put(&mut self, key: KeyRecord, changes: &mut Vec<Change>) -> Result<(), RegistryError> {
         let bytes = codec::encode("key", &key).map_err(|_| RegistryError::ValueTooLarge)?;
         changes.push(Change::Put(storage_key(&key.region, &key.key_id), bytes));
-        self.by_id
-            .insert((key.region.clone(), key.key_id.clone()), key);
+        self.insert(key);
         Ok(())
     }
 
@@ -494,7 +527,9 @@ impl Keys {
             if matches!(op, KeyOp::DeleteDue) {
                 self.aliases
                     .remove(&(uin, region.to_string(), k.alias.clone()));
-                self.by_id.remove(&(region.to_string(), k.key_id.clone()));
+                if let Some(old) = self.by_id.remove(&(region.to_string(), k.key_id.clone())) {
+                    self.recount(&old, false);
+                }
                 changes.push(Change::Delete(storage_key(region, &k.key_id)));
             } else {
                 self.put(k, changes)?;
@@ -509,7 +544,7 @@ impl Keys {
             (k.owner_uin, k.region.clone(), k.alias.clone()),
             k.key_id.clone(),
         );
-        self.by_id.insert((k.region.clone(), k.key_id.clone()), k);
+        self.insert(k);
         Ok(())
     }
 

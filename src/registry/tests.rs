@@ -174,6 +174,20 @@ fn arb_region() -> impl Strategy<Value = String> {
     prop::sample::select(vec!["ap-guangzhou", "ap-shanghai", "ap-singapore"]).prop_map(String::from)
 }
 
+/// The maintained quota counts equal a scan of every key.
+fn assert_quota_counts(reg: &Registry) {
+    let mut scan: std::collections::BTreeMap<(String, u64), usize> = Default::default();
+    for k in reg.keys().all() {
+        if k.state != key::KeyState::PendingDelete {
+            *scan.entry((k.region.clone(), k.owner_uin)).or_default() += 1;
+        }
+        scan.entry((k.region.clone(), k.owner_uin)).or_default();
+    }
+    for ((region, uin), n) in scan {
+        assert_eq!(reg.keys().count(&region, uin), n, "{region}/{uin}");
+    }
+}
+
 /// Every replica holds exactly its primary's material and rotation schedule.
 fn assert_replicas_share_material(reg: &Registry) {
     for k in reg.keys().all() {
@@ -250,6 +264,7 @@ proptest! {
         prop_assert_eq!(a.digest().unwrap(), b.digest().unwrap());
         prop_assert_eq!(&a, &b);
         assert_replicas_share_material(&a);
+        assert_quota_counts(&a);
         // The persisted changes reproduce exactly the in-memory state.
         let loaded = Registry::load(sa.clone()).unwrap();
         prop_assert_eq!(&loaded, &a);
