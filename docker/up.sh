@@ -34,7 +34,20 @@ if ((build)) || ! docker image inspect "$RAFTKMS_IMAGE" >/dev/null 2>&1; then
 fi
 
 say "starting project $PROJECT ($(basename "$COMPOSE_FILE_PATH"), ${#NODES[@]} nodes)"
-dc up -d --no-build 2>&1 | sed 's/^/  /'
+# The host ports lie in Linux's ephemeral range: a port briefly held by some outgoing connection
+# makes `up` fail for one container, so try again a few times (compose starts what is missing).
+uplog=$(mktemp /tmp/raftkms-up.XXXXXX)
+trap 'rm -f "$uplog"' EXIT
+for attempt in 1 2 3 4; do
+    if dc up -d --no-build >"$uplog" 2>&1; then
+        sed 's/^/  /' "$uplog"
+        break
+    fi
+    sed 's/^/  /' "$uplog" | grep -iE 'error|in use' | head -n 3 || true
+    ((attempt < 4)) || fail "docker-compose up failed 4 times (see above)"
+    say "docker-compose up failed (attempt $attempt), retrying in 3 s"
+    sleep 3
+done
 
 # Every node answers on its internal listener (through its own container).
 deadline=$((SECONDS + 90))
