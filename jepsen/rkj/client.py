@@ -62,7 +62,8 @@ def tc3_authorization(secret_id, secret_key, host, body, timestamp):
 class KmsClient:
     """Calls the KMS API of one node; one short-lived connection per call (no hidden retries)."""
 
-    def __init__(self, endpoint, region, secret_id, secret_key, timeout=6.0):
+    def __init__(self, endpoint, region, secret_id, secret_key, timeout=6.0, clock=None):
+        self.clock = clock or time.time  # the signer's wall clock (X-TC-Timestamp)
         self.endpoint = endpoint  # "host:port"
         self.region = region
         self.secret_id = secret_id
@@ -73,7 +74,7 @@ class KmsClient:
         """Calls ``action``; ``write`` decides how errors are classified."""
         body = json.dumps(params, separators=(",", ":")).encode()
         host, port = self.endpoint.rsplit(":", 1)
-        ts = int(time.time())
+        ts = int(self.clock())
         headers = {
             "Content-Type": "application/json",
             "Host": self.endpoint,

@@ -134,11 +134,24 @@ class Cluster:
             sh("ip", "-n", node.ns, "link", "set", "eth0", "up")
             sh("ip", "-n", node.ns, "link", "set", "lo", "up")
         if self.use_proxy:
+            # A listener of an earlier proxy may linger a moment: try the next block of ports.
+            for base in range(PROXY_BASE, PROXY_BASE + 100, 10):
+                try:
+                    for node in self.nodes.values():
+                        p = proxy_mod.DelayProxy(("%s.254" % SUBNET, base + node.i),
+                                                 (node.ip, RAFT_PORT))
+                        p.start()
+                        self.proxies[node.i] = p
+                    break
+                except OSError:
+                    for p in self.proxies.values():
+                        p.stop()
+                    self.proxies = {}
+            else:
+                raise RuntimeError("no free block of proxy ports in %d-%d" % (
+                    PROXY_BASE, PROXY_BASE + 99))
             for node in self.nodes.values():
-                p = proxy_mod.DelayProxy(("%s.254" % SUBNET, PROXY_BASE + node.i),
-                                         (node.ip, RAFT_PORT))
-                p.start()
-                self.proxies[node.i] = p
+                node.proxy_addr = "%s:%d" % self.proxies[node.i].listen
 
     def set_latency(self, ms, jitter_ms=0):
         for p in self.proxies.values():

@@ -176,6 +176,17 @@ class Nemesis:
         self.stop_fault("isolate", fid, [one])
         self.sleep(self.rng.uniform(4, 6))
 
+    def clock_far(self):
+        """One follower's wall clock 10 days behind for a long stretch (beyond the TC3 window:
+        meant for --colocated-clients), the others exact."""
+        one = self.rng.choice(self.followers())
+        fid = self.start_fault("clock", [one], skews={one: -10 * 86400})
+        self.set_skew(one, -10 * 86400)
+        self.sleep(self.rng.uniform(15, 20))
+        self.set_skew(one, 0)
+        self.stop_fault("clock", fid, [one])
+        self.sleep(self.rng.uniform(2, 4))
+
     def set_skew(self, node, secs):
         self.c.write_skew(self.c.nodes[node], secs)
         self.clock_changes.append((self.tl.history.now(), node, secs))
@@ -246,10 +257,10 @@ class Nemesis:
     # -------------------------------------------------------------- loop
 
     FAULTS = ("kill", "kill-all", "pause", "partition", "isolate", "isolate-clock", "clock",
-              "fsync", "membership", "latency")
+              "clock-far", "fsync", "membership", "latency")
 
     def run(self):
-        if self.faults != ["clock"]:
+        if self.faults not in (["clock"], ["clock-far"]):
             self.sleep(self.rng.uniform(2, 4))
         while not self.stop_ev.is_set():
             fault = self.rng.choice(self.faults)

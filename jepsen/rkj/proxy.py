@@ -27,13 +27,21 @@ class DelayProxy:
     def start(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(self.listen)
-        self.sock.listen(64)
+        try:
+            self.sock.bind(self.listen)
+            self.sock.listen(64)
+        except OSError:
+            self.sock.close()
+            raise
         self.sock.settimeout(0.5)
         threading.Thread(target=self._accept, daemon=True, name="proxy-accept").start()
 
     def stop(self):
         self.stopped.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.sock.close()
         except OSError:
