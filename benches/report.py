@@ -313,8 +313,8 @@ def scale_block(res):
         "created with CreateKey only (first 1,000, then "
         f"{int(m['keys']):,} more in chunks of 5,000): raftkms has no batch CreateKey, and the quota check "
         "of CreateKey counts the account's keys by scanning every key of the registry "
-        "(`Keys::count`), so each create costs O(keys) on every node and a million CreateKeys would take "
-        "hours — see the CreateKey rows below. The records exercise the same state machine, RocksDB "
+        "(`Keys::count`), so each create costs O(keys) on every node (quadratic for a million keys) — see "
+        "the CreateKey rows below. The records exercise the same state machine, RocksDB "
         "column family, snapshot and install paths as keys do."
     )
     w("")
