@@ -448,8 +448,16 @@ impl RunningNode {
         }
     }
 
-    /// Whether the node knows a leader and has applied what was committed when it started.
+    /// Whether the node can serve its default consistency: it knows a leader it has heard from
+    /// recently (for linearizable service: within three maximum election timeouts; a leader cut
+    /// off from its quorum stops being ready), has applied what was committed when it started,
+    /// and can open the root key.
     pub fn is_ready(&self) -> bool {
+        let bound = 3 * self.config.timing.election_max_ms;
+        let in_contact = self.config.default_consistency == Consistency::Stale
+            || self
+                .millis_since_leader_contact()
+                .is_some_and(|ms| ms <= bound);
         let applied_enough = match self.initial_commit {
             None => true,
             Some(c) => self.state.applied_index().is_some_and(|a| a >= c),
@@ -463,7 +471,7 @@ impl RunningNode {
             .sealed_root()
             .is_some();
         let root_ok = !has_root || self.root_key().is_ok();
-        self.leader().is_some() && applied_enough && root_ok
+        self.leader().is_some() && in_contact && applied_enough && root_ok
     }
 
     /// Initializes a new cluster with the configured peers as its first members: the voters at

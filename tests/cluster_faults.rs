@@ -217,4 +217,16 @@ async fn a_cut_off_node_serves_stale_crypto_with_its_lag_and_refuses_the_rest_in
         );
         assert!(started.elapsed() < Duration::from_secs(30));
     }
+    // A node out of contact with any leader is no longer ready for linearizable service, so a
+    // load balancer or container health check takes it out of rotation.
+    let api = TestCluster::api_addr(c.base_port, lonely);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reqwest::get(format!("http://{api}/readyz")).await.unwrap();
+        if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a cut-off node stays ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -55,7 +55,7 @@ async fn readyz(State(node): State<Node>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no known leader or still catching up\n",
+            "not ready: no known leader, no recent contact with a leader or quorum, or still catching up\n",
         )
             .into_response()
     }
