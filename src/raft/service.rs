@@ -165,10 +165,13 @@ async fn raft_snapshot(State(node): State<Node>, body: Bytes) -> Response {
 }
 
 async fn internal_write(State(node): State<Node>, body: Bytes) -> Response {
-    let env: Envelope = match decode_body("forwarded write", &body) {
+    let mut env: Envelope = match decode_body("forwarded write", &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // Time in the registry is the leader's: a forwarding node whose clock is behind must not
+    // shorten a deletion window or a token's life (found by jepsen's deletion + clock-far run).
+    env.issued_at_ms = crate::node::now_ms();
     let deadline = Instant::now() + Duration::from_millis(node.config.timing.write_timeout_ms);
     let result: Result<Outcome, ClusterError> = match node.leader() {
         Some((l, _)) if l == node.id => node.propose_local(env, deadline).await,

@@ -112,9 +112,17 @@ pub async fn schedule_key_deletion(ctx: Ctx) -> Result<Fields, ApiError> {
         },
     )
     .await?;
-    Ok(fields(
-        json!({ "KeyId": key_id, "DeletionDate": at + days * 86_400 }),
-    ))
+    // The date is the leader's (a forwarded write is stamped with the leader's clock): read it
+    // back once this node has applied the write, rather than computing it from this node's clock.
+    let applied = ctx
+        .node
+        .read_barrier(crate::config::Consistency::Linearizable)
+        .await
+        .ok()
+        .and_then(|_| ctx.key(&key_id).ok())
+        .filter(|k| k.deletion_date != 0);
+    let date = applied.map_or(at + days * 86_400, |k| k.deletion_date);
+    Ok(fields(json!({ "KeyId": key_id, "DeletionDate": date })))
 }
 
 pub async fn cancel_key_deletion(ctx: Ctx) -> Result<Fields, ApiError> {
