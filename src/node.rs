@@ -40,6 +40,8 @@ pub enum StartError {
         addr: String,
         error: std::io::Error,
     },
+    #[error("the Raft core stopped: {0}; the node exits instead of running without it")]
+    RaftStopped(String),
 }
 
 /// Where a read was served from, reported with every answer.
@@ -740,23 +742,37 @@ pub async fn run(
     });
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
 
-    // Keep the Prometheus gauges in step with openraft's metrics.
+    // Keep the Prometheus gauges in step with openraft's metrics, and notice a fatal stop of the
+    // Raft core (a storage error, for example): the node then exits rather than keep a process
+    // running that can never serve again.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
     let watcher = {
         let node = node.clone();
         tokio::spawn(async move {
             let mut rx = node.raft.metrics();
             let mut last_leader = None;
+            let mut fatal_tx = Some(fatal_tx);
             loop {
-                let (leader, term) = {
+                let (leader, term, fatal) = {
                     let m = rx.borrow_and_update();
                     node.metrics.observe_raft(&m, node.committed.get());
-                    (m.current_leader, m.current_term)
+                    let fatal = m.running_state.as_ref().err().map(|f| f.to_string());
+                    (m.current_leader, m.current_term, fatal)
                 };
                 if leader != last_leader {
                     tracing::info!(leader = ?leader, term, "leader changed");
                     last_leader = leader;
                 }
+                if let Some(f) = fatal {
+                    if let Some(tx) = fatal_tx.take() {
+                        let _ = tx.send(f);
+                    }
+                    break;
+                }
                 if rx.changed().await.is_err() {
+                    if let Some(tx) = fatal_tx.take() {
+                        let _ = tx.send("the Raft core ended".into());
+                    }
                     break;
                 }
             }
@@ -781,8 +797,14 @@ pub async fn run(
     let api_task = tokio::spawn(async move { api.await });
     let internal_task = tokio::spawn(async move { internal.await });
 
-    shutdown.await;
-    tracing::info!("shutting down: draining listeners");
+    let fatal = tokio::select! {
+        _ = shutdown => None,
+        f = fatal_rx => f.ok(),
+    };
+    match &fatal {
+        Some(f) => tracing::error!(error = %f, "the Raft core stopped; shutting down"),
+        None => tracing::info!("shutting down: draining listeners"),
+    }
     let _ = stop_tx.send(true);
     // Bounded drain: a stuck connection must not keep the node from stopping.
     let drain = async {
@@ -804,7 +826,10 @@ pub async fn run(
         tracing::warn!(error = %e, "final WAL flush");
     }
     tracing::info!("stopped");
-    Ok(())
+    match fatal {
+        Some(f) => Err(StartError::RaftStopped(f)),
+        None => Ok(()),
+    }
 }
 
 async fn bind(field: &'static str, addr: &str) -> Result<TcpListener, StartError> {
