@@ -113,10 +113,7 @@ fn note(json: bool, text: impl std::fmt::Display) {
 
 /// Runs an operator command with the placeholders filled in; fails on a non-zero exit.
 async fn run_hook(template: &str, vars: &BTreeMap<&str, String>) -> anyhow::Result<()> {
-    let mut cmd = template.to_string();
-    for (k, v) in vars {
-        cmd = cmd.replace(&format!("{{{k}}}"), v);
-    }
+    let cmd = fill(template, vars);
     let status = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(&cmd)
@@ -406,7 +403,8 @@ pub async fn run(
         // 5. RPO while cut: everything acknowledged is readable through the survivors (when they
         // have a quorum), and the cut region answers stale reads if it can be reached at all.
         if report.rto_ms.is_some() {
-            let checks = verify(&kms, &survivors, &keys, &sealed, &target, last_acked, seq, &mut report).await;
+            let expected = Expected { keys: &keys, sealed: &sealed, target: &target, last_acked, last_invoked: seq };
+            let checks = verify(&kms, &survivors, &expected, &mut report).await;
             note(json, format_args!("{checks} checks through the survivors"));
         }
         let mut stale = kms.clone();
@@ -484,7 +482,8 @@ pub async fn run(
 
         // 7. Everything again, through every node (the healed ones included).
         let all: Vec<&DrillNode> = nodes.iter().collect();
-        let checks = verify_until(&kms, &all, &keys, &sealed, &target, last_acked, seq, timeout, &mut report).await;
+        let expected = Expected { keys: &keys, sealed: &sealed, target: &target, last_acked, last_invoked: seq };
+        let checks = verify_until(&kms, &all, &expected, timeout, &mut report).await;
         report.checks_after_heal = checks;
         anyhow::Ok(())
     }
@@ -534,19 +533,31 @@ fn fill(template: &str, vars: &BTreeMap<&str, String>) -> String {
     s
 }
 
+/// What must be found intact: the acknowledged keys and ciphertexts, and the sequential writes
+/// to `target`'s description (the last acknowledged and the last sent sequence numbers).
+struct Expected<'a> {
+    keys: &'a [String],
+    sealed: &'a [Sealed],
+    target: &'a str,
+    last_acked: Option<u64>,
+    last_invoked: u64,
+}
+
 /// Checks every key and ciphertext through `nodes` (linearizable reads); returns the number of
 /// checks and adds every loss to the report.
-#[allow(clippy::too_many_arguments)]
 async fn verify(
     kms: &KmsClient,
     nodes: &[&DrillNode],
-    keys: &[String],
-    sealed: &[Sealed],
-    target: &str,
-    last_acked: Option<u64>,
-    last_invoked: u64,
+    expected: &Expected<'_>,
     report: &mut DrillReport,
 ) -> usize {
+    let Expected {
+        keys,
+        sealed,
+        target,
+        last_acked,
+        last_invoked,
+    } = *expected;
     let mut checks = 0;
     for n in nodes {
         let c = kms.at(&n.api);
@@ -620,32 +631,17 @@ async fn verify(
 
 /// As [`verify`], retried until it passes or `timeout` ends (healed nodes may still be
 /// electing or catching up); losses are counted from the last attempt only.
-#[allow(clippy::too_many_arguments)]
 async fn verify_until(
     kms: &KmsClient,
     nodes: &[&DrillNode],
-    keys: &[String],
-    sealed: &[Sealed],
-    target: &str,
-    last_acked: Option<u64>,
-    last_invoked: u64,
+    expected: &Expected<'_>,
     timeout: Duration,
     report: &mut DrillReport,
 ) -> usize {
     let started = Instant::now();
     loop {
         let mut attempt = DrillReport::default();
-        let checks = verify(
-            kms,
-            nodes,
-            keys,
-            sealed,
-            target,
-            last_acked,
-            last_invoked,
-            &mut attempt,
-        )
-        .await;
+        let checks = verify(kms, nodes, expected, &mut attempt).await;
         if attempt.lost == 0 || started.elapsed() > timeout {
             report.lost += attempt.lost;
             report.problems.extend(attempt.problems);
