@@ -41,14 +41,7 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     // Shanghai is served too, so replica keys (ReplicateKey) have somewhere to go.
     let mut c = TestCluster::configure(3, 26000, TimingConfig::default(), snapshot);
     c.serve_regions(&["ap-shanghai"]);
-    for i in 0..c.nodes.len() {
-        c.spawn(i);
-    }
-    for i in 0..c.nodes.len() {
-        c.wait_answering(i).await;
-    }
-    c.admin(1).init().await.unwrap();
-    c.wait_leader(Duration::from_secs(20)).await;
+    let mut c = c.launch().await;
     let admin = c.admin(1);
     let account = admin.create_account("sdk").await.unwrap();
     let cred = admin.create_credential(account.uin).await.unwrap();

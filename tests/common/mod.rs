@@ -97,16 +97,9 @@ impl TestCluster {
         base_port: u16,
         timing: TimingConfig,
     ) -> Self {
-        let mut c = Self::configure_layout(layout, base_port, timing, SnapshotConfig::default());
-        for i in 0..c.nodes.len() {
-            c.spawn(i);
-        }
-        for i in 0..c.nodes.len() {
-            c.wait_answering(i).await;
-        }
-        c.admin(1).init().await.unwrap();
-        c.wait_leader(Duration::from_secs(20)).await;
-        c
+        Self::configure_layout(layout, base_port, timing, SnapshotConfig::default())
+            .launch()
+            .await
     }
 
     /// Adds `[[regions]]` entries (regions served without a node of their own) to every node's
@@ -122,6 +115,20 @@ impl TestCluster {
                 .collect();
             std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
         }
+    }
+
+    /// Starts every configured node, initializes the cluster through node 1 and waits for a
+    /// leader.
+    pub async fn launch(mut self) -> Self {
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_answering(i).await;
+        }
+        self.admin(1).init().await.unwrap();
+        self.wait_leader(Duration::from_secs(20)).await;
+        self
     }
 
     /// Writes configs for `n` nodes without starting them.
@@ -203,16 +210,9 @@ impl TestCluster {
         timing: TimingConfig,
         snapshot: SnapshotConfig,
     ) -> Self {
-        let mut c = Self::configure(n, base_port, timing, snapshot);
-        for i in 0..c.nodes.len() {
-            c.spawn(i);
-        }
-        for i in 0..c.nodes.len() {
-            c.wait_answering(i).await;
-        }
-        c.admin(1).init().await.unwrap();
-        c.wait_leader(Duration::from_secs(20)).await;
-        c
+        Self::configure(n, base_port, timing, snapshot)
+            .launch()
+            .await
     }
 
     /// Index in `nodes` of node `id`.
