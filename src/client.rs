@@ -57,14 +57,20 @@ impl std::fmt::Debug for KmsClient {
     }
 }
 
+/// The HTTP client settings of every API client (this one and the benchmark drivers of the
+/// peers, which must be driven exactly alike): keep-alive pool, TCP_NODELAY, 30 s timeout.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
 impl KmsClient {
     pub fn new(endpoint: &str, region: &str, secret_id: &str, secret_key: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = http_client();
         KmsClient {
             http,
             endpoint: endpoint.trim_start_matches("http://").to_string(),

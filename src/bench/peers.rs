@@ -4,7 +4,6 @@
 //! comparison differs only in what the servers do.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde::Serialize;
@@ -102,12 +101,7 @@ fn kms_code(e: KmsError) -> String {
 impl Driver {
     pub(super) fn http(opts: &BenchOptions, token: Option<String>) -> Self {
         // The same settings as `KmsClient::new`.
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let http = crate::client::http_client();
         let bases = opts
             .endpoints
             .iter()
