@@ -24,6 +24,7 @@ pub struct Metrics {
     pub forward_failures: Counter,
     pub read_gate_waits: Counter,
     pub read_gate_rounds: Counter,
+    pub read_gate_leased: Counter,
     pub read_gate_seconds: Histogram,
     pub stale_reads: Counter,
 }
@@ -46,6 +47,7 @@ impl Metrics {
             forward_failures: Counter::default(),
             read_gate_waits: Counter::default(),
             read_gate_rounds: Counter::default(),
+            read_gate_leased: Counter::default(),
             read_gate_seconds: latency(),
             stale_reads: Counter::default(),
         };
@@ -110,6 +112,11 @@ impl Metrics {
             "read_gate_rounds",
             "Read-index confirmations (shared by concurrent reads)",
             m.read_gate_rounds.clone(),
+        );
+        m.registry.register(
+            "read_gate_leased",
+            "Read indexes the leader answered from its read lease, without a round",
+            m.read_gate_leased.clone(),
         );
         m.registry.register(
             "read_gate_seconds",

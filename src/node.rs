@@ -2,7 +2,7 @@
 //! the two HTTP listeners, shut down in order.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -69,8 +69,23 @@ pub struct RunningNode {
     initial_commit: Option<u64>,
     /// When this node last accepted an append (heartbeat) from a leader, in `monotonic_ms()`.
     last_leader_contact: std::sync::atomic::AtomicU64,
+    /// The read lease this node holds as leader, if any (see [`ReadLease`]).
+    lease: Arc<Mutex<Option<ReadLease>>>,
     unseal: UnsealKey,
     root: std::sync::RwLock<Option<RootKey>>,
+}
+
+/// A leader's read lease. A quorum confirmed this node's leadership in `term` by acknowledging
+/// appends sent after `from`; each of those followers then refuses to vote for anyone for
+/// `election-max-ms`, so no other leader can commit anything before `from` + that. Until
+/// `from + read-lease-ms` (shorter, for clock-rate margin) the leader's commit index is the
+/// cluster's, and a read index is `max(index, commit index now)` without another round. `index`
+/// is the confirmed round's read index, which covers the leader's first entry of its term.
+#[derive(Clone, Copy, Debug)]
+struct ReadLease {
+    term: u64,
+    until: Instant,
+    index: u64,
 }
 
 /// Wall-clock milliseconds since the epoch, taken by the proposing node.
@@ -291,15 +306,67 @@ impl RunningNode {
         })
     }
 
+    /// A read index from this node's read lease, if it leads and the lease runs.
+    fn leased_read_index(&self) -> Option<u64> {
+        let lease = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
+        if Instant::now() >= lease.until {
+            return None;
+        }
+        {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            if m.current_leader != Some(self.id) || m.current_term != lease.term {
+                return None;
+            }
+        }
+        self.metrics.read_gate_leased.inc();
+        Some(lease.index.max(self.committed.get().unwrap_or(0)))
+    }
+
+    /// A confirmation round on the leader that, when it succeeds, renews the read lease.
+    fn leader_round(
+        &self,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<u64, ClusterError>> + Send>>
+           + Send
+           + Sync
+           + 'static {
+        let raft = self.raft.clone();
+        let timeout = self.read_timeout();
+        let lease = self.lease.clone();
+        let lease_for = Duration::from_millis(self.config.timing.read_lease_ms);
+        move || {
+            let (raft, lease) = (raft.clone(), lease.clone());
+            Box::pin(async move {
+                let from = Instant::now();
+                let term = raft.metrics().borrow().current_term;
+                let index = leader_read_index(&raft, timeout).await?;
+                if !lease_for.is_zero() {
+                    let mut l = lease.lock().unwrap_or_else(|p| p.into_inner());
+                    if l.is_none_or(|l| l.term != term || l.until < from + lease_for) {
+                        *l = Some(ReadLease {
+                            term,
+                            until: from + lease_for,
+                            index,
+                        });
+                    }
+                }
+                Ok(index)
+            })
+        }
+    }
+
     /// A read index valid for reads that began before this call: from this node if it leads,
     /// otherwise from the leader. Concurrent callers share one confirmation round.
     async fn read_index(&self) -> Result<u64, ClusterError> {
-        let raft = self.raft.clone();
+        if let Some(index) = self.leased_read_index() {
+            return Ok(index);
+        }
         let client = self.client.clone();
         let auth = self.auth.clone();
         let id = self.id;
         let timeout = self.read_timeout();
         let metrics = self.metrics.clone();
+        let round = self.leader_round();
         let leader_of = {
             let raft = self.raft.clone();
             move || {
@@ -316,13 +383,13 @@ impl RunningNode {
         let lane = leader_of().map(|(l, _)| l).unwrap_or(0);
         self.gate
             .read_index(lane, move || {
-                let (raft, client, auth, metrics) =
-                    (raft.clone(), client.clone(), auth.clone(), metrics.clone());
+                let (client, auth, metrics) = (client.clone(), auth.clone(), metrics.clone());
                 let leader = leader_of();
+                let own_round = round();
                 async move {
                     metrics.read_gate_rounds.inc();
                     match leader {
-                        Some((l, _)) if l == id => leader_read_index(&raft, timeout).await,
+                        Some((l, _)) if l == id => own_round.await,
                         Some((_, node)) => {
                             call_read_index(&client, &auth, &node.raft_addr, timeout).await
                         }
@@ -335,14 +402,10 @@ impl RunningNode {
 
     /// Serves a follower's read-index request; only valid on the leader.
     pub async fn serve_read_index(&self) -> Result<u64, ClusterError> {
-        let raft = self.raft.clone();
-        let timeout = self.read_timeout();
-        self.leader_gate
-            .read_index(0, move || {
-                let raft = raft.clone();
-                async move { leader_read_index(&raft, timeout).await }
-            })
-            .await
+        if let Some(index) = self.leased_read_index() {
+            return Ok(index);
+        }
+        self.leader_gate.read_index(0, self.leader_round()).await
     }
 
     /// The cluster root key, unsealed with this node's unseal key on first use and cached.
@@ -427,14 +490,18 @@ impl RunningNode {
         }
     }
 
-    /// Records an accepted append (or heartbeat) from the leader.
-    pub fn note_leader_contact(&self) {
+    /// Records an accepted append (or heartbeat) from a leader that a quorum acknowledged
+    /// `quorum_age_ms` ago: the contact is dated back to that acknowledgement. It never moves
+    /// backwards (appends on parallel connections may arrive out of order).
+    pub fn note_leader_contact(&self, quorum_age_ms: u64) {
+        let at = monotonic_ms().saturating_sub(quorum_age_ms).max(1);
         self.last_leader_contact
-            .store(monotonic_ms(), std::sync::atomic::Ordering::Relaxed);
+            .fetch_max(at, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Milliseconds since this node last heard from a leader: for the leader, since a quorum
-    /// last acknowledged it; for a follower, since the last append it accepted. `None` = never.
+    /// last acknowledged it; for a follower, since the last append it accepted plus how long the
+    /// sending leader had then gone without a quorum acknowledgement. `None` = never.
     pub fn millis_since_leader_contact(&self) -> Option<u64> {
         let m = self.raft.metrics();
         let m = m.borrow();
@@ -698,7 +765,9 @@ pub async fn run(
         heartbeat_interval: t.heartbeat_ms,
         election_timeout_min: t.election_min_ms,
         election_timeout_max: t.election_max_ms,
-        install_snapshot_timeout: t.rpc_timeout_ms.max(5_000),
+        // Per snapshot chunk, and the last one waits for the install: at a million entries that is
+        // seconds of verifying and writing on the receiver.
+        install_snapshot_timeout: t.rpc_timeout_ms.max(30_000),
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
         max_in_snapshot_log_to_keep: config.snapshot.max_logs_to_keep,
         snapshot_max_chunk_size: config.snapshot.chunk_bytes,
@@ -713,7 +782,8 @@ pub async fn run(
 
     let client = http_client(Duration::from_millis(t.rpc_timeout_ms));
     let auth = PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone());
-    let network = Network::new(client.clone(), auth.clone());
+    let raft_metrics = crate::raft::network::MetricsView::default();
+    let network = Network::new(client.clone(), auth.clone(), raft_metrics.clone());
     let raft = Raft::new(
         config.node_id,
         Arc::new(raft_config),
@@ -723,6 +793,8 @@ pub async fn run(
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
+    // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
+    let _ = raft_metrics.set(raft.metrics());
 
     let node = Arc::new(RunningNode {
         id: config.node_id,
@@ -737,6 +809,7 @@ pub async fn run(
         leader_gate: Coalescer::default(),
         initial_commit,
         last_leader_contact: std::sync::atomic::AtomicU64::new(0),
+        lease: Arc::default(),
         unseal,
         root: std::sync::RwLock::new(None),
     });

@@ -10,6 +10,15 @@ use std::time::Duration;
 use common::{get, put, TestCluster, SECRET};
 use raftkms::registry::Outcome;
 
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_every_node_are_applied_on_all() {
     let mut c = TestCluster::start(3, 21000).await;
@@ -41,16 +50,24 @@ async fn writes_through_every_node_are_applied_on_all() {
     .text()
     .await
     .unwrap();
-    let forwarded: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("raftkms_forwarded_writes_total"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let forwarded = counter(&metrics, "raftkms_forwarded_writes_total");
     assert!(
         forwarded >= 5.0,
         "follower {follower} forwarded {forwarded} writes:\n{metrics}"
     );
+    // 45 reads in quick succession: after a confirmation round the leader answers read
+    // indexes from its read lease instead of a round for every batch.
+    let leader_metrics = reqwest::get(format!(
+        "http://{}/metrics",
+        TestCluster::api_addr(c.base_port, leader)
+    ))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    let leased = counter(&leader_metrics, "raftkms_read_gate_leased_total");
+    assert!(leased >= 1.0, "leader {leader} leased {leased} reads");
     assert!(metrics.contains("raftkms_raft_term"));
     for n in 1..=3 {
         let api = TestCluster::api_addr(c.base_port, n);

@@ -136,14 +136,22 @@ fn decode_body<T: DeserializeOwned>(what: &'static str, body: &[u8]) -> Result<T
     codec::decode(what, body).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()).into_response())
 }
 
-async fn raft_append(State(node): State<Node>, body: Bytes) -> Response {
+async fn raft_append(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
     let req: AppendEntriesRequest = match decode_body("append entries", &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // The leader's own freshness: a leader that lost its quorum still feeds its learners, and
+    // their contact with it says nothing about how current their state is.
+    let quorum_age = headers
+        .get(crate::raft::network::QUORUM_AGE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let result = node.raft.append_entries(req).await;
     if matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success)) {
-        node.note_leader_contact();
+        if let Some(age) = quorum_age {
+            node.note_leader_contact(age);
+        }
     }
     binary(&result)
 }
@@ -157,9 +165,9 @@ async fn raft_vote(State(node): State<Node>, body: Bytes) -> Response {
 }
 
 async fn raft_snapshot(State(node): State<Node>, body: Bytes) -> Response {
-    let req: InstallSnapshotRequest = match decode_body("snapshot chunk", &body) {
+    let req: InstallSnapshotRequest = match crate::raft::network::decode_snapshot_chunk(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     binary(&node.raft.install_snapshot(req).await)
 }

@@ -99,17 +99,11 @@ impl StateMachine {
             Some(b) => codec::decode("membership", &b)?,
             None => StoredMembership::default(),
         };
-        let current = match snapshots.load()? {
-            Some(bytes) => {
-                let body = snapshot::decode(&bytes)?;
-                Some(SnapshotMeta {
-                    last_log_id: body.last_applied,
-                    last_membership: body.membership,
-                    snapshot_id: body.snapshot_id,
-                })
-            }
-            None => None,
-        };
+        let current = snapshots.load_header()?.map(|h| SnapshotMeta {
+            last_log_id: h.last_applied,
+            last_membership: h.membership,
+            snapshot_id: h.snapshot_id,
+        });
         let state = AppliedState(Arc::new(RwLock::new(Applied {
             registry,
             last_applied,
@@ -345,58 +339,90 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let body = snapshot::decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        if body.last_applied != meta.last_log_id {
-            let e = StoreError::CorruptSnapshot(format!(
-                "snapshot body is at {:?} but its metadata says {:?}",
-                body.last_applied, meta.last_log_id
-            ));
-            return Err(snap_err(ErrorVerb::Read, e));
-        }
-        let registry =
-            Registry::load(body.pairs.clone()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
-
-        // Replace the registry column family and the applied position in one synced batch.
-        let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(reg_cf, [0u8].as_slice(), [0xffu8; 9].as_slice());
-        for (k, v) in &body.pairs {
-            batch.put_cf(reg_cf, k, v);
-        }
-        Self::meta_batch(&mut batch, &self.db, &body.last_applied, &body.membership)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        let mut state = self.state.write();
-        self.db
-            .write_opt(batch, &synced())
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        *state = Applied {
-            registry,
-            last_applied: body.last_applied,
-            membership: body.membership,
-        };
-        drop(state);
-
-        save_if_newer(&self.snapshots, &self.current, meta, &bytes)
-            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = bytes.len(), "installed snapshot");
-        Ok(())
+        let meta = meta.clone();
+        let db = self.db.clone();
+        let state = self.state.clone();
+        let snapshots = self.snapshots.clone();
+        let current = self.current.clone();
+        // Hundreds of MB to verify, decode and write at a million entries: off the async
+        // runtime, whose threads must keep answering heartbeats and votes meanwhile.
+        tokio::task::spawn_blocking(move || {
+            install_blocking(&db, &state, &snapshots, &current, &meta, bytes)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, std::io::Error::other(e)))?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         // Metadata and bytes under one lock: a concurrent build may replace the file, and a
         // mismatched pair would make the receiving follower's install fail (fatal for it).
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(meta) = current.clone() else {
-            return Ok(None);
-        };
-        let bytes = self
-            .snapshots
-            .load()
-            .map_err(|e| snap_err(ErrorVerb::Read, e))?;
-        drop(current);
-        Ok(bytes.map(|bytes| Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
-        }))
+        let current = self.current.clone();
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let current = current.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(meta) = current.clone() else {
+                return Ok(None);
+            };
+            let bytes = snapshots.load().map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            drop(current);
+            Ok(bytes.map(|bytes| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(bytes)),
+            }))
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Read, std::io::Error::other(e)))?
     }
+}
+
+/// Verifies `bytes`, replaces the registry column family and the applied position in one synced
+/// batch, then swaps the in-memory state (readers are held only for the swap).
+fn install_blocking(
+    db: &DB,
+    state: &AppliedState,
+    snapshots: &SnapshotDir,
+    current: &Mutex<Option<SnapshotMeta>>,
+    meta: &SnapshotMeta,
+    bytes: Vec<u8>,
+) -> Result<(), StorageError> {
+    let started = Instant::now();
+    let body = snapshot::decode(&bytes).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    if body.last_applied != meta.last_log_id {
+        let e = StoreError::CorruptSnapshot(format!(
+            "snapshot body is at {:?} but its metadata says {:?}",
+            body.last_applied, meta.last_log_id
+        ));
+        return Err(snap_err(ErrorVerb::Read, e));
+    }
+    let reg_cf = cf(db, CF_REGISTRY).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(reg_cf, [0u8].as_slice(), [0xffu8; 9].as_slice());
+    for (k, v) in &body.pairs {
+        batch.put_cf(reg_cf, k, v);
+    }
+    StateMachine::meta_batch(&mut batch, db, &body.last_applied, &body.membership)
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let registry = Registry::load(body.pairs).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    // openraft runs one state-machine call at a time, so no apply can slip in between the
+    // write and the swap.
+    db.write_opt(batch, &synced())
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    let old = std::mem::replace(
+        &mut *state.write(),
+        Applied {
+            registry,
+            last_applied: body.last_applied,
+            membership: body.membership,
+        },
+    );
+    // Freeing the old registry (a million allocations) happens after the lock is released.
+    drop(old);
+    save_if_newer(snapshots, current, meta, &bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+    tracing::info!(
+        snapshot = %meta.snapshot_id,
+        bytes = bytes.len(),
+        millis = started.elapsed().as_millis() as u64,
+        "installed snapshot"
+    );
+    Ok(())
 }
