@@ -46,14 +46,6 @@ pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Co
     Ok(out)
 }
 
-/// The number of bytes [`encode`] would produce for `value`, without building them.
-pub fn encoded_len<T: Serialize>(what: &'static str, value: &T) -> Result<usize, CodecError> {
-    let mut size = bincode::enc::write::SizeWriter::default();
-    bincode::serde::encode_into_writer(value, &mut size, config())
-        .map_err(|error| CodecError::Encode { what, error })?;
-    Ok(1 + size.bytes_written)
-}
-
 /// Decodes a record written by [`encode`], checking its version byte and that nothing trails it.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;

@@ -71,16 +71,22 @@ pub struct RunningNode {
     last_leader_contact: std::sync::atomic::AtomicU64,
     /// The read lease this node holds as leader, if any (see [`ReadLease`]).
     lease: Arc<Mutex<Option<ReadLease>>>,
+    /// The highest term of any vote request this node has received: a lease of a lower term is
+    /// void, as this node may have granted that vote.
+    vote_fence: std::sync::atomic::AtomicU64,
     unseal: UnsealKey,
     root: std::sync::RwLock<Option<RootKey>>,
 }
 
 /// A leader's read lease. A quorum confirmed this node's leadership in `term` by acknowledging
 /// appends sent after `from`; each of those followers then refuses to vote for anyone for
-/// `election-max-ms`, so no other leader can commit anything before `from` + that. Until
-/// `from + read-lease-ms` (shorter, for clock-rate margin) the leader's commit index is the
-/// cluster's, and a read index is `max(index, commit index now)` without another round. `index`
-/// is the confirmed round's read index, which covers the leader's first entry of its term.
+/// `election-max-ms`. The leader itself does not (openraft leaves its own vote time at its
+/// election), so any candidate must win this leader's vote: every vote request first voids the
+/// leases of lower terms (`fence_read_lease`). Hence no other leader can commit anything before
+/// `from` + `election-max-ms` while the lease is in force, and until `from + read-lease-ms`
+/// (shorter, for clock-rate margin) the leader's commit index is the cluster's: a read index is
+/// `max(index, commit index now)` without another round. `index` is the confirmed round's read
+/// index, which covers the leader's first entry of its term.
 #[derive(Clone, Copy, Debug)]
 struct ReadLease {
     term: u64,
@@ -306,10 +312,19 @@ impl RunningNode {
         })
     }
 
+    /// Voids every read lease of a term below `term`: called before a vote request reaches
+    /// openraft, which may grant it.
+    pub fn fence_read_lease(&self, term: u64) {
+        self.vote_fence
+            .fetch_max(term, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// A read index from this node's read lease, if it leads and the lease runs.
     fn leased_read_index(&self) -> Option<u64> {
         let lease = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
-        if Instant::now() >= lease.until {
+        if Instant::now() >= lease.until
+            || self.vote_fence.load(std::sync::atomic::Ordering::SeqCst) > lease.term
+        {
             return None;
         }
         {
@@ -810,6 +825,7 @@ pub async fn run(
         initial_commit,
         last_leader_contact: std::sync::atomic::AtomicU64::new(0),
         lease: Arc::default(),
+        vote_fence: std::sync::atomic::AtomicU64::new(0),
         unseal,
         root: std::sync::RwLock::new(None),
     });

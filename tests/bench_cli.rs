@@ -11,7 +11,18 @@ use common::{bin, TestCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_runs_closed_and_open_loop_and_reports_json() {
-    let c = TestCluster::start(3, 28000).await;
+    // 1 % of the mix creates keys: room above the default CMK quota (200) for a fast run.
+    let mut c = TestCluster::configure(
+        3,
+        28000,
+        raftkms::config::TimingConfig::default(),
+        raftkms::config::SnapshotConfig::default(),
+    );
+    for n in &mut c.nodes {
+        n.cfg.kms.cmk_limit = 100_000;
+        std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
+    }
+    let c = c.launch().await;
     let account = c.admin(1).create_account("bench").await.unwrap();
     let cred = c.admin(1).create_credential(account.uin).await.unwrap();
     let endpoints: Vec<String> = (1..=3)

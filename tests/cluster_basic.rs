@@ -197,3 +197,61 @@ async fn peers_without_the_cluster_secret_are_rejected_and_change_nothing() {
     assert_eq!(get(&c, 2, "before").await.as_deref(), Some("x"));
     let _ = c.wait_leader(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vote_request_voids_the_leaders_read_lease() {
+    let mut c = TestCluster::start(3, 21400).await;
+    let leader = c.wait_leader(Duration::from_secs(5)).await;
+    put(&c, leader, "k", "v").await;
+    let metrics = |c: &TestCluster| {
+        let api = TestCluster::api_addr(c.base_port, leader);
+        async move {
+            let text = reqwest::get(format!("http://{api}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            (
+                counter(&text, "raftkms_read_gate_leased_total"),
+                counter(&text, "raftkms_read_gate_rounds_total"),
+            )
+        }
+    };
+    for _ in 0..20 {
+        assert_eq!(get(&c, leader, "k").await.as_deref(), Some("v"));
+    }
+    let (leased, _) = metrics(&c).await;
+    assert!(leased >= 1.0, "no read used the lease");
+
+    // A candidate of a higher term whose log is behind: openraft refuses it and nothing changes
+    // in Raft, but the leader might have granted such a vote, so its lease must go.
+    let status = c.admin(leader).status().await.unwrap();
+    let vote =
+        raftkms::raft::types::typ::VoteRequest::new(openraft::Vote::new(status.term + 1, 9), None);
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/raft/vote",
+            TestCluster::raft_addr(c.base_port, leader)
+        ))
+        .header("x-raftkms-cluster", &c.cluster_id)
+        .bearer_auth(SECRET)
+        .body(raftkms::codec::encode("vote", &vote).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (leased_before, rounds_before) = metrics(&c).await;
+    for _ in 0..20 {
+        assert_eq!(get(&c, leader, "k").await.as_deref(), Some("v"));
+    }
+    let (leased_after, rounds_after) = metrics(&c).await;
+    if c.admin(leader).status().await.unwrap().term == status.term {
+        assert_eq!(leased_after, leased_before, "a fenced lease was used");
+        assert!(
+            rounds_after >= rounds_before + 20.0,
+            "reads skipped their round"
+        );
+    }
+    let _ = c.wait_leader(Duration::from_secs(1)).await;
+}

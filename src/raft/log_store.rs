@@ -40,6 +40,10 @@ impl CommitMarker {
     }
 }
 
+/// At most this many bytes of log entries go into one append request (at least one entry goes
+/// all the same): see `limited_get_log_entries`.
+pub const APPEND_BUDGET_BYTES: usize = 1 << 20;
+
 /// RocksDB-backed log storage. Cheap to clone; clones share the database and the flusher.
 #[derive(Clone)]
 pub struct LogStore {
@@ -190,9 +194,17 @@ impl LogStore {
         }
     }
 
-    fn read_range(&self, start: u64, end: Bound<u64>) -> Result<Vec<Entry>, StoreError> {
+    /// Reads entries from `start` up to `end`; with a `budget`, stops before the entry that would
+    /// take the encoded total past it (at least one entry is always read).
+    fn read_range(
+        &self,
+        start: u64,
+        end: Bound<u64>,
+        budget: Option<usize>,
+    ) -> Result<Vec<Entry>, StoreError> {
         let cf = cf(&self.db, CF_LOG)?;
         let mut out = Vec::new();
+        let mut used = 0usize;
         let from = index_key(start);
         for item in self
             .db
@@ -206,6 +218,10 @@ impl LogStore {
                 Bound::Unbounded => false,
             };
             if past_end {
+                break;
+            }
+            used = used.saturating_add(v.len());
+            if budget.is_some_and(|b| used > b) && !out.is_empty() {
                 break;
             }
             out.push(codec::decode("log entry", &v)?);
@@ -249,7 +265,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(s) => s.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        self.read_range(start, range.end_bound().cloned())
+        self.read_range(start, range.end_bound().cloned(), None)
+            .map_err(read_logs_err)
+    }
+
+    /// What replication sends in one append: openraft bounds it by entry count only
+    /// (`max_payload_entries`) and gives the request one heartbeat interval. Large entries (a
+    /// 1,000-record batch is 300 kB) made catch-up requests of tens of MB that always timed out,
+    /// so a lagging or new node never caught up (the 1M-entry scale run). Bounded by bytes here.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_range(start, Bound::Excluded(end), Some(APPEND_BUDGET_BYTES))
             .map_err(read_logs_err)
     }
 }
@@ -415,6 +444,49 @@ mod tests {
         )
         .unwrap();
         assert_eq!(back, committed);
+    }
+
+    fn record_entry(index: u64, value_len: usize) -> Entry {
+        Entry {
+            log_id: log_id(1, index),
+            payload: EntryPayload::Normal(Envelope {
+                request_id: RequestId([index as u8; 16]),
+                issued_at_ms: 0,
+                command: Command::PutRecord {
+                    name: format!("r{index}"),
+                    value: vec![7; value_len],
+                },
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn replication_reads_are_bounded_by_bytes_but_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = crate::storage::Identity {
+            cluster_id: "c".into(),
+            node_id: 1,
+        };
+        let db = crate::storage::open(dir.path(), &identity).unwrap();
+        let mut store =
+            LogStore::new(db.clone(), Arc::new(crate::metrics::Metrics::new())).unwrap();
+        let big: Vec<Entry> = (1..=10).map(|i| record_entry(i, 300_000)).collect();
+        LogStore::write_entries(&db, &big).unwrap();
+        let got = store.limited_get_log_entries(1, 11).await.unwrap();
+        assert_eq!(got.len(), 3, "3 x 300 kB fit in 1 MiB, 4 do not");
+        assert_eq!(got, big[..3]);
+        // A single entry over the budget still goes alone, or replication would stall.
+        LogStore::write_entries(&db, &[record_entry(11, 3 << 20), record_entry(12, 10)]).unwrap();
+        assert_eq!(
+            store.limited_get_log_entries(11, 13).await.unwrap().len(),
+            1
+        );
+        // Small entries: the whole range.
+        let small: Vec<Entry> = (13..=60).map(|i| record_entry(i, 100)).collect();
+        LogStore::write_entries(&db, &small).unwrap();
+        assert_eq!(store.limited_get_log_entries(13, 61).await.unwrap(), small);
+        // The unlimited read openraft uses elsewhere is unchanged.
+        assert_eq!(store.try_get_log_entries(1..11).await.unwrap(), big);
     }
 
     #[test]

@@ -26,14 +26,6 @@ pub const CLUSTER_HEADER: &str = "x-raftkms-cluster";
 /// itself cut off from its quorum does not report fresh contact on its stale answers.
 pub const QUORUM_AGE_HEADER: &str = "x-raftkms-quorum-age-ms";
 
-/// At most this many bytes of log entries go into one append request (at least one entry goes
-/// in all the same). openraft bounds an append by entry count only and gives the whole request
-/// one heartbeat interval: a follower catching up on large entries (1,000-record batches, say)
-/// got requests of tens of MB that could never finish in time, so it never caught up and the
-/// cluster lost its leader for minutes (the 1M-entry scale run). Sending a prefix and
-/// reporting `PartialSuccess` keeps every request small.
-pub const APPEND_BUDGET_BYTES: usize = 1 << 20;
-
 /// This node's view of its own Raft metrics, filled in once Raft has started (the network is
 /// built before the Raft instance that owns it).
 pub type MetricsView = Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<RaftMetrics>>>;
@@ -279,25 +271,6 @@ fn encode_rpc<Req: Serialize, E: std::error::Error>(req: &Req) -> Result<Vec<u8>
     codec::encode("raft rpc", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
-/// Cuts `rpc` down to the longest prefix of its entries that fits `budget` bytes (at least one
-/// entry, so a single large entry still goes). The follower commits only up to what it was
-/// sent: it takes the smaller of the leader's commit and its last accepted entry.
-fn within_budget(mut rpc: AppendEntriesRequest, budget: usize) -> AppendEntriesRequest {
-    let mut used = 0usize;
-    let mut keep = 0usize;
-    for entry in &rpc.entries {
-        // An entry that cannot be measured cannot be encoded either: the call will report it.
-        let len = codec::encoded_len("log entry", entry).unwrap_or(0);
-        if keep > 0 && used.saturating_add(len) > budget {
-            break;
-        }
-        used = used.saturating_add(len);
-        keep += 1;
-    }
-    rpc.entries.truncate(keep.max(1));
-    rpc
-}
-
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
@@ -305,22 +278,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
         let age = self.quorum_age_ms();
-        let mut body = encode_rpc(&rpc)?;
-        let mut partial = None;
-        if body.len() > APPEND_BUDGET_BYTES && rpc.entries.len() > 1 {
-            let prefix = within_budget(rpc, APPEND_BUDGET_BYTES);
-            partial = prefix.entries.last().map(|e| Some(e.log_id));
-            body = encode_rpc(&prefix)?;
-        }
-        let resp: AppendEntriesResponse = self
-            .send("/raft/append", body, option.hard_ttl(), age)
-            .await?;
-        Ok(match (resp, partial) {
-            (AppendEntriesResponse::Success, Some(last_sent)) => {
-                AppendEntriesResponse::PartialSuccess(last_sent)
-            }
-            (other, _) => other,
-        })
+        let body = encode_rpc(&rpc)?;
+        self.send("/raft/append", body, option.hard_ttl(), age)
+            .await
     }
 
     async fn install_snapshot(
@@ -345,43 +305,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::{Command, Envelope};
-
-    fn entry(index: u64, value_len: usize) -> super::super::types::Entry {
-        openraft::Entry {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: openraft::EntryPayload::Normal(Envelope {
-                request_id: crate::registry::command::RequestId([0; 16]),
-                issued_at_ms: 0,
-                command: Command::PutRecord {
-                    name: format!("r{index}"),
-                    value: vec![7; value_len],
-                },
-            }),
-        }
-    }
-
-    fn request(entries: Vec<super::super::types::Entry>) -> AppendEntriesRequest {
-        AppendEntriesRequest {
-            vote: openraft::Vote::new_committed(1, 1),
-            prev_log_id: None,
-            leader_commit: None,
-            entries,
-        }
-    }
-
-    #[test]
-    fn appends_are_cut_to_the_byte_budget_but_never_to_nothing() {
-        let big = request((1..=10).map(|i| entry(i, 300_000)).collect());
-        let cut = within_budget(big, APPEND_BUDGET_BYTES);
-        assert_eq!(cut.entries.len(), 3, "3 x 300 kB fit in 1 MiB, 4 do not");
-        assert!(codec::encode("raft rpc", &cut).unwrap().len() <= APPEND_BUDGET_BYTES);
-        assert_eq!(cut.entries.last().unwrap().log_id.index, 3);
-
-        let huge = request(vec![entry(1, 3 << 20), entry(2, 10)]);
-        let cut = within_budget(huge, APPEND_BUDGET_BYTES);
-        assert_eq!(cut.entries.len(), 1, "one oversized entry still goes alone");
-    }
 
     #[test]
     fn snapshot_chunks_round_trip_with_raw_data() {

@@ -149,9 +149,8 @@ async fn raft_append(State(node): State<Node>, headers: HeaderMap, body: Bytes) 
         .and_then(|v| v.parse::<u64>().ok());
     let result = node.raft.append_entries(req).await;
     if matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success)) {
-        if let Some(age) = quorum_age {
-            node.note_leader_contact(age);
-        }
+        // No header (an older leader binary, or none yet this term): plain contact.
+        node.note_leader_contact(quorum_age.unwrap_or(0));
     }
     binary(&result)
 }
@@ -161,6 +160,9 @@ async fn raft_vote(State(node): State<Node>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // Before openraft may grant it: a leader's own vote does not honour the lease its followers
+    // keep, so from here on this node's read lease must not be used (see `ReadLease`).
+    node.fence_read_lease(req.vote.leader_id().get_term());
     binary(&node.raft.vote(req).await)
 }
 

@@ -92,8 +92,8 @@ fn take<'a>(bytes: &'a [u8], at: &mut usize) -> Result<&'a [u8], StoreError> {
     Ok(part)
 }
 
-/// Verifies and parses a snapshot.
-pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
+/// Checks a snapshot's magic and checksum; returns what lies between them.
+pub fn verify(bytes: &[u8]) -> Result<&[u8], StoreError> {
     if bytes.len() < MAGIC.len() + 1 + SUM_LEN || &bytes[..MAGIC.len()] != MAGIC {
         return Err(corrupt("not a raftkms snapshot (bad magic or too short)"));
     }
@@ -101,7 +101,12 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
     if Sha256::digest(content).as_slice() != sum {
         return Err(corrupt("checksum mismatch"));
     }
-    let rest = &content[MAGIC.len()..];
+    Ok(&content[MAGIC.len()..])
+}
+
+/// Verifies and parses a snapshot.
+pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, StoreError> {
+    let rest = verify(bytes)?;
     if rest[0] == codec::FORMAT_V1 {
         return Ok(codec::decode("snapshot", rest)?);
     }

@@ -365,6 +365,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             let bytes = snapshots.load().map_err(|e| snap_err(ErrorVerb::Read, e))?;
             drop(current);
+            // A damaged file stops this node (a storage error), not every follower it would be
+            // sent to: their install would fail, and openraft treats that as fatal.
+            if let Some(b) = &bytes {
+                snapshot::verify(b).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+            }
             Ok(bytes.map(|bytes| Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(bytes)),
