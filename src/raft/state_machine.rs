@@ -6,6 +6,10 @@
 //! it applies are already durable in the log, the next synced log append persists it (shared
 //! WAL), and `purge` syncs the WAL before deleting any entry.
 
+// openraft's error types (dictated by its storage and network traits) are large; they travel
+// on cold paths only.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
