@@ -10,6 +10,9 @@ use raftkms::config::NodeConfig;
 use raftkms::dev::DevOptions;
 use raftkms::raft::service::JoinRequest;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "raftkms",
