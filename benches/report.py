@@ -127,7 +127,7 @@ def compare_block(res):
     w(
         "- Clusters: three nodes each, all on loopback on this machine, all running at once. "
         "raftkms: `raftkms serve` ×3, `raftkms cluster init`, default timing (heartbeat 100 ms, "
-        "election 300–500 ms), fsync per Raft append. OpenBao: `bao server` ×3 with `storage \"raft\"` "
+        "election 300–450 ms), fsync per Raft append. OpenBao: `bao server` ×3 with `storage \"raft\"` "
         "(`performance_multiplier = 1`, the production recommendation), `bao operator init/unseal`, "
         "`retry_join`, transit engine, root token, TLS off on the API listener. etcd: three members, "
         "defaults (heartbeat 100 ms, election 1000 ms)."
