@@ -19,6 +19,25 @@ fn counter(metrics: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
 }
 
+async fn metrics_of(c: &TestCluster, node: u64) -> String {
+    let api = TestCluster::api_addr(c.base_port, node);
+    reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// (reads answered from the read lease, read-index rounds) on `node`.
+async fn lease_counters(c: &TestCluster, node: u64) -> (f64, f64) {
+    let text = metrics_of(c, node).await;
+    (
+        counter(&text, "raftkms_read_gate_leased_total"),
+        counter(&text, "raftkms_read_gate_rounds_total"),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_every_node_are_applied_on_all() {
     let mut c = TestCluster::start(3, 21000).await;
@@ -41,15 +60,7 @@ async fn writes_through_every_node_are_applied_on_all() {
     // Followers forwarded their writes to the leader.
     let leader = c.wait_leader(Duration::from_secs(5)).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
-    let metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        TestCluster::api_addr(c.base_port, follower)
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let metrics = metrics_of(&c, follower).await;
     let forwarded = counter(&metrics, "raftkms_forwarded_writes_total");
     assert!(
         forwarded >= 5.0,
@@ -57,15 +68,7 @@ async fn writes_through_every_node_are_applied_on_all() {
     );
     // 45 reads in quick succession: after a confirmation round the leader answers read
     // indexes from its read lease instead of a round for every batch.
-    let leader_metrics = reqwest::get(format!(
-        "http://{}/metrics",
-        TestCluster::api_addr(c.base_port, leader)
-    ))
-    .await
-    .unwrap()
-    .text()
-    .await
-    .unwrap();
+    let leader_metrics = metrics_of(&c, leader).await;
     let leased = counter(&leader_metrics, "raftkms_read_gate_leased_total");
     assert!(leased >= 1.0, "leader {leader} leased {leased} reads");
     assert!(metrics.contains("raftkms_raft_term"));
@@ -203,25 +206,10 @@ async fn a_vote_request_voids_the_leaders_read_lease() {
     let mut c = TestCluster::start(3, 21400).await;
     let leader = c.wait_leader(Duration::from_secs(5)).await;
     put(&c, leader, "k", "v").await;
-    let metrics = |c: &TestCluster| {
-        let api = TestCluster::api_addr(c.base_port, leader);
-        async move {
-            let text = reqwest::get(format!("http://{api}/metrics"))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            (
-                counter(&text, "raftkms_read_gate_leased_total"),
-                counter(&text, "raftkms_read_gate_rounds_total"),
-            )
-        }
-    };
     for _ in 0..20 {
         assert_eq!(get(&c, leader, "k").await.as_deref(), Some("v"));
     }
-    let (leased, _) = metrics(&c).await;
+    let (leased, _) = lease_counters(&c, leader).await;
     assert!(leased >= 1.0, "no read used the lease");
 
     // A candidate of a higher term whose log is behind: openraft refuses it and nothing changes
@@ -241,11 +229,11 @@ async fn a_vote_request_voids_the_leaders_read_lease() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let (leased_before, rounds_before) = metrics(&c).await;
+    let (leased_before, rounds_before) = lease_counters(&c, leader).await;
     for _ in 0..20 {
         assert_eq!(get(&c, leader, "k").await.as_deref(), Some("v"));
     }
-    let (leased_after, rounds_after) = metrics(&c).await;
+    let (leased_after, rounds_after) = lease_counters(&c, leader).await;
     if c.admin(leader).status().await.unwrap().term == status.term {
         assert_eq!(leased_after, leased_before, "a fenced lease was used");
         assert!(

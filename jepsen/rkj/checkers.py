@@ -107,7 +107,9 @@ def check_register(ops, budget=2_000_000):
 
 def check_encrypt_after_disable(ops):
     """The core property by name: no Encrypt invoked after a DisableKey was acknowledged succeeds
-    unless an EnableKey was acknowledged or still in flight in between."""
+    unless an EnableKey can be ordered between them: one that ended after the DisableKey started
+    (a concurrent enable may take effect after the disable even if its answer arrived first) and
+    started before the Encrypt ended."""
     anomalies = []
     for key, kops in by_key(ops, ("enable", "disable", "encrypt")).items():
         disables = [o for o in kops if o.f == "disable" and o.type == "ok"]
@@ -119,7 +121,7 @@ def check_encrypt_after_disable(ops):
             if not before:
                 continue
             d = max(before, key=lambda d: d.end)
-            if not any(en.start < e.end and en.end > d.end for en in enables):
+            if not any(en.start < e.end and en.end > d.start for en in enables):
                 anomalies.append({"type": "encrypt-after-disable", "key": key,
                                   "disable": d.to_json(), "encrypt": e.to_json()})
     return _result(anomalies)
