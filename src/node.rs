@@ -2,7 +2,7 @@
 //! the two HTTP listeners, shut down in order.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -17,11 +17,14 @@ use crate::raft::error::ClusterError;
 use crate::raft::log_store::{CommitMarker, LogStore};
 use crate::raft::network::{http_client, Network, PeerAuth};
 use crate::raft::read_gate::Coalescer;
+use crate::raft::read_lease::ReadLease;
 use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::{AppliedState, StateMachine};
 use crate::raft::types::{self, NodeId, Raft};
 use crate::registry::{Command, Envelope, Outcome, RequestId};
 use crate::storage::{self, Identity};
+
+mod reads;
 
 /// Start-up failures, each with a message an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -69,29 +72,10 @@ pub struct RunningNode {
     initial_commit: Option<u64>,
     /// When this node last accepted an append (heartbeat) from a leader, in `monotonic_ms()`.
     last_leader_contact: std::sync::atomic::AtomicU64,
-    /// The read lease this node holds as leader, if any (see [`ReadLease`]).
-    lease: Arc<Mutex<Option<ReadLease>>>,
-    /// The highest term of any vote request this node has received: a lease of a lower term is
-    /// void, as this node may have granted that vote.
-    vote_fence: std::sync::atomic::AtomicU64,
+    /// The read lease this node holds as leader, if any.
+    lease: Arc<ReadLease>,
     unseal: UnsealKey,
     root: std::sync::RwLock<Option<RootKey>>,
-}
-
-/// A leader's read lease. A quorum confirmed this node's leadership in `term` by acknowledging
-/// appends sent after `from`; each of those followers then refuses to vote for anyone for
-/// `election-max-ms`. The leader itself does not (openraft leaves its own vote time at its
-/// election), so any candidate must win this leader's vote: every vote request first voids the
-/// leases of lower terms (`fence_read_lease`). Hence no other leader can commit anything before
-/// `from` + `election-max-ms` while the lease is in force, and until `from + read-lease-ms`
-/// (shorter, for clock-rate margin) the leader's commit index is the cluster's: a read index is
-/// `max(index, commit index now)` without another round. `index` is the confirmed round's read
-/// index, which covers the leader's first entry of its term.
-#[derive(Clone, Copy, Debug)]
-struct ReadLease {
-    term: u64,
-    until: Instant,
-    index: u64,
 }
 
 /// Wall-clock milliseconds since the epoch, taken by the proposing node.
@@ -258,169 +242,6 @@ impl RunningNode {
             left,
         )
         .await?
-    }
-
-    /// The read gate. Linearizable: a quorum-confirmed read index, then wait until applied.
-    /// Stale: serve local state at once.
-    pub async fn read_barrier(
-        &self,
-        consistency: Consistency,
-    ) -> Result<ReadPosition, ClusterError> {
-        #[cfg(feature = "planted-bugs")]
-        if consistency == Consistency::Linearizable
-            && std::env::var("RAFTKMS_PLANT")
-                .is_ok_and(|v| v == "follower-serves-without-read-gate")
-            && self.leader().map(|(l, _)| l) != Some(self.id)
-        {
-            // PLANTED BUG (jepsen/README.md): a follower answers "linearizable" reads from
-            // whatever it has applied, without a read index.
-            return Ok(ReadPosition {
-                consistency,
-                applied_index: self.state.applied_index(),
-                known_commit_index: self.committed.get(),
-            });
-        }
-        if consistency == Consistency::Linearizable {
-            let started = Instant::now();
-            // During an election no node knows a leader for a moment: wait for one (bounded by
-            // the read timeout) instead of failing a read that would succeed a few ms later.
-            if self.leader().is_none() {
-                self.wait_for_leader(started + self.read_timeout())
-                    .await
-                    .map_err(|_| ClusterError::ReadIndex("no leader is known".into()))?;
-            }
-            let index = self.read_index().await?;
-            let wait = self.read_timeout().saturating_sub(started.elapsed());
-            if self.state.applied_index().is_none_or(|a| a < index) {
-                self.raft
-                    .wait(Some(wait))
-                    .applied_index_at_least(Some(index), "read gate")
-                    .await
-                    .map_err(|_| ClusterError::ReadTimeout(self.config.timing.read_timeout_ms))?;
-            }
-            self.metrics.read_gate_waits.inc();
-            self.metrics
-                .read_gate_seconds
-                .observe(started.elapsed().as_secs_f64());
-        } else {
-            self.metrics.stale_reads.inc();
-        }
-        Ok(ReadPosition {
-            consistency,
-            applied_index: self.state.applied_index(),
-            known_commit_index: self.committed.get(),
-        })
-    }
-
-    /// Voids every read lease of a term below `term`: called before a vote request reaches
-    /// openraft, which may grant it.
-    pub fn fence_read_lease(&self, term: u64) {
-        self.vote_fence
-            .fetch_max(term, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// A read index from this node's read lease, if it leads and the lease runs.
-    fn leased_read_index(&self) -> Option<u64> {
-        let lease = (*self.lease.lock().unwrap_or_else(|p| p.into_inner()))?;
-        if Instant::now() >= lease.until
-            || self.vote_fence.load(std::sync::atomic::Ordering::SeqCst) > lease.term
-        {
-            return None;
-        }
-        {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.current_leader != Some(self.id) || m.current_term != lease.term {
-                return None;
-            }
-        }
-        self.metrics.read_gate_leased.inc();
-        Some(lease.index.max(self.committed.get().unwrap_or(0)))
-    }
-
-    /// A confirmation round on the leader that, when it succeeds, renews the read lease.
-    fn leader_round(
-        &self,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<u64, ClusterError>> + Send>>
-           + Send
-           + Sync
-           + 'static {
-        let raft = self.raft.clone();
-        let timeout = self.read_timeout();
-        let lease = self.lease.clone();
-        let lease_for = Duration::from_millis(self.config.timing.read_lease_ms);
-        move || {
-            let (raft, lease) = (raft.clone(), lease.clone());
-            Box::pin(async move {
-                let from = Instant::now();
-                let term = raft.metrics().borrow().current_term;
-                let index = leader_read_index(&raft, timeout).await?;
-                if !lease_for.is_zero() {
-                    let mut l = lease.lock().unwrap_or_else(|p| p.into_inner());
-                    if l.is_none_or(|l| l.term != term || l.until < from + lease_for) {
-                        *l = Some(ReadLease {
-                            term,
-                            until: from + lease_for,
-                            index,
-                        });
-                    }
-                }
-                Ok(index)
-            })
-        }
-    }
-
-    /// A read index valid for reads that began before this call: from this node if it leads,
-    /// otherwise from the leader. Concurrent callers share one confirmation round.
-    async fn read_index(&self) -> Result<u64, ClusterError> {
-        if let Some(index) = self.leased_read_index() {
-            return Ok(index);
-        }
-        let client = self.client.clone();
-        let auth = self.auth.clone();
-        let id = self.id;
-        let timeout = self.read_timeout();
-        let metrics = self.metrics.clone();
-        let round = self.leader_round();
-        let leader_of = {
-            let raft = self.raft.clone();
-            move || {
-                let m = raft.metrics();
-                let m = m.borrow();
-                m.current_leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| (l, n.clone()))
-                })
-            }
-        };
-        let lane = leader_of().map(|(l, _)| l).unwrap_or(0);
-        self.gate
-            .read_index(lane, move || {
-                let (client, auth, metrics) = (client.clone(), auth.clone(), metrics.clone());
-                let leader = leader_of();
-                let own_round = round();
-                async move {
-                    metrics.read_gate_rounds.inc();
-                    match leader {
-                        Some((l, _)) if l == id => own_round.await,
-                        Some((_, node)) => {
-                            call_read_index(&client, &auth, &node.raft_addr, timeout).await
-                        }
-                        None => Err(ClusterError::ReadIndex("no leader is known".into())),
-                    }
-                }
-            })
-            .await
-    }
-
-    /// Serves a follower's read-index request; only valid on the leader.
-    pub async fn serve_read_index(&self) -> Result<u64, ClusterError> {
-        if let Some(index) = self.leased_read_index() {
-            return Ok(index);
-        }
-        self.leader_gate.read_index(0, self.leader_round()).await
     }
 
     /// The cluster root key, unsealed with this node's unseal key on first use and cached.
@@ -720,41 +541,6 @@ fn membership_err<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ClusterError
     }
 }
 
-async fn leader_read_index(raft: &Raft, timeout: Duration) -> Result<u64, ClusterError> {
-    match tokio::time::timeout(timeout, raft.get_read_log_id()).await {
-        Err(_) => Err(ClusterError::ReadIndex(
-            "no quorum confirmed leadership in time".into(),
-        )),
-        Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
-        Ok(Err(RaftError::APIError(e))) => match e {
-            openraft::error::CheckIsLeaderError::ForwardToLeader(f) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            other => Err(ClusterError::ReadIndex(other.to_string())),
-        },
-        Ok(Err(RaftError::Fatal(f))) => Err(ClusterError::Stopped(f.to_string())),
-    }
-}
-
-async fn call_read_index(
-    client: &reqwest::Client,
-    auth: &PeerAuth,
-    addr: &str,
-    timeout: Duration,
-) -> Result<u64, ClusterError> {
-    crate::raft::service::call_internal::<(), Result<u64, ClusterError>>(
-        client,
-        auth,
-        addr,
-        "/internal/read-index",
-        &(),
-        timeout,
-    )
-    .await?
-}
-
 /// Opens storage, starts Raft and both listeners, and runs until `shutdown` resolves.
 pub async fn run(
     config: NodeConfig,
@@ -824,8 +610,9 @@ pub async fn run(
         leader_gate: Coalescer::default(),
         initial_commit,
         last_leader_contact: std::sync::atomic::AtomicU64::new(0),
-        lease: Arc::default(),
-        vote_fence: std::sync::atomic::AtomicU64::new(0),
+        lease: Arc::new(ReadLease::new(Duration::from_millis(
+            config.timing.read_lease_ms,
+        ))),
         unseal,
         root: std::sync::RwLock::new(None),
     });
