@@ -18,10 +18,7 @@ async fn bench_runs_closed_and_open_loop_and_reports_json() {
         raftkms::config::TimingConfig::default(),
         raftkms::config::SnapshotConfig::default(),
     );
-    for n in &mut c.nodes {
-        n.cfg.kms.cmk_limit = 100_000;
-        std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
-    }
+    c.edit_configs(|cfg| cfg.kms.cmk_limit = 100_000);
     let c = c.launch().await;
     let account = c.admin(1).create_account("bench").await.unwrap();
     let cred = c.admin(1).create_credential(account.uin).await.unwrap();

@@ -105,14 +105,21 @@ impl TestCluster {
     /// Adds `[[regions]]` entries (regions served without a node of their own) to every node's
     /// config, before the nodes are started.
     pub fn serve_regions(&mut self, regions: &[&str]) {
-        for n in &mut self.nodes {
-            n.cfg.regions = regions
+        self.edit_configs(|cfg| {
+            cfg.regions = regions
                 .iter()
                 .map(|r| raftkms::config::RegionConfig {
                     name: r.to_string(),
                     symmetric_algorithm: None,
                 })
                 .collect();
+        });
+    }
+
+    /// Changes every node's config and writes it again, before the nodes are started.
+    pub fn edit_configs(&mut self, mut edit: impl FnMut(&mut NodeConfig)) {
+        for n in &mut self.nodes {
+            edit(&mut n.cfg);
             std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
         }
     }
