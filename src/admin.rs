@@ -5,13 +5,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::raft::network::{http_client, PeerAuth};
-use crate::raft::service::{
+use crate::crypto::SecretString;
+use crate::raft::types::NodeId;
+use crate::transport::{http_client, PeerAuth};
+use crate::wire::{
     AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
     JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
     CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
-use crate::raft::types::NodeId;
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,7 @@ impl AdminClient {
     pub fn new(
         addr: impl Into<String>,
         cluster_id: impl Into<String>,
-        secret: impl Into<String>,
+        secret: impl Into<SecretString>,
     ) -> Self {
         AdminClient {
             client: http_client(Duration::from_secs(2)),

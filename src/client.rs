@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use zeroize::Zeroizing;
 
-use crate::api::tc3::{self, Authorization, SignedRequest};
+use crate::crypto::SecretString;
+use crate::http::tencent::tc3::{self, Authorization, SignedRequest};
 
 /// An error envelope (`Response.Error`) or a transport failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,26 +35,17 @@ impl KmsError {
 }
 
 /// A client for one endpoint (host:port, plain HTTP).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KmsClient {
     http: reqwest::Client,
     endpoint: String,
     region: String,
     secret_id: String,
-    secret_key: std::sync::Arc<Zeroizing<String>>,
+    secret_key: std::sync::Arc<SecretString>,
     /// Added to the local clock when stamping requests (for servers under a faked clock).
     pub clock_offset_secs: i64,
     /// Sent as `X-Raftkms-Consistency` when set.
     pub consistency: Option<String>,
-}
-
-impl std::fmt::Debug for KmsClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsClient")
-            .field("endpoint", &self.endpoint)
-            .field("secret_id", &self.secret_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The HTTP client settings of every API client (this one and the benchmark drivers of the
@@ -76,7 +67,7 @@ impl KmsClient {
             endpoint: endpoint.trim_start_matches("http://").to_string(),
             region: region.to_string(),
             secret_id: secret_id.to_string(),
-            secret_key: std::sync::Arc::new(Zeroizing::new(secret_key.to_string())),
+            secret_key: std::sync::Arc::new(SecretString::from(secret_key)),
             clock_offset_secs: 0,
             consistency: None,
         }
@@ -110,7 +101,7 @@ impl KmsClient {
         params: Value,
     ) -> Result<(Value, reqwest::header::HeaderMap), KmsError> {
         let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
-        let timestamp = (crate::node::now_ms() / 1000) as i64 + self.clock_offset_secs;
+        let timestamp = crate::clock::Clock::wall_secs(&crate::clock::SystemClock) as i64 + self.clock_offset_secs;
         let date = tc3::utc_date(timestamp)
             .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
         let content_type = "application/json";
@@ -137,7 +128,7 @@ impl KmsClient {
                 timestamp,
                 unsigned_payload: false,
             };
-            tc3::signature(&auth, &signed, self.secret_key.as_bytes())
+            tc3::signature(&auth, &signed, self.secret_key.expose().as_bytes())
                 .map_err(|e| KmsError::Transport(e.to_string()))?
         };
         let authorization = format!(
@@ -150,13 +141,13 @@ impl KmsClient {
             .header("content-type", content_type)
             .header("host", &self.endpoint)
             .header("x-tc-action", action)
-            .header("x-tc-version", crate::api::VERSION)
+            .header("x-tc-version", crate::http::tencent::VERSION)
             .header("x-tc-timestamp", timestamp.to_string())
             .header("x-tc-region", &self.region)
             .header("authorization", authorization)
             .body(body);
         if let Some(c) = &self.consistency {
-            req = req.header(crate::raft::service::CONSISTENCY_HEADER, c);
+            req = req.header(crate::wire::CONSISTENCY_HEADER, c);
         }
         let resp = req
             .send()

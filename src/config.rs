@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::crypto::SecretString;
+
 use serde::{Deserialize, Serialize};
 
 /// A configuration problem, naming the field at fault.
@@ -194,8 +196,8 @@ pub enum Consistency {
     Stale,
 }
 
-/// The configuration of one node. `Debug` leaves the cluster secret out.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The configuration of one node. `Debug` shows the cluster secret as `<redacted>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's Raft id; must appear in `peers` when the node is part of the initial cluster.
@@ -203,7 +205,7 @@ pub struct NodeConfig {
     /// Cluster identity; a data directory created for another cluster id is refused.
     pub cluster_id: String,
     /// Shared secret every peer presents on the internal listener (at least 16 characters).
-    pub cluster_secret: String,
+    pub cluster_secret: SecretString,
     /// Region this node serves.
     pub region: String,
     /// Directory for RocksDB, snapshots and keys.
@@ -233,21 +235,6 @@ pub struct NodeConfig {
     /// The initial members, used by `cluster init`. May be empty for a node that will `join`.
     #[serde(default)]
     pub peers: Vec<PeerConfig>,
-}
-
-impl std::fmt::Debug for NodeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeConfig")
-            .field("node_id", &self.node_id)
-            .field("cluster_id", &self.cluster_id)
-            .field("cluster_secret", &"<redacted>")
-            .field("region", &self.region)
-            .field("data_dir", &self.data_dir)
-            .field("api_listen", &self.api_listen)
-            .field("raft_listen", &self.raft_listen)
-            .field("peers", &self.peers)
-            .finish_non_exhaustive()
-    }
 }
 
 impl NodeConfig {

@@ -107,7 +107,7 @@ pub fn prepare(opts: &DevOptions) -> anyhow::Result<Vec<(PathBuf, NodeConfig)>> 
         let cfg = NodeConfig {
             node_id: p.id,
             cluster_id: cluster_id.clone(),
-            cluster_secret: hex::encode(secret),
+            cluster_secret: hex::encode(secret).into(),
             region: p.region.clone(),
             data_dir: dir.join(format!("node{}", p.id)),
             api_listen: p.api_addr.clone(),
@@ -190,12 +190,16 @@ async fn dev_credential(
     let admin = admin.clone().with_timeout(Duration::from_secs(30));
     let account = admin.create_account("dev").await?;
     let c = admin.create_credential(account.uin).await?;
-    write_private(&path, &format!("{}\n{}\n", c.secret_id, c.secret_key))?;
+    let text = zeroize::Zeroizing::new(format!("{}\n{}\n", c.secret_id, c.secret_key.expose()));
+    write_private(&path, &text)?;
     println!(
         "created the dev account (Uin {}) and its credential {}",
         account.uin, c.secret_id
     );
-    Ok((c.secret_id, zeroize::Zeroizing::new(c.secret_key)))
+    Ok((
+        c.secret_id,
+        zeroize::Zeroizing::new(c.secret_key.expose().to_string()),
+    ))
 }
 
 /// Runs the dev cluster until SIGINT/SIGTERM.
@@ -294,7 +298,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         secret_key.as_str(),
         first.raft_advertise(),
         first.cluster_id,
-        first.cluster_secret
+        first.cluster_secret.expose()
     ));
     write_private(&env_path, &env)?;
 

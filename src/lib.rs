@@ -1,25 +1,33 @@
 //! raftkms: a Raft-replicated Key Management Service speaking the Tencent Cloud KMS API.
 //!
-//! The crate is organised as the design describes: [`registry`] (pure replicated domain),
-//! [`raft`] (openraft glue over RocksDB), [`api`] (client listener), [`node`] (wiring),
-//! plus the operator tools ([`admin`], [`dev`]).
+//! Layers, lowest first (docs/architecture.md opens with the module map and the import rule):
+//! [`codec`], [`clock`], [`crypto`] → [`registry`] (pure replicated domain) → [`storage`] →
+//! [`raft`] (consensus) → [`transport`] (peer calls) → [`node`] (the node split by concern) →
+//! [`kms`] (the dialect-neutral KMS core) and [`scheduler`] → [`http`] (API dialects and the
+//! internal listener) → [`server`] (the process) → the operator tools ([`admin`], [`client`],
+//! [`dev`], [`drill`], [`bench`]).
 
 pub mod admin;
-pub mod api;
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod drill;
+pub mod http;
+pub mod kms;
 pub mod metrics;
 pub mod node;
 pub mod raft;
 pub mod registry;
 pub mod scheduler;
+pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod transport;
+pub mod wire;
 
 pub use config::NodeConfig;
-pub use node::run;
+pub use server::run;

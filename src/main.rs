@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use raftkms::admin::{cluster_status, render_status, AdminClient};
 use raftkms::config::NodeConfig;
 use raftkms::dev::DevOptions;
-use raftkms::raft::service::JoinRequest;
+use raftkms::wire::JoinRequest;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -272,7 +272,7 @@ async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()>
         CredentialCmd::Create { uin } => {
             let c = client.create_credential(uin).await?;
             println!("SecretId:  {}", c.secret_id);
-            println!("SecretKey: {}", c.secret_key);
+            println!("SecretKey: {}", c.secret_key.expose());
             println!("(the SecretKey is stored only wrapped by the cluster root key and cannot be shown again)");
         }
         CredentialCmd::List => {

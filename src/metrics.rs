@@ -6,7 +6,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::raft::types::RaftMetrics;
 
 /// Every metric the node exports. Cheap to update from any task.
 pub struct Metrics {
@@ -27,6 +26,8 @@ pub struct Metrics {
     pub read_gate_leased: Counter,
     pub read_gate_seconds: Histogram,
     pub stale_reads: Counter,
+    pub scheduler_ticks: Counter,
+    pub scheduler_proposals: Counter,
 }
 
 impl Metrics {
@@ -50,6 +51,8 @@ impl Metrics {
             read_gate_leased: Counter::default(),
             read_gate_seconds: latency(),
             stale_reads: Counter::default(),
+            scheduler_ticks: Counter::default(),
+            scheduler_proposals: Counter::default(),
         };
         m.registry
             .register("raft_term", "Current Raft term", m.term.clone());
@@ -128,21 +131,17 @@ impl Metrics {
             "Reads served from local state without the gate",
             m.stale_reads.clone(),
         );
+        m.registry.register(
+            "scheduler_ticks",
+            "Scheduler rounds run by this node as leader",
+            m.scheduler_ticks.clone(),
+        );
+        m.registry.register(
+            "scheduler_proposals",
+            "Rotations, deletions and expiries the scheduler proposed",
+            m.scheduler_proposals.clone(),
+        );
         m
-    }
-
-    /// Copies openraft's view into the gauges.
-    pub fn observe_raft(&self, m: &RaftMetrics, committed: Option<u64>) {
-        self.term.set(m.current_term as i64);
-        self.leader_id.set(m.current_leader.unwrap_or(0) as i64);
-        self.is_leader
-            .set(i64::from(m.current_leader == Some(m.id)));
-        self.applied_index
-            .set(m.last_applied.map(|l| l.index as i64).unwrap_or(-1));
-        self.last_log_index
-            .set(m.last_log_index.map(|i| i as i64).unwrap_or(-1));
-        self.commit_index
-            .set(committed.map(|i| i as i64).unwrap_or(-1));
     }
 
     /// The Prometheus text exposition.

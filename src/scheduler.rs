@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::node::{now_ms, RunningNode};
+use crate::node::Node;
 use crate::registry::key::{KeyOp, KeyState};
 use crate::registry::replica::Role;
 use crate::registry::{Command, Outcome};
@@ -15,11 +15,11 @@ use crate::registry::{Command, Outcome};
 const MAX_PER_TICK: usize = 64;
 
 /// Runs until the task is aborted at shutdown.
-pub async fn run(node: Arc<RunningNode>) {
-    let interval = Duration::from_millis(node.config.kms.scheduler_interval_ms);
+pub async fn run(node: Arc<Node>) {
+    let interval = Duration::from_millis(node.config().kms.scheduler_interval_ms);
     loop {
         tokio::time::sleep(interval).await;
-        if node.leader().map(|(l, _)| l) != Some(node.id) {
+        if !node.is_leader() {
             continue;
         }
         tick(&node).await;
@@ -36,10 +36,11 @@ struct Due {
     next_version: u32,
 }
 
-async fn tick(node: &RunningNode) {
-    let now = now_ms() / 1000;
+async fn tick(node: &Node) {
+    node.metrics().scheduler_ticks.inc();
+    let now = node.clock().wall_secs();
     let due: Vec<Due> = {
-        let state = node.state.read();
+        let state = node.state().read();
         state
             .registry
             .keys()
@@ -80,7 +81,7 @@ async fn tick(node: &RunningNode) {
         } else if d.expire {
             KeyOp::ExpireMaterial
         } else {
-            match node.new_material(d.algorithm, &d.key_id, d.next_version, d.uin) {
+            match node.keyring().new_material(d.algorithm, &d.key_id, d.next_version, d.uin) {
                 Ok(material) => KeyOp::Rotate {
                     material,
                     manual: false,
@@ -105,7 +106,9 @@ async fn tick(node: &RunningNode) {
             key_ids: vec![d.key_id.clone()],
             op,
         };
-        match node.propose(node.envelope(None, cmd)).await {
+        node.metrics().scheduler_proposals.inc();
+        let writes = node.writes();
+        match writes.propose(writes.envelope(None, cmd)).await {
             Ok(Outcome::Applied { index }) => {
                 tracing::info!(key = %d.key_id, index, "scheduled {what} applied")
             }

@@ -33,7 +33,7 @@ async fn bench_runs_closed_and_open_loop_and_reports_json() {
             let (endpoints, id, key) = (
                 endpoints.join(","),
                 cred.secret_id.clone(),
-                cred.secret_key.clone(),
+                cred.secret_key.expose().to_string(),
             );
             move || {
                 Command::new(bin())

@@ -7,27 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{get, put, TestCluster, SECRET};
+use common::{counter, get, metrics_of, put, TestCluster, SECRET};
 use raftkms::registry::Outcome;
-
-fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
-}
-
-async fn metrics_of(c: &TestCluster, node: u64) -> String {
-    let api = TestCluster::api_addr(c.base_port, node);
-    reqwest::get(format!("http://{api}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 /// (reads answered from the read lease, read-index rounds) on `node`.
 async fn lease_counters(c: &TestCluster, node: u64) -> (f64, f64) {

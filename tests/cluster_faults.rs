@@ -156,7 +156,7 @@ async fn a_cut_off_node_serves_stale_crypto_with_its_lag_and_refuses_the_rest_in
         &TestCluster::api_addr(c.base_port, lonely),
         "ap-guangzhou",
         &cred.secret_id,
-        &cred.secret_key,
+        cred.secret_key.expose(),
     );
     let key = kms.call("CreateKey", json!({"Alias": "dr"})).await.unwrap();
     let key_id = key["KeyId"].as_str().unwrap().to_string();

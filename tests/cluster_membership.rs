@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::{get, put, TestCluster};
 use raftkms::config::{SnapshotConfig, TimingConfig};
-use raftkms::raft::service::JoinRequest;
+use raftkms::wire::JoinRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_catches_up_through_a_snapshot_and_removal_keeps_the_cluster_writable() {

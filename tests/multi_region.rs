@@ -32,7 +32,7 @@ const LAYOUT: [(&str, bool); 6] = [
 async fn credential(c: &TestCluster) -> (String, String) {
     let account = c.admin(1).create_account("multi-region").await.unwrap();
     let cred = c.admin(1).create_credential(account.uin).await.unwrap();
-    (cred.secret_id, cred.secret_key.to_string())
+    (cred.secret_id, cred.secret_key.expose().to_string())
 }
 
 /// A client for node `id` acting in `region`.

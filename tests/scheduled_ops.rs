@@ -23,6 +23,17 @@ fn blob_version(blob_b64: &str) -> u32 {
     raftkms::crypto::blob::parse(&bytes).unwrap().version
 }
 
+/// (scheduler rounds, scheduler proposals) summed over the three nodes.
+async fn scheduler_counters(c: &TestCluster) -> (f64, f64) {
+    let mut sum = (0.0, 0.0);
+    for node in 1..=3 {
+        let text = common::metrics_of(c, node).await;
+        sum.0 += common::counter(&text, "raftkms_scheduler_ticks_total");
+        sum.1 += common::counter(&text, "raftkms_scheduler_proposals_total");
+    }
+    sum
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_rotates_and_deletes_keys_when_due() {
     assert!(
@@ -37,7 +48,7 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
             &TestCluster::api_addr(c.base_port, node),
             "ap-guangzhou",
             &cred.secret_id,
-            &cred.secret_key,
+            cred.secret_key.expose(),
         )
     };
 
@@ -77,8 +88,19 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
         .await
         .unwrap();
 
-    // Nothing is due yet: a scheduler tick passes without changes.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Nothing is due yet: two scheduler rounds run (observed through the leader's counter) and
+    // propose nothing.
+    let ticks_before = scheduler_counters(&c).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = scheduler_counters(&c).await;
+        if now.0 >= ticks_before.0 + 2.0 {
+            assert_eq!(now.1, ticks_before.1, "the scheduler proposed something not yet due");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the scheduler did not run: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let meta = api(&c, 1)
         .call("DescribeKey", json!({"KeyId": doomed}))
         .await
@@ -106,7 +128,7 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
         .await
         .unwrap();
     let material = [7u8; 16];
-    let valid_to = raftkms::node::now_ms() / 1000 + 3 * 86_400;
+    let valid_to = raftkms::clock::Clock::wall_secs(&raftkms::clock::SystemClock) + 3 * 86_400;
     api(&c, 3)
         .call("ImportKeyMaterial", json!({"KeyId": expiring, "ImportToken": p["ImportToken"], "EncryptedKeyMaterial": wrap(p["PublicKey"].as_str().unwrap(), &material), "ValidTo": valid_to}))
         .await

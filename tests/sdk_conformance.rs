@@ -55,7 +55,7 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
             "KMS_ENDPOINTS={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
             endpoints.join(","),
             cred.secret_id,
-            cred.secret_key,
+            cred.secret_key.expose(),
             TestCluster::raft_addr(c.base_port, 1),
             c.cluster_id,
             SECRET

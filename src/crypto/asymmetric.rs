@@ -125,20 +125,13 @@ impl RsaPadding {
     }
 }
 
-/// A freshly generated key pair.
+/// A freshly generated key pair (`Debug` redacts the private half through [`Secret`]).
+#[derive(Debug)]
 pub struct KeyPair {
     /// PKCS#8 DER of the private key.
     pub private_pkcs8: Secret,
     /// SubjectPublicKeyInfo DER of the public key.
     pub public_spki: Vec<u8>,
-}
-
-impl std::fmt::Debug for KeyPair {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPair")
-            .field("public_spki_len", &self.public_spki.len())
-            .finish_non_exhaustive()
-    }
 }
 
 fn enc(_: impl std::fmt::Display) -> CryptoError {

@@ -10,7 +10,7 @@ pub mod secret;
 
 pub use aead::SymmetricAlgorithm;
 pub use root_key::RootKey;
-pub use secret::Secret;
+pub use secret::{Secret, SecretString};
 
 /// Crypto-layer failures. Messages never contain key material or plaintext.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,4 +1,6 @@
-//! A byte buffer for secrets: zeroized on drop, never shown by `Debug`.
+//! The two secret containers: [`Secret`] bytes and [`SecretString`] text. Both are zeroized on
+//! drop and never shown by `Debug`; every other type holding a secret holds one of these and
+//! derives `Debug`, so no hand-written redacting `Debug` is needed anywhere else.
 
 use zeroize::Zeroizing;
 
@@ -38,6 +40,59 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Secret text (the cluster secret, an API secret key): zeroized on drop, `<redacted>` in
+/// `Debug`, serialized as the plain string where a wire or config format needs it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(text: String) -> Self {
+        SecretString(Zeroizing::new(text))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for SecretString {
+    fn from(text: String) -> Self {
+        SecretString::new(text)
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(text: &str) -> Self {
+        SecretString::new(text.to_string())
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl serde::Serialize for SecretString {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SecretString {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(SecretString::new)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -49,5 +104,19 @@ mod tests {
         assert!(!shown.contains("super"), "{shown}");
         assert!(shown.contains("21 bytes"));
         assert_ne!(Secret::random(32).expose(), Secret::random(32).expose());
+    }
+
+    #[test]
+    fn secret_strings_are_redacted_but_serialize_plainly() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Holder {
+            name: String,
+            key: SecretString,
+        }
+        let h: Holder = serde_json::from_str(r#"{"name":"n","key":"hunter2-hunter2"}"#).unwrap();
+        assert_eq!(h.key.expose(), "hunter2-hunter2");
+        let shown = format!("{h:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("<redacted>"), "{shown}");
+        assert!(serde_json::to_string(&h).unwrap().contains("hunter2-hunter2"));
     }
 }

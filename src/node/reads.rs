@@ -3,17 +3,79 @@
 //! read-index requests (docs/architecture.md §6).
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::RaftError;
 
-use super::{ReadPosition, RunningNode};
+use super::leader::LeaderView;
 use crate::config::Consistency;
+use crate::metrics::Metrics;
 use crate::raft::error::ClusterError;
-use crate::raft::network::PeerAuth;
+use crate::raft::log_store::CommitMarker;
+use crate::raft::read_gate::Coalescer;
+use crate::raft::read_lease::ReadLease;
+use crate::raft::state_machine::AppliedState;
 use crate::raft::types::Raft;
+use crate::transport::peer::paths;
+use crate::transport::Peers;
+use crate::wire::ReadPosition;
 
-impl RunningNode {
+type RoundFuture = Pin<Box<dyn Future<Output = Result<u64, ClusterError>> + Send>>;
+
+/// The read gate of one node.
+pub struct Reads {
+    leader: LeaderView,
+    state: AppliedState,
+    committed: Arc<CommitMarker>,
+    peers: Peers,
+    metrics: Arc<Metrics>,
+    /// Rounds this node runs or asks its leader for (per leader lane).
+    gate: Coalescer,
+    /// Rounds this node runs as leader for its followers.
+    leader_gate: Coalescer,
+    /// The read lease this node holds as leader, if any.
+    lease: Arc<ReadLease>,
+    read_timeout_ms: u64,
+}
+
+impl Reads {
+    pub fn new(
+        leader: LeaderView,
+        state: AppliedState,
+        committed: Arc<CommitMarker>,
+        peers: Peers,
+        metrics: Arc<Metrics>,
+        read_lease: Duration,
+        read_timeout_ms: u64,
+    ) -> Self {
+        Reads {
+            leader,
+            state,
+            committed,
+            peers,
+            metrics,
+            gate: Coalescer::default(),
+            leader_gate: Coalescer::default(),
+            lease: Arc::new(ReadLease::new(read_lease)),
+            read_timeout_ms,
+        }
+    }
+
+    fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
+    }
+
+    /// Where a read served now would stand.
+    pub fn position(&self, consistency: Consistency) -> ReadPosition {
+        ReadPosition {
+            consistency,
+            applied_index: self.state.applied_index(),
+            known_commit_index: self.committed.get(),
+        }
+    }
+
     /// The read gate. Linearizable: a quorum-confirmed read index, then wait until applied.
     /// Stale: serve local state at once.
     pub async fn read_barrier(
@@ -24,33 +86,31 @@ impl RunningNode {
         if consistency == Consistency::Linearizable
             && std::env::var("RAFTKMS_PLANT")
                 .is_ok_and(|v| v == "follower-serves-without-read-gate")
-            && self.leader().map(|(l, _)| l) != Some(self.id)
+            && !self.leader.is_leader()
         {
             // PLANTED BUG (jepsen/README.md): a follower answers "linearizable" reads from
             // whatever it has applied, without a read index.
-            return Ok(ReadPosition {
-                consistency,
-                applied_index: self.state.applied_index(),
-                known_commit_index: self.committed.get(),
-            });
+            return Ok(self.position(consistency));
         }
         if consistency == Consistency::Linearizable {
             let started = Instant::now();
             // During an election no node knows a leader for a moment: wait for one (bounded by
             // the read timeout) instead of failing a read that would succeed a few ms later.
-            if self.leader().is_none() {
-                self.wait_for_leader(started + self.read_timeout())
+            if self.leader.leader().is_none() {
+                self.leader
+                    .wait_for_leader(started + self.read_timeout(), self.read_timeout_ms)
                     .await
                     .map_err(|_| ClusterError::ReadIndex("no leader is known".into()))?;
             }
             let index = self.read_index().await?;
             let wait = self.read_timeout().saturating_sub(started.elapsed());
             if self.state.applied_index().is_none_or(|a| a < index) {
-                self.raft
+                self.leader
+                    .raft()
                     .wait(Some(wait))
                     .applied_index_at_least(Some(index), "read gate")
                     .await
-                    .map_err(|_| ClusterError::ReadTimeout(self.config.timing.read_timeout_ms))?;
+                    .map_err(|_| ClusterError::ReadTimeout(self.read_timeout_ms))?;
             }
             self.metrics.read_gate_waits.inc();
             self.metrics
@@ -59,11 +119,7 @@ impl RunningNode {
         } else {
             self.metrics.stale_reads.inc();
         }
-        Ok(ReadPosition {
-            consistency,
-            applied_index: self.state.applied_index(),
-            known_commit_index: self.committed.get(),
-        })
+        Ok(self.position(consistency))
     }
 
     /// Voids every read lease of a term below `term`: called before a vote request reaches
@@ -74,14 +130,10 @@ impl RunningNode {
 
     /// A read index from this node's read lease, if it leads and the lease runs.
     fn leased_read_index(&self) -> Option<u64> {
-        let term = {
-            let m = self.raft.metrics();
-            let m = m.borrow();
-            if m.current_leader != Some(self.id) {
-                return None;
-            }
-            m.current_term
-        };
+        if !self.leader.is_leader() {
+            return None;
+        }
+        let term = self.leader.term();
         let committed = self.committed.get().unwrap_or(0);
         let index = self.lease.read_index(Instant::now(), term, committed)?;
         self.metrics.read_gate_leased.inc();
@@ -89,13 +141,8 @@ impl RunningNode {
     }
 
     /// A confirmation round on the leader that, when it succeeds, renews the read lease.
-    fn leader_round(
-        &self,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<u64, ClusterError>> + Send>>
-           + Send
-           + Sync
-           + 'static {
-        let raft = self.raft.clone();
+    fn leader_round(&self) -> impl Fn() -> RoundFuture + Send + Sync + 'static {
+        let raft = self.leader.raft().clone();
         let timeout = self.read_timeout();
         let lease = self.lease.clone();
         move || {
@@ -116,37 +163,31 @@ impl RunningNode {
         if let Some(index) = self.leased_read_index() {
             return Ok(index);
         }
-        let client = self.client.clone();
-        let auth = self.auth.clone();
-        let id = self.id;
+        let peers = self.peers.clone();
+        let id = self.leader.id();
         let timeout = self.read_timeout();
         let metrics = self.metrics.clone();
         let round = self.leader_round();
-        let leader_of = {
-            let raft = self.raft.clone();
-            move || {
-                let m = raft.metrics();
-                let m = m.borrow();
-                m.current_leader.and_then(|l| {
-                    m.membership_config
-                        .membership()
-                        .get_node(&l)
-                        .map(|n| (l, n.clone()))
-                })
-            }
-        };
-        let lane = leader_of().map(|(l, _)| l).unwrap_or(0);
+        let view = self.leader.clone();
+        let lane = view.leader().map(|(l, _)| l).unwrap_or(0);
         self.gate
             .read_index(lane, move || {
-                let (client, auth, metrics) = (client.clone(), auth.clone(), metrics.clone());
-                let leader = leader_of();
+                let (peers, metrics) = (peers.clone(), metrics.clone());
+                let leader = view.leader();
                 let own_round = round();
                 async move {
                     metrics.read_gate_rounds.inc();
                     match leader {
                         Some((l, _)) if l == id => own_round.await,
                         Some((_, node)) => {
-                            call_read_index(&client, &auth, &node.raft_addr, timeout).await
+                            peers
+                                .call::<(), Result<u64, ClusterError>>(
+                                    &node.raft_addr,
+                                    paths::READ_INDEX,
+                                    &(),
+                                    timeout,
+                                )
+                                .await?
                         }
                         None => Err(ClusterError::ReadIndex("no leader is known".into())),
                     }
@@ -180,21 +221,4 @@ async fn leader_read_index(raft: &Raft, timeout: Duration) -> Result<u64, Cluste
         },
         Ok(Err(RaftError::Fatal(f))) => Err(ClusterError::Stopped(f.to_string())),
     }
-}
-
-async fn call_read_index(
-    client: &reqwest::Client,
-    auth: &PeerAuth,
-    addr: &str,
-    timeout: Duration,
-) -> Result<u64, ClusterError> {
-    crate::raft::service::call_internal::<(), Result<u64, ClusterError>>(
-        client,
-        auth,
-        addr,
-        "/internal/read-index",
-        &(),
-        timeout,
-    )
-    .await?
 }

@@ -29,6 +29,14 @@ pub enum ClusterError {
     AlreadyInitialized,
     #[error("invalid request: {0}")]
     BadRequest(String),
+    // Appended variants (bincode numbers variants in order; a forwarded write's error travels
+    // between nodes, so the order above never changes).
+    #[error("this node cannot seal or open the cluster root key: {0}")]
+    Seal(String),
+    #[error("cannot compute the state digest: {0}")]
+    Digest(String),
+    #[error("cannot encode or decode a message: {0}")]
+    Codec(String),
 }
 
 impl ClusterError {
@@ -39,6 +47,32 @@ impl ClusterError {
             ClusterError::BadRequest(_)
                 | ClusterError::AlreadyInitialized
                 | ClusterError::Membership(_)
+                | ClusterError::Seal(_)
+                | ClusterError::Digest(_)
+                | ClusterError::Codec(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_unseal_key_is_not_retryable_but_a_lost_leader_is() {
+        assert!(!ClusterError::Seal("wrong unseal key".into()).is_retryable());
+        assert!(!ClusterError::Digest("x".into()).is_retryable());
+        assert!(ClusterError::NoLeader(100).is_retryable());
+        assert!(ClusterError::Stopped("core ended".into()).is_retryable());
+    }
+
+    #[test]
+    fn variant_numbers_are_stable_on_the_wire() {
+        // A forwarded write's error crosses nodes of different versions: the first variants keep
+        // their bincode numbers (appending is the only allowed change).
+        let bytes = crate::codec::encode("t", &ClusterError::BadRequest("x".into())).unwrap();
+        let back: ClusterError = crate::codec::decode("t", &bytes).unwrap();
+        assert_eq!(back, ClusterError::BadRequest("x".into()));
+        assert_eq!(bytes[1], 10, "BadRequest is variant 10");
     }
 }

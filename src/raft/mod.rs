@@ -1,11 +1,11 @@
-//! openraft glue: types, RocksDB log store and state machine, snapshots, network, read gate.
+//! Consensus: openraft's type configuration, the RocksDB log store and state machine,
+//! snapshots, the read gate and the leader's read lease. No wire format lives here: the peer
+//! transport is `transport`, the internal HTTP handlers are `http::internal`.
 
 pub mod error;
 pub mod log_store;
-pub mod network;
 pub mod read_gate;
 pub mod read_lease;
-pub mod service;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

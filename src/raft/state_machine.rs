@@ -239,14 +239,25 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// PLANTED BUGS (jepsen/README.md), compiled only with `--features planted-bugs` and chosen at run
 /// time by `RAFTKMS_PLANT`: `apply-reads-wall-clock` stamps the entry with this node's clock
 /// instead of the proposer's; `rotation-applied-only-locally` makes the nodes started with it
-/// skip key rotations (answering as if applied).
+/// skip key rotations (answering as if applied); `forwarded-write-applied-twice` (with its other
+/// half in `node::writes`) hides retried request ids from the registry's idempotency table by
+/// giving every entry an id of its own, derived from its log index. The plants live here, never
+/// in the pure registry.
 #[cfg(feature = "planted-bugs")]
 fn planted(
     mut env: crate::registry::Envelope,
     index: u64,
 ) -> Result<crate::registry::Envelope, Outcome> {
     match std::env::var("RAFTKMS_PLANT").as_deref() {
-        Ok("apply-reads-wall-clock") => env.issued_at_ms = crate::node::now_ms(),
+        Ok("forwarded-write-applied-twice") => {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&index.to_be_bytes());
+            id[8..].copy_from_slice(b"PLANTED!");
+            env.request_id = crate::registry::RequestId(id);
+        }
+        Ok("apply-reads-wall-clock") => {
+            env.issued_at_ms = crate::clock::Clock::wall_ms(&crate::clock::SystemClock)
+        }
         Ok("rotation-applied-only-locally")
             if matches!(
                 &env.command,

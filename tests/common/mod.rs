@@ -12,6 +12,27 @@ use raftkms::config::{NodeConfig, PeerConfig, SnapshotConfig, TimingConfig};
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
 
+/// The value of a Prometheus counter or gauge in a `/metrics` text.
+pub fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+}
+
+/// The `/metrics` text of a node.
+pub async fn metrics_of(c: &TestCluster, node: u64) -> String {
+    let api = TestCluster::api_addr(c.base_port, node);
+    reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_raftkms"))
 }

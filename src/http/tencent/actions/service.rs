@@ -2,17 +2,11 @@
 
 use serde_json::json;
 
-use super::{fields, ApiError, Ctx, Fields};
+use super::{fields, ApiError, Fields, Request};
+use crate::registry::key::KeyUsage;
 
-pub async fn get_service_status(ctx: Ctx) -> Result<Fields, ApiError> {
-    ctx.gate().await?;
-    let used = ctx
-        .node
-        .state
-        .read()
-        .registry
-        .keys()
-        .count(&ctx.region, ctx.uin);
+pub async fn get_service_status(r: &Request<'_>) -> Result<Fields, ApiError> {
+    let quota = r.kms.service_status(&r.scope).await?;
     Ok(fields(json!({
         "ServiceEnabled": true,
         "InvalidType": 1,
@@ -23,8 +17,8 @@ pub async fn get_service_status(ctx: Ctx) -> Result<Fields, ApiError> {
         "ExclusiveVSMEnabled": false,
         "ExclusiveHSMEnabled": false,
         "SubscriptionInfo": "raftkms",
-        "CmkUserCount": used,
-        "CmkLimit": ctx.node.config.kms.cmk_limit,
+        "CmkUserCount": quota.used,
+        "CmkLimit": quota.limit,
         "ExclusiveHSMList": [],
         "IsAllowedDataKeyHosted": false,
         "DataKeyLimit": 0,
@@ -35,15 +29,13 @@ pub async fn get_service_status(ctx: Ctx) -> Result<Fields, ApiError> {
     })))
 }
 
-pub async fn get_regions(ctx: Ctx) -> Result<Fields, ApiError> {
-    Ok(fields(
-        json!({ "Regions": ctx.node.config.served_regions() }),
-    ))
+pub async fn get_regions(r: &Request<'_>) -> Result<Fields, ApiError> {
+    let regions = r.kms.regions(&r.scope).await?;
+    Ok(fields(json!({ "Regions": regions })))
 }
 
-pub async fn list_algorithms(ctx: Ctx) -> Result<Fields, ApiError> {
-    use crate::registry::key::KeyUsage;
-    let alg = ctx.node.config.symmetric_algorithm(&ctx.region);
+pub async fn list_algorithms(r: &Request<'_>) -> Result<Fields, ApiError> {
+    let alg = r.kms.symmetric_algorithm(&r.scope).await?;
     let entry = |u: KeyUsage| json!({ "KeyUsage": u.as_str(), "Algorithm": u.asymmetric_spec().map(|s| s.display_name()).unwrap_or("") });
     let decrypt: Vec<_> = KeyUsage::ALL
         .into_iter()

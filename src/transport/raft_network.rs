@@ -1,6 +1,6 @@
-//! Raft RPC client: append entries, vote and snapshot chunks over HTTP to a peer's internal
-//! listener. One pooled `reqwest` client per node (keep-alive connections are reused); every call
-//! has a timeout; every call presents the cluster secret.
+//! openraft's `RaftNetwork`: append entries, vote and snapshot chunks over HTTP to a peer's
+//! internal listener. One pooled `reqwest` client per node (keep-alive connections are reused);
+//! every call has a timeout; every call presents the cluster secret.
 
 // openraft's error types (dictated by its storage and network traits) are large; they travel
 // on cold paths only.
@@ -15,74 +15,17 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::typ::{
+use super::peer::{paths, PeerAuth, QUORUM_AGE_HEADER};
+use crate::codec;
+use crate::raft::types::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
     InstallSnapshotResponse, RPCError, RaftError, VoteRequest, VoteResponse,
 };
-use super::types::{Node, NodeId, RaftMetrics, TypeConfig};
-use crate::codec;
-
-/// Header carrying the cluster id on internal requests.
-pub const CLUSTER_HEADER: &str = "x-raftkms-cluster";
-
-/// Header on appends: milliseconds since a quorum last acknowledged the sending leader. A
-/// follower dates its leader contact back by this much, so a learner fed by a leader that is
-/// itself cut off from its quorum does not report fresh contact on its stale answers.
-pub const QUORUM_AGE_HEADER: &str = "x-raftkms-quorum-age-ms";
+use crate::raft::types::{Node, NodeId, RaftMetrics, TypeConfig};
 
 /// This node's view of its own Raft metrics, filled in once Raft has started (the network is
 /// built before the Raft instance that owns it).
 pub type MetricsView = Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<RaftMetrics>>>;
-
-/// How a node authenticates to its peers.
-#[derive(Clone)]
-pub struct PeerAuth {
-    pub cluster_id: String,
-    secret: Arc<zeroize::Zeroizing<String>>,
-}
-
-impl PeerAuth {
-    pub fn new(cluster_id: String, secret: String) -> Self {
-        PeerAuth {
-            cluster_id,
-            secret: Arc::new(zeroize::Zeroizing::new(secret)),
-        }
-    }
-
-    /// Adds the secret and cluster id to a request.
-    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req.bearer_auth(self.secret.as_str())
-            .header(CLUSTER_HEADER, &self.cluster_id)
-    }
-
-    /// Constant-time check of a presented secret.
-    pub fn secret_matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        let a = presented.as_bytes();
-        let b = self.secret.as_bytes();
-        a.len() == b.len() && bool::from(a.ct_eq(b))
-    }
-}
-
-impl std::fmt::Debug for PeerAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PeerAuth")
-            .field("cluster_id", &self.cluster_id)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
-}
-
-/// Builds the pooled HTTP client used for every internal call.
-pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(8)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
 
 /// Creates per-peer clients for openraft.
 #[derive(Clone)]
@@ -226,8 +169,8 @@ impl PeerClient {
 /// The fields of a snapshot chunk other than its data.
 #[derive(Serialize, serde::Deserialize)]
 struct ChunkHeader {
-    vote: super::types::Vote,
-    meta: super::types::SnapshotMeta,
+    vote: crate::raft::types::Vote,
+    meta: crate::raft::types::SnapshotMeta,
     offset: u64,
     done: bool,
 }
@@ -283,7 +226,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse, RPCError> {
         let age = self.quorum_age_ms();
         let body = encode_rpc(&rpc)?;
-        self.send("/raft/append", body, option.hard_ttl(), age)
+        self.send(paths::RAFT_APPEND, body, option.hard_ttl(), age)
             .await
     }
 
@@ -293,7 +236,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse, RPCError<InstallSnapshotError>> {
         let body = encode_snapshot_chunk(&rpc)?;
-        self.send("/raft/snapshot", body, option.hard_ttl(), None)
+        self.send(paths::RAFT_SNAPSHOT, body, option.hard_ttl(), None)
             .await
     }
 
@@ -302,7 +245,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest,
         option: RPCOption,
     ) -> Result<VoteResponse, RPCError> {
-        self.call("/raft/vote", &rpc, option.hard_ttl()).await
+        self.call(paths::RAFT_VOTE, &rpc, option.hard_ttl()).await
     }
 }
 

@@ -1,0 +1,88 @@
+//! The Tencent actions: each parses its parameters into a typed request of the KMS core, calls
+//! one core operation and renders the typed result as the action's response fields. `dispatch`
+//! maps the action name to its adapter in one `match` (docs/api.md links each action here).
+
+mod asymmetric;
+mod crypto;
+mod import;
+mod keys;
+mod lifecycle;
+mod replica;
+mod service;
+
+use serde_json::{Map, Value};
+
+use super::error_code::ApiError;
+use super::Request;
+
+/// An action's response fields (without `RequestId`).
+pub type Fields = Map<String, Value>;
+
+/// Runs `action`. Unknown names are `InvalidAction`.
+pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError> {
+    match action {
+        "CreateKey" => keys::create_key(r).await,
+        "DescribeKey" => keys::describe_key(r).await,
+        "DescribeKeys" => keys::describe_keys(r).await,
+        "ListKeys" => keys::list_keys(r).await,
+        "ListKeyDetail" => keys::list_key_detail(r).await,
+        "UpdateAlias" => keys::update_alias(r).await,
+        "UpdateKeyDescription" => keys::update_key_description(r).await,
+        "EnableKey" => lifecycle::enable_key(r).await,
+        "DisableKey" => lifecycle::disable_key(r).await,
+        "EnableKeys" => lifecycle::enable_keys(r).await,
+        "DisableKeys" => lifecycle::disable_keys(r).await,
+        "EnableKeyRotation" => lifecycle::enable_key_rotation(r).await,
+        "DisableKeyRotation" => lifecycle::disable_key_rotation(r).await,
+        "GetKeyRotationStatus" => lifecycle::get_key_rotation_status(r).await,
+        "RotateKey" => lifecycle::rotate_key(r).await,
+        "ScheduleKeyDeletion" => lifecycle::schedule_key_deletion(r).await,
+        "CancelKeyDeletion" => lifecycle::cancel_key_deletion(r).await,
+        "ArchiveKey" => lifecycle::archive_key(r).await,
+        "CancelKeyArchive" => lifecycle::cancel_key_archive(r).await,
+        "Encrypt" => crypto::encrypt(r).await,
+        "Decrypt" => crypto::decrypt(r).await,
+        "ReEncrypt" => crypto::re_encrypt(r).await,
+        "GenerateDataKey" => crypto::generate_data_key(r).await,
+        "GenerateRandom" => crypto::generate_random(r).await,
+        "GetPublicKey" => asymmetric::get_public_key(r).await,
+        "AsymmetricRsaDecrypt" => asymmetric::asymmetric_rsa_decrypt(r).await,
+        "AsymmetricSm2Decrypt" => asymmetric::asymmetric_sm2_decrypt(r).await,
+        "SignByAsymmetricKey" => asymmetric::sign_by_asymmetric_key(r).await,
+        "VerifyByAsymmetricKey" => asymmetric::verify_by_asymmetric_key(r).await,
+        "GetParametersForImport" => import::get_parameters_for_import(r).await,
+        "ImportKeyMaterial" => import::import_key_material(r).await,
+        "DeleteImportedKeyMaterial" => import::delete_imported_key_material(r).await,
+        "GetServiceStatus" => service::get_service_status(r).await,
+        "GetRegions" => service::get_regions(r).await,
+        "ListAlgorithms" => service::list_algorithms(r).await,
+        "ReplicateKey" => replica::replicate_key(r).await,
+        other => Err(ApiError::new(
+            "InvalidAction",
+            format!("action `{other}` is not supported by raftkms (see docs/api.md)"),
+        )),
+    }
+}
+
+/// Builds a field map from a `json!` object.
+fn fields(v: Value) -> Fields {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// At most this many KeyIds in one request.
+const MAX_IDS: usize = 100;
+
+/// `KeyIds`: 1 to [`MAX_IDS`] ids.
+fn key_ids(r: &Request<'_>) -> Result<Vec<String>, ApiError> {
+    let ids = r.params.str_list("KeyIds")?;
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(ApiError::invalid(
+            "KeyIds",
+            format!("must list 1 to {MAX_IDS} KeyIds"),
+        ));
+    }
+    Ok(ids)
+}

@@ -1,0 +1,185 @@
+//! Everything before a Tencent action runs, in phases: the cheap header checks, the TC3
+//! signature (credential looked up and unwrapped by the core), the request's scope (read gate,
+//! region), and the parameters.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, Method, Uri};
+use serde_json::{Map, Value};
+
+use super::error_code::ApiError;
+use super::params::Params;
+use super::{query, tc3, Request, MAX_BODY, VERSION};
+use crate::config::Consistency;
+use crate::kms::{Caller, Kms};
+use crate::wire::CONSISTENCY_HEADER;
+
+/// How long a client may take to send its request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much of an oversized body is still read, so the client receives the error envelope
+/// instead of a broken connection.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Authenticates a request and parses its parameters.
+pub async fn request<'a>(
+    kms: &'a Kms,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request<'a>, ApiError> {
+    check_action_and_version(headers)?;
+    let (auth, timestamp) = authorization(kms, headers)?;
+    let consistency = consistency(kms, headers)?;
+    // The body is read only after the cheap header checks, and within a deadline, so neither an
+    // unsigned request nor a slow sender ties up a node for long.
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                "InvalidParameter",
+                "the request body did not arrive within 30 s",
+            )
+        })??;
+    let query = uri.query().unwrap_or("");
+    let caller = verify(kms, method, query, headers, &body, &auth, timestamp, consistency).await?;
+    let region = header_str(headers, "x-tc-region");
+    let scope = kms.open_scope(caller, region, consistency).await?;
+    let params = parameters(method, query, &body)?;
+    Ok(Request { kms, scope, params })
+}
+
+/// `X-TC-Action` is present and `X-TC-Version`, if given, is the one served.
+fn check_action_and_version(headers: &HeaderMap) -> Result<(), ApiError> {
+    if header_str(headers, "x-tc-action").is_none_or(|a| a.is_empty()) {
+        return Err(ApiError::new(
+            "InvalidAction",
+            "the X-TC-Action header is missing",
+        ));
+    }
+    match header_str(headers, "x-tc-version") {
+        Some(v) if v != VERSION => Err(ApiError::new(
+            "NoSuchVersion",
+            format!("API version `{v}` is not served; use {VERSION}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The parsed `Authorization` header and a timestamp within the allowed skew of this node's
+/// clock.
+fn authorization(kms: &Kms, headers: &HeaderMap) -> Result<(tc3::Authorization, i64), ApiError> {
+    let authz = header_str(headers, "authorization").ok_or_else(|| {
+        ApiError::new(
+            "AuthFailure.InvalidAuthorization",
+            "the Authorization header is missing",
+        )
+    })?;
+    let auth = tc3::parse_authorization(&authz)?;
+    let timestamp: i64 = header_str(headers, "x-tc-timestamp")
+        .ok_or_else(|| ApiError::missing("X-TC-Timestamp"))?
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::invalid("X-TC-Timestamp", "must be Unix seconds"))?;
+    if (kms.now_secs() as i64).abs_diff(timestamp) > tc3::MAX_SKEW_SECS as u64 {
+        return Err(tc3::Tc3Error::Expired.into());
+    }
+    Ok((auth, timestamp))
+}
+
+/// The consistency the request chose (`X-Raftkms-Consistency`), or the node's default.
+fn consistency(kms: &Kms, headers: &HeaderMap) -> Result<Consistency, ApiError> {
+    match header_str(headers, CONSISTENCY_HEADER).as_deref() {
+        None => Ok(kms.default_consistency()),
+        Some("linearizable") => Ok(Consistency::Linearizable),
+        Some("stale") => Ok(Consistency::Stale),
+        Some(other) => Err(ApiError::invalid(
+            CONSISTENCY_HEADER,
+            format!("`{other}` is not linearizable or stale"),
+        )),
+    }
+}
+
+/// Reads the body, keeping at most `MAX_BODY` bytes.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                "InvalidParameter",
+                format!("cannot read the request body: {e}"),
+            )
+        })?;
+        total += chunk.len();
+        if total <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if total > DRAIN_LIMIT {
+            break;
+        }
+    }
+    if total > MAX_BODY {
+        return Err(ApiError::new(
+            "RequestSizeLimitExceeded",
+            format!("the request body exceeds {MAX_BODY} bytes"),
+        ));
+    }
+    Ok(kept.into())
+}
+
+/// Checks the TC3 signature with the credential's secret key; the caller it names.
+#[allow(clippy::too_many_arguments)]
+async fn verify(
+    kms: &Kms,
+    method: &Method,
+    query: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    auth: &tc3::Authorization,
+    timestamp: i64,
+    consistency: Consistency,
+) -> Result<Caller, ApiError> {
+    let (uin, secret) = kms.credential(&auth.secret_id, consistency).await?;
+    let header_of = |name: &str| header_str(headers, name);
+    let signed = tc3::SignedRequest {
+        method: method.as_str(),
+        query: if *method == Method::GET { query } else { "" },
+        header: &header_of,
+        body,
+        timestamp,
+        unsigned_payload: header_str(headers, "x-tc-content-sha256").as_deref()
+            == Some("UNSIGNED-PAYLOAD"),
+    };
+    tc3::verify_signature(auth, &signed, secret.expose())?;
+    Ok(Caller {
+        uin,
+        credential_id: auth.secret_id.clone(),
+    })
+}
+
+/// The action's parameters: the query string (GET) or the JSON body object (POST).
+fn parameters(method: &Method, query: &str, body: &[u8]) -> Result<Params, ApiError> {
+    if *method == Method::GET {
+        return Ok(Params(query::unflatten(query)?));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Params(Map::new()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(Params(m)),
+        _ => Err(ApiError::new(
+            "InvalidParameter",
+            "the request body is not a JSON object",
+        )),
+    }
+}

@@ -1,0 +1,105 @@
+//! The Tencent Cloud KMS API 3.0 dialect (`POST /` with TC3 signatures, and the query-string
+//! form on `GET /`): authentication, parameters, the `{"Response": …}` envelope and the error
+//! codes, over the dialect-neutral KMS core. Each action's adapter is in [`actions`].
+
+pub mod actions;
+mod authenticate;
+mod envelope;
+pub mod error_code;
+pub mod params;
+mod query;
+pub mod tc3;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+use axum::response::Response;
+
+use crate::config::Consistency;
+use crate::kms::{Kms, Scope};
+use crate::wire;
+use error_code::ApiError;
+use params::Params;
+
+/// Largest accepted request body.
+pub const MAX_BODY: usize = 1 << 20;
+/// The only API version served.
+pub const VERSION: &str = "2019-01-18";
+
+/// One authenticated request, ready for its action.
+pub struct Request<'a> {
+    pub kms: &'a Kms,
+    pub scope: Scope,
+    pub params: Params,
+}
+
+/// `POST /` and `GET /`: authenticate, run the action, answer in the envelope.
+pub async fn serve(
+    State(kms): State<Arc<Kms>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let action = headers
+        .get("x-tc-action")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let request = authenticate::request(&kms, &method, &uri, &headers, body).await;
+    let (result, scope) = match request {
+        Ok(req) => (actions::dispatch(&action, &req).await, Some(req.scope)),
+        Err(e) => (Err(e), None),
+    };
+    match result {
+        Ok(fields) => {
+            let mut resp = envelope::success(fields, &request_id);
+            if scope.is_some_and(|s| s.consistency == Consistency::Stale) {
+                stale_headers(&kms, resp.headers_mut());
+            }
+            resp
+        }
+        Err(e) => {
+            refused(&kms, &action, &request_id, scope.as_ref(), &e);
+            envelope::error(&e, &request_id)
+        }
+    }
+}
+
+/// A stale answer says how far behind it may be.
+fn stale_headers(kms: &Kms, h: &mut HeaderMap) {
+    let node = kms.node();
+    h.insert(
+        wire::CONSISTENCY_HEADER,
+        HeaderValue::from_static("stale"),
+    );
+    for (name, value) in [
+        (wire::APPLIED_INDEX_HEADER, node.state().applied_index()),
+        (wire::COMMIT_INDEX_HEADER, node.reads().position(Consistency::Stale).known_commit_index),
+        (
+            wire::LEADER_CONTACT_HEADER,
+            node.health().millis_since_leader_contact(),
+        ),
+    ] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v.to_string()).ok()) {
+            h.insert(name, v);
+        }
+    }
+}
+
+/// Where a refused request ends: its log line (with the internal detail, never sent to the
+/// client) and, if the core did not record it, its audit record.
+fn refused(kms: &Kms, action: &str, request_id: &str, scope: Option<&Scope>, e: &ApiError) {
+    match &e.detail {
+        Some(detail) => {
+            tracing::warn!(action, code = e.code, request_id, error = %detail, "request failed on this node")
+        }
+        None => tracing::debug!(action, code = e.code, request_id, "request refused"),
+    }
+    if !scope.is_some_and(Scope::audited) {
+        kms.audit_refused(scope.map(|s| &s.caller), action, e.code);
+    }
+}

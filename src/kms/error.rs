@@ -1,0 +1,149 @@
+//! The KMS core's one error type: what went wrong, in domain terms. Each API dialect maps it to
+//! its own codes once (the Tencent table is `http::tencent::error_code`).
+
+use crate::crypto::CryptoError;
+use crate::raft::error::ClusterError;
+use crate::registry::key::{KeyState, KeyUsage};
+use crate::registry::RegistryError;
+
+use super::authorize::Refusal;
+
+/// Why an operation of the KMS core failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KmsError {
+    /// A request value the core checks against state (e.g. an algorithm that does not fit the
+    /// key).
+    #[error("invalid value for `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("key {0} does not exist in this region")]
+    KeyNotFound(String),
+    #[error("key {0} is disabled")]
+    KeyDisabled(String),
+    #[error("key {0} is archived")]
+    KeyArchived(String),
+    /// The key's state does not allow the operation (`what` names it).
+    #[error("key {key_id} is {} and cannot {what}", state.as_str())]
+    KeyState {
+        key_id: String,
+        state: KeyState,
+        what: &'static str,
+    },
+    #[error("the imported material of key {key_id} expired at {valid_to}")]
+    MaterialExpired { key_id: String, valid_to: u64 },
+    #[error("the key has no material")]
+    NoMaterial,
+    /// The key's usage does not allow the operation.
+    #[error("key {key_id} has usage {} and cannot {what}", usage.as_str())]
+    WrongUsage {
+        key_id: String,
+        usage: KeyUsage,
+        what: &'static str,
+    },
+    /// A feature raftkms does not offer.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A ciphertext that is malformed, tampered with, of another key, or of an unknown version.
+    #[error("{0}")]
+    InvalidCiphertext(&'static str),
+    #[error("the ciphertext could not be decrypted with this key")]
+    DecryptFailed,
+    #[error("signing failed")]
+    SignFailed,
+    #[error("verification could not run")]
+    VerifyFailed,
+    /// Imported material that the import parameters do not unwrap (or of the wrong length).
+    #[error("{0}")]
+    MaterialUnwrap(String),
+    #[error("SecretId {0} does not exist")]
+    UnknownCredential(String),
+    #[error("region `{0}` is not served by this cluster")]
+    UnsupportedRegion(String),
+    #[error("destination region `{region}` is not served by this cluster (served: {served})")]
+    UnsupportedDestination { region: String, served: String },
+    #[error("access denied: {0}")]
+    Denied(Refusal),
+    /// The registry refused the command (deterministically, on every replica).
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The cluster could not serve the request (no leader, timeout, …).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// A cryptographic failure of this node (not of the caller's ciphertext).
+    #[error(transparent)]
+    Crypto(CryptoError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<CryptoError> for KmsError {
+    fn from(e: CryptoError) -> Self {
+        match e {
+            CryptoError::Authentication | CryptoError::Malformed(_) | CryptoError::Version(_) => {
+                KmsError::InvalidCiphertext(
+                    "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext",
+                )
+            }
+            other => KmsError::Crypto(other),
+        }
+    }
+}
+
+impl KmsError {
+    /// A short, stable name of the error's kind, for audit records and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KmsError::Invalid { .. } => "invalid",
+            KmsError::KeyNotFound(_) => "key-not-found",
+            KmsError::KeyDisabled(_) => "key-disabled",
+            KmsError::KeyArchived(_) => "key-archived",
+            KmsError::KeyState { .. } | KmsError::MaterialExpired { .. } | KmsError::NoMaterial => {
+                "key-state"
+            }
+            KmsError::WrongUsage { .. } | KmsError::Unsupported(_) => "unsupported",
+            KmsError::InvalidCiphertext(_) => "invalid-ciphertext",
+            KmsError::DecryptFailed => "decrypt-failed",
+            KmsError::SignFailed => "sign-failed",
+            KmsError::VerifyFailed => "verify-failed",
+            KmsError::MaterialUnwrap(_) => "material-unwrap",
+            KmsError::UnknownCredential(_) => "unknown-credential",
+            KmsError::UnsupportedRegion(_) | KmsError::UnsupportedDestination { .. } => {
+                "unsupported-region"
+            }
+            KmsError::Denied(_) => "denied",
+            KmsError::Registry(_) => "refused",
+            KmsError::Cluster(_) => "unavailable",
+            KmsError::Crypto(_) => "crypto",
+            KmsError::Internal(_) => "internal",
+        }
+    }
+
+    /// Whether the failure lies with this node or the cluster rather than with the request, so
+    /// its details belong in the node's log.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            KmsError::Cluster(_) | KmsError::Crypto(_) | KmsError::Internal(_)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ciphertext_faults_are_not_node_faults() {
+        for e in [
+            CryptoError::Authentication,
+            CryptoError::Malformed("short"),
+            CryptoError::Version(9),
+        ] {
+            let k = KmsError::from(e);
+            assert_eq!(k.kind(), "invalid-ciphertext");
+            assert!(!k.is_internal());
+        }
+        let k = KmsError::from(CryptoError::WrongUnsealKey);
+        assert!(k.is_internal() && k.kind() == "crypto");
+        assert!(KmsError::from(ClusterError::NoLeader(5)).is_internal());
+    }
+}

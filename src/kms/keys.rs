@@ -1,0 +1,319 @@
+//! Creating, describing, listing and renaming keys.
+
+use super::{one_key, Action, Kms, KmsError, Page, Resource, Scope};
+use crate::crypto::asymmetric::AsymmetricSpec;
+use crate::registry::key::{KeyOp, KeyRecord, KeyState, KeyUsage, Origin};
+use crate::registry::replica::{Replicas, Role};
+use crate::registry::Command;
+
+/// A new key.
+#[derive(Clone, Debug)]
+pub struct CreateKey {
+    pub alias: String,
+    pub description: String,
+    pub usage: KeyUsage,
+    pub origin: Origin,
+    pub tags: Vec<(String, String)>,
+}
+
+/// A key as created.
+#[derive(Clone, Debug)]
+pub struct CreatedKey {
+    pub key_id: String,
+    pub alias: String,
+    pub description: String,
+    pub created_at: u64,
+    pub state: KeyState,
+    pub usage: KeyUsage,
+    pub tagged: bool,
+}
+
+/// How a key takes part in multi-region replication.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replication {
+    Single,
+    Primary,
+    Replica { primary_region: String },
+}
+
+/// A key with its replication role.
+#[derive(Clone, Debug)]
+pub struct KeyDescription {
+    pub key: KeyRecord,
+    pub replication: Replication,
+}
+
+/// Which keys a detailed listing returns.
+#[derive(Clone, Debug, Default)]
+pub struct KeyFilter {
+    pub offset: usize,
+    pub limit: usize,
+    /// Keys the caller created (0) or was granted (1; raftkms has no grants: always empty).
+    pub granted: bool,
+    pub newest_last: bool,
+    pub state: Option<KeyState>,
+    pub alias_or_id_contains: String,
+    pub origin: Option<Origin>,
+    pub usage: Option<KeyUsage>,
+    /// Each (tag key, accepted values; empty = any value) must match.
+    pub tags: Vec<(String, Vec<String>)>,
+}
+
+fn describe(k: &KeyRecord, replicas: &Replicas) -> KeyDescription {
+    let replication = match replicas.role(&k.region, k.owner_uin, &k.key_id) {
+        Role::Single => Replication::Single,
+        Role::Primary(_) => Replication::Primary,
+        Role::Replica(set) => Replication::Replica {
+            primary_region: set.primary_region.clone(),
+        },
+    };
+    KeyDescription {
+        key: k.clone(),
+        replication,
+    }
+}
+
+impl Kms {
+    /// Creates a key in the request's region: material (or a key pair) generated and wrapped on
+    /// this node, the record replicated with it.
+    pub async fn create_key(&self, scope: &Scope, req: CreateKey) -> Result<CreatedKey, KmsError> {
+        let resource = Resource::Account {
+            region: scope.region.clone(),
+        };
+        self.run(scope, Action::CreateKey, resource, self.create_key_op(scope, req))
+            .await
+    }
+
+    async fn create_key_op(&self, scope: &Scope, req: CreateKey) -> Result<CreatedKey, KmsError> {
+        if req.origin == Origin::External && req.usage != KeyUsage::EncryptDecrypt {
+            return Err(KmsError::Unsupported(
+                "only ENCRYPT_DECRYPT keys can have imported (EXTERNAL) material".into(),
+            ));
+        }
+        let algorithm = self.node.config().symmetric_algorithm(&scope.region);
+        let key_id = uuid::Uuid::new_v4().to_string();
+        let now = self.now_secs();
+        let uin = scope.caller.uin;
+        let (versions, public_key) = match (req.origin, req.usage.asymmetric_spec()) {
+            (Origin::External, _) => (Vec::new(), Vec::new()),
+            (Origin::TencentKms, None) => (
+                vec![self.node.keyring().new_material(algorithm, &key_id, 1, uin)?],
+                Vec::new(),
+            ),
+            (Origin::TencentKms, Some(spec)) => {
+                let (material, public) = self.new_key_pair(spec, &key_id, uin).await?;
+                (vec![material], public)
+            }
+        };
+        let state = if req.origin == Origin::External {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        };
+        let record = KeyRecord {
+            key_id: key_id.clone(),
+            region: scope.region.clone(),
+            owner_uin: uin,
+            alias: req.alias.clone(),
+            description: req.description.clone(),
+            usage: req.usage,
+            algorithm,
+            public_key,
+            origin: req.origin,
+            state,
+            created_at: now,
+            deletion_date: 0,
+            rotation_enabled: false,
+            rotate_days: 0,
+            last_rotate_time: 0,
+            next_rotate_time: 0,
+            last_manual_rotate: 0,
+            tags: req.tags.clone(),
+            versions,
+            import: None,
+            material_valid_to: 0,
+            material_fingerprint: Vec::new(),
+        };
+        self.propose(Command::CreateKey {
+            key: Box::new(record),
+            cmk_limit: self.node.config().kms.cmk_limit,
+        })
+        .await?;
+        Ok(CreatedKey {
+            key_id,
+            alias: req.alias,
+            description: req.description,
+            created_at: now,
+            state,
+            usage: req.usage,
+            tagged: !req.tags.is_empty(),
+        })
+    }
+
+    /// Generates a key pair off the async workers (RSA generation takes up to seconds).
+    async fn new_key_pair(
+        &self,
+        spec: AsymmetricSpec,
+        key_id: &str,
+        uin: u64,
+    ) -> Result<(crate::registry::key::MaterialVersion, Vec<u8>), KmsError> {
+        let node = self.node.clone();
+        let kid = key_id.to_string();
+        let pair = tokio::task::spawn_blocking(move || node.keyring().new_key_pair(spec, &kid, uin))
+            .await
+            .map_err(|e| KmsError::Internal(e.to_string()))??;
+        Ok(pair)
+    }
+
+    /// One key of the caller.
+    pub async fn describe_key(&self, scope: &Scope, key_id: &str) -> Result<KeyDescription, KmsError> {
+        self.run(scope, Action::DescribeKey, one_key(scope, key_id), async {
+            self.gate(scope).await?;
+            let k = self.key(scope, key_id)?;
+            let state = self.node.state().read();
+            Ok(describe(&k, state.registry.replicas()))
+        })
+        .await
+    }
+
+    /// The caller's keys among `key_ids` (unknown ids are left out).
+    pub async fn describe_keys(
+        &self,
+        scope: &Scope,
+        key_ids: Vec<String>,
+    ) -> Result<Vec<KeyDescription>, KmsError> {
+        let resource = Resource::Keys {
+            region: scope.region.clone(),
+            key_ids: key_ids.clone(),
+        };
+        self.run(scope, Action::DescribeKey, resource, async {
+            self.gate(scope).await?;
+            let state = self.node.state().read();
+            Ok(key_ids
+                .iter()
+                .filter_map(|id| state.registry.keys().get(&scope.region, scope.caller.uin, id))
+                .map(|k| describe(k, state.registry.replicas()))
+                .collect())
+        })
+        .await
+    }
+
+    /// Ids of the caller's usable keys (enabled, disabled or pending import), oldest first.
+    pub async fn list_keys(
+        &self,
+        scope: &Scope,
+        offset: usize,
+        limit: usize,
+        granted: bool,
+    ) -> Result<Page<String>, KmsError> {
+        let resource = Resource::Account {
+            region: scope.region.clone(),
+        };
+        self.run(scope, Action::ListKeys, resource, async {
+            self.gate(scope).await?;
+            let state = self.node.state().read();
+            let keys: Vec<&KeyRecord> = if granted {
+                Vec::new()
+            } else {
+                state
+                    .registry
+                    .keys()
+                    .list(&scope.region, scope.caller.uin)
+                    .into_iter()
+                    .filter(|k| {
+                        matches!(
+                            k.state,
+                            KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport
+                        )
+                    })
+                    .collect()
+            };
+            let items = keys
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|k| k.key_id.clone())
+                .collect();
+            Ok(Page {
+                items,
+                total: keys.len(),
+            })
+        })
+        .await
+    }
+
+    /// The caller's keys that pass `filter`, described.
+    pub async fn list_key_details(
+        &self,
+        scope: &Scope,
+        filter: KeyFilter,
+    ) -> Result<Page<KeyDescription>, KmsError> {
+        let resource = Resource::Account {
+            region: scope.region.clone(),
+        };
+        self.run(scope, Action::ListKeys, resource, async {
+            self.gate(scope).await?;
+            let state = self.node.state().read();
+            let mut keys: Vec<&KeyRecord> = if filter.granted {
+                Vec::new()
+            } else {
+                state.registry.keys().list(&scope.region, scope.caller.uin)
+            };
+            keys.retain(|k| matches_filter(k, &filter));
+            if filter.newest_last {
+                keys.reverse();
+            }
+            let items = keys
+                .iter()
+                .skip(filter.offset)
+                .take(filter.limit)
+                .map(|k| describe(k, state.registry.replicas()))
+                .collect();
+            Ok(Page {
+                items,
+                total: keys.len(),
+            })
+        })
+        .await
+    }
+
+    /// Gives a key a new alias.
+    pub async fn update_alias(&self, scope: &Scope, key_id: String, alias: String) -> Result<(), KmsError> {
+        let resource = one_key(scope, &key_id);
+        self.run(scope, Action::UpdateAlias, resource, async {
+            self.propose_key_op(scope, vec![key_id], KeyOp::UpdateAlias { alias })
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    /// Gives a key a new description.
+    pub async fn update_description(
+        &self,
+        scope: &Scope,
+        key_id: String,
+        description: String,
+    ) -> Result<(), KmsError> {
+        let resource = one_key(scope, &key_id);
+        self.run(scope, Action::UpdateDescription, resource, async {
+            let op = KeyOp::UpdateDescription { description };
+            self.propose_key_op(scope, vec![key_id], op).await.map(|_| ())
+        })
+        .await
+    }
+}
+
+fn matches_filter(k: &KeyRecord, f: &KeyFilter) -> bool {
+    f.state.is_none_or(|s| k.state == s)
+        && f.origin.is_none_or(|o| k.origin == o)
+        && f.usage.is_none_or(|u| k.usage == u)
+        && (f.alias_or_id_contains.is_empty()
+            || k.alias.contains(&f.alias_or_id_contains)
+            || k.key_id.contains(&f.alias_or_id_contains))
+        && f.tags.iter().all(|(tk, tv)| {
+            k.tags
+                .iter()
+                .any(|(k2, v2)| k2 == tk && (tv.is_empty() || tv.contains(v2)))
+        })
+}

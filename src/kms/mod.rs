@@ -1,0 +1,274 @@
+//! The KMS core: typed operations on keys (create, describe, rotate, encrypt, sign, import, …)
+//! that know no HTTP, JSON or dialect field names. An API dialect (`http::tencent` today)
+//! authenticates the caller, parses its parameters into the typed requests of this module,
+//! calls one operation and renders the typed result.
+//!
+//! Every operation passes two seams: [`Authorizer`] before anything is read or proposed, and
+//! [`AuditSink`] with one record when it ends, refused or not. The consistency of a request's
+//! reads is a field of its [`Scope`].
+
+pub mod asymmetric;
+pub mod audit;
+pub mod authorize;
+pub mod crypto;
+pub mod error;
+pub mod import;
+pub mod keys;
+pub mod lifecycle;
+pub mod replica;
+pub mod service;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub use audit::{AuditRecord, AuditSink, LogAudit};
+pub use authorize::{AccountScope, Action, Authorizer, Caller, Refusal, Resource};
+pub use error::KmsError;
+
+use crate::config::Consistency;
+use crate::crypto::Secret;
+use crate::node::Node;
+use crate::registry::key::{KeyOp, KeyRecord};
+use crate::registry::{Command, Outcome};
+
+/// The scope of one authenticated request: who, in which region, how consistent its reads are.
+#[derive(Debug)]
+pub struct Scope {
+    pub caller: Caller,
+    pub region: String,
+    pub consistency: Consistency,
+    /// Whether the read gate already ran for this request (a linearizable request passes it once,
+    /// when its scope is opened).
+    gated: bool,
+    /// Whether an operation of the core has written this request's audit record.
+    audited: AtomicBool,
+}
+
+impl Scope {
+    /// Whether the core has recorded this request in the audit trail (if not, the dialect
+    /// records its refusal when the request ends).
+    pub fn audited(&self) -> bool {
+        self.audited.load(Ordering::Relaxed)
+    }
+}
+
+/// A page of a listing: the items asked for and how many there are in all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: usize,
+}
+
+/// The KMS core of one node.
+pub struct Kms {
+    node: Arc<Node>,
+    authorizer: Arc<dyn Authorizer>,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl Kms {
+    /// The core with today's seams: account-scoped authorization, audit records in the log.
+    pub fn new(node: Arc<Node>) -> Self {
+        Kms::with_seams(node, Arc::new(AccountScope), Arc::new(LogAudit))
+    }
+
+    /// The core with the given authorizer and audit sink.
+    pub fn with_seams(
+        node: Arc<Node>,
+        authorizer: Arc<dyn Authorizer>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        Kms {
+            node,
+            authorizer,
+            audit,
+        }
+    }
+
+    /// The node this core serves from (health, metrics and positions for the dialects).
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// The consistency of requests that do not choose one.
+    pub fn default_consistency(&self) -> Consistency {
+        self.node.config().default_consistency
+    }
+
+    /// The current wall-clock time in seconds.
+    pub fn now_secs(&self) -> u64 {
+        self.node.clock().wall_secs()
+    }
+
+    /// Finds an API credential and unwraps its secret key, for a dialect to check a signature
+    /// with. A credential this node has not applied yet (created a moment ago through another
+    /// node) is looked for again after the read gate.
+    pub async fn credential(
+        &self,
+        secret_id: &str,
+        consistency: Consistency,
+    ) -> Result<(u64, Secret), KmsError> {
+        let credential = match self.lookup_credential(secret_id) {
+            Some(c) => c,
+            None => {
+                self.node.reads().read_barrier(consistency).await?;
+                self.lookup_credential(secret_id)
+                    .ok_or_else(|| KmsError::UnknownCredential(secret_id.to_string()))?
+            }
+        };
+        let secret = self.node.keyring().credential_secret(&credential)?;
+        Ok((credential.uin, secret))
+    }
+
+    fn lookup_credential(&self, secret_id: &str) -> Option<crate::registry::account::Credential> {
+        self.node
+            .state()
+            .read()
+            .registry
+            .accounts()
+            .credential(secret_id)
+            .cloned()
+    }
+
+    /// Opens the scope of a request whose signature the dialect has verified. Linearizable
+    /// requests pass the read gate here, before anything is read or proposed, and the credential
+    /// is checked again against the caught-up state: a credential whose revocation was
+    /// acknowledged anywhere is refused even if this node had not applied it yet. (Stale requests
+    /// are answered from local state by definition, revocations included.) `region` defaults to
+    /// the node's own and must be served by the cluster.
+    pub async fn open_scope(
+        &self,
+        caller: Caller,
+        region: Option<String>,
+        consistency: Consistency,
+    ) -> Result<Scope, KmsError> {
+        let gated = consistency == Consistency::Linearizable;
+        if gated {
+            self.node.reads().read_barrier(consistency).await?;
+            if self
+                .lookup_credential(&caller.credential_id)
+                .is_none_or(|c| c.uin != caller.uin)
+            {
+                return Err(KmsError::UnknownCredential(caller.credential_id));
+            }
+        }
+        let config = self.node.config();
+        let region = region
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| config.region.clone());
+        if !config.served_regions().contains(&region) {
+            return Err(KmsError::UnsupportedRegion(region));
+        }
+        Ok(Scope {
+            caller,
+            region,
+            consistency,
+            gated,
+            audited: AtomicBool::new(false),
+        })
+    }
+
+    /// Records a request that a dialect refused before it reached the core (bad signature,
+    /// unknown credential, unknown action …).
+    pub fn audit_refused(&self, caller: Option<&Caller>, action: &str, code: &str) {
+        self.audit.record(&AuditRecord {
+            at_ms: self.node.clock().wall_ms(),
+            caller: caller.cloned(),
+            action: action.to_string(),
+            resource: None,
+            refused: Some(code.to_string()),
+        });
+    }
+
+    /// Runs one operation: authorize, then the operation, then one audit record.
+    async fn run<T>(
+        &self,
+        scope: &Scope,
+        action: Action,
+        resource: Resource,
+        operation: impl Future<Output = Result<T, KmsError>>,
+    ) -> Result<T, KmsError> {
+        let result = match self.authorizer.authorize(&scope.caller, action, &resource) {
+            Ok(()) => operation.await,
+            Err(refusal) => Err(KmsError::Denied(refusal)),
+        };
+        scope.audited.store(true, Ordering::Relaxed);
+        self.audit.record(&AuditRecord::of_operation(
+            self.node.clock().wall_ms(),
+            &scope.caller,
+            action,
+            &resource,
+            result.as_ref().map(|_| ()),
+        ));
+        result
+    }
+
+    /// The read gate for reads and crypto (linearizable unless the request chose stale).
+    async fn gate(&self, scope: &Scope) -> Result<(), KmsError> {
+        if !scope.gated {
+            self.node.reads().read_barrier(scope.consistency).await?;
+        }
+        Ok(())
+    }
+
+    /// A key of the caller in the request's region, from applied state.
+    fn key(&self, scope: &Scope, key_id: &str) -> Result<KeyRecord, KmsError> {
+        self.node
+            .state()
+            .read()
+            .registry
+            .keys()
+            .get(&scope.region, scope.caller.uin, key_id)
+            .cloned()
+            .ok_or_else(|| KmsError::KeyNotFound(key_id.to_string()))
+    }
+
+    /// Proposes a command; returns the proposer's time (seconds) stamped on it.
+    async fn propose(&self, command: Command) -> Result<u64, KmsError> {
+        let writes = self.node.writes();
+        let env = writes.envelope(None, command);
+        let at = env.issued_at_ms / 1000;
+        match writes.propose(env).await? {
+            Outcome::Applied { .. } => Ok(at),
+            Outcome::Rejected(e) => Err(e.into()),
+            Outcome::NoCommand => Err(KmsError::Internal("the command produced no outcome".into())),
+        }
+    }
+
+    /// Proposes one lifecycle operation on keys of the caller in the request's region; returns
+    /// the proposer's time stamped on it.
+    async fn propose_key_op(
+        &self,
+        scope: &Scope,
+        key_ids: Vec<String>,
+        op: KeyOp,
+    ) -> Result<u64, KmsError> {
+        self.propose(Command::KeyOp {
+            region: scope.region.clone(),
+            uin: scope.caller.uin,
+            key_ids,
+            op,
+        })
+        .await
+    }
+
+    /// Unwraps one material version of a key.
+    fn material(&self, key: &KeyRecord, version: u32) -> Result<Secret, KmsError> {
+        let v = key.version(version).ok_or(KmsError::InvalidCiphertext(
+            "the ciphertext names an unknown key version",
+        ))?;
+        Ok(self
+            .node
+            .keyring()
+            .unwrap_material(&key.key_id, version, key.owner_uin, &v.wrapped)?)
+    }
+}
+
+/// The resource of operations on one key.
+fn one_key(scope: &Scope, key_id: &str) -> Resource {
+    Resource::Keys {
+        region: scope.region.clone(),
+        key_ids: vec![key_id.to_string()],
+    }
+}

@@ -1,0 +1,51 @@
+//! The service itself: quota use, served regions, algorithms.
+
+use super::{Action, Kms, KmsError, Resource, Scope};
+use crate::crypto::SymmetricAlgorithm;
+
+/// The caller's key quota in the request's region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub used: usize,
+    pub limit: usize,
+}
+
+impl Kms {
+    /// How many keys the caller has in the request's region, and may have.
+    pub async fn service_status(&self, scope: &Scope) -> Result<Quota, KmsError> {
+        let resource = Resource::Account {
+            region: scope.region.clone(),
+        };
+        self.run(scope, Action::GetServiceStatus, resource, async {
+            self.gate(scope).await?;
+            let used = self
+                .node
+                .state()
+                .read()
+                .registry
+                .keys()
+                .count(&scope.region, scope.caller.uin);
+            Ok(Quota {
+                used,
+                limit: self.node.config().kms.cmk_limit as usize,
+            })
+        })
+        .await
+    }
+
+    /// The regions this cluster serves.
+    pub async fn regions(&self, scope: &Scope) -> Result<Vec<String>, KmsError> {
+        self.run(scope, Action::ListRegions, Resource::Service, async {
+            Ok(self.node.config().served_regions())
+        })
+        .await
+    }
+
+    /// The symmetric algorithm of keys in the request's region.
+    pub async fn symmetric_algorithm(&self, scope: &Scope) -> Result<SymmetricAlgorithm, KmsError> {
+        self.run(scope, Action::ListAlgorithms, Resource::Service, async {
+            Ok(self.node.config().symmetric_algorithm(&scope.region))
+        })
+        .await
+    }
+}

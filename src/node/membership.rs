@@ -1,0 +1,191 @@
+//! Membership: initializing a cluster, adding a node (learner first, promoted once caught up)
+//! and removing one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::ChangeMembers;
+
+use super::leader::LeaderView;
+use crate::config::PeerConfig;
+use crate::raft::error::ClusterError;
+use crate::raft::types::{self, NodeId};
+use crate::transport::Peers;
+use crate::wire::{self, JoinRequest};
+
+/// How long a learner added through another node may take to catch up.
+const REMOTE_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Membership changes of the cluster, run on the leader.
+pub struct Membership {
+    leader: LeaderView,
+    peers: Peers,
+}
+
+impl Membership {
+    pub fn new(leader: LeaderView, peers: Peers) -> Self {
+        Membership { leader, peers }
+    }
+
+    /// Makes the configured voters the first members of a new cluster.
+    pub async fn initialize_voters(&self, configured: &[PeerConfig]) -> Result<(), ClusterError> {
+        if configured.is_empty() {
+            return Err(ClusterError::BadRequest(
+                "this node's config lists no peers to initialize with".into(),
+            ));
+        }
+        let voters: BTreeMap<NodeId, types::Node> = configured
+            .iter()
+            .filter(|p| p.voter)
+            .map(|p| (p.id, node_of(p)))
+            .collect();
+        match self.leader.raft().initialize(voters).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(ClusterError::AlreadyInitialized)
+            }
+            Err(RaftError::APIError(e)) => Err(ClusterError::Membership(e.to_string())),
+            Err(RaftError::Fatal(f)) => Err(ClusterError::Stopped(f.to_string())),
+        }
+    }
+
+    /// Adds the configured learners once a leader exists (through the leader's admin endpoint
+    /// when another node leads).
+    pub async fn add_learners(
+        &self,
+        configured: &[PeerConfig],
+        deadline: Instant,
+        waited_ms: u64,
+    ) -> Result<(), ClusterError> {
+        for p in configured.iter().filter(|p| !p.voter) {
+            let (leader, node) = self.leader.wait_for_leader(deadline, waited_ms).await?;
+            if leader == self.leader.id() {
+                self.join(p.id, node_of(p), false).await?;
+                continue;
+            }
+            let req = JoinRequest {
+                id: p.id,
+                raft_addr: p.raft_addr.clone(),
+                api_addr: p.api_addr.clone(),
+                region: p.region.clone(),
+                voter: false,
+            };
+            let reply = self
+                .peers
+                .post_json(&node.raft_addr, wire::paths::JOIN, &req, REMOTE_JOIN_TIMEOUT)
+                .await?;
+            if !(200..300).contains(&reply.status) {
+                return Err(ClusterError::Membership(format!(
+                    "adding learner {}: {}",
+                    p.id,
+                    String::from_utf8_lossy(&reply.body)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a node as a learner, waits until it has replicated everything the leader had when
+    /// it was added (through a snapshot if the log was compacted), then (for voters) promotes it.
+    pub async fn join(&self, id: NodeId, node: types::Node, voter: bool) -> Result<(), ClusterError> {
+        let added = self
+            .leader
+            .raft()
+            .add_learner(id, node, false)
+            .await
+            .map_err(membership_err)?;
+        // openraft's own "blocking" add considers a learner caught up once it lags by less than
+        // `replication_lag_threshold` entries, which can be before it has received anything.
+        // Promotion must wait for real data, so wait until it has matched the add itself.
+        self.wait_until_matched(id, added.log_id.index).await?;
+        tracing::info!(node = id, "new node has caught up");
+        if voter {
+            self.leader
+                .raft()
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(membership_err)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until node `id` has replicated up to `target`, reporting progress every 5 s; fails
+    /// if this node stops leading meanwhile.
+    async fn wait_until_matched(&self, id: NodeId, target: u64) -> Result<(), ClusterError> {
+        let mut rx = self.leader.raft().metrics();
+        let mut last_report = Instant::now();
+        loop {
+            let matched = {
+                let m = rx.borrow_and_update();
+                if m.current_leader != Some(self.leader.id()) {
+                    return Err(ClusterError::NotLeader {
+                        leader: m.current_leader,
+                    });
+                }
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned())
+                    .flatten()
+                    .map(|l| l.index)
+            };
+            if matched.is_some_and(|i| i >= target) {
+                return Ok(());
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                tracing::info!(node = id, matched = ?matched, target, "waiting for the new node to catch up");
+                last_report = Instant::now();
+            }
+            // Wake on every metrics change; re-check at least every second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
+        }
+    }
+
+    /// Removes a voter or learner from the cluster.
+    pub async fn remove(&self, id: NodeId) -> Result<(), ClusterError> {
+        let is_voter = {
+            let m = self.leader.raft().metrics();
+            let m = m.borrow();
+            let is_voter = m
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == id);
+            is_voter
+        };
+        let ids = BTreeSet::from([id]);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        self.leader
+            .raft()
+            .change_membership(change, false)
+            .await
+            .map_err(membership_err)?;
+        Ok(())
+    }
+}
+
+fn node_of(p: &PeerConfig) -> types::Node {
+    types::Node {
+        raft_addr: p.raft_addr.clone(),
+        api_addr: p.api_addr.clone(),
+        region: p.region.clone(),
+    }
+}
+
+/// Maps openraft's membership errors by their type: a change sent to a non-leader is
+/// `NotLeader` (retryable elsewhere), a refused change is `Membership`.
+fn membership_err(e: RaftError<NodeId, ClientWriteError<NodeId, types::Node>>) -> ClusterError {
+    match e {
+        RaftError::Fatal(f) => ClusterError::Stopped(f.to_string()),
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ClusterError::NotLeader {
+            leader: f.leader_id,
+        },
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+            ClusterError::Membership(e.to_string())
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! One running node, split by concern: [`Writes`] (propose, forwarding, request ids), [`Reads`]
+//! (read gate and lease), [`Membership`], [`Health`] (readiness, status, metrics) and
+//! [`Keyring`] (root key and wrapping). [`Node`] owns one of each and the Raft core; the HTTP
+//! layer and the KMS core use the parts, not the wiring.
+
+mod contact;
+mod health;
+mod keyring;
+mod leader;
+mod membership;
+mod reads;
+mod writes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::SnapshotPolicy;
+
+pub use contact::LeaderContact;
+pub use health::Health;
+pub use keyring::Keyring;
+pub use leader::LeaderView;
+pub use membership::Membership;
+pub use reads::Reads;
+pub use writes::Writes;
+
+use crate::clock::SharedClock;
+use crate::config::NodeConfig;
+use crate::crypto::root_key::UnsealKey;
+use crate::metrics::Metrics;
+use crate::raft::error::ClusterError;
+use crate::raft::log_store::LogStore;
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::state_machine::{AppliedState, StateMachine};
+use crate::raft::types::{NodeId, Raft};
+use crate::storage::{self, Identity};
+use crate::transport::raft_network::{MetricsView, Network};
+use crate::transport::{http_client, PeerAuth, Peers};
+
+/// Start-up failures, each with a message an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] storage::StoreError),
+    #[error("invalid Raft timing: {0}")]
+    RaftConfig(String),
+    #[error("cannot start Raft: {0}")]
+    Raft(String),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+    #[error("cannot listen on {addr} ({field}): {error}")]
+    Bind {
+        field: &'static str,
+        addr: String,
+        error: std::io::Error,
+    },
+    #[error("the Raft core stopped: {0}; the node exits instead of running without it")]
+    RaftStopped(String),
+}
+
+/// A started node: the Raft core and the parts request handlers use.
+pub struct Node {
+    id: NodeId,
+    config: NodeConfig,
+    raft: Raft,
+    state: AppliedState,
+    clock: SharedClock,
+    metrics: Arc<Metrics>,
+    db: Arc<rocksdb::DB>,
+    peers: Peers,
+    leader: LeaderView,
+    writes: Writes,
+    reads: Reads,
+    membership: Membership,
+    health: Health,
+    keyring: Keyring,
+    contact: Arc<LeaderContact>,
+}
+
+impl Node {
+    /// Opens storage and starts the Raft core (no listener yet).
+    pub async fn start(config: NodeConfig, clock: SharedClock) -> Result<Arc<Node>, StartError> {
+        let unseal = UnsealKey::load_or_create(&config.unseal_key_file())?;
+        let identity = Identity {
+            cluster_id: config.cluster_id.clone(),
+            node_id: config.node_id,
+        };
+        let db = storage::open(&config.data_dir, &identity)?;
+        let metrics = Arc::new(Metrics::new());
+        let log_store = LogStore::new(db.clone(), metrics.clone())?;
+        let committed = log_store.commit_marker();
+        let initial_commit = committed.get();
+        let snapshots = SnapshotDir::new(&config.data_dir)?;
+        let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
+        let state = sm.applied_state();
+
+        let t = &config.timing;
+        let peers = Peers {
+            client: http_client(Duration::from_millis(t.rpc_timeout_ms)),
+            auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
+        };
+        let raft_metrics = MetricsView::default();
+        let network = Network::new(peers.client.clone(), peers.auth.clone(), raft_metrics.clone());
+        let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
+        let _ = raft_metrics.set(raft.metrics());
+
+        let leader = LeaderView::new(config.node_id, raft.clone());
+        let contact = Arc::new(LeaderContact::new(leader.clone(), clock.clone()));
+        let writes = Writes::new(
+            leader.clone(),
+            peers.clone(),
+            metrics.clone(),
+            clock.clone(),
+            t.write_timeout_ms,
+            t.heartbeat_ms,
+        );
+        let reads = Reads::new(
+            leader.clone(),
+            state.clone(),
+            committed.clone(),
+            peers.clone(),
+            metrics.clone(),
+            Duration::from_millis(t.read_lease_ms),
+            t.read_timeout_ms,
+        );
+        let health = Health {
+            leader: leader.clone(),
+            contact: contact.clone(),
+            state: state.clone(),
+            committed,
+            metrics: metrics.clone(),
+            initial_commit,
+            default_consistency: config.default_consistency,
+            election_max_ms: t.election_max_ms,
+            region: config.region.clone(),
+        };
+        Ok(Arc::new(Node {
+            id: config.node_id,
+            membership: Membership::new(leader.clone(), peers.clone()),
+            peers,
+            leader,
+            keyring: Keyring::new(unseal, state.clone(), clock.clone()),
+            config,
+            raft,
+            state,
+            clock,
+            metrics,
+            db,
+            writes,
+            reads,
+            health,
+            contact,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// The Raft core, for the Raft RPC handlers.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// The applied registry.
+    pub fn state(&self) -> &AppliedState {
+        &self.state
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// The node's Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn writes(&self) -> &Writes {
+        &self.writes
+    }
+
+    pub fn reads(&self) -> &Reads {
+        &self.reads
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    /// The record of leader contact, fed by accepted appends.
+    pub fn leader_contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
+    /// Whether this node leads now.
+    pub fn is_leader(&self) -> bool {
+        self.leader.is_leader()
+    }
+
+    /// The leader this node knows, with its address.
+    pub fn leader(&self) -> Option<(NodeId, crate::raft::types::Node)> {
+        self.leader.leader()
+    }
+
+    /// The pooled client and credentials for calls to peers.
+    pub fn peers(&self) -> &Peers {
+        &self.peers
+    }
+
+    /// Whether the node can serve (see [`Health::is_ready`]).
+    pub fn is_ready(&self) -> bool {
+        self.health.is_ready(&self.keyring)
+    }
+
+    /// This node's view of the cluster.
+    pub fn status(&self) -> crate::wire::NodeStatus {
+        self.health.status(&self.keyring)
+    }
+
+    /// Initializes a new cluster with the configured peers as its first members: the voters at
+    /// once, then the root key, then any learners once a leader exists.
+    pub async fn initialize(&self) -> Result<(), ClusterError> {
+        self.membership.initialize_voters(&self.config.peers).await?;
+        self.keyring.ensure_root_key(&self.writes).await?;
+        let timeout_ms = self.config.timing.write_timeout_ms * 4;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        self.membership
+            .add_learners(&self.config.peers, deadline, timeout_ms)
+            .await
+    }
+
+    /// Watches the Raft core: keeps the metrics in step, logs leader changes, and resolves with
+    /// the reason once the core has stopped (a fatal storage error, for example).
+    pub async fn watch_raft(self: Arc<Self>) -> String {
+        let mut rx = self.raft.metrics();
+        let mut last_leader = None;
+        loop {
+            let (leader, term, fatal) = {
+                let m = rx.borrow_and_update();
+                self.health.observe(&m);
+                let fatal = m.running_state.as_ref().err().map(|f| f.to_string());
+                (m.current_leader, m.current_term, fatal)
+            };
+            if leader != last_leader {
+                tracing::info!(leader = ?leader, term, "leader changed");
+                last_leader = leader;
+            }
+            if let Some(f) = fatal {
+                return f;
+            }
+            if rx.changed().await.is_err() {
+                return "the Raft core ended".into();
+            }
+        }
+    }
+
+    /// Stops the Raft core and syncs the WAL.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        if let Err(e) = self.db.flush_wal(true) {
+            tracing::warn!(error = %e, "final WAL flush");
+        }
+    }
+}
+
+/// openraft's configuration from the node's timing and snapshot settings.
+fn raft_config(config: &NodeConfig) -> Result<Arc<openraft::Config>, StartError> {
+    let t = &config.timing;
+    let raft_config = openraft::Config {
+        cluster_name: config.cluster_id.clone(),
+        heartbeat_interval: t.heartbeat_ms,
+        election_timeout_min: t.election_min_ms,
+        election_timeout_max: t.election_max_ms,
+        // Per snapshot chunk, and the last one waits for the install: at a million entries that is
+        // seconds of verifying and writing on the receiver.
+        install_snapshot_timeout: t.rpc_timeout_ms.max(30_000),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot.logs_since_last),
+        max_in_snapshot_log_to_keep: config.snapshot.max_logs_to_keep,
+        snapshot_max_chunk_size: config.snapshot.chunk_bytes,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::RaftConfig(e.to_string()))?;
+    Ok(Arc::new(raft_config))
+}

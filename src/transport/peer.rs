@@ -1,0 +1,142 @@
+//! How a node talks to its peers outside openraft's own RPCs: the cluster secret it presents,
+//! the pooled HTTP client, and binary calls to a peer's internal endpoints (forwarded writes,
+//! read indexes) and JSON calls to its admin endpoints.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::crypto::SecretString;
+use crate::raft::error::ClusterError;
+
+/// Header carrying the cluster id on internal requests.
+pub const CLUSTER_HEADER: &str = "x-raftkms-cluster";
+
+/// Header on appends: milliseconds since a quorum last acknowledged the sending leader. A
+/// follower dates its leader contact back by this much, so a learner fed by a leader that is
+/// itself cut off from its quorum does not report fresh contact on its stale answers.
+pub const QUORUM_AGE_HEADER: &str = "x-raftkms-quorum-age-ms";
+
+/// Paths of the internal listener's binary endpoints, shared by client and server.
+pub mod paths {
+    pub const RAFT_APPEND: &str = "/raft/append";
+    pub const RAFT_VOTE: &str = "/raft/vote";
+    pub const RAFT_SNAPSHOT: &str = "/raft/snapshot";
+    pub const FORWARD_WRITE: &str = "/internal/write";
+    pub const READ_INDEX: &str = "/internal/read-index";
+}
+
+/// How a node authenticates to its peers.
+#[derive(Clone, Debug)]
+pub struct PeerAuth {
+    pub cluster_id: String,
+    secret: Arc<SecretString>,
+}
+
+impl PeerAuth {
+    pub fn new(cluster_id: String, secret: SecretString) -> Self {
+        PeerAuth {
+            cluster_id,
+            secret: Arc::new(secret),
+        }
+    }
+
+    /// Adds the secret and cluster id to a request.
+    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        req.bearer_auth(self.secret.expose())
+            .header(CLUSTER_HEADER, &self.cluster_id)
+    }
+
+    /// Constant-time check of a presented secret.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let a = presented.as_bytes();
+        let b = self.secret.expose().as_bytes();
+        a.len() == b.len() && bool::from(a.ct_eq(b))
+    }
+}
+
+/// Builds the pooled HTTP client used for every internal call.
+pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(8)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// The pooled client and credentials of one node, for calls to its peers.
+#[derive(Clone, Debug)]
+pub struct Peers {
+    pub client: reqwest::Client,
+    pub auth: PeerAuth,
+}
+
+/// A JSON answer of a peer's admin endpoint, passed through as it came.
+pub struct JsonReply {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl Peers {
+    /// Calls a binary internal endpoint on a peer.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, ClusterError> {
+        let body = codec::encode("internal request", req)
+            .map_err(|e| ClusterError::Forward(e.to_string()))?;
+        let resp = self
+            .auth
+            .apply(self.client.post(format!("http://{addr}{path}")))
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        if !status.is_success() {
+            return Err(ClusterError::Forward(format!(
+                "{addr} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        codec::decode("internal reply", &bytes).map_err(|e| ClusterError::Forward(e.to_string()))
+    }
+
+    /// Posts a JSON body to a peer's admin endpoint and returns its answer unchanged.
+    pub async fn post_json<T: Serialize>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<JsonReply, ClusterError> {
+        let resp = self
+            .auth
+            .apply(self.client.post(format!("http://{addr}{path}")))
+            .timeout(timeout)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        Ok(JsonReply { status, body })
+    }
+}

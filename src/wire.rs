@@ -1,0 +1,162 @@
+//! The JSON and header vocabulary shared by the server, the CLI and the clients: the admin
+//! endpoints' request and reply bodies, and the `X-Raftkms-*` headers. Plain data, no behaviour.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Consistency;
+use crate::crypto::SecretString;
+use crate::raft::types::{self, NodeId};
+use crate::registry::Outcome;
+
+/// Header that picks a read's consistency (`linearizable` or `stale`).
+pub const CONSISTENCY_HEADER: &str = "x-raftkms-consistency";
+/// Header carrying a caller-chosen idempotency id (a UUID) for writes.
+pub const REQUEST_ID_HEADER: &str = "x-raftkms-request-id";
+/// Headers of a stale answer: how far behind it may be.
+pub const APPLIED_INDEX_HEADER: &str = "x-raftkms-applied-index";
+pub const COMMIT_INDEX_HEADER: &str = "x-raftkms-commit-index";
+pub const LEADER_CONTACT_HEADER: &str = "x-raftkms-leader-contact-ms";
+
+/// Admin endpoint paths on the internal listener.
+pub mod paths {
+    pub const INIT: &str = "/admin/init";
+    pub const JOIN: &str = "/admin/join";
+    pub const REMOVE: &str = "/admin/remove";
+    pub const STATUS: &str = "/admin/status";
+    pub const DIGEST: &str = "/admin/digest";
+    pub const RECORDS: &str = "/admin/records";
+    pub const ACCOUNTS: &str = "/admin/accounts";
+    pub const CREDENTIALS: &str = "/admin/credentials";
+}
+
+/// Where a read was served from, reported with every answer.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadPosition {
+    pub consistency: Consistency,
+    /// Last log index applied locally when the read was served.
+    pub applied_index: Option<u64>,
+    /// Highest commit index this node knew of.
+    pub known_commit_index: Option<u64>,
+}
+
+/// JSON error body of the admin endpoints.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdminError {
+    pub error: String,
+    pub retryable: bool,
+}
+
+/// Body of `POST /admin/join`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub api_addr: String,
+    pub region: String,
+    #[serde(default = "yes")]
+    pub voter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Body of `POST /admin/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RemoveRequest {
+    pub id: NodeId,
+}
+
+/// One node's view of the cluster, as `GET /admin/status` returns it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub region: String,
+    pub state: String,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    pub nodes: BTreeMap<NodeId, types::Node>,
+    pub ready: bool,
+    pub millis_since_quorum_ack: Option<u64>,
+}
+
+/// Applied position and state digest, for convergence checks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DigestReply {
+    pub applied_index: Option<u64>,
+    pub digest: String,
+    pub records: usize,
+}
+
+/// Reply to a record write.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WriteReply {
+    pub outcome: Outcome,
+}
+
+/// Body of `POST /admin/records`: many UTF-8 records in one command.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PutManyRequest {
+    pub records: BTreeMap<String, String>,
+}
+
+/// Reply to a record read: the value (UTF-8, lossy) and where it was read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadReply {
+    pub name: String,
+    pub value: Option<String>,
+    pub position: ReadPosition,
+}
+
+/// Body of `POST /admin/accounts`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateAccountRequest {
+    pub name: String,
+}
+
+/// Body of `POST /admin/credentials`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateCredentialRequest {
+    pub uin: u64,
+}
+
+/// A new credential: the only time the secret key is shown.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NewCredential {
+    pub uin: u64,
+    pub secret_id: String,
+    pub secret_key: SecretString,
+}
+
+/// A credential as listed (no secret).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CredentialInfo {
+    pub uin: u64,
+    pub secret_id: String,
+    pub created_at: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_credential_never_shows_its_secret_in_debug() {
+        let c = NewCredential {
+            uin: 7,
+            secret_id: "AKIDx".into(),
+            secret_key: SecretString::from("very-secret-key"),
+        };
+        let shown = format!("{c:?}");
+        assert!(shown.contains("AKIDx") && !shown.contains("very-secret-key"), "{shown}");
+    }
+}
