@@ -91,6 +91,43 @@ impl Default for TimingConfig {
     }
 }
 
+impl TimingConfig {
+    /// Heartbeat < election-min < election-max; the read lease below election-max; timeouts set.
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_ms == 0 {
+            return Err(field("timing.heartbeat-ms", "must be greater than 0"));
+        }
+        if self.election_min_ms <= self.heartbeat_ms {
+            return Err(field(
+                "timing.election-min-ms",
+                "must be greater than heartbeat-ms",
+            ));
+        }
+        if self.election_max_ms <= self.election_min_ms {
+            return Err(field(
+                "timing.election-max-ms",
+                "must be greater than election-min-ms",
+            ));
+        }
+        if self.read_lease_ms >= self.election_max_ms {
+            return Err(field(
+                "timing.read-lease-ms",
+                "must be smaller than election-max-ms (the followers' lease), e.g. half of it; 0 disables read leases",
+            ));
+        }
+        for (name, v) in [
+            ("timing.write-timeout-ms", self.write_timeout_ms),
+            ("timing.read-timeout-ms", self.read_timeout_ms),
+            ("timing.rpc-timeout-ms", self.rpc_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(field(name, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Snapshot and log-compaction thresholds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -254,6 +291,16 @@ impl NodeConfig {
 
     /// Checks everything serde cannot: ranges, addresses and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_identity()?;
+        self.validate_listeners()?;
+        self.timing.validate()?;
+        self.validate_snapshot_and_kms()?;
+        self.validate_regions()?;
+        self.validate_peers()
+    }
+
+    /// node-id, cluster-id, cluster-secret, region, data-dir.
+    fn validate_identity(&self) -> Result<(), ConfigError> {
         if self.node_id == 0 {
             return Err(field("node-id", "must be greater than 0"));
         }
@@ -269,6 +316,11 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(field("data-dir", "must not be empty"));
         }
+        Ok(())
+    }
+
+    /// Both listen addresses parse and differ.
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
         for (name, addr) in [
             ("api-listen", &self.api_listen),
             ("raft-listen", &self.raft_listen),
@@ -283,37 +335,11 @@ impl NodeConfig {
         if self.api_listen == self.raft_listen {
             return Err(field("raft-listen", "must differ from api-listen"));
         }
-        let t = &self.timing;
-        if t.heartbeat_ms == 0 {
-            return Err(field("timing.heartbeat-ms", "must be greater than 0"));
-        }
-        if t.election_min_ms <= t.heartbeat_ms {
-            return Err(field(
-                "timing.election-min-ms",
-                "must be greater than heartbeat-ms",
-            ));
-        }
-        if t.election_max_ms <= t.election_min_ms {
-            return Err(field(
-                "timing.election-max-ms",
-                "must be greater than election-min-ms",
-            ));
-        }
-        if t.read_lease_ms >= t.election_max_ms {
-            return Err(field(
-                "timing.read-lease-ms",
-                "must be smaller than election-max-ms (the followers' lease), e.g. half of it; 0 disables read leases",
-            ));
-        }
-        for (name, v) in [
-            ("timing.write-timeout-ms", t.write_timeout_ms),
-            ("timing.read-timeout-ms", t.read_timeout_ms),
-            ("timing.rpc-timeout-ms", t.rpc_timeout_ms),
-        ] {
-            if v == 0 {
-                return Err(field(name, "must be greater than 0"));
-            }
-        }
+        Ok(())
+    }
+
+    /// The snapshot and KMS sections.
+    fn validate_snapshot_and_kms(&self) -> Result<(), ConfigError> {
         if self.snapshot.logs_since_last == 0 {
             return Err(field("snapshot.logs-since-last", "must be greater than 0"));
         }
@@ -332,6 +358,11 @@ impl NodeConfig {
         if self.kms.scheduler_interval_ms == 0 {
             return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
         }
+        Ok(())
+    }
+
+    /// Every `[[regions]]` entry has a name and a known algorithm.
+    fn validate_regions(&self) -> Result<(), ConfigError> {
         for (i, r) in self.regions.iter().enumerate() {
             if r.name.trim().is_empty() {
                 return Err(field(format!("regions[{i}].name"), "must not be empty"));
@@ -345,6 +376,11 @@ impl NodeConfig {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Peers have unique ids and addresses; a non-empty list names this node and a voter.
+    fn validate_peers(&self) -> Result<(), ConfigError> {
         let mut ids = std::collections::BTreeSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             if p.id == 0 {
@@ -356,14 +392,14 @@ impl NodeConfig {
                     format!("duplicate id {}", p.id),
                 ));
             }
-            if p.raft_addr.is_empty() {
-                return Err(field(format!("peers[{i}].raft-addr"), "must not be empty"));
-            }
-            if p.api_addr.is_empty() {
-                return Err(field(format!("peers[{i}].api-addr"), "must not be empty"));
-            }
-            if p.region.is_empty() {
-                return Err(field(format!("peers[{i}].region"), "must not be empty"));
+            for (name, value) in [
+                ("raft-addr", &p.raft_addr),
+                ("api-addr", &p.api_addr),
+                ("region", &p.region),
+            ] {
+                if value.is_empty() {
+                    return Err(field(format!("peers[{i}].{name}"), "must not be empty"));
+                }
             }
         }
         if !self.peers.is_empty() {

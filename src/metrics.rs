@@ -54,93 +54,38 @@ impl Metrics {
             scheduler_ticks: Counter::default(),
             scheduler_proposals: Counter::default(),
         };
-        m.registry
-            .register("raft_term", "Current Raft term", m.term.clone());
-        m.registry.register(
-            "raft_leader_id",
-            "Node id of the known leader (0 = none)",
-            m.leader_id.clone(),
-        );
-        m.registry.register(
-            "raft_is_leader",
-            "1 when this node is the leader",
-            m.is_leader.clone(),
-        );
-        m.registry.register(
-            "raft_commit_index",
-            "Highest log index known committed",
-            m.commit_index.clone(),
-        );
-        m.registry.register(
-            "raft_applied_index",
-            "Highest log index applied to the registry",
-            m.applied_index.clone(),
-        );
-        m.registry.register(
-            "raft_last_log_index",
-            "Highest log index in the local log",
-            m.last_log_index.clone(),
-        );
-        m.registry.register(
-            "log_append_seconds",
-            "Log append latency, from the write until the WAL fsync that covers it",
-            m.append_seconds.clone(),
-        );
-        m.registry.register(
-            "log_fsync_batch_appends",
-            "Appends made durable by one WAL fsync (group commit)",
-            m.append_batch_size.clone(),
-        );
-        m.registry.register(
-            "apply_seconds",
-            "Latency of applying one batch of entries",
-            m.apply_seconds.clone(),
-        );
-        m.registry.register(
-            "forwarded_writes",
-            "Writes this node forwarded to the leader",
-            m.forwarded_writes.clone(),
-        );
-        m.registry.register(
-            "forward_failures",
-            "Forwarded writes that failed in transport",
-            m.forward_failures.clone(),
-        );
-        m.registry.register(
-            "read_gate_waits",
-            "Linearizable reads that passed the read gate",
-            m.read_gate_waits.clone(),
-        );
-        m.registry.register(
-            "read_gate_rounds",
-            "Read-index confirmations (shared by concurrent reads)",
-            m.read_gate_rounds.clone(),
-        );
-        m.registry.register(
-            "read_gate_leased",
-            "Read indexes the leader answered from its read lease, without a round",
-            m.read_gate_leased.clone(),
-        );
-        m.registry.register(
-            "read_gate_seconds",
-            "Time a linearizable read waited at the gate",
-            m.read_gate_seconds.clone(),
-        );
-        m.registry.register(
-            "stale_reads",
-            "Reads served from local state without the gate",
-            m.stale_reads.clone(),
-        );
-        m.registry.register(
-            "scheduler_ticks",
-            "Scheduler rounds run by this node as leader",
-            m.scheduler_ticks.clone(),
-        );
-        m.registry.register(
-            "scheduler_proposals",
-            "Rotations, deletions and expiries the scheduler proposed",
-            m.scheduler_proposals.clone(),
-        );
+        let mut registry = Registry::with_prefix("raftkms");
+        for (name, help, gauge) in [
+            ("raft_term", "Current Raft term", &m.term),
+            ("raft_leader_id", "Node id of the known leader (0 = none)", &m.leader_id),
+            ("raft_is_leader", "1 when this node is the leader", &m.is_leader),
+            ("raft_commit_index", "Highest log index known committed", &m.commit_index),
+            ("raft_applied_index", "Highest log index applied to the registry", &m.applied_index),
+            ("raft_last_log_index", "Highest log index in the local log", &m.last_log_index),
+        ] {
+            registry.register(name, help, gauge.clone());
+        }
+        for (name, help, counter) in [
+            ("forwarded_writes", "Writes this node forwarded to the leader", &m.forwarded_writes),
+            ("forward_failures", "Forwarded writes that failed in transport", &m.forward_failures),
+            ("read_gate_waits", "Linearizable reads that passed the read gate", &m.read_gate_waits),
+            ("read_gate_rounds", "Read-index confirmations (shared by concurrent reads)", &m.read_gate_rounds),
+            ("read_gate_leased", "Read indexes the leader answered from its read lease, without a round", &m.read_gate_leased),
+            ("stale_reads", "Reads served from local state without the gate", &m.stale_reads),
+            ("scheduler_ticks", "Scheduler rounds run by this node as leader", &m.scheduler_ticks),
+            ("scheduler_proposals", "Rotations, deletions and expiries the scheduler proposed", &m.scheduler_proposals),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        for (name, help, histogram) in [
+            ("log_append_seconds", "Log append latency, from the write until the WAL fsync that covers it", &m.append_seconds),
+            ("log_fsync_batch_appends", "Appends made durable by one WAL fsync (group commit)", &m.append_batch_size),
+            ("apply_seconds", "Latency of applying one batch of entries", &m.apply_seconds),
+            ("read_gate_seconds", "Time a linearizable read waited at the gate", &m.read_gate_seconds),
+        ] {
+            registry.register(name, help, histogram.clone());
+        }
+        m.registry = registry;
         m
     }
 

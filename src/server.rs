@@ -31,10 +31,12 @@ pub async fn run_with_clock(
     clock: SharedClock,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    // Bind before starting Raft so a busy port is reported at once and nothing half-starts.
+    // Storage first (a foreign data directory is refused before anything else), then bind before
+    // starting Raft so a busy port is reported at once and nothing half-starts.
+    let storage = Node::open(config.clone())?;
     let api_listener = bind("api-listen", &config.api_listen).await?;
     let raft_listener = bind("raft-listen", &config.raft_listen).await?;
-    let node = Node::start(config.clone(), clock).await?;
+    let node = storage.start(clock).await?;
     let kms = Arc::new(Kms::new(node.clone()));
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
     let watcher = tokio::spawn(node.clone().watch_raft());

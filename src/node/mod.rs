@@ -78,8 +78,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens storage and starts the Raft core (no listener yet).
-    pub async fn start(config: NodeConfig, clock: SharedClock) -> Result<Arc<Node>, StartError> {
+    /// Opens the unseal key and storage (the first phase of a start: a foreign or corrupt data
+    /// directory is refused here, before any listener is bound).
+    pub fn open(config: NodeConfig) -> Result<OpenedStorage, StartError> {
         let unseal = UnsealKey::load_or_create(&config.unseal_key_file())?;
         let identity = Identity {
             cluster_id: config.cluster_id.clone(),
@@ -88,72 +89,21 @@ impl Node {
         let db = storage::open(&config.data_dir, &identity)?;
         let metrics = Arc::new(Metrics::new());
         let log_store = LogStore::new(db.clone(), metrics.clone())?;
-        let committed = log_store.commit_marker();
-        let initial_commit = committed.get();
         let snapshots = SnapshotDir::new(&config.data_dir)?;
         let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
-        let state = sm.applied_state();
-
-        let t = &config.timing;
-        let peers = Peers {
-            client: http_client(Duration::from_millis(t.rpc_timeout_ms)),
-            auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
-        };
-        let raft_metrics = MetricsView::default();
-        let network = Network::new(peers.client.clone(), peers.auth.clone(), raft_metrics.clone());
-        let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
-        let _ = raft_metrics.set(raft.metrics());
-
-        let leader = LeaderView::new(config.node_id, raft.clone());
-        let contact = Arc::new(LeaderContact::new(leader.clone(), clock.clone()));
-        let writes = Writes::new(
-            leader.clone(),
-            peers.clone(),
-            metrics.clone(),
-            clock.clone(),
-            t.write_timeout_ms,
-            t.heartbeat_ms,
-        );
-        let reads = Reads::new(
-            leader.clone(),
-            state.clone(),
-            committed.clone(),
-            peers.clone(),
-            metrics.clone(),
-            Duration::from_millis(t.read_lease_ms),
-            t.read_timeout_ms,
-        );
-        let health = Health {
-            leader: leader.clone(),
-            contact: contact.clone(),
-            state: state.clone(),
-            committed,
-            metrics: metrics.clone(),
-            initial_commit,
-            default_consistency: config.default_consistency,
-            election_max_ms: t.election_max_ms,
-            region: config.region.clone(),
-        };
-        Ok(Arc::new(Node {
-            id: config.node_id,
-            membership: Membership::new(leader.clone(), peers.clone()),
-            peers,
-            leader,
-            keyring: Keyring::new(unseal, state.clone(), clock.clone()),
+        Ok(OpenedStorage {
             config,
-            raft,
-            state,
-            clock,
-            metrics,
+            unseal,
             db,
-            writes,
-            reads,
-            health,
-            contact,
-        }))
+            metrics,
+            log_store,
+            sm,
+        })
+    }
+
+    /// Opens storage and starts the Raft core (no listener yet).
+    pub async fn start(config: NodeConfig, clock: SharedClock) -> Result<Arc<Node>, StartError> {
+        Node::open(config)?.start(clock).await
     }
 
     pub fn id(&self) -> NodeId {
@@ -278,6 +228,93 @@ impl Node {
         if let Err(e) = self.db.flush_wal(true) {
             tracing::warn!(error = %e, "final WAL flush");
         }
+    }
+}
+
+/// A node's storage, opened but not yet serving.
+pub struct OpenedStorage {
+    config: NodeConfig,
+    unseal: UnsealKey,
+    db: Arc<rocksdb::DB>,
+    metrics: Arc<Metrics>,
+    log_store: LogStore,
+    sm: StateMachine,
+}
+
+impl OpenedStorage {
+    /// Starts the Raft core over the opened storage and builds the node's parts.
+    pub async fn start(self, clock: SharedClock) -> Result<Arc<Node>, StartError> {
+        let OpenedStorage {
+            config,
+            unseal,
+            db,
+            metrics,
+            log_store,
+            sm,
+        } = self;
+        let committed = log_store.commit_marker();
+        let initial_commit = committed.get();
+        let state = sm.applied_state();
+        let t = &config.timing;
+        let peers = Peers {
+            client: http_client(Duration::from_millis(t.rpc_timeout_ms)),
+            auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
+        };
+        let raft_metrics = MetricsView::default();
+        let network = Network::new(peers.client.clone(), peers.auth.clone(), raft_metrics.clone());
+        let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
+        let _ = raft_metrics.set(raft.metrics());
+
+        let leader = LeaderView::new(config.node_id, raft.clone());
+        let contact = Arc::new(LeaderContact::new(leader.clone(), clock.clone()));
+        let writes = Writes::new(
+            leader.clone(),
+            peers.clone(),
+            metrics.clone(),
+            clock.clone(),
+            t.write_timeout_ms,
+            t.heartbeat_ms,
+        );
+        let reads = Reads::new(
+            leader.clone(),
+            state.clone(),
+            committed.clone(),
+            peers.clone(),
+            metrics.clone(),
+            Duration::from_millis(t.read_lease_ms),
+            t.read_timeout_ms,
+        );
+        let health = Health {
+            leader: leader.clone(),
+            contact: contact.clone(),
+            state: state.clone(),
+            committed,
+            metrics: metrics.clone(),
+            initial_commit,
+            default_consistency: config.default_consistency,
+            election_max_ms: t.election_max_ms,
+            region: config.region.clone(),
+        };
+        Ok(Arc::new(Node {
+            id: config.node_id,
+            membership: Membership::new(leader.clone(), peers.clone()),
+            peers,
+            leader,
+            keyring: Keyring::new(unseal, state.clone(), clock.clone()),
+            config,
+            raft,
+            state,
+            clock,
+            metrics,
+            db,
+            writes,
+            reads,
+            health,
+            contact,
+        }))
     }
 }
 
