@@ -78,7 +78,8 @@ impl From<RegistryError> for ApiError {
             | AccountNotFound
             | CredentialExists
             | CredentialNotFound
-            | KeyExists => "InternalError",
+            | KeyExists
+            | Encoding(_) => "InternalError",
         };
         ApiError::new(code, e.to_string())
     }

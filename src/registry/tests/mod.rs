@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod encoding;
 mod idempotency;
 mod lifecycle;
 mod model;
