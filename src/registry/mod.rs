@@ -8,6 +8,7 @@
 pub mod account;
 pub mod command;
 pub mod dedup;
+pub mod due;
 pub mod key;
 pub mod record;
 pub mod replica;

@@ -7,6 +7,7 @@ mod idempotency;
 mod lifecycle;
 mod model;
 mod replicas;
+mod scheduled_work;
 
 fn env(id: u8, command: Command) -> Envelope {
     Envelope {
