@@ -1,14 +1,15 @@
 //! Time-driven changes, proposed by the leader as ordinary commands stamped with its clock:
 //! automatic rotation when due, deletion when the pending window has ended, and expiry of
-//! imported material at its ValidTo. Apply re-checks
-//! that each is due by the stamped time, so a stale or duplicated proposal changes nothing.
+//! imported material at its ValidTo. What is due is decided by the pure
+//! `registry::due::due_work` at the leader's (injected) clock; apply re-checks that each is due
+//! by the stamped time, so a stale or duplicated proposal changes nothing.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::node::Node;
-use crate::registry::key::{KeyOp, KeyState};
-use crate::registry::replica::Role;
+use crate::registry::due::{due_work, DueAction, DueWork};
+use crate::registry::key::KeyOp;
 use crate::registry::{Command, Outcome};
 
 /// At most this many proposals per tick, so a backlog drains without a storm.
@@ -26,94 +27,54 @@ pub async fn run(node: Arc<Node>) {
     }
 }
 
-struct Due {
-    expire: bool,
-    region: String,
-    uin: u64,
-    key_id: String,
-    delete: bool,
-    algorithm: crate::crypto::SymmetricAlgorithm,
-    next_version: u32,
-}
-
-async fn tick(node: &Node) {
+/// One round: propose every change due now (at most [`MAX_PER_TICK`]).
+pub async fn tick(node: &Node) {
     node.metrics().scheduler_ticks.inc();
     let now = node.clock().wall_secs();
-    let due: Vec<Due> = {
-        let state = node.state().read();
-        state
-            .registry
-            .keys()
-            .all()
-            .filter_map(|k| {
-                let delete = k.state == KeyState::PendingDelete && k.deletion_date <= now;
-                // A replica's material follows its primary: only the primary is rotated.
-                let replica = matches!(
-                    state
-                        .registry
-                        .replicas()
-                        .role(&k.region, k.owner_uin, &k.key_id),
-                    Role::Replica(_)
-                );
-                let rotate = k.state == KeyState::Enabled
-                    && k.rotation_enabled
-                    && k.next_rotate_time <= now
-                    && !replica;
-                let expire = k.material_valid_to != 0
-                    && k.material_valid_to <= now
-                    && !k.versions.is_empty();
-                (delete || rotate || expire).then(|| Due {
-                    expire,
-                    region: k.region.clone(),
-                    uin: k.owner_uin,
-                    key_id: k.key_id.clone(),
-                    delete,
-                    algorithm: k.algorithm,
-                    next_version: k.versions.last().map(|v| v.version + 1).unwrap_or(1),
-                })
-            })
-            .take(MAX_PER_TICK)
-            .collect()
+    let due = due_work(&node.state().read().registry, now, MAX_PER_TICK);
+    for work in due {
+        propose(node, work).await;
+    }
+}
+
+/// Proposes one due change and logs how it ended.
+async fn propose(node: &Node, work: DueWork) {
+    let what = work.action.what();
+    let op = match work.action {
+        DueAction::Delete => KeyOp::DeleteDue,
+        DueAction::ExpireMaterial => KeyOp::ExpireMaterial,
+        DueAction::Rotate {
+            algorithm,
+            next_version,
+        } => match node
+            .keyring()
+            .new_material(algorithm, &work.key_id, next_version, work.uin)
+        {
+            Ok(material) => KeyOp::Rotate {
+                material,
+                manual: false,
+                min_manual_interval: 0,
+            },
+            Err(e) => {
+                tracing::warn!(key = %work.key_id, error = %e, "cannot create rotation material");
+                return;
+            }
+        },
     };
-    for d in due {
-        let op = if d.delete {
-            KeyOp::DeleteDue
-        } else if d.expire {
-            KeyOp::ExpireMaterial
-        } else {
-            match node.keyring().new_material(d.algorithm, &d.key_id, d.next_version, d.uin) {
-                Ok(material) => KeyOp::Rotate {
-                    material,
-                    manual: false,
-                    min_manual_interval: 0,
-                },
-                Err(e) => {
-                    tracing::warn!(key = %d.key_id, error = %e, "cannot create rotation material");
-                    continue;
-                }
-            }
-        };
-        let what = if d.delete {
-            "deletion"
-        } else if d.expire {
-            "material expiry"
-        } else {
-            "rotation"
-        };
-        let cmd = Command::KeyOp {
-            region: d.region,
-            uin: d.uin,
-            key_ids: vec![d.key_id.clone()],
-            op,
-        };
-        node.metrics().scheduler_proposals.inc();
-        let writes = node.writes();
-        match writes.propose(writes.envelope(None, cmd)).await {
-            Ok(Outcome::Applied { index }) => {
-                tracing::info!(key = %d.key_id, index, "scheduled {what} applied")
-            }
-            Ok(other) => tracing::debug!(key = %d.key_id, ?other, "scheduled {what} not applied"),
-            Err(e) => tracing::warn!(key = %d.key_id, error = %e, "scheduled {what} failed"),
+    let key = work.key_id.clone();
+    let cmd = Command::KeyOp {
+        region: work.region,
+        uin: work.uin,
+        key_ids: vec![work.key_id],
+        op,
+    };
+    node.metrics().scheduler_proposals.inc();
+    let writes = node.writes();
+    match writes.propose(writes.envelope(None, cmd)).await {
+        Ok(Outcome::Applied { index }) => {
+            tracing::info!(key = %key, index, "scheduled {what} applied")
         }
+        Ok(other) => tracing::debug!(key = %key, ?other, "scheduled {what} not applied"),
+        Err(e) => tracing::warn!(key = %key, error = %e, "scheduled {what} failed"),
     }
 }

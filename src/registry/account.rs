@@ -35,6 +35,25 @@ pub fn credential_aad(secret_id: &str, uin: u64) -> Vec<u8> {
     format!("raftkms/secret-key/{uin}/{secret_id}").into_bytes()
 }
 
+/// A checked, encoded mutation of the account tables (see `Registry::apply`).
+pub(super) enum Staged {
+    Root {
+        sealed: Vec<u8>,
+        stored: Vec<u8>,
+    },
+    Account {
+        account: Account,
+        stored: Vec<u8>,
+    },
+    Credential {
+        credential: Credential,
+        stored: Vec<u8>,
+    },
+    Revoke {
+        secret_id: String,
+    },
+}
+
 /// Accounts, credentials and the sealed root key.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Accounts {
@@ -76,69 +95,70 @@ impl Accounts {
         self.sealed_root.as_deref()
     }
 
-    pub(super) fn install_root(
-        &mut self,
-        sealed: &[u8],
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    pub(super) fn stage_install_root(&self, sealed: &[u8]) -> Result<Staged, RegistryError> {
         if self.sealed_root.is_some() {
             return Err(RegistryError::RootKeyAlreadyInstalled);
         }
-        let stored = codec::encode("root key", &sealed.to_vec())
-            .map_err(|_| RegistryError::ValueTooLarge)?;
-        changes.push(Change::Put(ROOT_KEY.to_vec(), stored));
-        self.sealed_root = Some(sealed.to_vec());
-        Ok(())
+        let sealed = sealed.to_vec();
+        let stored = super::encode("root key", &sealed)?;
+        Ok(Staged::Root { sealed, stored })
     }
 
-    pub(super) fn create_account(
-        &mut self,
-        a: &Account,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    pub(super) fn stage_create_account(&self, a: &Account) -> Result<Staged, RegistryError> {
         if a.uin == 0 || a.name.is_empty() || a.name.len() > 128 {
             return Err(RegistryError::InvalidName);
         }
         if self.accounts.contains_key(&a.uin) {
             return Err(RegistryError::AccountExists);
         }
-        changes.push(Change::Put(
-            account_key(a.uin),
-            codec::encode("account", a).map_err(|_| RegistryError::ValueTooLarge)?,
-        ));
-        self.accounts.insert(a.uin, a.clone());
-        Ok(())
+        Ok(Staged::Account {
+            stored: super::encode("account", a)?,
+            account: a.clone(),
+        })
     }
 
-    pub(super) fn create_credential(
-        &mut self,
-        c: &Credential,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    pub(super) fn stage_create_credential(&self, c: &Credential) -> Result<Staged, RegistryError> {
         if !self.accounts.contains_key(&c.uin) {
             return Err(RegistryError::AccountNotFound);
         }
         if c.secret_id.is_empty() || self.credentials.contains_key(&c.secret_id) {
             return Err(RegistryError::CredentialExists);
         }
-        changes.push(Change::Put(
-            credential_key(&c.secret_id),
-            codec::encode("credential", c).map_err(|_| RegistryError::ValueTooLarge)?,
-        ));
-        self.credentials.insert(c.secret_id.clone(), c.clone());
-        Ok(())
+        Ok(Staged::Credential {
+            stored: super::encode("credential", c)?,
+            credential: c.clone(),
+        })
     }
 
-    pub(super) fn revoke_credential(
-        &mut self,
-        secret_id: &str,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
-        if self.credentials.remove(secret_id).is_none() {
+    pub(super) fn stage_revoke_credential(&self, secret_id: &str) -> Result<Staged, RegistryError> {
+        if !self.credentials.contains_key(secret_id) {
             return Err(RegistryError::CredentialNotFound);
         }
-        changes.push(Change::Delete(credential_key(secret_id)));
-        Ok(())
+        Ok(Staged::Revoke {
+            secret_id: secret_id.to_string(),
+        })
+    }
+
+    pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        match staged {
+            Staged::Root { sealed, stored } => {
+                changes.push(Change::Put(ROOT_KEY.to_vec(), stored));
+                self.sealed_root = Some(sealed);
+            }
+            Staged::Account { account, stored } => {
+                changes.push(Change::Put(account_key(account.uin), stored));
+                self.accounts.insert(account.uin, account);
+            }
+            Staged::Credential { credential, stored } => {
+                changes.push(Change::Put(credential_key(&credential.secret_id), stored));
+                self.credentials
+                    .insert(credential.secret_id.clone(), credential);
+            }
+            Staged::Revoke { secret_id } => {
+                self.credentials.remove(&secret_id);
+                changes.push(Change::Delete(credential_key(&secret_id)));
+            }
+        }
     }
 
     pub(super) fn load(&mut self, key: &[u8], value: &[u8]) -> Result<bool, CodecError> {

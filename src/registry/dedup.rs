@@ -20,6 +20,13 @@ pub struct AppliedRequest {
     pub outcome: Outcome,
 }
 
+/// An encoded dedup entry waiting to be committed (see `Registry::apply`).
+pub(super) struct Staged {
+    id: RequestId,
+    applied: AppliedRequest,
+    stored: Vec<u8>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Dedup {
     by_id: BTreeMap<RequestId, AppliedRequest>,
@@ -39,19 +46,37 @@ impl Dedup {
         self.by_id.is_empty()
     }
 
-    pub(super) fn remember(
-        &mut self,
+    /// The entry for `id` if [`Dedup::evict_before`]`(index)` would keep it: what a lookup right
+    /// after that eviction finds, without changing anything.
+    pub(super) fn get_live(&self, index: u64, id: &RequestId) -> Option<&AppliedRequest> {
+        let horizon = index.checked_sub(WINDOW);
+        self.get(id)
+            .filter(|applied| horizon.is_none_or(|h| applied.index >= h))
+    }
+
+    /// Encodes the entry remembering `applied` for `id`; [`Dedup::commit`] stores it.
+    pub(super) fn stage(
+        &self,
         id: RequestId,
         applied: AppliedRequest,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), codec::CodecError> {
-        changes.push(Change::Put(
-            key(&id),
-            codec::encode("dedup entry", &applied)?,
-        ));
+    ) -> Result<Staged, codec::CodecError> {
+        let stored = super::encode_raw("dedup entry", &applied)?;
+        Ok(Staged {
+            id,
+            applied,
+            stored,
+        })
+    }
+
+    pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        let Staged {
+            id,
+            applied,
+            stored,
+        } = staged;
+        changes.push(Change::Put(key(&id), stored));
         self.by_index.insert((applied.index, id));
         self.by_id.insert(id, applied);
-        Ok(())
     }
 
     /// Forgets ids applied more than `WINDOW` indices before `index`.

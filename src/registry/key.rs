@@ -308,6 +308,36 @@ pub enum KeyOp {
     ExpireMaterial,
 }
 
+/// A checked, encoded key mutation (see `Registry::apply`).
+pub(super) enum Staged {
+    /// Creates or replaces the record (its alias index entry follows the record's alias).
+    Put {
+        key: Box<KeyRecord>,
+        stored: Vec<u8>,
+    },
+    /// Removes the record and its alias.
+    Delete { region: String, key_id: String },
+}
+
+impl Staged {
+    /// Encodes `key` for storage.
+    fn put(key: KeyRecord) -> Result<Self, RegistryError> {
+        let stored = super::encode("key", &key)?;
+        Ok(Staged::Put {
+            key: Box::new(key),
+            stored,
+        })
+    }
+
+    /// The record a `Put` stores.
+    pub(super) fn record(&self) -> Option<&KeyRecord> {
+        match self {
+            Staged::Put { key, .. } => Some(key),
+            Staged::Delete { .. } => None,
+        }
+    }
+}
+
 /// The key table and its alias index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Keys {
@@ -404,23 +434,14 @@ impl Keys {
         self.by_id.is_empty()
     }
 
-    fn put(&mut self, key: KeyRecord, changes: &mut Vec<Change>) -> Result<(), RegistryError> {
-        let bytes = codec::encode("key", &key).map_err(|_| RegistryError::ValueTooLarge)?;
-        changes.push(Change::Put(storage_key(&key.region, &key.key_id), bytes));
-        self.insert(key);
-        Ok(())
-    }
-
-    pub(super) fn create(
-        &mut self,
+    /// Stages creating `key` (see [`Keys::check_create`]).
+    pub(super) fn stage_create(
+        &self,
         key: &KeyRecord,
         cmk_limit: u32,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Staged, RegistryError> {
         self.check_create(key, cmk_limit)?;
-        let alias_key = (key.owner_uin, key.region.clone(), key.alias.clone());
-        self.aliases.insert(alias_key, key.key_id.clone());
-        self.put(key.clone(), changes)
+        Staged::put(key.clone())
     }
 
     /// Whether `key` could be created: valid alias and description, KeyId and alias free in its
@@ -448,19 +469,18 @@ impl Keys {
         Ok(())
     }
 
-    /// Copies the shared material and rotation schedule of a primary onto its replica in
-    /// `region` (a replica that no longer exists is skipped).
-    pub(super) fn mirror_material(
-        &mut self,
+    /// Stages copying the shared material and rotation schedule of a primary (as it will be)
+    /// onto its replica in `region` (a replica that no longer exists is skipped: `None`).
+    pub(super) fn stage_mirror(
+        &self,
         region: &str,
         primary: &KeyRecord,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Option<Staged>, RegistryError> {
         let Some(mut k) = self
             .get(region, primary.owner_uin, &primary.key_id)
             .cloned()
         else {
-            return Ok(());
+            return Ok(None);
         };
         k.versions = primary.versions.clone();
         k.rotation_enabled = primary.rotation_enabled;
@@ -468,20 +488,19 @@ impl Keys {
         k.next_rotate_time = primary.next_rotate_time;
         k.last_rotate_time = primary.last_rotate_time;
         k.last_manual_rotate = primary.last_manual_rotate;
-        self.put(k, changes)
+        Staged::put(k).map(Some)
     }
 
-    /// Applies `op` to every key in `key_ids` (all or nothing), at time `now` (seconds, from the
-    /// proposer's clock carried in the envelope).
-    pub(super) fn apply_op(
-        &mut self,
+    /// Stages `op` on every key in `key_ids` (all or nothing), at time `now` (seconds, from the
+    /// proposer's clock carried in the envelope). One staged mutation per key, in `key_ids` order.
+    pub(super) fn stage_op(
+        &self,
         region: &str,
         uin: u64,
         key_ids: &[String],
         op: &KeyOp,
         now: u64,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<Staged>, RegistryError> {
         let mut seen = std::collections::BTreeSet::new();
         let mut claimed = std::collections::BTreeSet::new();
         let mut updated = Vec::with_capacity(key_ids.len());
@@ -512,30 +531,55 @@ impl Keys {
                     return Err(RegistryError::AliasExists);
                 }
             }
-            updated.push((k, alias_change));
+            updated.push(k);
         }
-        for (k, alias_change) in updated {
-            if let Some(new_alias) = alias_change {
+        // Encode only once every key has passed its checks (a refusal is reported as such).
+        updated
+            .into_iter()
+            .map(|k| {
+                if matches!(op, KeyOp::DeleteDue) {
+                    Ok(Staged::Delete {
+                        region: k.region,
+                        key_id: k.key_id,
+                    })
+                } else {
+                    Staged::put(k)
+                }
+            })
+            .collect()
+    }
+
+    /// Commits a staged mutation: the record, the alias index and the quota counts. Infallible.
+    pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        match staged {
+            Staged::Put { key, stored } => {
+                changes.push(Change::Put(storage_key(&key.region, &key.key_id), stored));
                 let old = self
-                    .get(region, uin, &k.key_id)
-                    .map(|o| o.alias.clone())
-                    .unwrap_or_default();
-                self.aliases.remove(&(uin, region.to_string(), old));
-                self.aliases
-                    .insert((uin, region.to_string(), new_alias), k.key_id.clone());
+                    .by_id
+                    .get(&(key.region.clone(), key.key_id.clone()))
+                    .map(|o| (o.owner_uin, o.alias.clone()));
+                let new_alias = (key.owner_uin, key.region.clone(), key.alias.clone());
+                match old {
+                    Some((uin, alias)) if uin == key.owner_uin && alias == key.alias => {}
+                    Some((uin, alias)) => {
+                        self.aliases.remove(&(uin, key.region.clone(), alias));
+                        self.aliases.insert(new_alias, key.key_id.clone());
+                    }
+                    None => {
+                        self.aliases.insert(new_alias, key.key_id.clone());
+                    }
+                }
+                self.insert(*key);
             }
-            if matches!(op, KeyOp::DeleteDue) {
-                self.aliases
-                    .remove(&(uin, region.to_string(), k.alias.clone()));
-                if let Some(old) = self.by_id.remove(&(region.to_string(), k.key_id.clone())) {
+            Staged::Delete { region, key_id } => {
+                if let Some(old) = self.by_id.remove(&(region.clone(), key_id.clone())) {
+                    self.aliases
+                        .remove(&(old.owner_uin, region.clone(), old.alias.clone()));
                     self.recount(&old, false);
                 }
-                changes.push(Change::Delete(storage_key(region, &k.key_id)));
-            } else {
-                self.put(k, changes)?;
+                changes.push(Change::Delete(storage_key(&region, &key_id)));
             }
         }
-        Ok(())
     }
 
     pub(super) fn load(&mut self, value: &[u8]) -> Result<(), CodecError> {

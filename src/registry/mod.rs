@@ -8,6 +8,7 @@
 pub mod account;
 pub mod command;
 pub mod dedup;
+pub mod due;
 pub mod key;
 pub mod record;
 pub mod replica;
@@ -93,6 +94,19 @@ pub enum RegistryError {
     CannotReplicate { why: String },
     #[error("region {region} already holds a key with this KeyId")]
     ReplicaExists { region: String },
+    /// A value the command was about to store could not be encoded (carries the record kind,
+    /// e.g. `"key"`). Not the client's fault: the API answers `InternalError`.
+    ///
+    /// Why a rejection and not the [`CodecError`] that [`Registry::apply`] can also return:
+    /// encoding the same value is deterministic, so every replica refuses the same command at the
+    /// same index the same way, and the refusal is remembered like any other. Returning
+    /// `CodecError` instead would fail the state machine's apply on every replica at that index,
+    /// and again at every restart when the entry is replayed: one unencodable command would stop
+    /// the cluster for good. Only the record kind is kept, not the encoder's message, so the
+    /// outcome (which is persisted in the dedup entry and so in the digest) does not depend on the
+    /// encoder library's wording. Appended last: the variant index is persisted.
+    #[error("internal error: cannot encode the {0} to store (a bug in this build, not in the request); nothing was changed")]
+    Encoding(String),
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -103,6 +117,76 @@ pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 pub enum Change {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
+}
+
+/// One mutation of a command, checked and with its storage value encoded, waiting to be
+/// committed (see [`Registry::apply`]).
+enum Staged {
+    Record(record::Staged),
+    Account(account::Staged),
+    Key(key::Staged),
+    Replica(replica::Staged),
+}
+
+/// Encodes a value a command is about to store: the one place where an encoding failure becomes
+/// a registry error ([`RegistryError::Encoding`], naming the record kind).
+fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, RegistryError> {
+    encode_raw(what, value).map_err(|_| RegistryError::Encoding(what.to_string()))
+}
+
+/// [`codec::encode`](crate::codec::encode) for everything apply stores, with a test-only fault
+/// hook (the registry's types cannot fail to encode, so tests need one to exercise the path).
+fn encode_raw<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
+    #[cfg(test)]
+    if fault::take(what) {
+        return Err(CodecError::Encode {
+            what,
+            error: bincode::error::EncodeError::Other("fault injected by a test"),
+        });
+    }
+    crate::codec::encode(what, value)
+}
+
+/// Test-only encoding fault injection (per thread, so parallel tests do not interfere).
+#[cfg(test)]
+mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        static FAIL: Cell<Option<(&'static str, usize)>> = const { Cell::new(None) };
+    }
+
+    /// Makes the encoding of record kind `what` fail after `after` more successful ones (once),
+    /// until the returned guard is dropped.
+    #[must_use]
+    pub(super) fn fail_encode(what: &'static str, after: usize) -> Guard {
+        FAIL.with(|f| f.set(Some((what, after))));
+        Guard
+    }
+
+    /// Cancels the fault (if it has not happened yet) when dropped.
+    pub(super) struct Guard;
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            FAIL.with(|f| f.set(None));
+        }
+    }
+
+    /// Whether this encoding of `what` must fail (consuming the fault if so).
+    pub(super) fn take(what: &'static str) -> bool {
+        FAIL.with(|f| match f.get() {
+            Some((w, 0)) if w == what => {
+                f.set(None);
+                true
+            }
+            Some((w, n)) if w == what => {
+                f.set(Some((w, n - 1)));
+                false
+            }
+            _ => false,
+        })
+    }
 }
 
 /// The whole replicated domain state.
@@ -143,109 +227,128 @@ impl Registry {
 
     /// Applies one command at `index`. Pure: the same registry, index and envelope always give the
     /// same outcome and changes.
+    ///
+    /// All or nothing: the command is first staged against `&self` (every check done and every
+    /// value to store already encoded), and only then committed, which cannot fail. So a rejected
+    /// command, whatever the reason, leaves memory as it was. The dedup entry is encoded before
+    /// anything is committed too: if that fails, apply returns the [`CodecError`] and nothing in
+    /// memory has changed (not even the dedup window's eviction).
     pub fn apply(
         &mut self,
         index: u64,
         env: &Envelope,
     ) -> Result<(Outcome, Vec<Change>), CodecError> {
         let mut changes = Vec::new();
-        self.dedup.evict_before(index, &mut changes);
-        if let Some(first) = self.dedup.get(&env.request_id) {
+        if let Some(first) = self.dedup.get_live(index, &env.request_id) {
             // A retried or re-forwarded write: answer as the first time, change nothing else.
-            return Ok((first.outcome.clone(), changes));
+            let outcome = first.outcome.clone();
+            self.dedup.evict_before(index, &mut changes);
+            return Ok((outcome, changes));
         }
-        let mut staged = Vec::new();
         let now = env.issued_at_ms / 1000;
-        let outcome = match self.apply_command(&env.command, now, &mut staged) {
-            Ok(()) => {
-                changes.extend(staged);
-                Outcome::Applied { index }
-            }
-            Err(e) => Outcome::Rejected(e),
+        let (outcome, staged) = match self.stage_command(&env.command, now) {
+            Ok(staged) => (Outcome::Applied { index }, staged),
+            Err(e) => (Outcome::Rejected(e), Vec::new()),
         };
-        let applied = dedup::AppliedRequest {
-            index,
-            outcome: outcome.clone(),
-        };
-        self.dedup.remember(env.request_id, applied, &mut changes)?;
+        let remembered = self.dedup.stage(
+            env.request_id,
+            dedup::AppliedRequest {
+                index,
+                outcome: outcome.clone(),
+            },
+        )?;
+        // Nothing below can fail.
+        self.dedup.evict_before(index, &mut changes);
+        for s in staged {
+            self.commit(s, &mut changes);
+        }
+        self.dedup.commit(remembered, &mut changes);
         Ok((outcome, changes))
     }
 
-    fn apply_command(
-        &mut self,
-        cmd: &Command,
-        now: u64,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
-        match cmd {
+    /// Commits one staged mutation to memory and records its storage change. Infallible.
+    fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        match staged {
+            Staged::Record(s) => self.records.commit(s, changes),
+            Staged::Account(s) => self.accounts.commit(s, changes),
+            Staged::Key(s) => self.keys.commit(s, changes),
+            Staged::Replica(s) => self.replicas.commit(s, changes),
+        }
+    }
+
+    /// Checks `cmd` at `now` and returns the mutations it makes, in order, with their storage
+    /// values encoded. Reads only: on `Err` nothing has changed.
+    fn stage_command(&self, cmd: &Command, now: u64) -> Result<Vec<Staged>, RegistryError> {
+        Ok(match cmd {
             Command::PutRecord { name, value } => {
                 record::validate(name, Some(value))?;
-                self.records.put(name.clone(), value.clone(), changes)
+                vec![Staged::Record(self.records.stage_put(name, value)?)]
             }
             Command::PutRecords { records } => {
-                // Validate everything first so a bad item leaves the registry untouched.
+                // Validate everything first, so a bad item is reported before any encoding.
                 for (name, value) in records {
                     record::validate(name, Some(value))?;
                 }
-                for (name, value) in records {
-                    self.records.put(name.clone(), value.clone(), changes)?;
-                }
-                Ok(())
+                records
+                    .iter()
+                    .map(|(name, value)| self.records.stage_put(name, value).map(Staged::Record))
+                    .collect::<Result<_, _>>()?
             }
             Command::DeleteRecord { name } => {
                 record::validate(name, None)?;
-                self.records.delete(name, changes)
+                vec![Staged::Record(self.records.stage_delete(name)?)]
             }
-            Command::InstallRootKey { sealed } => self.accounts.install_root(sealed, changes),
-            Command::CreateAccount { account } => self.accounts.create_account(account, changes),
+            Command::InstallRootKey { sealed } => {
+                vec![Staged::Account(self.accounts.stage_install_root(sealed)?)]
+            }
+            Command::CreateAccount { account } => {
+                vec![Staged::Account(
+                    self.accounts.stage_create_account(account)?,
+                )]
+            }
             Command::CreateCredential { credential } => {
-                self.accounts.create_credential(credential, changes)
+                vec![Staged::Account(
+                    self.accounts.stage_create_credential(credential)?,
+                )]
             }
             Command::RevokeCredential { secret_id } => {
-                self.accounts.revoke_credential(secret_id, changes)
+                vec![Staged::Account(
+                    self.accounts.stage_revoke_credential(secret_id)?,
+                )]
             }
             Command::CreateKey { key, cmk_limit } => {
                 if self.accounts.account(key.owner_uin).is_none() {
                     return Err(RegistryError::AccountNotFound);
                 }
-                self.keys.create(key, *cmk_limit, changes)
+                vec![Staged::Key(self.keys.stage_create(key, *cmk_limit)?)]
             }
             Command::KeyOp {
                 region,
                 uin,
                 key_ids,
                 op,
-            } => self.apply_key_op(region, *uin, key_ids, op, now, changes),
+            } => self.stage_key_op(region, *uin, key_ids, op, now)?,
             Command::ReplicateKey {
                 uin,
                 key_id,
                 source_region,
                 replicas,
                 cmk_limit,
-            } => self.replicate(
-                *uin,
-                key_id,
-                source_region,
-                replicas,
-                *cmk_limit,
-                now,
-                changes,
-            ),
-        }
+            } => self.stage_replicate(*uin, key_id, source_region, replicas, *cmk_limit, now)?,
+        })
     }
 
     /// A lifecycle operation, with the multi-region rules: material and rotation changes only on
     /// the primary and copied to every replica in the same apply; a primary cannot be scheduled
     /// for deletion while replicas share its material; a removed replica leaves its set.
-    fn apply_key_op(
-        &mut self,
+    fn stage_key_op(
+        &self,
         region: &str,
         uin: u64,
         key_ids: &[String],
         op: &key::KeyOp,
         now: u64,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<Staged>, RegistryError> {
         use key::KeyOp;
         use replica::Role;
         let shared_material = matches!(
@@ -275,41 +378,53 @@ impl Registry {
                 _ => {}
             }
         }
-        self.keys.apply_op(region, uin, key_ids, op, now, changes)?;
+        let updated = self.keys.stage_op(region, uin, key_ids, op, now)?;
+        let mut staged = Vec::with_capacity(updated.len());
         for (id, regions) in primaries {
-            let Some(primary) = self.keys.get(region, uin, &id).cloned() else {
+            // The primary as the operation leaves it.
+            let Some(primary) = updated
+                .iter()
+                .filter_map(key::Staged::record)
+                .find(|k| k.key_id == id)
+            else {
                 continue;
             };
             for r in regions {
-                self.keys.mirror_material(&r, &primary, changes)?;
+                if let Some(s) = self.keys.stage_mirror(&r, primary)? {
+                    staged.push(Staged::Key(s));
+                }
             }
         }
+        let mut unlinked = Vec::new();
         for id in removed_replicas {
-            self.replicas
-                .remove_replica(uin, &id, region, changes)
-                .map_err(|_| RegistryError::ValueTooLarge)?;
+            if let Some(s) = self.replicas.stage_remove_replica(uin, &id, region)? {
+                unlinked.push(Staged::Replica(s));
+            }
         }
-        Ok(())
+        // Commit order: the keys of the operation, their replicas' copies, then the links.
+        Ok(updated
+            .into_iter()
+            .map(Staged::Key)
+            .chain(staged)
+            .chain(unlinked)
+            .collect())
     }
 
     /// Creates replica keys of a primary in other regions (all or nothing).
-    #[allow(clippy::too_many_arguments)]
-    fn replicate(
-        &mut self,
+    fn stage_replicate(
+        &self,
         uin: u64,
         key_id: &str,
         source_region: &str,
         specs: &[replica::ReplicaSpec],
         cmk_limit: u32,
         now: u64,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<Staged>, RegistryError> {
         use key::{KeyState, Origin};
         let primary = self
             .keys
             .get(source_region, uin, key_id)
-            .ok_or(RegistryError::KeyNotFound)?
-            .clone();
+            .ok_or(RegistryError::KeyNotFound)?;
         let cannot = |why: &str| RegistryError::CannotReplicate {
             why: why.to_string(),
         };
@@ -349,6 +464,8 @@ impl Registry {
             k.state = KeyState::Enabled;
             k.created_at = now;
             k.deletion_date = 0;
+            // Each destination is its own region, so checking each against the current state is
+            // checking it against the others' creation too.
             self.keys.check_create(&k, cmk_limit).map_err(|e| match e {
                 RegistryError::KeyExists => RegistryError::ReplicaExists {
                     region: spec.region.clone(),
@@ -357,13 +474,18 @@ impl Registry {
             })?;
             records.push(k);
         }
-        for k in records {
-            self.keys.create(&k, cmk_limit, changes)?;
-            self.replicas
-                .add(uin, key_id, source_region, &k.region, changes)
-                .map_err(|_| RegistryError::ValueTooLarge)?;
+        let mut staged = Vec::with_capacity(records.len() + 1);
+        for k in &records {
+            staged.push(Staged::Key(self.keys.stage_create(k, cmk_limit)?));
         }
-        Ok(())
+        let regions: Vec<&str> = records.iter().map(|k| k.region.as_str()).collect();
+        staged.push(Staged::Replica(self.replicas.stage_add(
+            uin,
+            key_id,
+            source_region,
+            &regions,
+        )?));
+        Ok(staged)
     }
 
     /// Rebuilds a registry from its persisted (key, value) pairs, in any order.

@@ -24,6 +24,18 @@ pub fn validate(name: &str, value: Option<&[u8]>) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// A checked, encoded record mutation (see `Registry::apply`).
+pub(super) enum Staged {
+    Put {
+        name: String,
+        value: Vec<u8>,
+        stored: Vec<u8>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
 /// The record table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Records {
@@ -43,28 +55,42 @@ impl Records {
         self.map.is_empty()
     }
 
-    pub(super) fn put(
-        &mut self,
-        name: String,
-        value: Vec<u8>,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
-        let stored = codec::encode("record", &value).map_err(|_| RegistryError::ValueTooLarge)?;
-        changes.push(Change::Put(key(&name), stored));
-        self.map.insert(name, value);
-        Ok(())
+    /// Stages creating or replacing `name` (already validated).
+    pub(super) fn stage_put(&self, name: &str, value: &[u8]) -> Result<Staged, RegistryError> {
+        let value = value.to_vec();
+        let stored = super::encode("record", &value)?;
+        Ok(Staged::Put {
+            name: name.to_string(),
+            value,
+            stored,
+        })
     }
 
-    pub(super) fn delete(
-        &mut self,
-        name: &str,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), RegistryError> {
-        if self.map.remove(name).is_none() {
+    /// Stages removing `name`, which must exist.
+    pub(super) fn stage_delete(&self, name: &str) -> Result<Staged, RegistryError> {
+        if !self.map.contains_key(name) {
             return Err(RegistryError::RecordNotFound);
         }
-        changes.push(Change::Delete(key(name)));
-        Ok(())
+        Ok(Staged::Delete {
+            name: name.to_string(),
+        })
+    }
+
+    pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        match staged {
+            Staged::Put {
+                name,
+                value,
+                stored,
+            } => {
+                changes.push(Change::Put(key(&name), stored));
+                self.map.insert(name, value);
+            }
+            Staged::Delete { name } => {
+                self.map.remove(&name);
+                changes.push(Change::Delete(key(&name)));
+            }
+        }
     }
 
     pub(super) fn load(&mut self, key_rest: &[u8], value: &[u8]) -> Result<(), codec::CodecError> {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::Change;
+use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
 
 pub const PREFIX: &[u8] = b"m/";
@@ -44,6 +44,19 @@ pub enum Role<'a> {
     Primary(&'a ReplicaSet),
     /// A replica of the primary in `set.primary_region`.
     Replica(&'a ReplicaSet),
+}
+
+/// A checked, encoded mutation of the link table (see `Registry::apply`).
+pub(super) enum Staged {
+    Put { set: ReplicaSet, stored: Vec<u8> },
+    Delete { uin: u64, key_id: String },
+}
+
+impl Staged {
+    fn put(set: ReplicaSet) -> Result<Self, RegistryError> {
+        let stored = super::encode("replica set", &set)?;
+        Ok(Staged::Put { set, stored })
+    }
 }
 
 /// The replica-link table.
@@ -82,58 +95,68 @@ impl Replicas {
         self.sets.is_empty()
     }
 
-    /// Records that `region` now holds a replica.
-    pub(super) fn add(
-        &mut self,
+    /// Stages recording that each of `regions` now holds a replica of the primary `key_id` in
+    /// `primary_region`: one write of the resulting set.
+    pub(super) fn stage_add(
+        &self,
         uin: u64,
         key_id: &str,
         primary_region: &str,
-        region: &str,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), CodecError> {
-        let set = self
-            .sets
-            .entry((uin, key_id.to_string()))
-            .or_insert_with(|| ReplicaSet {
+        regions: &[&str],
+    ) -> Result<Staged, RegistryError> {
+        let mut set = self
+            .get(uin, key_id)
+            .cloned()
+            .unwrap_or_else(|| ReplicaSet {
                 uin,
                 key_id: key_id.to_string(),
                 primary_region: primary_region.to_string(),
                 replicas: Vec::new(),
             });
-        if !set.replicas.iter().any(|r| r == region) {
-            set.replicas.push(region.to_string());
-            set.replicas.sort();
+        for region in regions {
+            if !set.replicas.iter().any(|r| r == region) {
+                set.replicas.push(region.to_string());
+            }
         }
-        changes.push(Change::Put(
-            storage_key(uin, key_id),
-            codec::encode("replica set", &*set)?,
-        ));
-        Ok(())
+        set.replicas.sort();
+        Staged::put(set)
     }
 
-    /// Forgets a replica whose key record was removed; the link goes when no replica is left.
-    pub(super) fn remove_replica(
-        &mut self,
+    /// Stages forgetting a replica whose key record is being removed; the link goes when no
+    /// replica is left. `None` if there is nothing to change.
+    pub(super) fn stage_remove_replica(
+        &self,
         uin: u64,
         key_id: &str,
         region: &str,
-        changes: &mut Vec<Change>,
-    ) -> Result<(), CodecError> {
-        let id = (uin, key_id.to_string());
-        let Some(set) = self.sets.get_mut(&id) else {
-            return Ok(());
+    ) -> Result<Option<Staged>, RegistryError> {
+        let Some(set) = self.get(uin, key_id) else {
+            return Ok(None);
         };
+        let mut set = set.clone();
         set.replicas.retain(|r| r != region);
         if set.replicas.is_empty() {
-            self.sets.remove(&id);
-            changes.push(Change::Delete(storage_key(uin, key_id)));
+            Ok(Some(Staged::Delete {
+                uin,
+                key_id: key_id.to_string(),
+            }))
         } else {
-            changes.push(Change::Put(
-                storage_key(uin, key_id),
-                codec::encode("replica set", &*set)?,
-            ));
+            Staged::put(set).map(Some)
         }
-        Ok(())
+    }
+
+    /// Commits a staged mutation. Infallible.
+    pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
+        match staged {
+            Staged::Put { set, stored } => {
+                changes.push(Change::Put(storage_key(set.uin, &set.key_id), stored));
+                self.sets.insert((set.uin, set.key_id.clone()), set);
+            }
+            Staged::Delete { uin, key_id } => {
+                changes.push(Change::Delete(storage_key(uin, &key_id)));
+                self.sets.remove(&(uin, key_id));
+            }
+        }
     }
 
     pub(super) fn load(&mut self, value: &[u8]) -> Result<(), CodecError> {
@@ -161,10 +184,14 @@ mod tests {
     fn roles_follow_the_links_and_the_last_replica_removes_the_set() {
         let mut r = Replicas::default();
         let mut changes = Vec::new();
-        r.add(7, "k1", "ap-guangzhou", "ap-shanghai", &mut changes)
+        let s = r
+            .stage_add(7, "k1", "ap-guangzhou", &["ap-shanghai"])
             .unwrap();
-        r.add(7, "k1", "ap-guangzhou", "ap-beijing", &mut changes)
+        r.commit(s, &mut changes);
+        let s = r
+            .stage_add(7, "k1", "ap-guangzhou", &["ap-beijing"])
             .unwrap();
+        r.commit(s, &mut changes);
         assert!(matches!(r.role("ap-guangzhou", 7, "k1"), Role::Primary(_)));
         assert!(matches!(r.role("ap-shanghai", 7, "k1"), Role::Replica(_)));
         assert_eq!(r.role("ap-singapore", 7, "k1"), Role::Single);
@@ -173,17 +200,36 @@ mod tests {
             r.get(7, "k1").unwrap().replicas,
             vec!["ap-beijing".to_string(), "ap-shanghai".to_string()]
         );
-        r.remove_replica(7, "k1", "ap-beijing", &mut changes)
+        // Staging alone changes nothing.
+        let before = r.clone();
+        let s = r
+            .stage_remove_replica(7, "k1", "ap-beijing")
+            .unwrap()
             .unwrap();
+        assert_eq!(r, before);
+        r.commit(s, &mut changes);
         assert!(matches!(r.role("ap-guangzhou", 7, "k1"), Role::Primary(_)));
-        r.remove_replica(7, "k1", "ap-shanghai", &mut changes)
+        let s = r
+            .stage_remove_replica(7, "k1", "ap-shanghai")
+            .unwrap()
             .unwrap();
+        r.commit(s, &mut changes);
         assert_eq!(r.role("ap-guangzhou", 7, "k1"), Role::Single);
         assert!(matches!(changes.last(), Some(Change::Delete(_))));
+        assert!(r
+            .stage_remove_replica(7, "k1", "ap-shanghai")
+            .unwrap()
+            .is_none());
+
+        // Several regions at once: one write of the sorted set.
+        let mut r2 = Replicas::default();
+        let mut changes = Vec::new();
+        let s = r2.stage_add(9, "k2", "a", &["c", "b"]).unwrap();
+        r2.commit(s, &mut changes);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(r2.get(9, "k2").unwrap().replicas, vec!["b", "c"]);
 
         // Round trip through the persisted form.
-        let mut r2 = Replicas::default();
-        r2.add(9, "k2", "a", "b", &mut changes).unwrap();
         let mut out = Vec::new();
         r2.dump(&mut out).unwrap();
         let mut r3 = Replicas::default();

@@ -82,7 +82,8 @@ fn registry_code(e: &RegistryError) -> &'static str {
         | AccountNotFound
         | CredentialExists
         | CredentialNotFound
-        | KeyExists => "InternalError",
+        | KeyExists
+        | Encoding(_) => "InternalError",
     }
 }
 
