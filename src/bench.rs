@@ -66,6 +66,80 @@ pub struct BenchOptions {
     pub max_requests: Option<u64>,
 }
 
+// The arguments of the `bench` subcommand (no doc comment here, so that the subcommand's own
+// text stays its help). Every field but `failover_kill_pid` and `json` is an option of the run;
+// `From<BenchArgs> for BenchOptions` is the one place that converts them.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// System to drive: raftkms (kms), OpenBao transit (openbao-transit) or etcd's JSON gateway
+    /// (etcd: create = put, reads = range), all with the same client settings.
+    #[arg(long, value_enum, default_value = "kms")]
+    pub target: Target,
+    /// API endpoints (comma-separated); default KMS_ENDPOINTS from dev.env.
+    #[arg(long, env = "KMS_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    #[arg(long, env = "KMS_REGION", default_value = "ap-guangzhou")]
+    pub region: String,
+    #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
+    pub secret_id: Option<String>,
+    #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// OpenBao token (--target openbao-transit).
+    #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Stop after this many requests (default: run for --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Failover probe instead of a load run: SIGKILL this pid, then start a write ("create")
+    /// through the endpoints every 10 ms until one is acknowledged; prints the time in ms.
+    #[arg(long)]
+    pub failover_kill_pid: Option<i32>,
+    #[arg(long, value_enum, default_value = "encrypt")]
+    pub workload: Workload,
+    /// Concurrent connections (closed loop) or the in-flight cap factor (open loop).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Open loop at this many requests per second (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Plaintext size in bytes for Encrypt/Decrypt.
+    #[arg(long, default_value_t = 32)]
+    pub payload: usize,
+    /// Send X-Raftkms-Consistency: stale.
+    #[arg(long)]
+    pub stale: bool,
+    /// Use this existing key (default: create one per run).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<BenchArgs> for BenchOptions {
+    fn from(a: BenchArgs) -> Self {
+        BenchOptions {
+            target: a.target,
+            endpoints: a.endpoints,
+            region: a.region,
+            secret_id: a.secret_id,
+            secret_key: a.secret_key,
+            token: a.token,
+            workload: a.workload,
+            connections: a.connections,
+            duration: Duration::from_secs(a.duration),
+            rate: a.rate,
+            payload: a.payload,
+            consistency: a.stale.then(|| "stale".to_string()),
+            key_id: a.key_id,
+            max_requests: a.requests,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Serialize)]
 pub struct Summary {
