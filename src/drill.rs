@@ -91,6 +91,21 @@ pub struct DrillReport {
     pub passed: bool,
 }
 
+/// Parses one `--rewrite FROM=TO` item: two non-empty addresses joined by one `=`. The error
+/// names the item, so that a typo is reported instead of silently leaving an address as it is.
+pub fn parse_rewrite(item: &str) -> Result<(String, String), String> {
+    match item.split_once('=') {
+        Some((from, to))
+            if !from.trim().is_empty() && !to.trim().is_empty() && !to.contains('=') =>
+        {
+            Ok((from.to_string(), to.to_string()))
+        }
+        _ => Err(format!(
+            "`{item}` is not FROM=TO (two host:port addresses joined by `=`)"
+        )),
+    }
+}
+
 fn rewrite(addr: &str, rules: &[(String, String)]) -> String {
     rules
         .iter()
@@ -891,3 +906,43 @@ pub fn render(r: &DrillReport) -> String {
     s
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_is_two_addresses_joined_by_one_equals_sign() {
+        assert_eq!(
+            parse_rewrite("node1:7001=127.0.0.1:17001"),
+            Ok(("node1:7001".to_string(), "127.0.0.1:17001".to_string()))
+        );
+        let rules = vec![parse_rewrite("a:1=b:2").unwrap()];
+        assert_eq!(rewrite("a:1", &rules), "b:2");
+        assert_eq!(rewrite("c:3", &rules), "c:3");
+    }
+
+    #[test]
+    fn a_malformed_rewrite_is_an_error_naming_it() {
+        for bad in [
+            "node1:7001",
+            "=b:2",
+            "a:1=",
+            "=",
+            "",
+            " =b:2",
+            "a:1=b:2=c:3",
+        ] {
+            let err = parse_rewrite(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        let vars = BTreeMap::from([("ids", "1 2".to_string()), ("region", "r".to_string())]);
+        assert_eq!(
+            fill("stop {ids} in {region} {x}", &vars),
+            "stop 1 2 in r {x}"
+        );
+    }
+}

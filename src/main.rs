@@ -142,8 +142,8 @@ struct DrillArgs {
     dev: Option<PathBuf>,
     /// Address rewrite FROM=TO (host:port), repeatable, for advertised addresses that are not
     /// reachable from here (e.g. container names -> published ports).
-    #[arg(long)]
-    rewrite: Vec<String>,
+    #[arg(long, value_parser = raftkms::drill::parse_rewrite)]
+    rewrite: Vec<(String, String)>,
     /// Keys created and encrypted under before the cut (at least 2).
     #[arg(long, default_value_t = 10)]
     keys: usize,
@@ -170,14 +170,7 @@ impl DrillArgs {
             cut: self.cut.clone(),
             heal: self.heal.clone(),
             dev_dir: self.dev.clone(),
-            rewrite: self
-                .rewrite
-                .iter()
-                .filter_map(|r| {
-                    r.split_once('=')
-                        .map(|(a, b)| (a.to_string(), b.to_string()))
-                })
-                .collect(),
+            rewrite: self.rewrite.clone(),
             keys: self.keys,
             outage_secs: self.outage_secs,
             timeout_secs: self.timeout_secs,
