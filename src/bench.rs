@@ -66,6 +66,80 @@ pub struct BenchOptions {
     pub max_requests: Option<u64>,
 }
 
+// The arguments of the `bench` subcommand (no doc comment here, so that the subcommand's own
+// text stays its help). Every field but `failover_kill_pid` and `json` is an option of the run;
+// `From<BenchArgs> for BenchOptions` is the one place that converts them.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// System to drive: raftkms (kms), OpenBao transit (openbao-transit) or etcd's JSON gateway
+    /// (etcd: create = put, reads = range), all with the same client settings.
+    #[arg(long, value_enum, default_value = "kms")]
+    pub target: Target,
+    /// API endpoints (comma-separated); default KMS_ENDPOINTS from dev.env.
+    #[arg(long, env = "KMS_ENDPOINTS", value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    #[arg(long, env = "KMS_REGION", default_value = "ap-guangzhou")]
+    pub region: String,
+    #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
+    pub secret_id: Option<String>,
+    #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// OpenBao token (--target openbao-transit).
+    #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Stop after this many requests (default: run for --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Failover probe instead of a load run: SIGKILL this pid, then start a write ("create")
+    /// through the endpoints every 10 ms until one is acknowledged; prints the time in ms.
+    #[arg(long)]
+    pub failover_kill_pid: Option<i32>,
+    #[arg(long, value_enum, default_value = "encrypt")]
+    pub workload: Workload,
+    /// Concurrent connections (closed loop) or the in-flight cap factor (open loop).
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Open loop at this many requests per second (default: closed loop).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Plaintext size in bytes for Encrypt/Decrypt.
+    #[arg(long, default_value_t = 32)]
+    pub payload: usize,
+    /// Send X-Raftkms-Consistency: stale.
+    #[arg(long)]
+    pub stale: bool,
+    /// Use this existing key (default: create one per run).
+    #[arg(long)]
+    pub key_id: Option<String>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<BenchArgs> for BenchOptions {
+    fn from(a: BenchArgs) -> Self {
+        BenchOptions {
+            target: a.target,
+            endpoints: a.endpoints,
+            region: a.region,
+            secret_id: a.secret_id,
+            secret_key: a.secret_key,
+            token: a.token,
+            workload: a.workload,
+            connections: a.connections,
+            duration: Duration::from_secs(a.duration),
+            rate: a.rate,
+            payload: a.payload,
+            consistency: a.stale.then(|| "stale".to_string()),
+            key_id: a.key_id,
+            max_requests: a.requests,
+        }
+    }
+}
+
 /// The result of a run.
 #[derive(Debug, Serialize)]
 pub struct Summary {
@@ -173,6 +247,15 @@ fn driver(opts: &BenchOptions) -> anyhow::Result<Driver> {
     }
 }
 
+/// What the request loops of one run share.
+struct Load {
+    driver: Driver,
+    fixture: Arc<Fixture>,
+    shared: Arc<Shared>,
+    start: Instant,
+    deadline: Instant,
+}
+
 /// Runs the benchmark, printing a progress line per second to stderr.
 pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
     anyhow::ensure!(opts.connections > 0, "--connections must be at least 1");
@@ -181,92 +264,124 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
         base64::engine::general_purpose::STANDARD.encode(vec![0x5a; opts.payload.max(1)]);
     let fixture: Fixture = driver.setup(plaintext, opts.key_id.clone()).await?;
     let shared = Arc::new(Shared::new()?);
-    let counter = Arc::new(AtomicU64::new(0));
     let cpu0 = own_cpu_ms();
     let start = Instant::now();
-    let deadline = start + opts.duration;
-
-    let progress = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut last = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let ok = shared.ok.load(Ordering::Relaxed);
-                eprintln!(
-                    "[{:>4.0}s] {:>8} ok/s   total ok {ok}   errors {}",
-                    start.elapsed().as_secs_f64(),
-                    ok - last,
-                    shared.error_total()
-                );
-                last = ok;
-            }
-        })
+    let load = Load {
+        driver,
+        fixture: Arc::new(fixture),
+        shared: shared.clone(),
+        start,
+        deadline: start + opts.duration,
     };
-
-    let fixture = Arc::new(fixture);
-    let endpoints = driver.endpoints();
-    let mut tasks = Vec::new();
-    match opts.rate {
-        None => {
-            for c in 0..opts.connections {
-                let (driver, shared, counter, fixture) = (
-                    driver.clone(),
-                    shared.clone(),
-                    counter.clone(),
-                    fixture.clone(),
-                );
-                let workload = opts.workload;
-                let max_requests = opts.max_requests.unwrap_or(u64::MAX);
-                tasks.push(tokio::spawn(async move {
-                    while Instant::now() < deadline {
-                        let n = counter.fetch_add(1, Ordering::Relaxed);
-                        if n >= max_requests {
-                            break;
-                        }
-                        let t0 = Instant::now();
-                        let r = driver
-                            .send(c % endpoints, pick(workload, n), &fixture)
-                            .await;
-                        shared.record(t0, r);
-                    }
-                }));
-            }
-        }
-        Some(rate) => {
-            anyhow::ensure!(rate > 0, "--rate must be at least 1");
-            let interval = Duration::from_secs_f64(1.0 / rate as f64);
-            let limit = Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1) * 64));
-            let mut n = 0u64;
-            loop {
-                let intended = start + interval.mul_f64(n as f64);
-                if intended >= deadline || Some(n) == opts.max_requests {
-                    break;
-                }
-                tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
-                let (driver, shared, fixture) = (driver.clone(), shared.clone(), fixture.clone());
-                let permit = limit.clone().acquire_owned().await?;
-                let op = pick(opts.workload, n);
-                let at = (n as usize) % endpoints;
-                tasks.push(tokio::spawn(async move {
-                    // Latency counts from the intended start: time spent waiting to be sent is
-                    // part of what a caller would see.
-                    let r = driver.send(at, op, &fixture).await;
-                    shared.record(intended, r);
-                    drop(permit);
-                }));
-                n += 1;
-            }
-        }
-    }
+    let progress = spawn_progress(shared.clone(), start);
+    let tasks = match opts.rate {
+        None => closed_loop(&load, &opts),
+        Some(rate) => open_loop(&load, &opts, rate).await?,
+    };
     for t in tasks {
         let _ = t.await;
     }
     progress.abort();
     let seconds = start.elapsed().as_secs_f64();
-    let client_cpu_ms = own_cpu_ms() - cpu0;
+    Ok(summarize(&opts, &shared, seconds, own_cpu_ms() - cpu0))
+}
+
+/// Prints the requests answered in the last second, the total and the errors, every second
+/// until aborted.
+fn spawn_progress(shared: Arc<Shared>, start: Instant) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let ok = shared.ok.load(Ordering::Relaxed);
+            eprintln!(
+                "[{:>4.0}s] {:>8} ok/s   total ok {ok}   errors {}",
+                start.elapsed().as_secs_f64(),
+                ok - last,
+                shared.error_total()
+            );
+            last = ok;
+        }
+    })
+}
+
+/// The closed loop: `connections` tasks, each sending its next request (through its own
+/// endpoint) when the previous one answered, until the deadline or `max_requests`.
+fn closed_loop(load: &Load, opts: &BenchOptions) -> Vec<tokio::task::JoinHandle<()>> {
+    let counter = Arc::new(AtomicU64::new(0));
+    let endpoints = load.driver.endpoints();
+    let deadline = load.deadline;
+    let mut tasks = Vec::new();
+    for c in 0..opts.connections {
+        let (driver, shared, counter, fixture) = (
+            load.driver.clone(),
+            load.shared.clone(),
+            counter.clone(),
+            load.fixture.clone(),
+        );
+        let workload = opts.workload;
+        let max_requests = opts.max_requests.unwrap_or(u64::MAX);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= max_requests {
+                    break;
+                }
+                let t0 = Instant::now();
+                let r = driver
+                    .send(c % endpoints, pick(workload, n), &fixture)
+                    .await;
+                shared.record(t0, r);
+            }
+        }));
+    }
+    tasks
+}
+
+/// The open loop: request `n` is started at `start + n / rate` (the endpoints in turn), with
+/// at most `connections * 64` in flight, until the deadline or `max_requests`; its latency
+/// counts from that intended start.
+async fn open_loop(
+    load: &Load,
+    opts: &BenchOptions,
+    rate: u64,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    anyhow::ensure!(rate > 0, "--rate must be at least 1");
+    let endpoints = load.driver.endpoints();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let limit = Arc::new(tokio::sync::Semaphore::new(opts.connections.max(1) * 64));
+    let mut tasks = Vec::new();
+    let mut n = 0u64;
+    loop {
+        let intended = load.start + interval.mul_f64(n as f64);
+        if intended >= load.deadline || Some(n) == opts.max_requests {
+            break;
+        }
+        tokio::time::sleep_until(tokio::time::Instant::from_std(intended)).await;
+        let (driver, shared, fixture) = (
+            load.driver.clone(),
+            load.shared.clone(),
+            load.fixture.clone(),
+        );
+        let permit = limit.clone().acquire_owned().await?;
+        let op = pick(opts.workload, n);
+        let at = (n as usize) % endpoints;
+        tasks.push(tokio::spawn(async move {
+            // Latency counts from the intended start: time spent waiting to be sent is
+            // part of what a caller would see.
+            let r = driver.send(at, op, &fixture).await;
+            shared.record(intended, r);
+            drop(permit);
+        }));
+        n += 1;
+    }
+    Ok(tasks)
+}
+
+/// The summary of a finished run from what the loops recorded.
+fn summarize(opts: &BenchOptions, shared: &Shared, seconds: f64, client_cpu_ms: f64) -> Summary {
     let hist = shared
         .hist
         .lock()
@@ -286,7 +401,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    Ok(Summary {
+    Summary {
         target: opts.target,
         workload: opts.workload,
         mode: match opts.rate {
@@ -301,7 +416,7 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Summary> {
         throughput: ok as f64 / seconds,
         latency_ms,
         client_cpu_ms,
-    })
+    }
 }
 
 /// The human summary.

@@ -91,6 +91,21 @@ pub struct DrillReport {
     pub passed: bool,
 }
 
+/// Parses one `--rewrite FROM=TO` item: two non-empty addresses joined by one `=`. The error
+/// names the item, so that a typo is reported instead of silently leaving an address as it is.
+pub fn parse_rewrite(item: &str) -> Result<(String, String), String> {
+    match item.split_once('=') {
+        Some((from, to))
+            if !from.trim().is_empty() && !to.trim().is_empty() && !to.contains('=') =>
+        {
+            Ok((from.to_string(), to.to_string()))
+        }
+        _ => Err(format!(
+            "`{item}` is not FROM=TO (two host:port addresses joined by `=`)"
+        )),
+    }
+}
+
 fn rewrite(addr: &str, rules: &[(String, String)]) -> String {
     rules
         .iter()
@@ -135,99 +150,235 @@ async fn with_timeout<T>(
         .unwrap_or_else(|_| Err(KmsError::Transport(format!("no answer within {d:?}"))))
 }
 
+/// Phases of the drill, for the progress lines.
+const PHASES: usize = 7;
+/// Upper bound of one admin call, and of a stale read through a cut-off node.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// Upper bound of one write while the region is cut: longer than the server's own write timeout.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What every phase works with: the options, the cluster's nodes split by the cut, and a KMS
+/// client in the drill's key region.
+struct Drill {
+    opts: DrillOptions,
+    /// Aimed at each node in turn (`kms.at(api)`), in `key_region`.
+    kms: KmsClient,
+    key_region: String,
+    nodes: Vec<DrillNode>,
+    cut: Vec<DrillNode>,
+    survivors: Vec<DrillNode>,
+    /// Upper bound of each waiting phase.
+    timeout: Duration,
+}
+
+/// The keys and ciphertexts acknowledged before the cut.
+struct Baseline {
+    keys: Vec<String>,
+    sealed: Vec<Sealed>,
+}
+
+/// The sequential writes to `target`'s description while the region is cut.
+struct Writes {
+    target: String,
+    /// The sequence number of the last write sent (0: none).
+    last_invoked: u64,
+    last_acked: Option<u64>,
+}
+
+/// The operator's cut and heal commands and the placeholder values they are filled with.
+struct Hooks {
+    vars: BTreeMap<&'static str, String>,
+    cut: String,
+    heal: String,
+}
+
+impl Baseline {
+    /// What must be found intact after `writes`.
+    fn expected<'a>(&'a self, writes: &'a Writes) -> Expected<'a> {
+        Expected {
+            keys: &self.keys,
+            sealed: &self.sealed,
+            target: &writes.target,
+            last_acked: writes.last_acked,
+            last_invoked: writes.last_invoked,
+        }
+    }
+}
+
 /// Runs the drill; the report says whether it passed.
 pub async fn run(
     opts: DrillOptions,
     admin: AdminClient,
     kms: KmsClient,
 ) -> anyhow::Result<DrillReport> {
-    const PHASES: usize = 7;
-    let json = opts.json;
-    let timeout = Duration::from_secs(opts.timeout_secs);
-    let call_timeout = Duration::from_secs(3);
     let mut report = DrillReport {
         region: opts.region.clone(),
         ..Default::default()
     };
-
-    // 1. Topology, from the membership the cluster itself reports.
-    let status = admin
-        .status()
-        .await
-        .context("cannot read the cluster status")?;
-    let nodes: Vec<DrillNode> = status
-        .nodes
-        .iter()
-        .map(|(id, n)| DrillNode {
-            id: *id,
-            region: n.region.clone(),
-            api: rewrite(&n.api_addr, &opts.rewrite),
-            admin: admin
-                .at(rewrite(&n.raft_addr, &opts.rewrite))
-                .with_timeout(call_timeout),
-        })
-        .collect();
-    let (cut, survivors): (Vec<&DrillNode>, Vec<&DrillNode>) =
-        nodes.iter().partition(|n| n.region == opts.region);
-    if cut.is_empty() {
-        let regions: std::collections::BTreeSet<&str> =
-            nodes.iter().map(|n| n.region.as_str()).collect();
-        bail!(
-            "no node of this cluster is in region `{}` (regions: {})",
-            opts.region,
-            regions.into_iter().collect::<Vec<_>>().join(", ")
-        );
+    let drill = Drill::discover(opts, &admin, kms, &mut report).await?;
+    let baseline = drill.baseline(&mut report).await?;
+    let hooks = drill.hooks(&report.cut_nodes)?;
+    let mut healed = false;
+    let result = drill
+        .cut_and_heal(&hooks, &baseline, &mut report, &mut healed)
+        .await;
+    if !healed {
+        // Never leave a region cut off because a later step failed.
+        if let Err(e) = run_hook(&hooks.heal, &hooks.vars).await {
+            report.problems.push(format!("heal failed: {e}"));
+        }
     }
-    if survivors.is_empty() {
-        bail!(
-            "every node is in region `{}`: nothing would survive the cut",
-            opts.region
-        );
-    }
-    report.cut_nodes = cut.iter().map(|n| n.id).collect();
-    report.surviving_nodes = survivors.iter().map(|n| n.id).collect();
-    report.leader_before = status.leader;
-    report.leader_was_in_region = status.leader.is_some_and(|l| report.cut_nodes.contains(&l));
-    let surviving_voters = status
-        .voters
-        .iter()
-        .filter(|v| !report.cut_nodes.contains(v))
-        .count();
-    report.quorum_survives = surviving_voters * 2 > status.voters.len();
+    result?;
+    report.passed = report.lost == 0
+        && report.problems.is_empty()
+        && report.convergence_ms.is_some()
+        && (report.rto_ms.is_some() || !report.quorum_survives);
     phase(
-        json,
-        1,
+        drill.opts.json,
+        7,
         PHASES,
         format_args!(
-            "topology: cutting region {} = nodes {:?}; survivors {:?}; leader {:?}{}; {} of {} voters survive ({})",
-            opts.region,
-            report.cut_nodes,
-            report.surviving_nodes,
-            status.leader,
-            if report.leader_was_in_region { " (in the cut region)" } else { "" },
-            surviving_voters,
-            status.voters.len(),
-            if report.quorum_survives { "a quorum" } else { "NO quorum: writes stop until the heal" }
+            "verify: {} checks through all {} nodes after the heal; lost {}",
+            report.checks_after_heal,
+            drill.nodes.len(),
+            report.lost
         ),
     );
+    if !drill.opts.keep_keys {
+        drill.retire_keys(&baseline.keys).await;
+    }
+    Ok(report)
+}
 
-    // 2. Baseline: keys and ciphertexts acknowledged through every node, including the region's.
-    let key_region = opts
-        .key_region
-        .clone()
-        .unwrap_or_else(|| opts.region.clone());
-    let kms = kms.in_region(&key_region);
-    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
-    let mut keys: Vec<String> = Vec::new();
-    let mut sealed: Vec<Sealed> = Vec::new();
-    for i in 0..opts.keys.max(2) {
-        let node = &nodes[i % nodes.len()];
-        let c = kms.at(&node.api);
+impl Drill {
+    /// Phase 1, topology: reads the membership the cluster itself reports, splits its nodes
+    /// into the region being cut and the survivors (refusing a cut of nothing or of
+    /// everything), and records the leader and whether a quorum of voters survives.
+    async fn discover(
+        opts: DrillOptions,
+        admin: &AdminClient,
+        kms: KmsClient,
+        report: &mut DrillReport,
+    ) -> anyhow::Result<Drill> {
+        let status = admin
+            .status()
+            .await
+            .context("cannot read the cluster status")?;
+        let nodes: Vec<DrillNode> = status
+            .nodes
+            .iter()
+            .map(|(id, n)| DrillNode {
+                id: *id,
+                region: n.region.clone(),
+                api: rewrite(&n.api_addr, &opts.rewrite),
+                admin: admin
+                    .at(rewrite(&n.raft_addr, &opts.rewrite))
+                    .with_timeout(CALL_TIMEOUT),
+            })
+            .collect();
+        let (cut, survivors): (Vec<DrillNode>, Vec<DrillNode>) =
+            nodes.iter().cloned().partition(|n| n.region == opts.region);
+        if cut.is_empty() {
+            let regions: std::collections::BTreeSet<&str> =
+                nodes.iter().map(|n| n.region.as_str()).collect();
+            bail!(
+                "no node of this cluster is in region `{}` (regions: {})",
+                opts.region,
+                regions.into_iter().collect::<Vec<_>>().join(", ")
+            );
+        }
+        if survivors.is_empty() {
+            bail!(
+                "every node is in region `{}`: nothing would survive the cut",
+                opts.region
+            );
+        }
+        let key_region = opts
+            .key_region
+            .clone()
+            .unwrap_or_else(|| opts.region.clone());
+        let drill = Drill {
+            kms: kms.in_region(&key_region),
+            key_region,
+            nodes,
+            cut,
+            survivors,
+            timeout: Duration::from_secs(opts.timeout_secs),
+            opts,
+        };
+        drill.record_topology(status.leader, &status.voters, report);
+        Ok(drill)
+    }
+
+    /// The end of phase 1: cut and surviving nodes, the leader and the surviving voters go
+    /// into the report and the phase line.
+    fn record_topology(&self, leader: Option<NodeId>, voters: &[NodeId], report: &mut DrillReport) {
+        report.cut_nodes = self.cut.iter().map(|n| n.id).collect();
+        report.surviving_nodes = self.survivors.iter().map(|n| n.id).collect();
+        report.leader_before = leader;
+        report.leader_was_in_region = leader.is_some_and(|l| report.cut_nodes.contains(&l));
+        let surviving_voters = voters
+            .iter()
+            .filter(|v| !report.cut_nodes.contains(v))
+            .count();
+        report.quorum_survives = surviving_voters * 2 > voters.len();
+        phase(
+            self.opts.json,
+            1,
+            PHASES,
+            format_args!(
+                "topology: cutting region {} = nodes {:?}; survivors {:?}; leader {:?}{}; {} of {} voters survive ({})",
+                self.opts.region,
+                report.cut_nodes,
+                report.surviving_nodes,
+                leader,
+                if report.leader_was_in_region { " (in the cut region)" } else { "" },
+                surviving_voters,
+                voters.len(),
+                if report.quorum_survives { "a quorum" } else { "NO quorum: writes stop until the heal" }
+            ),
+        );
+    }
+
+    /// Phase 2, baseline: keys created and ciphertexts made through every node in turn (the
+    /// region's included), each acknowledged before the cut.
+    async fn baseline(&self, report: &mut DrillReport) -> anyhow::Result<Baseline> {
+        let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let mut keys: Vec<String> = Vec::new();
+        let mut sealed: Vec<Sealed> = Vec::new();
+        for i in 0..self.opts.keys.max(2) {
+            let node = &self.nodes[i % self.nodes.len()];
+            let s = self
+                .create_and_seal(node, &format!("drill-{run_id}-{i}"))
+                .await?;
+            keys.push(s.key_id.clone());
+            sealed.push(s);
+        }
+        report.keys_created = keys.len();
+        report.ciphertexts = sealed.len();
+        phase(
+            self.opts.json,
+            2,
+            PHASES,
+            format_args!(
+                "baseline: {} keys created and {} ciphertexts made in region {}, through every node",
+                keys.len(),
+                sealed.len(),
+                self.key_region
+            ),
+        );
+        Ok(Baseline { keys, sealed })
+    }
+
+    /// One key of the baseline: CreateKey with `alias`, then Encrypt of random bytes under it,
+    /// both through `node`.
+    async fn create_and_seal(&self, node: &DrillNode, alias: &str) -> anyhow::Result<Sealed> {
+        let c = self.kms.at(&node.api);
         let key = with_timeout(
             Duration::from_secs(10),
             c.call(
                 "CreateKey",
-                json!({"Alias": format!("drill-{run_id}-{i}"), "Description": "raftkms drill"}),
+                json!({"Alias": alias, "Description": "raftkms drill"}),
             ),
         )
         .await
@@ -245,94 +396,137 @@ pub async fn run(
         )
         .await
         .with_context(|| format!("Encrypt through node {} before the cut", node.id))?;
-        sealed.push(Sealed {
-            key_id: key_id.clone(),
+        Ok(Sealed {
+            key_id,
             plaintext_b64,
             blob: enc["CiphertextBlob"]
                 .as_str()
                 .unwrap_or_default()
                 .to_string(),
             via: node.id,
-        });
-        keys.push(key_id);
+        })
     }
-    report.keys_created = keys.len();
-    report.ciphertexts = sealed.len();
-    phase(
-        json,
-        2,
-        PHASES,
-        format_args!(
-            "baseline: {} keys created and {} ciphertexts made in region {key_region}, through every node",
-            keys.len(),
-            sealed.len()
-        ),
-    );
 
-    // 3. Cut.
-    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
-    vars.insert("region", opts.region.clone());
-    vars.insert(
-        "ids",
-        report
-            .cut_nodes
-            .iter()
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
-    vars.insert(
-        "services",
-        report
-            .cut_nodes
-            .iter()
-            .map(|i| format!("node{i}"))
-            .collect::<Vec<_>>()
-            .join(" "),
-    );
-    if let Some(dir) = &opts.dev_dir {
-        let mut pids = Vec::new();
-        for id in &report.cut_nodes {
-            let path = dir.join(format!("node{id}.pid"));
-            let pid = std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            pids.push(pid.trim().to_string());
+    /// The cut and heal commands with their placeholders: `{region}`, `{ids}`, `{services}`,
+    /// and `{pids}` from the pid files of a `raftkms dev` cluster (whose default hooks freeze
+    /// and resume those processes).
+    fn hooks(&self, cut_nodes: &[NodeId]) -> anyhow::Result<Hooks> {
+        let mut vars: BTreeMap<&'static str, String> = BTreeMap::new();
+        vars.insert("region", self.opts.region.clone());
+        let ids: Vec<String> = cut_nodes.iter().map(|i| i.to_string()).collect();
+        vars.insert("ids", ids.join(" "));
+        let services: Vec<String> = cut_nodes.iter().map(|i| format!("node{i}")).collect();
+        vars.insert("services", services.join(" "));
+        if let Some(dir) = &self.opts.dev_dir {
+            let mut pids = Vec::new();
+            for id in cut_nodes {
+                let path = dir.join(format!("node{id}.pid"));
+                let pid = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                pids.push(pid.trim().to_string());
+            }
+            vars.insert("pids", pids.join(" "));
         }
-        vars.insert("pids", pids.join(" "));
+        let (cut, heal) = match (&self.opts.cut, &self.opts.heal, &self.opts.dev_dir) {
+            (Some(c), Some(h), _) => (c.clone(), h.clone()),
+            (None, None, Some(_)) => (
+                "kill -STOP {pids}".to_string(),
+                "kill -CONT {pids}".to_string(),
+            ),
+            _ => bail!(
+                "give both --cut and --heal commands, or --dev DIR for a `raftkms dev` cluster"
+            ),
+        };
+        Ok(Hooks { vars, cut, heal })
     }
-    let (cut_cmd, heal_cmd) = match (&opts.cut, &opts.heal, &opts.dev_dir) {
-        (Some(c), Some(h), _) => (c.clone(), h.clone()),
-        (None, None, Some(_)) => (
-            "kill -STOP {pids}".to_string(),
-            "kill -CONT {pids}".to_string(),
-        ),
-        _ => bail!("give both --cut and --heal commands, or --dev DIR for a `raftkms dev` cluster"),
-    };
-    let mut healed = false;
-    let result = async {
-        run_hook(&cut_cmd, &vars).await?;
-        let cut_at = Instant::now();
-        phase(json, 3, PHASES, format_args!("cut: `{}` done", fill(&cut_cmd, &vars)));
 
-        // 4. Failover. Probes (a write every 50 ms through the survivors in turn, each allowed
-        // longer than the server's own write timeout) until one is acknowledged: that is the
-        // RTO. Then `outage_secs` of sequential writes, each setting the description of the first
-        // drill key to the next sequence number, so the final value tells whether an
-        // acknowledged write was lost.
-        let target = keys[0].clone();
-        let probe_key = keys[1 % keys.len()].clone();
-        let write_timeout = Duration::from_secs(8);
+    /// Phases 3 to 7 (but the phase-7 line): cut, failover, RPO while cut, heal and converge,
+    /// and every check again through every node. Sets `healed` once the heal command has
+    /// succeeded, so that the caller heals after any earlier failure.
+    async fn cut_and_heal(
+        &self,
+        hooks: &Hooks,
+        baseline: &Baseline,
+        report: &mut DrillReport,
+        healed: &mut bool,
+    ) -> anyhow::Result<()> {
+        run_hook(&hooks.cut, &hooks.vars).await?;
+        let cut_at = Instant::now();
+        phase(
+            self.opts.json,
+            3,
+            PHASES,
+            format_args!("cut: `{}` done", fill(&hooks.cut, &hooks.vars)),
+        );
+        let writes = self.failover(cut_at, &baseline.keys, report).await;
+        self.rpo_while_cut(baseline, &writes, report).await;
+        run_hook(&hooks.heal, &hooks.vars).await?;
+        *healed = true;
+        self.converge(hooks, report).await;
+        // Phase 7: everything again, through every node (the healed ones included).
+        let expected = baseline.expected(&writes);
+        report.checks_after_heal =
+            verify_until(&self.kms, &self.nodes, &expected, self.timeout, report).await;
+        Ok(())
+    }
+
+    /// Phase 4, failover: probes until a write through the survivors is acknowledged (the
+    /// RTO), then `outage_secs` of sequential writes, each setting the description of the
+    /// first drill key to the next sequence number, so that the final value tells whether an
+    /// acknowledged write was lost.
+    async fn failover(&self, cut_at: Instant, keys: &[String], report: &mut DrillReport) -> Writes {
+        let probe_key = &keys[1 % keys.len()];
+        self.probe_until_acknowledged(cut_at, probe_key, report)
+            .await;
+        let mut writes = Writes {
+            target: keys[0].clone(),
+            last_invoked: 0,
+            last_acked: None,
+        };
+        if report.rto_ms.is_some() {
+            self.sequential_writes(&mut writes, report).await;
+        }
+        phase(
+            self.opts.json,
+            4,
+            PHASES,
+            match report.rto_ms {
+                Some(ms) => format!(
+                    "failover: writes resumed after {ms} ms (RTO); {} acknowledged, {} failed during the outage",
+                    report.writes_acknowledged_during_outage, report.writes_failed_during_outage
+                ),
+                None => format!(
+                    "failover: no write acknowledged within {} s of the cut ({} failed)",
+                    self.opts.timeout_secs, report.writes_failed_during_outage
+                ),
+            },
+        );
+        writes
+    }
+
+    /// The RTO probe: a write every 50 ms through the survivors in turn, each allowed
+    /// [`WRITE_TIMEOUT`], until one is acknowledged (sets `rto_ms`) or the timeout ends.
+    async fn probe_until_acknowledged(
+        &self,
+        cut_at: Instant,
+        probe_key: &str,
+        report: &mut DrillReport,
+    ) {
+        let json = self.opts.json;
         let mut probes = tokio::task::JoinSet::new();
         let mut probe_n = 0usize;
-        while report.rto_ms.is_none() && cut_at.elapsed() < timeout {
-            let node = survivors[probe_n % survivors.len()];
+        while report.rto_ms.is_none() && cut_at.elapsed() < self.timeout {
+            let node = &self.survivors[probe_n % self.survivors.len()];
             probe_n += 1;
-            let c = kms.at(&node.api);
-            let (key, id, n) = (probe_key.clone(), node.id, probe_n);
+            let c = self.kms.at(&node.api);
+            let (key, id, n) = (probe_key.to_string(), node.id, probe_n);
             probes.spawn(async move {
                 let r = with_timeout(
-                    write_timeout,
-                    c.call("UpdateKeyDescription", json!({"KeyId": key, "Description": format!("drill-probe-{n}")})),
+                    WRITE_TIMEOUT,
+                    c.call(
+                        "UpdateKeyDescription",
+                        json!({"KeyId": key, "Description": format!("drill-probe-{n}")}),
+                    ),
                 )
                 .await;
                 (id, r.is_ok())
@@ -358,76 +552,52 @@ pub async fn run(
             }
         }
         probes.abort_all();
-        let mut seq = 0u64;
-        let mut last_acked: Option<u64> = None;
-        if report.rto_ms.is_some() {
-            let until = Instant::now() + Duration::from_secs(opts.outage_secs);
-            let mut rr = 0usize;
-            while Instant::now() < until {
-                seq += 1;
-                let node = survivors[rr % survivors.len()];
-                rr += 1;
-                let r = with_timeout(
-                    write_timeout,
-                    kms.at(&node.api).call(
-                        "UpdateKeyDescription",
-                        json!({"KeyId": target, "Description": format!("drill-seq-{seq}")}),
-                    ),
-                )
-                .await;
-                if r.is_ok() {
-                    last_acked = Some(seq);
-                    report.writes_acknowledged_during_outage += 1;
-                } else {
-                    report.writes_failed_during_outage += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        phase(
-            json,
-            4,
-            PHASES,
-            match report.rto_ms {
-                Some(ms) => format!(
-                    "failover: writes resumed after {ms} ms (RTO); {} acknowledged, {} failed during the outage",
-                    report.writes_acknowledged_during_outage, report.writes_failed_during_outage
-                ),
-                None => format!(
-                    "failover: no write acknowledged within {} s of the cut ({} failed)",
-                    opts.timeout_secs, report.writes_failed_during_outage
-                ),
-            },
-        );
+    }
 
-        // 5. RPO while cut: everything acknowledged is readable through the survivors (when they
-        // have a quorum), and the cut region answers stale reads if it can be reached at all.
-        if report.rto_ms.is_some() {
-            let expected = Expected { keys: &keys, sealed: &sealed, target: &target, last_acked, last_invoked: seq };
-            let checks = verify(&kms, &survivors, &expected, &mut report).await;
-            note(json, format_args!("{checks} checks through the survivors"));
-        }
-        let mut stale = kms.clone();
-        stale.consistency = Some("stale".into());
-        let probe = &sealed[0];
-        let mut answered = false;
-        let mut ok = true;
-        for n in &cut {
-            match with_timeout(call_timeout, stale.at(&n.api).call("Decrypt", json!({"CiphertextBlob": probe.blob}))).await {
-                Ok(v) => {
-                    answered = true;
-                    ok &= v["Plaintext"].as_str() == Some(probe.plaintext_b64.as_str());
-                }
-                Err(KmsError::Api { .. }) => {
-                    answered = true;
-                    ok = false;
-                }
-                Err(_) => {}
+    /// `outage_secs` of sequential writes `drill-seq-N` to the target key's description
+    /// through the survivors in turn, counting acknowledged and failed ones.
+    async fn sequential_writes(&self, writes: &mut Writes, report: &mut DrillReport) {
+        let until = Instant::now() + Duration::from_secs(self.opts.outage_secs);
+        let mut rr = 0usize;
+        while Instant::now() < until {
+            writes.last_invoked += 1;
+            let seq = writes.last_invoked;
+            let node = &self.survivors[rr % self.survivors.len()];
+            rr += 1;
+            let r = with_timeout(
+                WRITE_TIMEOUT,
+                self.kms.at(&node.api).call(
+                    "UpdateKeyDescription",
+                    json!({"KeyId": writes.target, "Description": format!("drill-seq-{seq}")}),
+                ),
+            )
+            .await;
+            if r.is_ok() {
+                writes.last_acked = Some(seq);
+                report.writes_acknowledged_during_outage += 1;
+            } else {
+                report.writes_failed_during_outage += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        report.stale_reads_in_cut_region = answered.then_some(ok);
+    }
+
+    /// Phase 5, RPO while cut: everything acknowledged is readable through the survivors (when
+    /// writes resumed, i.e. they have a quorum), and the cut region answers stale reads if it
+    /// can be reached at all.
+    async fn rpo_while_cut(&self, baseline: &Baseline, writes: &Writes, report: &mut DrillReport) {
+        if report.rto_ms.is_some() {
+            let expected = baseline.expected(writes);
+            let checks = verify(&self.kms, &self.survivors, &expected, report).await;
+            note(
+                self.opts.json,
+                format_args!("{checks} checks through the survivors"),
+            );
+        }
+        report.stale_reads_in_cut_region =
+            self.stale_reads_in_cut_region(&baseline.sealed[0]).await;
         phase(
-            json,
+            self.opts.json,
             5,
             PHASES,
             format_args!(
@@ -440,79 +610,98 @@ pub async fn run(
                 }
             ),
         );
+    }
 
-        // 6. Heal and converge.
-        run_hook(&heal_cmd, &vars).await?;
-        healed = true;
+    /// A stale Decrypt of `probe` through each cut-off node: `None` when none answered at all,
+    /// else whether every answer was the right plaintext.
+    async fn stale_reads_in_cut_region(&self, probe: &Sealed) -> Option<bool> {
+        let mut stale = self.kms.clone();
+        stale.consistency = Some("stale".into());
+        let mut answered = false;
+        let mut ok = true;
+        for n in &self.cut {
+            match with_timeout(
+                CALL_TIMEOUT,
+                stale
+                    .at(&n.api)
+                    .call("Decrypt", json!({"CiphertextBlob": probe.blob})),
+            )
+            .await
+            {
+                Ok(v) => {
+                    answered = true;
+                    ok &= v["Plaintext"].as_str() == Some(probe.plaintext_b64.as_str());
+                }
+                Err(KmsError::Api { .. }) => {
+                    answered = true;
+                    ok = false;
+                }
+                Err(_) => {}
+            }
+        }
+        answered.then_some(ok)
+    }
+
+    /// Phase 6 after the heal command: waits until every node reports the same applied index
+    /// and state digest, and records how long that took (or a problem at the timeout).
+    async fn converge(&self, hooks: &Hooks, report: &mut DrillReport) {
         let healed_at = Instant::now();
-        let digest = loop {
+        match self.one_digest_since(healed_at).await {
+            Some(d) => {
+                report.convergence_ms = Some(healed_at.elapsed().as_millis() as u64);
+                report.digest = Some(d);
+            }
+            None => report.problems.push(format!(
+                "nodes did not converge to one state digest within {} s of the heal",
+                self.opts.timeout_secs
+            )),
+        }
+        let heal = fill(&hooks.heal, &hooks.vars);
+        phase(
+            self.opts.json,
+            6,
+            PHASES,
+            match report.convergence_ms {
+                Some(ms) => format!(
+                    "heal: `{heal}`; all {} nodes converged in {ms} ms (digest {})",
+                    self.nodes.len(),
+                    report
+                        .digest
+                        .as_deref()
+                        .unwrap_or("")
+                        .get(..16)
+                        .unwrap_or("")
+                ),
+                None => format!("heal: `{heal}`; nodes did NOT converge"),
+            },
+        );
+    }
+
+    /// Polls every node's digest every 100 ms until all answer with the same one (returned),
+    /// or `None` once the timeout has passed since `since`.
+    async fn one_digest_since(&self, since: Instant) -> Option<String> {
+        loop {
             let mut seen = Vec::new();
-            for n in &nodes {
+            for n in &self.nodes {
                 if let Ok(d) = n.admin.digest().await {
                     seen.push((d.applied_index, d.digest));
                 }
             }
-            if seen.len() == nodes.len() && seen.windows(2).all(|w| w[0] == w[1]) {
-                break seen.first().map(|(_, d)| d.clone());
+            if seen.len() == self.nodes.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+                return seen.first().map(|(_, d)| d.clone());
             }
-            if healed_at.elapsed() > timeout {
-                break None;
+            if since.elapsed() > self.timeout {
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        match &digest {
-            Some(d) => {
-                report.convergence_ms = Some(healed_at.elapsed().as_millis() as u64);
-                report.digest = Some(d.clone());
-            }
-            None => report.problems.push(format!(
-                "nodes did not converge to one state digest within {} s of the heal",
-                opts.timeout_secs
-            )),
         }
-        phase(
-            json,
-            6,
-            PHASES,
-            match report.convergence_ms {
-                Some(ms) => format!("heal: `{}`; all {} nodes converged in {ms} ms (digest {})", fill(&heal_cmd, &vars), nodes.len(), report.digest.as_deref().unwrap_or("").get(..16).unwrap_or("")),
-                None => format!("heal: `{}`; nodes did NOT converge", fill(&heal_cmd, &vars)),
-            },
-        );
+    }
 
-        // 7. Everything again, through every node (the healed ones included).
-        let all: Vec<&DrillNode> = nodes.iter().collect();
-        let expected = Expected { keys: &keys, sealed: &sealed, target: &target, last_acked, last_invoked: seq };
-        let checks = verify_until(&kms, &all, &expected, timeout, &mut report).await;
-        report.checks_after_heal = checks;
-        anyhow::Ok(())
-    }
-    .await;
-    if !healed {
-        // Never leave a region cut off because a later step failed.
-        if let Err(e) = run_hook(&heal_cmd, &vars).await {
-            report.problems.push(format!("heal failed: {e}"));
-        }
-    }
-    result?;
-    report.passed = report.lost == 0
-        && report.problems.is_empty()
-        && report.convergence_ms.is_some()
-        && (report.rto_ms.is_some() || !report.quorum_survives);
-    phase(
-        json,
-        7,
-        PHASES,
-        format_args!(
-            "verify: {} checks through all {} nodes after the heal; lost {}",
-            report.checks_after_heal,
-            nodes.len(),
-            report.lost
-        ),
-    );
-    if !opts.keep_keys {
-        for k in &keys {
-            let c = kms.at(&survivors[0].api);
+    /// The end of the drill: disables the drill's keys and schedules their deletion, through
+    /// the first survivor (failures are ignored).
+    async fn retire_keys(&self, keys: &[String]) {
+        for k in keys {
+            let c = self.kms.at(&self.survivors[0].api);
             let _ = c.call("DisableKey", json!({"KeyId": k})).await;
             let _ = c
                 .call(
@@ -522,7 +711,6 @@ pub async fn run(
                 .await;
         }
     }
-    Ok(report)
 }
 
 fn fill(template: &str, vars: &BTreeMap<&str, String>) -> String {
@@ -547,93 +735,104 @@ struct Expected<'a> {
 /// checks and adds every loss to the report.
 async fn verify(
     kms: &KmsClient,
-    nodes: &[&DrillNode],
+    nodes: &[DrillNode],
     expected: &Expected<'_>,
     report: &mut DrillReport,
 ) -> usize {
-    let Expected {
-        keys,
-        sealed,
-        target,
-        last_acked,
-        last_invoked,
-    } = *expected;
     let mut checks = 0;
     for n in nodes {
         let c = kms.at(&n.api);
-        for k in keys {
+        for k in expected.keys {
             checks += 1;
-            match with_timeout(
-                Duration::from_secs(5),
-                c.call("DescribeKey", json!({"KeyId": k})),
-            )
-            .await
-            {
-                Ok(v) => {
-                    if k == target {
-                        let desc = v["KeyMetadata"]["Description"].as_str().unwrap_or_default();
-                        let seen = desc
-                            .strip_prefix("drill-seq-")
-                            .and_then(|s| s.parse::<u64>().ok());
-                        // The value must be at least the last acknowledged write and one that
-                        // was actually sent.
-                        let fine = match (last_acked, seen) {
-                            (None, _) => true,
-                            (Some(a), Some(s)) => s >= a && s <= last_invoked,
-                            (Some(_), None) => false,
-                        };
-                        if !fine {
-                            report.lost += 1;
-                            report.problems.push(format!(
-                                "node {}: key {k} has description `{desc}`, but write {} was acknowledged",
-                                n.id,
-                                last_acked.unwrap_or(0)
-                            ));
-                        }
-                    }
-                }
-                Err(e) => {
-                    report.lost += 1;
-                    report
-                        .problems
-                        .push(format!("node {}: DescribeKey {k}: {e}", n.id));
-                }
-            }
+            check_key(&c, n.id, k, expected, report).await;
         }
-        for s in sealed {
+        for s in expected.sealed {
             checks += 1;
-            match with_timeout(
-                Duration::from_secs(5),
-                c.call("Decrypt", json!({"CiphertextBlob": s.blob})),
-            )
-            .await
-            {
-                Ok(v) if v["Plaintext"].as_str() == Some(s.plaintext_b64.as_str()) => {}
-                Ok(_) => {
-                    report.lost += 1;
-                    report.problems.push(format!(
-                        "node {}: a ciphertext of key {} (made via node {}) decrypts to the wrong plaintext",
-                        n.id, s.key_id, s.via
-                    ));
-                }
-                Err(e) => {
-                    report.lost += 1;
-                    report.problems.push(format!(
-                        "node {}: a ciphertext of key {} (made via node {}) does not decrypt: {e}",
-                        n.id, s.key_id, s.via
-                    ));
-                }
-            }
+            check_sealed(&c, n.id, s, report).await;
         }
     }
     checks
+}
+
+/// DescribeKey of `k` through `c` (node `node`); for the target key, its description must be
+/// a sequential write at least as late as the last acknowledged one and one actually sent.
+async fn check_key(
+    c: &KmsClient,
+    node: NodeId,
+    k: &str,
+    expected: &Expected<'_>,
+    report: &mut DrillReport,
+) {
+    let (last_acked, last_invoked) = (expected.last_acked, expected.last_invoked);
+    match with_timeout(
+        Duration::from_secs(5),
+        c.call("DescribeKey", json!({"KeyId": k})),
+    )
+    .await
+    {
+        Ok(v) => {
+            if k == expected.target {
+                let desc = v["KeyMetadata"]["Description"].as_str().unwrap_or_default();
+                let seen = desc
+                    .strip_prefix("drill-seq-")
+                    .and_then(|s| s.parse::<u64>().ok());
+                // The value must be at least the last acknowledged write and one that
+                // was actually sent.
+                let fine = match (last_acked, seen) {
+                    (None, _) => true,
+                    (Some(a), Some(s)) => s >= a && s <= last_invoked,
+                    (Some(_), None) => false,
+                };
+                if !fine {
+                    report.lost += 1;
+                    report.problems.push(format!(
+                        "node {node}: key {k} has description `{desc}`, but write {} was acknowledged",
+                        last_acked.unwrap_or(0)
+                    ));
+                }
+            }
+        }
+        Err(e) => {
+            report.lost += 1;
+            report
+                .problems
+                .push(format!("node {node}: DescribeKey {k}: {e}"));
+        }
+    }
+}
+
+/// Decrypt of one acknowledged ciphertext through `c` (node `node`): it must give back its
+/// plaintext.
+async fn check_sealed(c: &KmsClient, node: NodeId, s: &Sealed, report: &mut DrillReport) {
+    match with_timeout(
+        Duration::from_secs(5),
+        c.call("Decrypt", json!({"CiphertextBlob": s.blob})),
+    )
+    .await
+    {
+        Ok(v) if v["Plaintext"].as_str() == Some(s.plaintext_b64.as_str()) => {}
+        Ok(_) => {
+            report.lost += 1;
+            report.problems.push(format!(
+                "node {node}: a ciphertext of key {} (made via node {}) decrypts to the wrong plaintext",
+                s.key_id, s.via
+            ));
+        }
+        Err(e) => {
+            report.lost += 1;
+            report.problems.push(format!(
+                "node {node}: a ciphertext of key {} (made via node {}) does not decrypt: {e}",
+                s.key_id, s.via
+            ));
+        }
+    }
 }
 
 /// As [`verify`], retried until it passes or `timeout` ends (healed nodes may still be
 /// electing or catching up); losses are counted from the last attempt only.
 async fn verify_until(
     kms: &KmsClient,
-    nodes: &[&DrillNode],
+    nodes: &[DrillNode],
     expected: &Expected<'_>,
     timeout: Duration,
     report: &mut DrillReport,
@@ -705,4 +904,45 @@ pub fn render(r: &DrillReport) -> String {
         if r.passed { "PASS (RPO 0)" } else { "FAIL" }
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rewrite_is_two_addresses_joined_by_one_equals_sign() {
+        assert_eq!(
+            parse_rewrite("node1:7001=127.0.0.1:17001"),
+            Ok(("node1:7001".to_string(), "127.0.0.1:17001".to_string()))
+        );
+        let rules = vec![parse_rewrite("a:1=b:2").unwrap()];
+        assert_eq!(rewrite("a:1", &rules), "b:2");
+        assert_eq!(rewrite("c:3", &rules), "c:3");
+    }
+
+    #[test]
+    fn a_malformed_rewrite_is_an_error_naming_it() {
+        for bad in [
+            "node1:7001",
+            "=b:2",
+            "a:1=",
+            "=",
+            "",
+            " =b:2",
+            "a:1=b:2=c:3",
+        ] {
+            let err = parse_rewrite(bad).unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn placeholders_are_filled() {
+        let vars = BTreeMap::from([("ids", "1 2".to_string()), ("region", "r".to_string())]);
+        assert_eq!(
+            fill("stop {ids} in {region} {x}", &vars),
+            "stop 1 2 in r {x}"
+        );
+    }
 }

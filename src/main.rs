@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use raftkms::admin::{cluster_status, render_status, AdminClient};
 use raftkms::config::NodeConfig;
 use raftkms::dev::DevOptions;
+use raftkms::drill::DrillOptions;
 use raftkms::wire::JoinRequest;
 
 #[global_allocator]
@@ -32,21 +33,7 @@ enum Cmd {
         config: PathBuf,
     },
     /// Start a local multi-node cluster (real processes and RocksDB directories) and print how to use it.
-    Dev {
-        /// Where node data, configs, logs and dev.env live.
-        #[arg(long, default_value = "./.raftkms-dev")]
-        data_dir: PathBuf,
-        /// API port of node 1; node i uses port+i-1, internal ports are 1000 higher.
-        #[arg(long, default_value_t = 8081)]
-        port: u16,
-        /// Number of nodes.
-        #[arg(long, default_value_t = 3)]
-        nodes: u16,
-        /// Region of the dev nodes, or a comma-separated list: nodes are spread over the regions
-        /// in blocks (`--nodes 5 --region ap-guangzhou,ap-shanghai,ap-singapore` = 2+2+1).
-        #[arg(long, default_value = "ap-guangzhou", value_delimiter = ',')]
-        region: Vec<String>,
-    },
+    Dev(DevArgs),
     /// Manage accounts (tenants that own keys).
     Account {
         #[command(flatten)]
@@ -62,101 +49,11 @@ enum Cmd {
         action: CredentialCmd,
     },
     /// Load-test a cluster through the KMS API with real TC3-signed requests.
-    Bench {
-        /// System to drive: raftkms (kms), OpenBao transit (openbao-transit) or etcd's JSON gateway
-        /// (etcd: create = put, reads = range), all with the same client settings.
-        #[arg(long, value_enum, default_value = "kms")]
-        target: raftkms::bench::Target,
-        /// API endpoints (comma-separated); default KMS_ENDPOINTS from dev.env.
-        #[arg(long, env = "KMS_ENDPOINTS", value_delimiter = ',')]
-        endpoints: Vec<String>,
-        #[arg(long, env = "KMS_REGION", default_value = "ap-guangzhou")]
-        region: String,
-        #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
-        secret_id: Option<String>,
-        #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
-        secret_key: Option<String>,
-        /// OpenBao token (--target openbao-transit).
-        #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Stop after this many requests (default: run for --duration).
-        #[arg(long)]
-        requests: Option<u64>,
-        /// Failover probe instead of a load run: SIGKILL this pid, then start a write ("create")
-        /// through the endpoints every 10 ms until one is acknowledged; prints the time in ms.
-        #[arg(long)]
-        failover_kill_pid: Option<i32>,
-        #[arg(long, value_enum, default_value = "encrypt")]
-        workload: raftkms::bench::Workload,
-        /// Concurrent connections (closed loop) or the in-flight cap factor (open loop).
-        #[arg(long, default_value_t = 16)]
-        connections: usize,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        /// Open loop at this many requests per second (default: closed loop).
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Plaintext size in bytes for Encrypt/Decrypt.
-        #[arg(long, default_value_t = 32)]
-        payload: usize,
-        /// Send X-Raftkms-Consistency: stale.
-        #[arg(long)]
-        stale: bool,
-        /// Use this existing key (default: create one per run).
-        #[arg(long)]
-        key_id: Option<String>,
-        /// Print the summary as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Bench(raftkms::bench::BenchArgs),
     /// Disaster-recovery drill: record acknowledged writes and ciphertexts, cut a region off,
     /// measure the time until writes succeed again (RTO), verify nothing acknowledged was lost
     /// (RPO 0), heal, and verify that every node converges to the same state.
-    Drill {
-        #[command(flatten)]
-        target: Target,
-        /// The region whose nodes are cut off.
-        #[arg(long)]
-        region: String,
-        /// KMS region (X-TC-Region) of the drill's keys; default: the region being cut.
-        #[arg(long)]
-        key_region: Option<String>,
-        #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
-        secret_id: String,
-        #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
-        secret_key: String,
-        /// Shell command that cuts the region off. Placeholders: {region}, {ids} (node ids),
-        /// {services} (node<ID> ...), {pids} (with --dev). E.g. 'docker-compose -f F stop {services}'.
-        #[arg(long)]
-        cut: Option<String>,
-        /// Shell command that heals it (same placeholders), e.g. 'docker-compose -f F start {services}'.
-        #[arg(long)]
-        heal: Option<String>,
-        /// Data dir of a `raftkms dev` cluster: node pids come from it, and without --cut/--heal
-        /// the region's processes are frozen (SIGSTOP) and resumed (SIGCONT).
-        #[arg(long)]
-        dev: Option<PathBuf>,
-        /// Address rewrite FROM=TO (host:port), repeatable, for advertised addresses that are not
-        /// reachable from here (e.g. container names -> published ports).
-        #[arg(long)]
-        rewrite: Vec<String>,
-        /// Keys created and encrypted under before the cut (at least 2).
-        #[arg(long, default_value_t = 10)]
-        keys: usize,
-        /// Seconds of writes through the survivors once writes are acknowledged again.
-        #[arg(long, default_value_t = 5)]
-        outage_secs: u64,
-        /// Upper bound of each waiting phase, seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout_secs: u64,
-        /// Keep the drill's keys (default: disable them and schedule their deletion).
-        #[arg(long)]
-        keep_keys: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Drill(DrillArgs),
     /// Administer a running cluster through a node's internal listener.
     Cluster {
         #[command(flatten)]
@@ -185,6 +82,102 @@ struct Target {
     /// Take node address, cluster id and secret from this node configuration file instead.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+}
+
+// The arguments of `raftkms dev` (no doc comment, so that the subcommand's text stays its help).
+#[derive(Args)]
+struct DevArgs {
+    /// Where node data, configs, logs and dev.env live.
+    #[arg(long, default_value = "./.raftkms-dev")]
+    data_dir: PathBuf,
+    /// API port of node 1; node i uses port+i-1, internal ports are 1000 higher.
+    #[arg(long, default_value_t = 8081)]
+    port: u16,
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Region of the dev nodes, or a comma-separated list: nodes are spread over the regions
+    /// in blocks (`--nodes 5 --region ap-guangzhou,ap-shanghai,ap-singapore` = 2+2+1).
+    #[arg(long, default_value = "ap-guangzhou", value_delimiter = ',')]
+    region: Vec<String>,
+}
+
+impl From<DevArgs> for DevOptions {
+    fn from(a: DevArgs) -> Self {
+        DevOptions {
+            data_dir: a.data_dir,
+            port: a.port,
+            nodes: a.nodes,
+            regions: a.region,
+        }
+    }
+}
+
+// The arguments of `raftkms drill` (no doc comment, so that the subcommand's text stays its
+// help).
+#[derive(Args)]
+struct DrillArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The region whose nodes are cut off.
+    #[arg(long)]
+    region: String,
+    /// KMS region (X-TC-Region) of the drill's keys; default: the region being cut.
+    #[arg(long)]
+    key_region: Option<String>,
+    #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
+    secret_id: String,
+    #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// Shell command that cuts the region off. Placeholders: {region}, {ids} (node ids),
+    /// {services} (node<ID> ...), {pids} (with --dev). E.g. 'docker-compose -f F stop {services}'.
+    #[arg(long)]
+    cut: Option<String>,
+    /// Shell command that heals it (same placeholders), e.g. 'docker-compose -f F start {services}'.
+    #[arg(long)]
+    heal: Option<String>,
+    /// Data dir of a `raftkms dev` cluster: node pids come from it, and without --cut/--heal
+    /// the region's processes are frozen (SIGSTOP) and resumed (SIGCONT).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// Address rewrite FROM=TO (host:port), repeatable, for advertised addresses that are not
+    /// reachable from here (e.g. container names -> published ports).
+    #[arg(long, value_parser = raftkms::drill::parse_rewrite)]
+    rewrite: Vec<(String, String)>,
+    /// Keys created and encrypted under before the cut (at least 2).
+    #[arg(long, default_value_t = 10)]
+    keys: usize,
+    /// Seconds of writes through the survivors once writes are acknowledged again.
+    #[arg(long, default_value_t = 5)]
+    outage_secs: u64,
+    /// Upper bound of each waiting phase, seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout_secs: u64,
+    /// Keep the drill's keys (default: disable them and schedule their deletion).
+    #[arg(long)]
+    keep_keys: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl DrillArgs {
+    /// The drill's own options (the target and the credential are the caller's to use).
+    fn options(&self) -> DrillOptions {
+        DrillOptions {
+            region: self.region.clone(),
+            key_region: self.key_region.clone(),
+            cut: self.cut.clone(),
+            heal: self.heal.clone(),
+            dev_dir: self.dev.clone(),
+            rewrite: self.rewrite.clone(),
+            keys: self.keys,
+            outage_secs: self.outage_secs,
+            timeout_secs: self.timeout_secs,
+            keep_keys: self.keep_keys,
+            json: self.json,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -289,18 +282,20 @@ async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn drill(
-    target: Target,
-    opts: raftkms::drill::DrillOptions,
-    secret_id: String,
-    secret_key: String,
-) -> anyhow::Result<()> {
-    let admin = admin_client(&target)?;
-    let json = opts.json;
+/// `raftkms drill`: runs the drill against the target cluster and prints its report; fails
+/// when the drill found problems.
+async fn drill(args: DrillArgs) -> anyhow::Result<()> {
+    let admin = admin_client(&args.target)?;
+    let opts = args.options();
     // Any endpoint will do for the client: the drill aims it at each node in turn.
-    let kms = raftkms::client::KmsClient::new("127.0.0.1:0", &opts.region, &secret_id, &secret_key);
+    let kms = raftkms::client::KmsClient::new(
+        "127.0.0.1:0",
+        &opts.region,
+        &args.secret_id,
+        &args.secret_key,
+    );
     let report = raftkms::drill::run(opts, admin, kms).await?;
-    if json {
+    if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", raftkms::drill::render(&report));
@@ -309,6 +304,64 @@ async fn drill(
         anyhow::bail!("the drill found problems (see the report)");
     }
     Ok(())
+}
+
+/// `raftkms bench`: a load run printing its summary (a table or JSON), or with
+/// `--failover-kill-pid` the failover probe printing its result as JSON.
+async fn bench(args: raftkms::bench::BenchArgs) -> anyhow::Result<()> {
+    let (failover_kill_pid, json) = (args.failover_kill_pid, args.json);
+    let opts = raftkms::bench::BenchOptions::from(args);
+    if let Some(pid) = failover_kill_pid {
+        let r = raftkms::bench::failover(
+            opts,
+            pid,
+            Duration::from_millis(10),
+            Duration::from_secs(2),
+            Duration::from_secs(120),
+        )
+        .await?;
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    } else {
+        let summary = raftkms::bench::run(opts).await?;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+        } else {
+            print!("{}", raftkms::bench::render(&summary));
+        }
+    }
+    Ok(())
+}
+
+/// `raftkms serve`: runs one node until SIGINT/SIGTERM. An unreadable or invalid
+/// configuration exits with status 2.
+async fn serve(config: &std::path::Path) -> ExitCode {
+    let cfg = match NodeConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("raftkms: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    raftkms::telemetry::init(format!("node={} region={}", cfg.node_id, cfg.region));
+    exit_code(
+        raftkms::run(cfg, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from),
+    )
+}
+
+/// Success, or the error and its causes on stderr and a failure status.
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftkms: {}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn admin_client(t: &Target) -> anyhow::Result<AdminClient> {
@@ -428,141 +481,13 @@ async fn main() -> ExitCode {
         raftkms::telemetry::init(String::new());
     }
     let result = match cli.command {
-        Cmd::Serve { config } => {
-            let cfg = match NodeConfig::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("raftkms: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            raftkms::telemetry::init(format!("node={} region={}", cfg.node_id, cfg.region));
-            raftkms::run(cfg, shutdown_signal())
-                .await
-                .map_err(anyhow::Error::from)
-        }
-        Cmd::Dev {
-            data_dir,
-            port,
-            nodes,
-            region,
-        } => {
-            raftkms::dev::run(DevOptions {
-                data_dir,
-                port,
-                nodes,
-                regions: region,
-            })
-            .await
-        }
-        Cmd::Drill {
-            target,
-            region,
-            key_region,
-            secret_id,
-            secret_key,
-            cut,
-            heal,
-            dev,
-            rewrite,
-            keys,
-            outage_secs,
-            timeout_secs,
-            keep_keys,
-            json,
-        } => {
-            drill(
-                target,
-                raftkms::drill::DrillOptions {
-                    region,
-                    key_region,
-                    cut,
-                    heal,
-                    dev_dir: dev,
-                    rewrite: rewrite
-                        .iter()
-                        .filter_map(|r| {
-                            r.split_once('=')
-                                .map(|(a, b)| (a.to_string(), b.to_string()))
-                        })
-                        .collect(),
-                    keys,
-                    outage_secs,
-                    timeout_secs,
-                    keep_keys,
-                    json,
-                },
-                secret_id,
-                secret_key,
-            )
-            .await
-        }
-        Cmd::Bench {
-            target,
-            endpoints,
-            region,
-            secret_id,
-            secret_key,
-            token,
-            failover_kill_pid,
-            requests,
-            workload,
-            connections,
-            duration,
-            rate,
-            payload,
-            stale,
-            key_id,
-            json,
-        } => {
-            let opts = raftkms::bench::BenchOptions {
-                target,
-                endpoints,
-                region,
-                secret_id,
-                secret_key,
-                token,
-                workload,
-                connections,
-                duration: Duration::from_secs(duration),
-                rate,
-                payload,
-                consistency: stale.then(|| "stale".to_string()),
-                key_id,
-                max_requests: requests,
-            };
-            if let Some(pid) = failover_kill_pid {
-                raftkms::bench::failover(
-                    opts,
-                    pid,
-                    Duration::from_millis(10),
-                    Duration::from_secs(2),
-                    Duration::from_secs(120),
-                )
-                .await
-                .map(|r| println!("{}", serde_json::to_string(&r).unwrap_or_default()))
-            } else {
-                raftkms::bench::run(opts).await.map(|summary| {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&summary).unwrap_or_default()
-                        );
-                    } else {
-                        print!("{}", raftkms::bench::render(&summary));
-                    }
-                })
-            }
-        }
+        Cmd::Serve { config } => return serve(&config).await,
+        Cmd::Dev(args) => raftkms::dev::run(args.into()).await,
+        Cmd::Bench(args) => bench(args).await,
+        Cmd::Drill(args) => drill(args).await,
         Cmd::Account { target, action } => account(target, action).await,
         Cmd::Credential { target, action } => credential(target, action).await,
         Cmd::Cluster { target, action } => cluster(target, action).await,
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("raftkms: {}", error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }

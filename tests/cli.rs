@@ -94,6 +94,41 @@ fn a_busy_port_and_a_foreign_data_dir_are_refused_clearly() {
     );
 }
 
+#[test]
+fn a_malformed_drill_rewrite_is_reported_naming_it() {
+    // Refused while the command line is parsed: no cluster is needed, nothing is contacted.
+    for bad in ["node1:7001", "=127.0.0.1:17001", "node1:7001="] {
+        let out = Command::new(bin())
+            .args([
+                "drill",
+                "--region",
+                "ap-guangzhou",
+                "--secret-id",
+                "id",
+                "--secret-key",
+                "key",
+                "--node",
+                "127.0.0.1:1",
+                "--cluster-id",
+                "c",
+                "--secret",
+                "s",
+                "--rewrite",
+                "node2:7002=127.0.0.1:17002",
+                "--rewrite",
+                bad,
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains("--rewrite") && stderr.contains(&format!("`{bad}`")),
+            "{bad}: {stderr}"
+        );
+    }
+}
+
 fn read_env(path: &std::path::Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

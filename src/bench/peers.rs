@@ -98,6 +98,41 @@ fn kms_code(e: KmsError) -> String {
     }
 }
 
+/// The raftkms fixture: CreateKey (unless `key_id` is given), then Encrypt of the payload.
+async fn kms_setup(
+    client: &KmsClient,
+    plaintext: String,
+    key_id: Option<String>,
+) -> anyhow::Result<Fixture> {
+    let key_id = match key_id {
+        Some(k) => k,
+        None => {
+            let key = client
+                .call(
+                    "CreateKey",
+                    json!({ "Alias": unique("bench-")[..18].to_string(), "Description": "raftkms bench" }),
+                )
+                .await?;
+            key["KeyId"].as_str().unwrap_or_default().to_string()
+        }
+    };
+    let enc = client
+        .call(
+            "Encrypt",
+            json!({ "KeyId": key_id, "Plaintext": plaintext }),
+        )
+        .await?;
+    let blob = enc["CiphertextBlob"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok(Fixture {
+        key_id,
+        blob,
+        plaintext,
+    })
+}
+
 impl Driver {
     pub(super) fn http(opts: &BenchOptions, token: Option<String>) -> Self {
         // The same settings as `KmsClient::new`.
@@ -137,93 +172,10 @@ impl Driver {
         key_id: Option<String>,
     ) -> anyhow::Result<Fixture> {
         match self {
-            Driver::Kms { clients } => {
-                let client = &clients[0];
-                let key_id = match key_id {
-                    Some(k) => k,
-                    None => {
-                        let key = client
-                            .call(
-                                "CreateKey",
-                                json!({ "Alias": unique("bench-")[..18].to_string(), "Description": "raftkms bench" }),
-                            )
-                            .await?;
-                        key["KeyId"].as_str().unwrap_or_default().to_string()
-                    }
-                };
-                let enc = client
-                    .call(
-                        "Encrypt",
-                        json!({ "KeyId": key_id, "Plaintext": plaintext }),
-                    )
-                    .await?;
-                let blob = enc["CiphertextBlob"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                Ok(Fixture {
-                    key_id,
-                    blob,
-                    plaintext,
-                })
-            }
+            Driver::Kms { clients } => kms_setup(&clients[0], plaintext, key_id).await,
             Driver::Http(h) => match h.target {
-                Target::OpenbaoTransit => {
-                    let key_id = match key_id {
-                        Some(k) => k,
-                        None => {
-                            let name = unique("bench-");
-                            h.post(
-                                0,
-                                &format!("/v1/transit/keys/{name}"),
-                                &json!({ "type": "aes256-gcm96" }),
-                            )
-                            .await
-                            .map_err(|c| anyhow::anyhow!("creating transit key {name}: {c}"))?;
-                            name
-                        }
-                    };
-                    let enc = h
-                        .post(
-                            0,
-                            &format!("/v1/transit/encrypt/{key_id}"),
-                            &json!({ "plaintext": plaintext }),
-                        )
-                        .await
-                        .map_err(|c| anyhow::anyhow!("transit encrypt with {key_id}: {c}"))?;
-                    let blob = enc["data"]["ciphertext"]
-                        .as_str()
-                        .ok_or_else(|| anyhow::anyhow!("transit encrypt answered {enc}"))?
-                        .to_string();
-                    Ok(Fixture {
-                        key_id,
-                        blob,
-                        plaintext,
-                    })
-                }
-                _ => {
-                    let key_id = b64(&key_id.unwrap_or_else(|| unique("raftkms-bench/fixture-")));
-                    h.post(
-                        0,
-                        "/v3/kv/put",
-                        &json!({ "key": key_id, "value": plaintext }),
-                    )
-                    .await
-                    .map_err(|c| anyhow::anyhow!("etcd put: {c}"))?;
-                    let got = h
-                        .post(0, "/v3/kv/range", &json!({ "key": key_id }))
-                        .await
-                        .map_err(|c| anyhow::anyhow!("etcd range: {c}"))?;
-                    anyhow::ensure!(
-                        got["kvs"][0]["value"].as_str() == Some(plaintext.as_str()),
-                        "etcd range did not return the value just put: {got}"
-                    );
-                    Ok(Fixture {
-                        key_id,
-                        blob: String::new(),
-                        plaintext,
-                    })
-                }
+                Target::OpenbaoTransit => h.transit_setup(plaintext, key_id).await,
+                _ => h.etcd_setup(plaintext, key_id).await,
             },
         }
     }
@@ -288,6 +240,75 @@ impl Driver {
 }
 
 impl HttpDriver {
+    /// The OpenBao fixture: a transit key (unless `key_id` is given), then an encryption of
+    /// the payload under it.
+    async fn transit_setup(
+        &self,
+        plaintext: String,
+        key_id: Option<String>,
+    ) -> anyhow::Result<Fixture> {
+        let key_id = match key_id {
+            Some(k) => k,
+            None => {
+                let name = unique("bench-");
+                self.post(
+                    0,
+                    &format!("/v1/transit/keys/{name}"),
+                    &json!({ "type": "aes256-gcm96" }),
+                )
+                .await
+                .map_err(|c| anyhow::anyhow!("creating transit key {name}: {c}"))?;
+                name
+            }
+        };
+        let enc = self
+            .post(
+                0,
+                &format!("/v1/transit/encrypt/{key_id}"),
+                &json!({ "plaintext": plaintext }),
+            )
+            .await
+            .map_err(|c| anyhow::anyhow!("transit encrypt with {key_id}: {c}"))?;
+        let blob = enc["data"]["ciphertext"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("transit encrypt answered {enc}"))?
+            .to_string();
+        Ok(Fixture {
+            key_id,
+            blob,
+            plaintext,
+        })
+    }
+
+    /// The etcd fixture: the payload put under a key (`key_id` or a new one) and read back.
+    async fn etcd_setup(
+        &self,
+        plaintext: String,
+        key_id: Option<String>,
+    ) -> anyhow::Result<Fixture> {
+        let key_id = b64(&key_id.unwrap_or_else(|| unique("raftkms-bench/fixture-")));
+        self.post(
+            0,
+            "/v3/kv/put",
+            &json!({ "key": key_id, "value": plaintext }),
+        )
+        .await
+        .map_err(|c| anyhow::anyhow!("etcd put: {c}"))?;
+        let got = self
+            .post(0, "/v3/kv/range", &json!({ "key": key_id }))
+            .await
+            .map_err(|c| anyhow::anyhow!("etcd range: {c}"))?;
+        anyhow::ensure!(
+            got["kvs"][0]["value"].as_str() == Some(plaintext.as_str()),
+            "etcd range did not return the value just put: {got}"
+        );
+        Ok(Fixture {
+            key_id,
+            blob: String::new(),
+            plaintext,
+        })
+    }
+
     /// POSTs JSON; a non-2xx answer is an error named `http-<status>`.
     async fn post(&self, at: usize, path: &str, body: &Value) -> Result<Value, String> {
         let base = &self.bases[at % self.bases.len()];
