@@ -49,7 +49,7 @@ pub struct BenchOptions {
     pub region: String,
     /// TC3 credential (`--target kms` only).
     pub secret_id: Option<String>,
-    pub secret_key: Option<String>,
+    pub secret_key: Option<crate::crypto::SecretString>,
     /// X-Vault-Token (`--target openbao-transit` only).
     pub token: Option<String>,
     pub workload: Workload,
@@ -83,7 +83,7 @@ pub struct BenchArgs {
     #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
     pub secret_id: Option<String>,
     #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    pub secret_key: Option<crate::crypto::SecretString>,
     /// OpenBao token (--target openbao-transit).
     #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -202,8 +202,9 @@ impl Shared {
 
 /// CPU time (user + system) of this process so far, in ms.
 fn own_cpu_ms() -> f64 {
-    // SAFETY: getrusage only writes into the struct we pass.
+    // SAFETY: rusage is a plain C struct of integers, for which all-zero bytes are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we pass, which outlives the call.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return 0.0;
     }
@@ -231,7 +232,7 @@ fn driver(opts: &BenchOptions) -> anyhow::Result<Driver> {
             let (Some(id), Some(key)) = (&opts.secret_id, &opts.secret_key) else {
                 anyhow::bail!("--target kms needs --secret-id and --secret-key (or KMS_SECRET_ID/KMS_SECRET_KEY)");
             };
-            let mut base = KmsClient::new(&opts.endpoints[0], &opts.region, id, key);
+            let mut base = KmsClient::new(&opts.endpoints[0], &opts.region, id, key.expose());
             base.consistency = opts.consistency.clone();
             Ok(Driver::Kms {
                 clients: opts.endpoints.iter().map(|e| base.at(e)).collect(),

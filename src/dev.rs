@@ -177,6 +177,8 @@ fn spawn_node(exe: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
         .stderr(log_file)
         .kill_on_drop(true);
     // The nodes must not outlive `raftkms dev` if it is killed.
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe, allocates nothing and touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
@@ -441,6 +443,7 @@ async fn wait_and_stop(mut children: Vec<Running>) -> anyhow::Result<()> {
     println!("stopping the dev cluster…");
     for (_, _, child) in &children {
         if let Some(pid) = child.id() {
+            // SAFETY: kill(2) on the pid of a child this process started; no memory is involved.
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);
             }

@@ -128,7 +128,7 @@ struct DrillArgs {
     #[arg(long, env = "KMS_SECRET_ID", hide_env_values = true)]
     secret_id: String,
     #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
-    secret_key: String,
+    secret_key: raftkms::crypto::SecretString,
     /// Shell command that cuts the region off. Placeholders: {region}, {ids} (node ids),
     /// {services} (node<ID> ...), {pids} (with --dev). E.g. 'docker-compose -f F stop {services}'.
     #[arg(long)]
@@ -292,7 +292,7 @@ async fn drill(args: DrillArgs) -> anyhow::Result<()> {
         "127.0.0.1:0",
         &opts.region,
         &args.secret_id,
-        &args.secret_key,
+        args.secret_key.expose(),
     );
     let report = raftkms::drill::run(opts, admin, kms).await?;
     if args.json {
