@@ -101,7 +101,8 @@ impl KmsClient {
         params: Value,
     ) -> Result<(Value, reqwest::header::HeaderMap), KmsError> {
         let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
-        let timestamp = crate::clock::Clock::wall_secs(&crate::clock::SystemClock) as i64 + self.clock_offset_secs;
+        let timestamp = crate::clock::Clock::wall_secs(&crate::clock::SystemClock) as i64
+            + self.clock_offset_secs;
         let date = tc3::utc_date(timestamp)
             .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
         let content_type = "application/json";

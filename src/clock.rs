@@ -95,7 +95,10 @@ mod tests {
     #[test]
     fn manual_clock_moves_only_when_told() {
         let c = ManualClock::new(5_000);
-        assert_eq!((c.wall_ms(), c.wall_secs(), c.monotonic_ms()), (5_000, 5, 1));
+        assert_eq!(
+            (c.wall_ms(), c.wall_secs(), c.monotonic_ms()),
+            (5_000, 5, 1)
+        );
         c.advance_ms(1_500);
         assert_eq!((c.wall_ms(), c.monotonic_ms()), (6_500, 1_501));
         c.set_wall_ms(1_000);

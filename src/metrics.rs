@@ -6,7 +6,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-
 /// Every metric the node exports. Cheap to update from any task.
 pub struct Metrics {
     registry: Registry,
@@ -57,31 +56,99 @@ impl Metrics {
         let mut registry = Registry::with_prefix("raftkms");
         for (name, help, gauge) in [
             ("raft_term", "Current Raft term", &m.term),
-            ("raft_leader_id", "Node id of the known leader (0 = none)", &m.leader_id),
-            ("raft_is_leader", "1 when this node is the leader", &m.is_leader),
-            ("raft_commit_index", "Highest log index known committed", &m.commit_index),
-            ("raft_applied_index", "Highest log index applied to the registry", &m.applied_index),
-            ("raft_last_log_index", "Highest log index in the local log", &m.last_log_index),
+            (
+                "raft_leader_id",
+                "Node id of the known leader (0 = none)",
+                &m.leader_id,
+            ),
+            (
+                "raft_is_leader",
+                "1 when this node is the leader",
+                &m.is_leader,
+            ),
+            (
+                "raft_commit_index",
+                "Highest log index known committed",
+                &m.commit_index,
+            ),
+            (
+                "raft_applied_index",
+                "Highest log index applied to the registry",
+                &m.applied_index,
+            ),
+            (
+                "raft_last_log_index",
+                "Highest log index in the local log",
+                &m.last_log_index,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
         for (name, help, counter) in [
-            ("forwarded_writes", "Writes this node forwarded to the leader", &m.forwarded_writes),
-            ("forward_failures", "Forwarded writes that failed in transport", &m.forward_failures),
-            ("read_gate_waits", "Linearizable reads that passed the read gate", &m.read_gate_waits),
-            ("read_gate_rounds", "Read-index confirmations (shared by concurrent reads)", &m.read_gate_rounds),
-            ("read_gate_leased", "Read indexes the leader answered from its read lease, without a round", &m.read_gate_leased),
-            ("stale_reads", "Reads served from local state without the gate", &m.stale_reads),
-            ("scheduler_ticks", "Scheduler rounds run by this node as leader", &m.scheduler_ticks),
-            ("scheduler_proposals", "Rotations, deletions and expiries the scheduler proposed", &m.scheduler_proposals),
+            (
+                "forwarded_writes",
+                "Writes this node forwarded to the leader",
+                &m.forwarded_writes,
+            ),
+            (
+                "forward_failures",
+                "Forwarded writes that failed in transport",
+                &m.forward_failures,
+            ),
+            (
+                "read_gate_waits",
+                "Linearizable reads that passed the read gate",
+                &m.read_gate_waits,
+            ),
+            (
+                "read_gate_rounds",
+                "Read-index confirmations (shared by concurrent reads)",
+                &m.read_gate_rounds,
+            ),
+            (
+                "read_gate_leased",
+                "Read indexes the leader answered from its read lease, without a round",
+                &m.read_gate_leased,
+            ),
+            (
+                "stale_reads",
+                "Reads served from local state without the gate",
+                &m.stale_reads,
+            ),
+            (
+                "scheduler_ticks",
+                "Scheduler rounds run by this node as leader",
+                &m.scheduler_ticks,
+            ),
+            (
+                "scheduler_proposals",
+                "Rotations, deletions and expiries the scheduler proposed",
+                &m.scheduler_proposals,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
         for (name, help, histogram) in [
-            ("log_append_seconds", "Log append latency, from the write until the WAL fsync that covers it", &m.append_seconds),
-            ("log_fsync_batch_appends", "Appends made durable by one WAL fsync (group commit)", &m.append_batch_size),
-            ("apply_seconds", "Latency of applying one batch of entries", &m.apply_seconds),
-            ("read_gate_seconds", "Time a linearizable read waited at the gate", &m.read_gate_seconds),
+            (
+                "log_append_seconds",
+                "Log append latency, from the write until the WAL fsync that covers it",
+                &m.append_seconds,
+            ),
+            (
+                "log_fsync_batch_appends",
+                "Appends made durable by one WAL fsync (group commit)",
+                &m.append_batch_size,
+            ),
+            (
+                "apply_seconds",
+                "Latency of applying one batch of entries",
+                &m.apply_seconds,
+            ),
+            (
+                "read_gate_seconds",
+                "Time a linearizable read waited at the gate",
+                &m.read_gate_seconds,
+            ),
         ] {
             registry.register(name, help, histogram.clone());
         }

@@ -157,6 +157,9 @@ mod tests {
             secret_key: SecretString::from("very-secret-key"),
         };
         let shown = format!("{c:?}");
-        assert!(shown.contains("AKIDx") && !shown.contains("very-secret-key"), "{shown}");
+        assert!(
+            shown.contains("AKIDx") && !shown.contains("very-secret-key"),
+            "{shown}"
+        );
     }
 }

@@ -95,10 +95,16 @@ async fn the_leader_rotates_and_deletes_keys_when_due() {
     loop {
         let now = scheduler_counters(&c).await;
         if now.0 >= ticks_before.0 + 2.0 {
-            assert_eq!(now.1, ticks_before.1, "the scheduler proposed something not yet due");
+            assert_eq!(
+                now.1, ticks_before.1,
+                "the scheduler proposed something not yet due"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "the scheduler did not run: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the scheduler did not run: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let meta = api(&c, 1)

@@ -116,7 +116,12 @@ mod tests {
         let h: Holder = serde_json::from_str(r#"{"name":"n","key":"hunter2-hunter2"}"#).unwrap();
         assert_eq!(h.key.expose(), "hunter2-hunter2");
         let shown = format!("{h:?}");
-        assert!(!shown.contains("hunter2") && shown.contains("<redacted>"), "{shown}");
-        assert!(serde_json::to_string(&h).unwrap().contains("hunter2-hunter2"));
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(serde_json::to_string(&h)
+            .unwrap()
+            .contains("hunter2-hunter2"));
     }
 }

@@ -54,7 +54,11 @@ fn wrong_usage(k: &KeyRecord, what: &'static str) -> KmsError {
 
 impl Kms {
     /// An enabled asymmetric key of the caller, read through the gate.
-    async fn enabled_asymmetric(&self, scope: &Scope, key_id: &str) -> Result<(KeyRecord, AsymmetricSpec), KmsError> {
+    async fn enabled_asymmetric(
+        &self,
+        scope: &Scope,
+        key_id: &str,
+    ) -> Result<(KeyRecord, AsymmetricSpec), KmsError> {
         self.gate(scope).await?;
         let k = self.key(scope, key_id)?;
         match k.state {
@@ -96,47 +100,63 @@ impl Kms {
         cipher: AsymmetricCipher,
         ciphertext: Vec<u8>,
     ) -> Result<(String, Secret), KmsError> {
-        self.run(scope, Action::AsymmetricDecrypt, one_key(scope, key_id), async {
-            let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
-            let private = match cipher {
-                AsymmetricCipher::Rsa(_) if k.usage != KeyUsage::AsymmetricDecryptRsa2048 => {
-                    return Err(wrong_usage(&k, "AsymmetricRsaDecrypt"))
+        self.run(
+            scope,
+            Action::AsymmetricDecrypt,
+            one_key(scope, key_id),
+            async {
+                let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
+                let private = match cipher {
+                    AsymmetricCipher::Rsa(_) if k.usage != KeyUsage::AsymmetricDecryptRsa2048 => {
+                        return Err(wrong_usage(&k, "AsymmetricRsaDecrypt"))
+                    }
+                    AsymmetricCipher::Sm2 if k.usage != KeyUsage::AsymmetricDecryptSm2 => {
+                        return Err(wrong_usage(&k, "AsymmetricSm2Decrypt"))
+                    }
+                    _ => self.material(&k, 1)?,
+                };
+                let plain = match cipher {
+                    AsymmetricCipher::Rsa(padding) => tokio::task::spawn_blocking(move || {
+                        asymmetric::rsa_decrypt(&private, padding, &ciphertext)
+                    })
+                    .await
+                    .map_err(|e| KmsError::Internal(e.to_string()))?,
+                    AsymmetricCipher::Sm2 => asymmetric::sm2_decrypt(&private, &ciphertext),
                 }
-                AsymmetricCipher::Sm2 if k.usage != KeyUsage::AsymmetricDecryptSm2 => {
-                    return Err(wrong_usage(&k, "AsymmetricSm2Decrypt"))
-                }
-                _ => self.material(&k, 1)?,
-            };
-            let plain = match cipher {
-                AsymmetricCipher::Rsa(padding) => tokio::task::spawn_blocking(move || {
-                    asymmetric::rsa_decrypt(&private, padding, &ciphertext)
-                })
-                .await
-                .map_err(|e| KmsError::Internal(e.to_string()))?,
-                AsymmetricCipher::Sm2 => asymmetric::sm2_decrypt(&private, &ciphertext),
-            }
-            .map_err(|_| KmsError::DecryptFailed)?;
-            Ok((k.key_id, plain))
-        })
+                .map_err(|_| KmsError::DecryptFailed)?;
+                Ok((k.key_id, plain))
+            },
+        )
         .await
     }
 
     /// Checks a signing request against its key.
-    fn check_signing(&self, k: &KeyRecord, spec: AsymmetricSpec, req: &Signing) -> Result<(), KmsError> {
+    fn check_signing(
+        &self,
+        k: &KeyRecord,
+        spec: AsymmetricSpec,
+        req: &Signing,
+    ) -> Result<(), KmsError> {
         if !k.usage.is_sign_verify() {
             return Err(wrong_usage(k, "sign or verify"));
         }
         if !req.algorithm.fits(spec) {
             return Err(KmsError::Invalid {
                 field: "Algorithm",
-                reason: format!("the algorithm does not fit a key of usage {}", k.usage.as_str()),
+                reason: format!(
+                    "the algorithm does not fit a key of usage {}",
+                    k.usage.as_str()
+                ),
             });
         }
         let len = req.message.len();
         if req.is_digest && len != req.algorithm.digest_len() {
             return Err(KmsError::Invalid {
                 field: "Message",
-                reason: format!("a DIGEST must be exactly {} bytes", req.algorithm.digest_len()),
+                reason: format!(
+                    "a DIGEST must be exactly {} bytes",
+                    req.algorithm.digest_len()
+                ),
             });
         }
         if !req.is_digest && (len == 0 || len > MAX_MESSAGE) {
@@ -165,7 +185,12 @@ impl Kms {
     }
 
     /// Whether `signature` is valid for a message (or digest) under a signing key.
-    pub async fn verify(&self, scope: &Scope, req: Signing, signature: &[u8]) -> Result<bool, KmsError> {
+    pub async fn verify(
+        &self,
+        scope: &Scope,
+        req: Signing,
+        signature: &[u8],
+    ) -> Result<bool, KmsError> {
         self.run(scope, Action::Verify, one_key(scope, &req.key_id), async {
             let (k, spec) = self.enabled_asymmetric(scope, &req.key_id).await?;
             self.check_signing(&k, spec, &req)?;

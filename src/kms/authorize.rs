@@ -95,7 +95,10 @@ impl Action {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Resource {
     /// Keys of the caller's account in a region (one or more KeyIds).
-    Keys { region: String, key_ids: Vec<String> },
+    Keys {
+        region: String,
+        key_ids: Vec<String>,
+    },
     /// A key whose id is inside a ciphertext (known only once the blob is parsed).
     Ciphertext { region: String },
     /// The caller's account in a region (creating or listing keys, quotas).
@@ -107,7 +110,9 @@ pub enum Resource {
 impl fmt::Display for Resource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Resource::Keys { region, key_ids } => write!(f, "keys {} in {region}", key_ids.join(",")),
+            Resource::Keys { region, key_ids } => {
+                write!(f, "keys {} in {region}", key_ids.join(","))
+            }
             Resource::Ciphertext { region } => write!(f, "a ciphertext's key in {region}"),
             Resource::Account { region } => write!(f, "the account in {region}"),
             Resource::Service => f.write_str("the service"),
@@ -129,7 +134,12 @@ impl fmt::Display for Refusal {
 
 /// Decides whether a caller may perform an action on a resource.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(&self, caller: &Caller, action: Action, resource: &Resource) -> Result<(), Refusal>;
+    fn authorize(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), Refusal>;
 }
 
 /// Every credential may do everything within its own account (resources are always looked up

@@ -79,43 +79,61 @@ impl Kms {
     }
 
     /// Decrypts a ciphertext of one of the caller's keys.
-    pub async fn decrypt(&self, scope: &Scope, ciphertext: &[u8], context: &[u8]) -> Result<Opened, KmsError> {
-        self.run(scope, Action::Decrypt, blob_resource(scope, ciphertext), async {
-            self.gate(scope).await?;
-            let (k, plaintext) = self.open(scope, ciphertext, context)?;
-            Ok(Opened {
-                key_id: k.key_id,
-                plaintext,
-            })
-        })
+    pub async fn decrypt(
+        &self,
+        scope: &Scope,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<Opened, KmsError> {
+        self.run(
+            scope,
+            Action::Decrypt,
+            blob_resource(scope, ciphertext),
+            async {
+                self.gate(scope).await?;
+                let (k, plaintext) = self.open(scope, ciphertext, context)?;
+                Ok(Opened {
+                    key_id: k.key_id,
+                    plaintext,
+                })
+            },
+        )
         .await
     }
 
     /// Decrypts and seals again, under another key, the newest version or another context.
     pub async fn re_encrypt(&self, scope: &Scope, req: ReEncrypt) -> Result<ReSealed, KmsError> {
-        self.run(scope, Action::ReEncrypt, blob_resource(scope, &req.ciphertext), async {
-            self.gate(scope).await?;
-            let (source, plaintext) = self.open(scope, &req.ciphertext, &req.source_context)?;
-            let dest = match &req.destination_key_id {
-                Some(id) => self.key(scope, id)?,
-                None => source.clone(),
-            };
-            let header = blob::parse(&req.ciphertext)?;
-            let unchanged = dest.key_id == source.key_id
-                && dest.current().map(|c| c.version) == Some(header.version)
-                && req.destination_context == req.source_context;
-            let (ciphertext, re_encrypted) = if unchanged {
-                (req.ciphertext.clone(), false)
-            } else {
-                (self.seal(&dest, &req.destination_context, plaintext.expose())?, true)
-            };
-            Ok(ReSealed {
-                ciphertext,
-                key_id: dest.key_id,
-                source_key_id: source.key_id,
-                re_encrypted,
-            })
-        })
+        self.run(
+            scope,
+            Action::ReEncrypt,
+            blob_resource(scope, &req.ciphertext),
+            async {
+                self.gate(scope).await?;
+                let (source, plaintext) = self.open(scope, &req.ciphertext, &req.source_context)?;
+                let dest = match &req.destination_key_id {
+                    Some(id) => self.key(scope, id)?,
+                    None => source.clone(),
+                };
+                let header = blob::parse(&req.ciphertext)?;
+                let unchanged = dest.key_id == source.key_id
+                    && dest.current().map(|c| c.version) == Some(header.version)
+                    && req.destination_context == req.source_context;
+                let (ciphertext, re_encrypted) = if unchanged {
+                    (req.ciphertext.clone(), false)
+                } else {
+                    (
+                        self.seal(&dest, &req.destination_context, plaintext.expose())?,
+                        true,
+                    )
+                };
+                Ok(ReSealed {
+                    ciphertext,
+                    key_id: dest.key_id,
+                    source_key_id: source.key_id,
+                    re_encrypted,
+                })
+            },
+        )
         .await
     }
 
@@ -127,17 +145,22 @@ impl Kms {
         len: usize,
         context: &[u8],
     ) -> Result<DataKey, KmsError> {
-        self.run(scope, Action::GenerateDataKey, one_key(scope, key_id), async {
-            self.gate(scope).await?;
-            let k = self.key(scope, key_id)?;
-            let plaintext = Secret::random(len);
-            let ciphertext = self.seal(&k, context, plaintext.expose())?;
-            Ok(DataKey {
-                key_id: k.key_id,
-                plaintext,
-                ciphertext,
-            })
-        })
+        self.run(
+            scope,
+            Action::GenerateDataKey,
+            one_key(scope, key_id),
+            async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                let plaintext = Secret::random(len);
+                let ciphertext = self.seal(&k, context, plaintext.expose())?;
+                Ok(DataKey {
+                    key_id: k.key_id,
+                    plaintext,
+                    ciphertext,
+                })
+            },
+        )
         .await
     }
 
@@ -166,7 +189,12 @@ impl Kms {
     }
 
     /// Finds a ciphertext's key and decrypts it.
-    fn open(&self, scope: &Scope, ciphertext: &[u8], context: &[u8]) -> Result<(KeyRecord, Secret), KmsError> {
+    fn open(
+        &self,
+        scope: &Scope,
+        ciphertext: &[u8],
+        context: &[u8],
+    ) -> Result<(KeyRecord, Secret), KmsError> {
         let header = blob::parse(ciphertext)?;
         let k = self.key(scope, &header.key_id.to_string())?;
         self.usable_for_decrypt(&k)?;

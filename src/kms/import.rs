@@ -52,49 +52,64 @@ impl Kms {
         key_id: &str,
         algorithm: WrappingAlgorithm,
     ) -> Result<ImportParameters, KmsError> {
-        self.run(scope, Action::GetImportParameters, one_key(scope, key_id), async {
-            self.gate(scope).await?;
-            let k = self.key(scope, key_id)?;
-            external(&k)?;
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            let node = self.node.clone();
-            let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
-            let (public_key, wrapped_private) =
-                tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
-                    let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
-                    let wrapped = node.keyring().root_key()?.wrap(
-                        &key::import_aad(&kid, &tok, uin),
-                        pair.private_pkcs8.expose(),
-                    )?;
-                    Ok((pair.public_spki, wrapped))
+        self.run(
+            scope,
+            Action::GetImportParameters,
+            one_key(scope, key_id),
+            async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                external(&k)?;
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                let node = self.node.clone();
+                let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
+                let (public_key, wrapped_private) =
+                    tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
+                        let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
+                        let wrapped = node.keyring().root_key()?.wrap(
+                            &key::import_aad(&kid, &tok, uin),
+                            pair.private_pkcs8.expose(),
+                        )?;
+                        Ok((pair.public_spki, wrapped))
+                    })
+                    .await
+                    .map_err(|e| KmsError::Internal(e.to_string()))??;
+                let valid_to = self.now_secs() + SESSION_SECS;
+                let session = ImportSession {
+                    token: token.clone(),
+                    algorithm,
+                    public_key: public_key.clone(),
+                    wrapped_private,
+                    valid_to,
+                };
+                let op = KeyOp::SetImportParameters { session };
+                self.propose_key_op(scope, vec![k.key_id.clone()], op)
+                    .await?;
+                Ok(ImportParameters {
+                    key_id: k.key_id,
+                    token,
+                    public_key,
+                    valid_to,
                 })
-                .await
-                .map_err(|e| KmsError::Internal(e.to_string()))??;
-            let valid_to = self.now_secs() + SESSION_SECS;
-            let session = ImportSession {
-                token: token.clone(),
-                algorithm,
-                public_key: public_key.clone(),
-                wrapped_private,
-                valid_to,
-            };
-            let op = KeyOp::SetImportParameters { session };
-            self.propose_key_op(scope, vec![k.key_id.clone()], op).await?;
-            Ok(ImportParameters {
-                key_id: k.key_id,
-                token,
-                public_key,
-                valid_to,
-            })
-        })
+            },
+        )
         .await
     }
 
     /// Imports material wrapped with the current import parameters.
-    pub async fn import_key_material(&self, scope: &Scope, req: ImportMaterial) -> Result<(), KmsError> {
+    pub async fn import_key_material(
+        &self,
+        scope: &Scope,
+        req: ImportMaterial,
+    ) -> Result<(), KmsError> {
         let resource = one_key(scope, &req.key_id);
-        self.run(scope, Action::ImportKeyMaterial, resource, self.import_op(scope, req))
-            .await
+        self.run(
+            scope,
+            Action::ImportKeyMaterial,
+            resource,
+            self.import_op(scope, req),
+        )
+        .await
     }
 
     async fn import_op(&self, scope: &Scope, req: ImportMaterial) -> Result<(), KmsError> {
@@ -112,7 +127,9 @@ impl Kms {
         if now > session.valid_to {
             return Err(RegistryError::ImportTokenExpired.into());
         }
-        let material = self.unwrap_import(&k, &session, req.wrapped_material).await?;
+        let material = self
+            .unwrap_import(&k, &session, req.wrapped_material)
+            .await?;
         let fingerprint = key::material_fingerprint(material.expose());
         if !k.material_fingerprint.is_empty() && k.material_fingerprint != fingerprint {
             return Err(RegistryError::MaterialNotMatch.into());
@@ -127,7 +144,9 @@ impl Kms {
             fingerprint,
             valid_to: req.valid_to,
         };
-        self.propose_key_op(scope, vec![k.key_id], op).await.map(|_| ())
+        self.propose_key_op(scope, vec![k.key_id], op)
+            .await
+            .map(|_| ())
     }
 
     /// Unwraps imported material with the session's private key and checks its length.
@@ -146,16 +165,16 @@ impl Kms {
             WrappingAlgorithm::RsaesOaepSha1 => RsaPadding::OaepSha1,
             WrappingAlgorithm::RsaesOaepSha256 => RsaPadding::OaepSha256,
         };
-        let material: Secret =
-            tokio::task::spawn_blocking(move || asymmetric::rsa_decrypt(&private, padding, &wrapped))
-                .await
-                .map_err(|e| KmsError::Internal(e.to_string()))?
-                .map_err(|_| {
-                    KmsError::MaterialUnwrap(
-                        "EncryptedKeyMaterial could not be unwrapped with the import parameters"
-                            .into(),
-                    )
-                })?;
+        let material: Secret = tokio::task::spawn_blocking(move || {
+            asymmetric::rsa_decrypt(&private, padding, &wrapped)
+        })
+        .await
+        .map_err(|e| KmsError::Internal(e.to_string()))?
+        .map_err(|_| {
+            KmsError::MaterialUnwrap(
+                "EncryptedKeyMaterial could not be unwrapped with the import parameters".into(),
+            )
+        })?;
         let want = k.algorithm.key_len();
         if material.len() != want {
             // With PKCS#1 v1.5's implicit rejection a wrong wrapping also lands here.
@@ -168,7 +187,11 @@ impl Kms {
     }
 
     /// Deletes a key's imported material (the key waits for an import again).
-    pub async fn delete_imported_material(&self, scope: &Scope, key_id: String) -> Result<(), KmsError> {
+    pub async fn delete_imported_material(
+        &self,
+        scope: &Scope,
+        key_id: String,
+    ) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
         self.run(scope, Action::DeleteImportedKeyMaterial, resource, async {
             self.propose_key_op(scope, vec![key_id], KeyOp::DeleteImportedMaterial)

@@ -80,8 +80,13 @@ impl Kms {
         let resource = Resource::Account {
             region: scope.region.clone(),
         };
-        self.run(scope, Action::CreateKey, resource, self.create_key_op(scope, req))
-            .await
+        self.run(
+            scope,
+            Action::CreateKey,
+            resource,
+            self.create_key_op(scope, req),
+        )
+        .await
     }
 
     async fn create_key_op(&self, scope: &Scope, req: CreateKey) -> Result<CreatedKey, KmsError> {
@@ -97,7 +102,10 @@ impl Kms {
         let (versions, public_key) = match (req.origin, req.usage.asymmetric_spec()) {
             (Origin::External, _) => (Vec::new(), Vec::new()),
             (Origin::TencentKms, None) => (
-                vec![self.node.keyring().new_material(algorithm, &key_id, 1, uin)?],
+                vec![self
+                    .node
+                    .keyring()
+                    .new_material(algorithm, &key_id, 1, uin)?],
                 Vec::new(),
             ),
             (Origin::TencentKms, Some(spec)) => {
@@ -159,14 +167,19 @@ impl Kms {
     ) -> Result<(crate::registry::key::MaterialVersion, Vec<u8>), KmsError> {
         let node = self.node.clone();
         let kid = key_id.to_string();
-        let pair = tokio::task::spawn_blocking(move || node.keyring().new_key_pair(spec, &kid, uin))
-            .await
-            .map_err(|e| KmsError::Internal(e.to_string()))??;
+        let pair =
+            tokio::task::spawn_blocking(move || node.keyring().new_key_pair(spec, &kid, uin))
+                .await
+                .map_err(|e| KmsError::Internal(e.to_string()))??;
         Ok(pair)
     }
 
     /// One key of the caller.
-    pub async fn describe_key(&self, scope: &Scope, key_id: &str) -> Result<KeyDescription, KmsError> {
+    pub async fn describe_key(
+        &self,
+        scope: &Scope,
+        key_id: &str,
+    ) -> Result<KeyDescription, KmsError> {
         self.run(scope, Action::DescribeKey, one_key(scope, key_id), async {
             self.gate(scope).await?;
             let k = self.key(scope, key_id)?;
@@ -191,7 +204,12 @@ impl Kms {
             let state = self.node.state().read();
             Ok(key_ids
                 .iter()
-                .filter_map(|id| state.registry.keys().get(&scope.region, scope.caller.uin, id))
+                .filter_map(|id| {
+                    state
+                        .registry
+                        .keys()
+                        .get(&scope.region, scope.caller.uin, id)
+                })
                 .map(|k| describe(k, state.registry.replicas()))
                 .collect())
         })
@@ -278,7 +296,12 @@ impl Kms {
     }
 
     /// Gives a key a new alias.
-    pub async fn update_alias(&self, scope: &Scope, key_id: String, alias: String) -> Result<(), KmsError> {
+    pub async fn update_alias(
+        &self,
+        scope: &Scope,
+        key_id: String,
+        alias: String,
+    ) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
         self.run(scope, Action::UpdateAlias, resource, async {
             self.propose_key_op(scope, vec![key_id], KeyOp::UpdateAlias { alias })
@@ -298,7 +321,9 @@ impl Kms {
         let resource = one_key(scope, &key_id);
         self.run(scope, Action::UpdateDescription, resource, async {
             let op = KeyOp::UpdateDescription { description };
-            self.propose_key_op(scope, vec![key_id], op).await.map(|_| ())
+            self.propose_key_op(scope, vec![key_id], op)
+                .await
+                .map(|_| ())
         })
         .await
     }

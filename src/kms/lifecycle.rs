@@ -29,8 +29,13 @@ impl Kms {
             region: scope.region.clone(),
             key_ids: key_ids.clone(),
         };
-        self.run(scope, action, resource, self.propose_key_op(scope, key_ids, op))
-            .await
+        self.run(
+            scope,
+            action,
+            resource,
+            self.propose_key_op(scope, key_ids, op),
+        )
+        .await
     }
 
     /// Enables keys (several at once: all or none).
@@ -48,7 +53,12 @@ impl Kms {
     }
 
     /// Turns on automatic rotation every `rotate_days`.
-    pub async fn enable_rotation(&self, scope: &Scope, key_id: String, rotate_days: u32) -> Result<(), KmsError> {
+    pub async fn enable_rotation(
+        &self,
+        scope: &Scope,
+        key_id: String,
+        rotate_days: u32,
+    ) -> Result<(), KmsError> {
         let op = KeyOp::EnableRotation { rotate_days };
         self.key_op(scope, Action::EnableRotation, vec![key_id], op)
             .await
@@ -57,23 +67,37 @@ impl Kms {
 
     /// Turns off automatic rotation.
     pub async fn disable_rotation(&self, scope: &Scope, key_id: String) -> Result<(), KmsError> {
-        self.key_op(scope, Action::DisableRotation, vec![key_id], KeyOp::DisableRotation)
-            .await
-            .map(|_| ())
+        self.key_op(
+            scope,
+            Action::DisableRotation,
+            vec![key_id],
+            KeyOp::DisableRotation,
+        )
+        .await
+        .map(|_| ())
     }
 
     /// A key's rotation settings.
-    pub async fn rotation_status(&self, scope: &Scope, key_id: &str) -> Result<RotationStatus, KmsError> {
-        self.run(scope, Action::GetRotationStatus, one_key(scope, key_id), async {
-            self.gate(scope).await?;
-            let k = self.key(scope, key_id)?;
-            Ok(RotationStatus {
-                enabled: k.rotation_enabled,
-                rotate_days: k.rotate_days,
-                last_rotate_time: k.last_rotate_time,
-                next_rotate_time: k.next_rotate_time,
-            })
-        })
+    pub async fn rotation_status(
+        &self,
+        scope: &Scope,
+        key_id: &str,
+    ) -> Result<RotationStatus, KmsError> {
+        self.run(
+            scope,
+            Action::GetRotationStatus,
+            one_key(scope, key_id),
+            async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                Ok(RotationStatus {
+                    enabled: k.rotation_enabled,
+                    rotate_days: k.rotate_days,
+                    last_rotate_time: k.last_rotate_time,
+                    next_rotate_time: k.next_rotate_time,
+                })
+            },
+        )
         .await
     }
 
@@ -99,13 +123,20 @@ impl Kms {
                 manual: true,
                 min_manual_interval: self.node.config().kms.manual_rotation_interval_secs,
             };
-            self.propose_key_op(scope, vec![key_id.clone()], op).await.map(|_| ())
+            self.propose_key_op(scope, vec![key_id.clone()], op)
+                .await
+                .map(|_| ())
         })
         .await
     }
 
     /// Schedules a key's deletion after `pending_days`; returns the deletion date (seconds).
-    pub async fn schedule_deletion(&self, scope: &Scope, key_id: String, pending_days: u32) -> Result<u64, KmsError> {
+    pub async fn schedule_deletion(
+        &self,
+        scope: &Scope,
+        key_id: String,
+        pending_days: u32,
+    ) -> Result<u64, KmsError> {
         let resource = one_key(scope, &key_id);
         self.run(scope, Action::ScheduleDeletion, resource, async {
             let op = KeyOp::ScheduleDeletion { pending_days };
@@ -145,8 +176,13 @@ impl Kms {
 
     /// Brings an archived key back.
     pub async fn cancel_archive(&self, scope: &Scope, key_id: String) -> Result<(), KmsError> {
-        self.key_op(scope, Action::CancelArchive, vec![key_id], KeyOp::CancelArchive)
-            .await
-            .map(|_| ())
+        self.key_op(
+            scope,
+            Action::CancelArchive,
+            vec![key_id],
+            KeyOp::CancelArchive,
+        )
+        .await
+        .map(|_| ())
     }
 }

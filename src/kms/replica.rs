@@ -25,7 +25,11 @@ pub struct Replicated {
 
 impl Kms {
     /// Makes replicas of a primary key (in the request's region) in other served regions.
-    pub async fn replicate_key(&self, scope: &Scope, req: ReplicateKey) -> Result<Replicated, KmsError> {
+    pub async fn replicate_key(
+        &self,
+        scope: &Scope,
+        req: ReplicateKey,
+    ) -> Result<Replicated, KmsError> {
         let resource = one_key(scope, &req.key_id);
         self.run(scope, Action::ReplicateKey, resource, async {
             let served = self.node.config().served_regions();

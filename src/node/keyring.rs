@@ -84,7 +84,9 @@ impl Keyring {
             Outcome::Applied { .. } | Outcome::Rejected(RegistryError::RootKeyAlreadyInstalled) => {
                 Ok(())
             }
-            Outcome::Rejected(e) => Err(ClusterError::Seal(format!("installing the root key: {e}"))),
+            Outcome::Rejected(e) => {
+                Err(ClusterError::Seal(format!("installing the root key: {e}")))
+            }
             Outcome::NoCommand => Err(ClusterError::Seal(
                 "installing the root key produced no outcome".into(),
             )),
@@ -151,7 +153,9 @@ impl Keyring {
         let secret_id = format!("AKID{}", random_alnum(CREDENTIAL_CHARS));
         let secret_key = SecretString::new(random_alnum(CREDENTIAL_CHARS));
         let aad = credential_aad(&secret_id, uin);
-        let wrapped = self.root_key()?.wrap(&aad, secret_key.expose().as_bytes())?;
+        let wrapped = self
+            .root_key()?
+            .wrap(&aad, secret_key.expose().as_bytes())?;
         let credential = Credential {
             secret_id,
             uin,

@@ -73,7 +73,12 @@ impl Membership {
             };
             let reply = self
                 .peers
-                .post_json(&node.raft_addr, wire::paths::JOIN, &req, REMOTE_JOIN_TIMEOUT)
+                .post_json(
+                    &node.raft_addr,
+                    wire::paths::JOIN,
+                    &req,
+                    REMOTE_JOIN_TIMEOUT,
+                )
                 .await?;
             if !(200..300).contains(&reply.status) {
                 return Err(ClusterError::Membership(format!(
@@ -88,7 +93,12 @@ impl Membership {
 
     /// Adds a node as a learner, waits until it has replicated everything the leader had when
     /// it was added (through a snapshot if the log was compacted), then (for voters) promotes it.
-    pub async fn join(&self, id: NodeId, node: types::Node, voter: bool) -> Result<(), ClusterError> {
+    pub async fn join(
+        &self,
+        id: NodeId,
+        node: types::Node,
+        voter: bool,
+    ) -> Result<(), ClusterError> {
         let added = self
             .leader
             .raft()

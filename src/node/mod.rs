@@ -186,7 +186,9 @@ impl Node {
     /// Initializes a new cluster with the configured peers as its first members: the voters at
     /// once, then the root key, then any learners once a leader exists.
     pub async fn initialize(&self) -> Result<(), ClusterError> {
-        self.membership.initialize_voters(&self.config.peers).await?;
+        self.membership
+            .initialize_voters(&self.config.peers)
+            .await?;
         self.keyring.ensure_root_key(&self.writes).await?;
         let timeout_ms = self.config.timing.write_timeout_ms * 4;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
@@ -261,10 +263,20 @@ impl OpenedStorage {
             auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
         };
         let raft_metrics = MetricsView::default();
-        let network = Network::new(peers.client.clone(), peers.auth.clone(), raft_metrics.clone());
-        let raft = Raft::new(config.node_id, raft_config(&config)?, network, log_store, sm)
-            .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let network = Network::new(
+            peers.client.clone(),
+            peers.auth.clone(),
+            raft_metrics.clone(),
+        );
+        let raft = Raft::new(
+            config.node_id,
+            raft_config(&config)?,
+            network,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
         let _ = raft_metrics.set(raft.metrics());
 

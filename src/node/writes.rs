@@ -111,7 +111,11 @@ impl Writes {
     }
 
     /// Proposes on this node, which must be the leader.
-    async fn propose_local(&self, env: Envelope, deadline: Instant) -> Result<Outcome, ClusterError> {
+    async fn propose_local(
+        &self,
+        env: Envelope,
+        deadline: Instant,
+    ) -> Result<Outcome, ClusterError> {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.leader.raft().client_write(env)).await {
             Err(_) => Err(ClusterError::WriteTimeout(self.write_timeout_ms)),

@@ -279,9 +279,17 @@ pub(super) async fn create_account(
 
 pub(super) async fn list_accounts(State(s): State<Internal>) -> Response {
     let list = async {
-        s.node.reads().read_barrier(Consistency::Linearizable).await?;
+        s.node
+            .reads()
+            .read_barrier(Consistency::Linearizable)
+            .await?;
         let state = s.node.state().read();
-        Ok(state.registry.accounts().accounts().cloned().collect::<Vec<_>>())
+        Ok(state
+            .registry
+            .accounts()
+            .accounts()
+            .cloned()
+            .collect::<Vec<_>>())
     };
     json_or_error(list.await)
 }
@@ -292,7 +300,10 @@ pub(super) async fn create_credential(
 ) -> Response {
     let created = async {
         s.node.keyring().ensure_root_key(s.node.writes()).await?;
-        s.node.reads().read_barrier(Consistency::Linearizable).await?;
+        s.node
+            .reads()
+            .read_barrier(Consistency::Linearizable)
+            .await?;
         let (credential, secret_key) = s
             .node
             .keyring()
@@ -311,7 +322,10 @@ pub(super) async fn create_credential(
 
 pub(super) async fn list_credentials(State(s): State<Internal>) -> Response {
     let list = async {
-        s.node.reads().read_barrier(Consistency::Linearizable).await?;
+        s.node
+            .reads()
+            .read_barrier(Consistency::Linearizable)
+            .await?;
         let state = s.node.state().read();
         let list: Vec<CredentialInfo> = state
             .registry

@@ -61,7 +61,10 @@ pub fn router(node: SharedNode) -> Router {
             admin_paths::CREDENTIALS,
             post(admin::create_credential).get(admin::list_credentials),
         )
-        .route("/admin/credentials/{secret_id}", delete(admin::revoke_credential))
+        .route(
+            "/admin/credentials/{secret_id}",
+            delete(admin::revoke_credential),
+        )
         .route(
             "/admin/records/{name}",
             put(admin::put).get(admin::get).delete(admin::delete_record),

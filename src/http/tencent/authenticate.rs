@@ -50,7 +50,17 @@ pub async fn request<'a>(
             )
         })??;
     let query = uri.query().unwrap_or("");
-    let caller = verify(kms, method, query, headers, &body, &auth, timestamp, consistency).await?;
+    let caller = verify(
+        kms,
+        method,
+        query,
+        headers,
+        &body,
+        &auth,
+        timestamp,
+        consistency,
+    )
+    .await?;
     let region = header_str(headers, "x-tc-region");
     let scope = kms.open_scope(caller, region, consistency).await?;
     let params = parameters(method, query, &body)?;

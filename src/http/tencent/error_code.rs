@@ -162,7 +162,9 @@ mod tests {
 
     #[test]
     fn node_failures_keep_their_detail_out_of_the_message() {
-        let e = ApiError::from(KmsError::from(ClusterError::Forward("10.0.0.7:7001 refused".into())));
+        let e = ApiError::from(KmsError::from(ClusterError::Forward(
+            "10.0.0.7:7001 refused".into(),
+        )));
         assert_eq!(e.code, "UnsupportedOperation.ServiceTemporaryUnavailable");
         assert!(!e.message.contains("10.0.0.7"));
         assert!(e.detail.as_deref().is_some_and(|d| d.contains("10.0.0.7")));
@@ -174,7 +176,10 @@ mod tests {
     #[test]
     fn caller_errors_carry_no_detail() {
         let e = ApiError::from(KmsError::KeyNotFound("k".into()));
-        assert_eq!((e.code, e.detail), ("ResourceUnavailable.CmkNotFound", None));
+        assert_eq!(
+            (e.code, e.detail),
+            ("ResourceUnavailable.CmkNotFound", None)
+        );
         let e = ApiError::from(KmsError::from(CryptoError::Authentication));
         assert_eq!(e.code, "InvalidParameterValue.InvalidCiphertext");
         let e = ApiError::from(KmsError::Registry(RegistryError::AliasExists));

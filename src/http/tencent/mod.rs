@@ -72,13 +72,13 @@ pub async fn serve(
 /// A stale answer says how far behind it may be.
 fn stale_headers(kms: &Kms, h: &mut HeaderMap) {
     let node = kms.node();
-    h.insert(
-        wire::CONSISTENCY_HEADER,
-        HeaderValue::from_static("stale"),
-    );
+    h.insert(wire::CONSISTENCY_HEADER, HeaderValue::from_static("stale"));
     for (name, value) in [
         (wire::APPLIED_INDEX_HEADER, node.state().applied_index()),
-        (wire::COMMIT_INDEX_HEADER, node.reads().position(Consistency::Stale).known_commit_index),
+        (
+            wire::COMMIT_INDEX_HEADER,
+            node.reads().position(Consistency::Stale).known_commit_index,
+        ),
         (
             wire::LEADER_CONTACT_HEADER,
             node.health().millis_since_leader_contact(),

@@ -65,7 +65,10 @@ pub async fn encrypt(r: &Request<'_>) -> Result<Fields, ApiError> {
         ));
     }
     let context = context(r, "EncryptionContext")?;
-    let sealed = r.kms.encrypt(&r.scope, &key_id, &plaintext, &context).await?;
+    let sealed = r
+        .kms
+        .encrypt(&r.scope, &key_id, &plaintext, &context)
+        .await?;
     Ok(fields(
         json!({ "CiphertextBlob": b64(&sealed.ciphertext), "KeyId": sealed.key_id }),
     ))

@@ -220,7 +220,9 @@ pub async fn list_key_detail(r: &Request<'_>) -> Result<Fields, ApiError> {
     let filter = key_filter(r)?;
     let page = r.kms.list_key_details(&r.scope, filter).await?;
     let metas: Vec<Value> = page.items.iter().map(key_metadata).collect();
-    Ok(fields(json!({ "TotalCount": page.total, "KeyMetadatas": metas })))
+    Ok(fields(
+        json!({ "TotalCount": page.total, "KeyMetadatas": metas }),
+    ))
 }
 
 pub async fn update_alias(r: &Request<'_>) -> Result<Fields, ApiError> {
