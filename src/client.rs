@@ -103,43 +103,11 @@ impl KmsClient {
         let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
         let timestamp = crate::clock::Clock::wall_secs(&crate::clock::SystemClock) as i64
             + self.clock_offset_secs;
-        let date = tc3::utc_date(timestamp)
-            .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
-        let content_type = "application/json";
-        let host = self.endpoint.clone();
-        let mut auth = Authorization {
-            secret_id: self.secret_id.clone(),
-            date,
-            service: tc3::SERVICE.into(),
-            signed_headers: vec!["content-type".into(), "host".into()],
-            signature: String::new(),
-        };
-        // Signed in a block so nothing borrowed (and not Send) lives across the await below.
-        auth.signature = {
-            let header = |name: &str| match name {
-                "content-type" => Some(content_type.to_string()),
-                "host" => Some(host.clone()),
-                _ => None,
-            };
-            let signed = SignedRequest {
-                method: "POST",
-                query: "",
-                header: &header,
-                body: &body,
-                timestamp,
-                unsigned_payload: false,
-            };
-            tc3::signature(&auth, &signed, self.secret_key.expose().as_bytes())
-                .map_err(|e| KmsError::Transport(e.to_string()))?
-        };
-        let authorization = format!(
-            "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders=content-type;host, Signature={}",
-            auth.secret_id, auth.date, auth.service, auth.signature
-        );
+        let authorization = self.authorization(&body, timestamp)?;
         let mut req = self
             .http
             .post(format!("http://{}/", self.endpoint))
-            .header("content-type", content_type)
+            .header("content-type", CONTENT_TYPE)
             .header("host", &self.endpoint)
             .header("x-tc-action", action)
             .header("x-tc-version", crate::http::tencent::VERSION)
@@ -159,31 +127,60 @@ impl KmsClient {
             .bytes()
             .await
             .map_err(|e| KmsError::Transport(e.to_string()))?;
-        let v: Value =
-            serde_json::from_slice(&bytes).map_err(|e| KmsError::BadReply(e.to_string()))?;
-        let response = v
-            .get("Response")
-            .cloned()
-            .ok_or_else(|| KmsError::BadReply("no Response".into()))?;
-        if let Some(err) = response.get("Error") {
-            return Err(KmsError::Api {
-                code: err
-                    .get("Code")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                message: err
-                    .get("Message")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-                request_id: response
-                    .get("RequestId")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string(),
-            });
-        }
-        Ok((response, headers))
+        Ok((response_of(&bytes)?, headers))
     }
+
+    /// The TC3 `Authorization` header of a POST with `body` at `timestamp`, signing
+    /// `content-type;host` as the Tencent SDK does.
+    fn authorization(&self, body: &[u8], timestamp: i64) -> Result<String, KmsError> {
+        let date = tc3::utc_date(timestamp)
+            .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
+        let mut auth = Authorization {
+            secret_id: self.secret_id.clone(),
+            date,
+            service: tc3::SERVICE.into(),
+            signed_headers: vec!["content-type".into(), "host".into()],
+            signature: String::new(),
+        };
+        let header = |name: &str| match name {
+            "content-type" => Some(CONTENT_TYPE.to_string()),
+            "host" => Some(self.endpoint.clone()),
+            _ => None,
+        };
+        let signed = SignedRequest {
+            method: "POST",
+            query: "",
+            header: &header,
+            body,
+            timestamp,
+            unsigned_payload: false,
+        };
+        auth.signature = tc3::signature(&auth, &signed, self.secret_key.expose().as_bytes())
+            .map_err(|e| KmsError::Transport(e.to_string()))?;
+        Ok(format!(
+            "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders=content-type;host, Signature={}",
+            auth.secret_id, auth.date, auth.service, auth.signature
+        ))
+    }
+}
+
+/// The content type of every request (and of every answer).
+const CONTENT_TYPE: &str = "application/json";
+
+/// The `Response` object of an answer, or its `Error` as [`KmsError::Api`].
+fn response_of(bytes: &[u8]) -> Result<Value, KmsError> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| KmsError::BadReply(e.to_string()))?;
+    let response = v
+        .get("Response")
+        .cloned()
+        .ok_or_else(|| KmsError::BadReply("no Response".into()))?;
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    if let Some(err) = response.get("Error") {
+        return Err(KmsError::Api {
+            code: text(err.get("Code")),
+            message: text(err.get("Message")),
+            request_id: text(response.get("RequestId")),
+        });
+    }
+    Ok(response)
 }

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 use crate::admin::{cluster_status, render_status, AdminClient};
 use crate::config::{NodeConfig, PeerConfig};
+use crate::crypto::SecretString;
 
 /// Options of `raftkms dev`.
 #[derive(Clone, Debug)]
@@ -196,16 +197,13 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 /// The dev account's credential: created on first start, kept in `dev.credential` (0600).
-async fn dev_credential(
-    dir: &Path,
-    admin: &AdminClient,
-) -> anyhow::Result<(String, zeroize::Zeroizing<String>)> {
+async fn dev_credential(dir: &Path, admin: &AdminClient) -> anyhow::Result<(String, SecretString)> {
     let path = dir.join("dev.credential");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let text = zeroize::Zeroizing::new(text);
         let mut lines = text.lines();
         if let (Some(id), Some(key)) = (lines.next(), lines.next()) {
-            return Ok((id.to_string(), zeroize::Zeroizing::new(key.to_string())));
+            return Ok((id.to_string(), SecretString::from(key)));
         }
     }
     let admin = admin.clone().with_timeout(Duration::from_secs(30));
@@ -217,10 +215,7 @@ async fn dev_credential(
         "created the dev account (Uin {}) and its credential {}",
         account.uin, c.secret_id
     );
-    Ok((
-        c.secret_id,
-        zeroize::Zeroizing::new(c.secret_key.expose().to_string()),
-    ))
+    Ok((c.secret_id, c.secret_key))
 }
 
 /// A started node: its config, its log file and its process.
@@ -254,7 +249,7 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         "KMS_ENDPOINTS={}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
         endpoints.join(","),
         first.region,
-        secret_key.as_str(),
+        secret_key.expose(),
         first.raft_advertise(),
         first.cluster_id,
         first.cluster_secret.expose()

@@ -55,9 +55,10 @@ pub async fn run_with_clock(
     let api = tokio::spawn(async move { api.await });
     let internal = tokio::spawn(async move { internal.await });
 
+    let mut watcher = watcher;
     let fatal = tokio::select! {
         _ = shutdown => None,
-        f = watcher => Some(f.unwrap_or_else(|e| format!("the Raft watcher failed: {e}"))),
+        f = &mut watcher => Some(f.unwrap_or_else(|e| format!("the Raft watcher failed: {e}"))),
     };
     match &fatal {
         Some(f) => tracing::error!(error = %f, "the Raft core stopped; shutting down"),
@@ -65,8 +66,10 @@ pub async fn run_with_clock(
     }
     let _ = stop_tx.send(true);
     drain(api, internal).await;
-    node.shutdown().await;
+    // The scheduler proposes through Raft: stop it before Raft stops.
     scheduler.abort();
+    node.shutdown().await;
+    watcher.abort();
     tracing::info!("stopped");
     match fatal {
         Some(f) => Err(StartError::RaftStopped(f)),

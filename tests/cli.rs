@@ -295,6 +295,7 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     assert_eq!(refused.code(), Some("AuthFailure.SecretIdNotFound"));
 
     // SIGINT: a clean stop of every node.
+    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
     unsafe {
         libc::kill(dev.id() as i32, libc::SIGINT);
     }
@@ -325,6 +326,7 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         .unwrap();
     assert_eq!(plain["Plaintext"], "a2VwdA==");
     assert_eq!(read.value.as_deref(), Some("across-restarts"));
+    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
     unsafe {
         libc::kill(dev.id() as i32, libc::SIGTERM);
     }

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Value};
-use zeroize::Zeroizing;
 
 use super::{BenchOptions, Workload};
 use crate::client::{KmsClient, KmsError};
+use crate::crypto::SecretString;
 
 /// The system under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -84,7 +84,7 @@ pub(super) enum Driver {
 pub(super) struct HttpDriver {
     http: reqwest::Client,
     bases: Vec<String>,
-    token: Option<Zeroizing<String>>,
+    token: Option<SecretString>,
     target: Target,
     /// etcd: serializable (local, possibly stale) ranges instead of linearizable ones.
     serializable: bool,
@@ -152,7 +152,7 @@ impl Driver {
         Driver::Http(Arc::new(HttpDriver {
             http,
             bases,
-            token: token.map(Zeroizing::new),
+            token: token.map(SecretString::new),
             target: opts.target,
             serializable: opts.consistency.as_deref() == Some("stale"),
         }))
@@ -314,7 +314,7 @@ impl HttpDriver {
         let base = &self.bases[at % self.bases.len()];
         let mut req = self.http.post(format!("{base}{path}")).json(body);
         if let Some(t) = &self.token {
-            req = req.header("X-Vault-Token", t.as_str());
+            req = req.header("X-Vault-Token", t.expose());
         }
         let resp = req.send().await.map_err(|e| {
             if e.is_timeout() {

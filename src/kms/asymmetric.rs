@@ -1,6 +1,7 @@
 //! Public keys, asymmetric decryption, signing and verification: private keys are unwrapped only
 //! in memory for the one operation.
 
+use super::error::Operation;
 use super::{one_key, Action, Kms, KmsError, Scope};
 use crate::crypto::asymmetric::{self, AsymmetricSpec, Message, RsaPadding, SignAlgorithm};
 use crate::crypto::Secret;
@@ -44,7 +45,7 @@ impl Signing {
     }
 }
 
-fn wrong_usage(k: &KeyRecord, what: &'static str) -> KmsError {
+fn wrong_usage(k: &KeyRecord, what: Operation) -> KmsError {
     KmsError::WrongUsage {
         key_id: k.key_id.clone(),
         usage: k.usage,
@@ -68,14 +69,14 @@ impl Kms {
                 return Err(KmsError::KeyState {
                     key_id: k.key_id,
                     state,
-                    what: "be used",
+                    what: None,
                 })
             }
         }
         let spec = k
             .usage
             .asymmetric_spec()
-            .ok_or_else(|| wrong_usage(&k, "be used as an asymmetric key"))?;
+            .ok_or_else(|| wrong_usage(&k, Operation::Asymmetric))?;
         Ok((k, spec))
     }
 
@@ -108,10 +109,10 @@ impl Kms {
                 let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
                 let private = match cipher {
                     AsymmetricCipher::Rsa(_) if k.usage != KeyUsage::AsymmetricDecryptRsa2048 => {
-                        return Err(wrong_usage(&k, "AsymmetricRsaDecrypt"))
+                        return Err(wrong_usage(&k, Operation::RsaDecrypt))
                     }
                     AsymmetricCipher::Sm2 if k.usage != KeyUsage::AsymmetricDecryptSm2 => {
-                        return Err(wrong_usage(&k, "AsymmetricSm2Decrypt"))
+                        return Err(wrong_usage(&k, Operation::Sm2Decrypt))
                     }
                     _ => self.material(&k, 1)?,
                 };
@@ -138,32 +139,19 @@ impl Kms {
         req: &Signing,
     ) -> Result<(), KmsError> {
         if !k.usage.is_sign_verify() {
-            return Err(wrong_usage(k, "sign or verify"));
+            return Err(wrong_usage(k, Operation::SignVerify));
         }
         if !req.algorithm.fits(spec) {
-            return Err(KmsError::Invalid {
-                field: "Algorithm",
-                reason: format!(
-                    "the algorithm does not fit a key of usage {}",
-                    k.usage.as_str()
-                ),
-            });
+            return Err(KmsError::AlgorithmMismatch { usage: k.usage });
         }
         let len = req.message.len();
         if req.is_digest && len != req.algorithm.digest_len() {
-            return Err(KmsError::Invalid {
-                field: "Message",
-                reason: format!(
-                    "a DIGEST must be exactly {} bytes",
-                    req.algorithm.digest_len()
-                ),
+            return Err(KmsError::DigestLength {
+                expected: req.algorithm.digest_len(),
             });
         }
         if !req.is_digest && (len == 0 || len > MAX_MESSAGE) {
-            return Err(KmsError::Invalid {
-                field: "Message",
-                reason: format!("a RAW message must be 1 to {MAX_MESSAGE} bytes"),
-            });
+            return Err(KmsError::MessageLength { max: MAX_MESSAGE });
         }
         Ok(())
     }

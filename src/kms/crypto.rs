@@ -1,6 +1,7 @@
 //! Encrypt, Decrypt, ReEncrypt, GenerateDataKey, GenerateRandom: served from the node's own
 //! applied state after the read gate; material is unwrapped only in memory, per request.
 
+use super::error::{CiphertextProblem, Operation};
 use super::{one_key, Action, Kms, KmsError, Resource, Scope};
 use crate::crypto::{blob, Secret};
 use crate::registry::key::{KeyRecord, KeyState, KeyUsage};
@@ -199,9 +200,7 @@ impl Kms {
         let k = self.key(scope, &header.key_id.to_string())?;
         self.usable_for_decrypt(&k)?;
         if header.algorithm != k.algorithm {
-            return Err(KmsError::InvalidCiphertext(
-                "the ciphertext does not belong to this key",
-            ));
+            return Err(KmsError::InvalidCiphertext(CiphertextProblem::OtherKey));
         }
         let material = self.material(&k, header.version)?;
         let plaintext = blob::open(ciphertext, &material, scope.caller.uin, context)?;
@@ -219,7 +218,7 @@ impl Kms {
             state => Err(KmsError::KeyState {
                 key_id: k.key_id.clone(),
                 state,
-                what: "encrypt",
+                what: Some("encrypt"),
             }),
         }
     }
@@ -234,7 +233,7 @@ impl Kms {
             state => Err(KmsError::KeyState {
                 key_id: k.key_id.clone(),
                 state,
-                what: "decrypt",
+                what: Some("decrypt"),
             }),
         }
     }
@@ -260,7 +259,7 @@ fn symmetric_only(k: &KeyRecord) -> Result<(), KmsError> {
         Err(KmsError::WrongUsage {
             key_id: k.key_id.clone(),
             usage: k.usage,
-            what: "be used for symmetric encryption; use the asymmetric actions",
+            what: Operation::Symmetric,
         })
     }
 }

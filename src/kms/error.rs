@@ -8,43 +8,97 @@ use crate::registry::RegistryError;
 
 use super::authorize::Refusal;
 
+/// What an operation needed a key to be able to do, when its usage does not allow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Symmetric encryption and decryption.
+    Symmetric,
+    /// Any use as an asymmetric key (public key, asymmetric decryption, signing).
+    Asymmetric,
+    /// RSA decryption.
+    RsaDecrypt,
+    /// SM2 decryption.
+    Sm2Decrypt,
+    /// Signing or verification.
+    SignVerify,
+}
+
+impl Operation {
+    fn describe(self) -> &'static str {
+        match self {
+            Operation::Symmetric => "be used for symmetric encryption",
+            Operation::Asymmetric => "be used as an asymmetric key",
+            Operation::RsaDecrypt => "decrypt with RSA",
+            Operation::Sm2Decrypt => "decrypt with SM2",
+            Operation::SignVerify => "sign or verify",
+        }
+    }
+}
+
+/// Why a ciphertext was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CiphertextProblem {
+    /// Malformed, tampered with, or sealed under another encryption context.
+    Invalid,
+    /// It names a key version the key does not have.
+    UnknownVersion,
+    /// It was not made by this key (another algorithm).
+    OtherKey,
+}
+
+/// Why imported material was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnwrapFailure {
+    /// The import parameters do not unwrap it.
+    NotUnwrapped,
+    /// It unwrapped to the wrong length.
+    WrongLength { got: usize, want: usize },
+}
+
 /// Why an operation of the KMS core failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KmsError {
-    /// A request value the core checks against state (e.g. an algorithm that does not fit the
-    /// key).
-    #[error("invalid value for `{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    /// A signing algorithm that does not fit the key's usage.
+    #[error("the signing algorithm does not fit a key of usage {}", usage.as_str())]
+    AlgorithmMismatch { usage: KeyUsage },
+    /// A digest to sign or verify of the wrong length for the algorithm.
+    #[error("a digest must be exactly {expected} bytes")]
+    DigestLength { expected: usize },
+    /// A raw message to sign or verify that is empty or too long.
+    #[error("a raw message must be 1 to {max} bytes")]
+    MessageLength { max: usize },
+    /// A replica asked for in the key's own region.
+    #[error("`{0}` is the key's own region")]
+    OwnRegion(String),
     #[error("key {0} does not exist in this region")]
     KeyNotFound(String),
     #[error("key {0} is disabled")]
     KeyDisabled(String),
     #[error("key {0} is archived")]
     KeyArchived(String),
-    /// The key's state does not allow the operation (`what` names it).
-    #[error("key {key_id} is {} and cannot {what}", state.as_str())]
+    /// The key's state does not allow the operation (`what` names it, if it is worth saying).
+    #[error("key {key_id} is {}{}", state.as_str(), what.map(|w| format!(" and cannot {w}")).unwrap_or_default())]
     KeyState {
         key_id: String,
         state: KeyState,
-        what: &'static str,
+        what: Option<&'static str>,
     },
     #[error("the imported material of key {key_id} expired at {valid_to}")]
     MaterialExpired { key_id: String, valid_to: u64 },
     #[error("the key has no material")]
     NoMaterial,
     /// The key's usage does not allow the operation.
-    #[error("key {key_id} has usage {} and cannot {what}", usage.as_str())]
+    #[error("key {key_id} has usage {} and cannot {}", usage.as_str(), what.describe())]
     WrongUsage {
         key_id: String,
         usage: KeyUsage,
-        what: &'static str,
+        what: Operation,
     },
     /// A feature raftkms does not offer.
     #[error("{0}")]
     Unsupported(String),
-    /// A ciphertext that is malformed, tampered with, of another key, or of an unknown version.
-    #[error("{0}")]
-    InvalidCiphertext(&'static str),
+    #[error("the ciphertext is not valid for this key: {0:?}")]
+    InvalidCiphertext(CiphertextProblem),
     #[error("the ciphertext could not be decrypted with this key")]
     DecryptFailed,
     #[error("signing failed")]
@@ -52,8 +106,8 @@ pub enum KmsError {
     #[error("verification could not run")]
     VerifyFailed,
     /// Imported material that the import parameters do not unwrap (or of the wrong length).
-    #[error("{0}")]
-    MaterialUnwrap(String),
+    #[error("the imported material was refused: {0:?}")]
+    MaterialUnwrap(UnwrapFailure),
     #[error("SecretId {0} does not exist")]
     UnknownCredential(String),
     #[error("region `{0}` is not served by this cluster")]
@@ -79,9 +133,7 @@ impl From<CryptoError> for KmsError {
     fn from(e: CryptoError) -> Self {
         match e {
             CryptoError::Authentication | CryptoError::Malformed(_) | CryptoError::Version(_) => {
-                KmsError::InvalidCiphertext(
-                    "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext",
-                )
+                KmsError::InvalidCiphertext(CiphertextProblem::Invalid)
             }
             other => KmsError::Crypto(other),
         }
@@ -92,7 +144,10 @@ impl KmsError {
     /// A short, stable name of the error's kind, for audit records and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            KmsError::Invalid { .. } => "invalid",
+            KmsError::AlgorithmMismatch { .. }
+            | KmsError::DigestLength { .. }
+            | KmsError::MessageLength { .. }
+            | KmsError::OwnRegion(_) => "invalid",
             KmsError::KeyNotFound(_) => "key-not-found",
             KmsError::KeyDisabled(_) => "key-disabled",
             KmsError::KeyArchived(_) => "key-archived",

@@ -5,6 +5,7 @@
 //! completed through any node. A newer request replaces the session (the older token stops
 //! working); a session is good for 24 hours.
 
+use super::error::UnwrapFailure;
 use super::{one_key, Action, Kms, KmsError, Scope};
 use crate::crypto::asymmetric::{self, AsymmetricSpec, RsaPadding};
 use crate::crypto::Secret;
@@ -170,18 +171,14 @@ impl Kms {
         })
         .await
         .map_err(|e| KmsError::Internal(e.to_string()))?
-        .map_err(|_| {
-            KmsError::MaterialUnwrap(
-                "EncryptedKeyMaterial could not be unwrapped with the import parameters".into(),
-            )
-        })?;
+        .map_err(|_| KmsError::MaterialUnwrap(UnwrapFailure::NotUnwrapped))?;
         let want = k.algorithm.key_len();
         if material.len() != want {
             // With PKCS#1 v1.5's implicit rejection a wrong wrapping also lands here.
-            return Err(KmsError::MaterialUnwrap(format!(
-                "the unwrapped material is {} bytes; this region's keys need {want} bytes",
-                material.len()
-            )));
+            return Err(KmsError::MaterialUnwrap(UnwrapFailure::WrongLength {
+                got: material.len(),
+                want,
+            }));
         }
         Ok(material)
     }

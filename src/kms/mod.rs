@@ -35,9 +35,9 @@ use crate::registry::{Command, Outcome};
 /// The scope of one authenticated request: who, in which region, how consistent its reads are.
 #[derive(Debug)]
 pub struct Scope {
-    pub caller: Caller,
-    pub region: String,
-    pub consistency: Consistency,
+    caller: Caller,
+    region: String,
+    consistency: Consistency,
     /// Whether the read gate already ran for this request (a linearizable request passes it once,
     /// when its scope is opened).
     gated: bool,
@@ -46,6 +46,21 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Who is calling.
+    pub fn caller(&self) -> &Caller {
+        &self.caller
+    }
+
+    /// The region whose keys the request sees (checked to be served).
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// How consistent the request's reads are.
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+
     /// Whether the core has recorded this request in the audit trail (if not, the dialect
     /// records its refusal when the request ends).
     pub fn audited(&self) -> bool {
@@ -256,7 +271,7 @@ impl Kms {
     /// Unwraps one material version of a key.
     fn material(&self, key: &KeyRecord, version: u32) -> Result<Secret, KmsError> {
         let v = key.version(version).ok_or(KmsError::InvalidCiphertext(
-            "the ciphertext names an unknown key version",
+            error::CiphertextProblem::UnknownVersion,
         ))?;
         Ok(self
             .node

@@ -41,10 +41,7 @@ impl Kms {
                     });
                 }
                 if r == &scope.region {
-                    return Err(KmsError::Invalid {
-                        field: "DestinationRegions",
-                        reason: format!("`{r}` is the key's own region"),
-                    });
+                    return Err(KmsError::OwnRegion(r.clone()));
                 }
             }
             // Defaults come from the primary as this node sees it; the material itself is

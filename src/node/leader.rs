@@ -42,9 +42,11 @@ impl LeaderView {
         self.raft.metrics().borrow().current_leader == Some(self.id)
     }
 
-    /// The current term.
-    pub fn term(&self) -> u64 {
-        self.raft.metrics().borrow().current_term
+    /// The current term, if this node leads in it (read from one snapshot of the metrics).
+    pub fn term_if_leader(&self) -> Option<u64> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        (m.current_leader == Some(self.id)).then_some(m.current_term)
     }
 
     /// Waits (until `deadline`) until some leader is known; `waited_ms` names the bound in the

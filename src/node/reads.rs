@@ -130,10 +130,8 @@ impl Reads {
 
     /// A read index from this node's read lease, if it leads and the lease runs.
     fn leased_read_index(&self) -> Option<u64> {
-        if !self.leader.is_leader() {
-            return None;
-        }
-        let term = self.leader.term();
+        // Leadership and term from one snapshot of the metrics.
+        let term = self.leader.term_if_leader()?;
         let committed = self.committed.get().unwrap_or(0);
         let index = self.lease.read_index(Instant::now(), term, committed)?;
         self.metrics.read_gate_leased.inc();

@@ -240,16 +240,17 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 /// time by `RAFTKMS_PLANT`: `apply-reads-wall-clock` stamps the entry with this node's clock
 /// instead of the proposer's; `rotation-applied-only-locally` makes the nodes started with it
 /// skip key rotations (answering as if applied); `forwarded-write-applied-twice` (with its other
-/// half in `node::writes`) hides retried request ids from the registry's idempotency table by
-/// giving every entry an id of its own, derived from its log index. The plants live here, never
+/// half in `node::writes`) hides a retried request id from the registry's idempotency table by
+/// giving the retry an id of its own, derived from its log index. The plants live here, never
 /// in the pure registry.
 #[cfg(feature = "planted-bugs")]
 fn planted(
     mut env: crate::registry::Envelope,
     index: u64,
+    registry: &crate::registry::Registry,
 ) -> Result<crate::registry::Envelope, Outcome> {
     match std::env::var("RAFTKMS_PLANT").as_deref() {
-        Ok("forwarded-write-applied-twice") => {
+        Ok("forwarded-write-applied-twice") if registry.dedup().get(&env.request_id).is_some() => {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&index.to_be_bytes());
             id[8..].copy_from_slice(b"PLANTED!");
@@ -298,7 +299,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 EntryPayload::Blank => Outcome::NoCommand,
                 EntryPayload::Normal(env) => {
                     #[cfg(feature = "planted-bugs")]
-                    let env = match planted(env, entry.log_id.index) {
+                    let env = match planted(env, entry.log_id.index, &state.registry) {
                         Ok(env) => env,
                         Err(outcome) => {
                             outcomes.push(outcome);

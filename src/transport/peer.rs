@@ -93,7 +93,7 @@ impl Peers {
         timeout: Duration,
     ) -> Result<Resp, ClusterError> {
         let body = codec::encode("internal request", req)
-            .map_err(|e| ClusterError::Forward(e.to_string()))?;
+            .map_err(|e| ClusterError::Codec(e.to_string()))?;
         let resp = self
             .auth
             .apply(self.client.post(format!("http://{addr}{path}")))
@@ -113,7 +113,10 @@ impl Peers {
                 String::from_utf8_lossy(&bytes)
             )));
         }
-        codec::decode("internal reply", &bytes).map_err(|e| ClusterError::Forward(e.to_string()))
+        // A reply this binary cannot read (another version's format) is not a transport failure:
+        // retrying will not help.
+        codec::decode("internal reply", &bytes)
+            .map_err(|e| ClusterError::Codec(format!("{addr}: {e}")))
     }
 
     /// Posts a JSON body to a peer's admin endpoint and returns its answer unchanged.

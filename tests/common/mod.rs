@@ -328,6 +328,7 @@ impl TestCluster {
     pub fn stop(&mut self, id: u64) -> std::process::ExitStatus {
         let i = self.idx(id);
         let mut c = self.nodes[i].child.take().expect("node not running");
+        // SAFETY: kill(2) on the pid of a node this harness started; no memory is involved.
         unsafe {
             libc::kill(c.id() as i32, libc::SIGTERM);
         }

@@ -1,6 +1,7 @@
 //! The one mapping from the KMS core's errors (and the dialect's own) to Tencent Cloud API error
 //! codes.
 
+use crate::kms::error::{CiphertextProblem, Operation, UnwrapFailure};
 use crate::kms::KmsError;
 use crate::registry::RegistryError;
 
@@ -93,11 +94,84 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// The message of a core error in this dialect's words (its parameter and action names); `None`
+/// when the core's own text says it.
+fn tencent_message(e: &KmsError) -> Option<String> {
+    use KmsError::*;
+    let invalid = |name: &str, why: String| format!("invalid value for `{name}`: {why}");
+    Some(match e {
+        AlgorithmMismatch { usage } => invalid(
+            "Algorithm",
+            format!(
+                "the algorithm does not fit a key of usage {}",
+                usage.as_str()
+            ),
+        ),
+        DigestLength { expected } => invalid(
+            "Message",
+            format!("a DIGEST must be exactly {expected} bytes"),
+        ),
+        MessageLength { max } => {
+            invalid("Message", format!("a RAW message must be 1 to {max} bytes"))
+        }
+        OwnRegion(r) => invalid(
+            "DestinationRegions",
+            format!("`{r}` is the key's own region"),
+        ),
+        WrongUsage {
+            key_id,
+            usage,
+            what,
+        } => {
+            let usage = usage.as_str();
+            match what {
+                Operation::Symmetric => {
+                    format!("key {key_id} has usage {usage}; use the asymmetric actions")
+                }
+                Operation::Asymmetric => {
+                    format!(
+                        "key {key_id} has usage {usage} and cannot be used as an asymmetric key"
+                    )
+                }
+                Operation::RsaDecrypt => {
+                    format!("key {key_id} has usage {usage} and cannot AsymmetricRsaDecrypt")
+                }
+                Operation::Sm2Decrypt => {
+                    format!("key {key_id} has usage {usage} and cannot AsymmetricSm2Decrypt")
+                }
+                Operation::SignVerify => {
+                    format!("key {key_id} has usage {usage} and cannot sign or verify")
+                }
+            }
+        }
+        InvalidCiphertext(CiphertextProblem::Invalid) => {
+            "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext"
+                .into()
+        }
+        InvalidCiphertext(CiphertextProblem::UnknownVersion) => {
+            "the ciphertext names an unknown key version".into()
+        }
+        InvalidCiphertext(CiphertextProblem::OtherKey) => {
+            "the ciphertext does not belong to this key".into()
+        }
+        MaterialUnwrap(UnwrapFailure::NotUnwrapped) => {
+            "EncryptedKeyMaterial could not be unwrapped with the import parameters".into()
+        }
+        MaterialUnwrap(UnwrapFailure::WrongLength { got, want }) => {
+            format!("the unwrapped material is {got} bytes; this region's keys need {want} bytes")
+        }
+        _ => return None,
+    })
+}
+
 impl From<KmsError> for ApiError {
     fn from(e: KmsError) -> Self {
         use KmsError::*;
         let code = match &e {
-            Invalid { .. } => "InvalidParameterValue",
+            AlgorithmMismatch { .. }
+            | DigestLength { .. }
+            | MessageLength { .. }
+            | OwnRegion(_) => "InvalidParameterValue",
             KeyNotFound(_) => "ResourceUnavailable.CmkNotFound",
             KeyDisabled(_) => "ResourceUnavailable.CmkDisabled",
             KeyArchived(_) => "ResourceUnavailable.CmkArchived",
@@ -139,7 +213,8 @@ impl From<KmsError> for ApiError {
                 return ApiError::internal("InternalError", "internal error on this node; see its log", &e)
             }
         };
-        ApiError::new(code, e.to_string())
+        let message = tencent_message(&e).unwrap_or_else(|| e.to_string());
+        ApiError::new(code, message)
     }
 }
 
@@ -171,6 +246,73 @@ mod tests {
         let e = ApiError::from(KmsError::from(CryptoError::WrongUnsealKey));
         assert_eq!(e.code, "InternalError");
         assert!(e.detail.is_some());
+    }
+
+    #[test]
+    fn core_errors_speak_tencent_names_in_their_messages() {
+        use crate::registry::key::{KeyState, KeyUsage};
+        let cases: Vec<(KmsError, &str, &str)> = vec![
+            (
+                KmsError::WrongUsage {
+                    key_id: "k".into(),
+                    usage: KeyUsage::AsymmetricSignVerifySm2,
+                    what: Operation::Symmetric,
+                },
+                "UnsupportedOperation",
+                "key k has usage ASYMMETRIC_SIGN_VERIFY_SM2; use the asymmetric actions",
+            ),
+            (
+                KmsError::WrongUsage {
+                    key_id: "k".into(),
+                    usage: KeyUsage::EncryptDecrypt,
+                    what: Operation::RsaDecrypt,
+                },
+                "UnsupportedOperation",
+                "key k has usage ENCRYPT_DECRYPT and cannot AsymmetricRsaDecrypt",
+            ),
+            (
+                KmsError::DigestLength { expected: 32 },
+                "InvalidParameterValue",
+                "invalid value for `Message`: a DIGEST must be exactly 32 bytes",
+            ),
+            (
+                KmsError::OwnRegion("ap-guangzhou".into()),
+                "InvalidParameterValue",
+                "invalid value for `DestinationRegions`: `ap-guangzhou` is the key's own region",
+            ),
+            (
+                KmsError::KeyState {
+                    key_id: "k".into(),
+                    state: KeyState::PendingDelete,
+                    what: Some("encrypt"),
+                },
+                "ResourceUnavailable.CmkStateNotSupport",
+                "key k is PendingDelete and cannot encrypt",
+            ),
+            (
+                KmsError::KeyState {
+                    key_id: "k".into(),
+                    state: KeyState::PendingDelete,
+                    what: None,
+                },
+                "ResourceUnavailable.CmkStateNotSupport",
+                "key k is PendingDelete",
+            ),
+            (
+                KmsError::MaterialUnwrap(UnwrapFailure::WrongLength { got: 16, want: 32 }),
+                "InvalidParameter.DecryptMaterialError",
+                "the unwrapped material is 16 bytes; this region's keys need 32 bytes",
+            ),
+            (
+                KmsError::InvalidCiphertext(CiphertextProblem::Invalid),
+                "InvalidParameterValue.InvalidCiphertext",
+                "the ciphertext is invalid, was tampered with, or does not match the EncryptionContext",
+            ),
+        ];
+        for (e, code, message) in cases {
+            let api = ApiError::from(e);
+            assert_eq!((api.code, api.message.as_str()), (code, message));
+        }
     }
 
     #[test]

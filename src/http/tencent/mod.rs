@@ -57,7 +57,7 @@ pub async fn serve(
     match result {
         Ok(fields) => {
             let mut resp = envelope::success(fields, &request_id);
-            if scope.is_some_and(|s| s.consistency == Consistency::Stale) {
+            if scope.is_some_and(|s| s.consistency() == Consistency::Stale) {
                 stale_headers(&kms, resp.headers_mut());
             }
             resp
@@ -100,6 +100,6 @@ fn refused(kms: &Kms, action: &str, request_id: &str, scope: Option<&Scope>, e: 
         None => tracing::debug!(action, code = e.code, request_id, "request refused"),
     }
     if !scope.is_some_and(Scope::audited) {
-        kms.audit_refused(scope.map(|s| &s.caller), action, e.code);
+        kms.audit_refused(scope.map(Scope::caller), action, e.code);
     }
 }

@@ -7,6 +7,7 @@ use super::{fields, ApiError, Fields, Request};
 use crate::crypto::asymmetric::{self, RsaPadding, SignAlgorithm};
 use crate::http::tencent::params::b64;
 use crate::kms::asymmetric::{AsymmetricCipher, Signing};
+use crate::kms::KmsError;
 
 /// Largest SM2 ciphertext (ASN.1 C1C3C2) accepted.
 const MAX_SM2_CIPHERTEXT: usize = 256;
@@ -59,8 +60,8 @@ pub async fn asymmetric_sm2_decrypt(r: &Request<'_>) -> Result<Fields, ApiError>
     ))
 }
 
-/// KeyId, Algorithm, Message and MessageType.
-fn signing(r: &Request<'_>) -> Result<Signing, ApiError> {
+/// KeyId, Algorithm, Message and MessageType (and the Algorithm as named, for messages).
+fn signing(r: &Request<'_>) -> Result<(Signing, String), ApiError> {
     let key_id = r.params.str("KeyId")?;
     let name = r.params.str("Algorithm")?;
     let algorithm = SignAlgorithm::parse(&name).ok_or_else(|| {
@@ -77,23 +78,43 @@ fn signing(r: &Request<'_>) -> Result<Signing, ApiError> {
             ))
         }
     };
-    Ok(Signing {
+    let req = Signing {
         key_id,
         algorithm,
         message,
         is_digest,
-    })
+    };
+    Ok((req, name))
+}
+
+/// The core's error, with an algorithm that does not fit the key named as the caller named it.
+fn naming_algorithm(name: &str) -> impl Fn(KmsError) -> ApiError + '_ {
+    move |e| match e {
+        KmsError::AlgorithmMismatch { usage } => ApiError::invalid(
+            "Algorithm",
+            format!("{name} does not fit a key of usage {}", usage.as_str()),
+        ),
+        other => other.into(),
+    }
 }
 
 pub async fn sign_by_asymmetric_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let req = signing(r)?;
-    let sig = r.kms.sign(&r.scope, req).await?;
+    let (req, name) = signing(r)?;
+    let sig = r
+        .kms
+        .sign(&r.scope, req)
+        .await
+        .map_err(naming_algorithm(&name))?;
     Ok(fields(json!({ "Signature": b64(&sig) })))
 }
 
 pub async fn verify_by_asymmetric_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let req = signing(r)?;
+    let (req, name) = signing(r)?;
     let signature = r.params.base64("SignatureValue", "InvalidParameterValue")?;
-    let valid = r.kms.verify(&r.scope, req, &signature).await?;
+    let valid = r
+        .kms
+        .verify(&r.scope, req, &signature)
+        .await
+        .map_err(naming_algorithm(&name))?;
     Ok(fields(json!({ "SignatureValid": valid })))
 }
