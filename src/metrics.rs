@@ -53,7 +53,21 @@ impl Metrics {
             scheduler_ticks: Counter::default(),
             scheduler_proposals: Counter::default(),
         };
+        m.registry = m.registry();
+        m
+    }
+
+    /// A registry holding every metric under its exported name.
+    fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix("raftkms");
+        self.register_gauges(&mut registry);
+        self.register_counters(&mut registry);
+        self.register_histograms(&mut registry);
+        registry
+    }
+
+    fn register_gauges(&self, registry: &mut Registry) {
+        let m = self;
         for (name, help, gauge) in [
             ("raft_term", "Current Raft term", &m.term),
             (
@@ -84,6 +98,10 @@ impl Metrics {
         ] {
             registry.register(name, help, gauge.clone());
         }
+    }
+
+    fn register_counters(&self, registry: &mut Registry) {
+        let m = self;
         for (name, help, counter) in [
             (
                 "forwarded_writes",
@@ -128,6 +146,10 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+    }
+
+    fn register_histograms(&self, registry: &mut Registry) {
+        let m = self;
         for (name, help, histogram) in [
             (
                 "log_append_seconds",
@@ -152,8 +174,6 @@ impl Metrics {
         ] {
             registry.register(name, help, histogram.clone());
         }
-        m.registry = registry;
-        m
     }
 
     /// The Prometheus text exposition.

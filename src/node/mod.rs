@@ -282,22 +282,8 @@ impl OpenedStorage {
 
         let leader = LeaderView::new(config.node_id, raft.clone());
         let contact = Arc::new(LeaderContact::new(leader.clone(), clock.clone()));
-        let writes = Writes::new(
-            leader.clone(),
-            peers.clone(),
-            metrics.clone(),
-            clock.clone(),
-            t.write_timeout_ms,
-            t.heartbeat_ms,
-        );
-        let reads = Reads::new(
-            leader.clone(),
-            state.clone(),
-            committed.clone(),
-            peers.clone(),
-            metrics.clone(),
-            Duration::from_millis(t.read_lease_ms),
-            t.read_timeout_ms,
+        let (writes, reads) = io_parts(
+            &config, &leader, &peers, &metrics, &clock, &state, &committed,
         );
         let health = Health {
             leader: leader.clone(),
@@ -328,6 +314,37 @@ impl OpenedStorage {
             contact,
         }))
     }
+}
+
+/// The write path and the read path of a node.
+fn io_parts(
+    config: &NodeConfig,
+    leader: &LeaderView,
+    peers: &Peers,
+    metrics: &Arc<Metrics>,
+    clock: &SharedClock,
+    state: &AppliedState,
+    committed: &Arc<crate::raft::log_store::CommitMarker>,
+) -> (Writes, Reads) {
+    let t = &config.timing;
+    let writes = Writes::new(
+        leader.clone(),
+        peers.clone(),
+        metrics.clone(),
+        clock.clone(),
+        t.write_timeout_ms,
+        t.heartbeat_ms,
+    );
+    let reads = Reads::new(
+        leader.clone(),
+        state.clone(),
+        committed.clone(),
+        peers.clone(),
+        metrics.clone(),
+        Duration::from_millis(t.read_lease_ms),
+        t.read_timeout_ms,
+    );
+    (writes, reads)
 }
 
 /// openraft's configuration from the node's timing and snapshot settings.
