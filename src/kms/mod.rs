@@ -26,6 +26,7 @@ pub use audit::{AuditRecord, AuditSink, LogAudit};
 pub use authorize::{AccountScope, Action, Authorizer, Caller, Refusal, Resource};
 pub use error::KmsError;
 
+use crate::clock::SharedClock;
 use crate::config::Consistency;
 use crate::crypto::Secret;
 use crate::node::Node;
@@ -78,8 +79,50 @@ pub struct Page<T> {
 /// The KMS core of one node.
 pub struct Kms {
     node: Arc<Node>,
+    seams: Seams,
+}
+
+/// The two seams every operation passes, and the clock that dates its audit record.
+struct Seams {
     authorizer: Arc<dyn Authorizer>,
     audit: Arc<dyn AuditSink>,
+    clock: SharedClock,
+}
+
+impl Seams {
+    /// Authorizes, then runs the operation (only if allowed), then writes one audit record.
+    async fn run<T>(
+        &self,
+        scope: &Scope,
+        action: Action,
+        resource: Resource,
+        operation: impl Future<Output = Result<T, KmsError>>,
+    ) -> Result<T, KmsError> {
+        let result = match self.authorizer.authorize(&scope.caller, action, &resource) {
+            Ok(()) => operation.await,
+            Err(refusal) => Err(KmsError::Denied(refusal)),
+        };
+        scope.audited.store(true, Ordering::Relaxed);
+        self.audit.record(&AuditRecord::of_operation(
+            self.clock.wall_ms(),
+            &scope.caller,
+            action,
+            &resource,
+            result.as_ref().map(|_| ()),
+        ));
+        result
+    }
+
+    /// Records a request refused before it reached an operation.
+    fn refused(&self, caller: Option<&Caller>, action: &str, code: &str) {
+        self.audit.record(&AuditRecord {
+            at_ms: self.clock.wall_ms(),
+            caller,
+            action,
+            resource: None,
+            refused: Some(code),
+        });
+    }
 }
 
 impl Kms {
@@ -94,10 +137,14 @@ impl Kms {
         authorizer: Arc<dyn Authorizer>,
         audit: Arc<dyn AuditSink>,
     ) -> Self {
+        let clock = node.clock().clone();
         Kms {
             node,
-            authorizer,
-            audit,
+            seams: Seams {
+                authorizer,
+                audit,
+                clock,
+            },
         }
     }
 
@@ -187,13 +234,7 @@ impl Kms {
     /// Records a request that a dialect refused before it reached the core (bad signature,
     /// unknown credential, unknown action …).
     pub fn audit_refused(&self, caller: Option<&Caller>, action: &str, code: &str) {
-        self.audit.record(&AuditRecord {
-            at_ms: self.node.clock().wall_ms(),
-            caller: caller.cloned(),
-            action: action.to_string(),
-            resource: None,
-            refused: Some(code.to_string()),
-        });
+        self.seams.refused(caller, action, code);
     }
 
     /// Runs one operation: authorize, then the operation, then one audit record.
@@ -204,19 +245,7 @@ impl Kms {
         resource: Resource,
         operation: impl Future<Output = Result<T, KmsError>>,
     ) -> Result<T, KmsError> {
-        let result = match self.authorizer.authorize(&scope.caller, action, &resource) {
-            Ok(()) => operation.await,
-            Err(refusal) => Err(KmsError::Denied(refusal)),
-        };
-        scope.audited.store(true, Ordering::Relaxed);
-        self.audit.record(&AuditRecord::of_operation(
-            self.node.clock().wall_ms(),
-            &scope.caller,
-            action,
-            &resource,
-            result.as_ref().map(|_| ()),
-        ));
-        result
+        self.seams.run(scope, action, resource, operation).await
     }
 
     /// The read gate for reads and crypto (linearizable unless the request chose stale).
@@ -285,5 +314,116 @@ fn one_key(scope: &Scope, key_id: &str) -> Resource {
     Resource::Keys {
         region: scope.region.clone(),
         key_ids: vec![key_id.to_string()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    /// Keeps every record as text.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl AuditSink for Recorder {
+        fn record(&self, r: &AuditRecord<'_>) {
+            let line = format!(
+                "{} {:?} {} {:?} {:?}",
+                r.at_ms,
+                r.caller.map(|c| c.uin),
+                r.action,
+                r.resource.map(ToString::to_string),
+                r.refused
+            );
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    /// Refuses every action on the service itself.
+    struct NoService;
+
+    impl Authorizer for NoService {
+        fn authorize(&self, _: &Caller, _: Action, resource: &Resource) -> Result<(), Refusal> {
+            match resource {
+                Resource::Service => Err(Refusal {
+                    reason: "not on the service".into(),
+                }),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn scope() -> Scope {
+        Scope {
+            caller: Caller {
+                uin: 7,
+                credential_id: "AKIDx".into(),
+            },
+            region: "ap-guangzhou".into(),
+            consistency: Consistency::Stale,
+            gated: false,
+            audited: AtomicBool::new(false),
+        }
+    }
+
+    fn seams(audit: Arc<Recorder>) -> Seams {
+        Seams {
+            authorizer: Arc::new(NoService),
+            audit,
+            clock: ManualClock::new(5_000),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_operation_leaves_one_record_and_a_refusal_runs_nothing() {
+        let audit = Arc::new(Recorder::default());
+        let seams = seams(audit.clone());
+        let keys = Resource::Keys {
+            region: "ap-guangzhou".into(),
+            key_ids: vec!["k1".into()],
+        };
+
+        let s = scope();
+        let out = seams
+            .run(&s, Action::Encrypt, keys.clone(), async { Ok(1) })
+            .await;
+        assert_eq!(out, Ok(1));
+        assert!(s.audited());
+
+        let s = scope();
+        let ran = AtomicBool::new(false);
+        let out: Result<(), _> = seams
+            .run(&s, Action::GenerateRandom, Resource::Service, async {
+                ran.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .await;
+        assert!(matches!(out, Err(KmsError::Denied(_))), "{out:?}");
+        assert!(!ran.load(Ordering::SeqCst), "a refused operation ran");
+        assert!(s.audited());
+
+        let s = scope();
+        let out: Result<(), _> = seams
+            .run(&s, Action::Decrypt, keys, async {
+                Err(KmsError::KeyNotFound("k1".into()))
+            })
+            .await;
+        assert!(out.is_err());
+
+        seams.refused(None, "NoSuchAction", "InvalidAction");
+
+        let lines = audit.0.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            vec![
+                "5000 Some(7) kms:Encrypt Some(\"keys k1 in ap-guangzhou\") None",
+                "5000 Some(7) kms:GenerateRandom Some(\"the service\") Some(\"denied\")",
+                "5000 Some(7) kms:Decrypt Some(\"keys k1 in ap-guangzhou\") Some(\"key-not-found\")",
+                "5000 None NoSuchAction None Some(\"InvalidAction\")",
+            ]
+        );
     }
 }
