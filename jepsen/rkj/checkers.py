@@ -233,9 +233,11 @@ def check_rotation(ops):
 
 
 # Answers that are not a node's verdict on the ciphertext: the node did not answer, was not
-# ready to (no leader, timeout), or refused the request before looking at it (a skewed clock
-# outside the TC3 window, rate limits). Any other refusal of an acknowledged blob is an anomaly.
-NOT_A_DECRYPT_ANSWER = ("transport", "transport.refused", "InternalError",
+# ready to (no leader or quorum: ServiceTemporaryUnavailable), or refused the request before
+# looking at it (a skewed clock outside the TC3 window, rate limits). Any other refusal of an
+# acknowledged blob is an anomaly, InternalError included (on a read it is a cryptographic or
+# internal failure of a node that answered, not unavailability).
+NOT_A_DECRYPT_ANSWER = ("transport", "transport.refused",
                         "UnsupportedOperation.ServiceTemporaryUnavailable",
                         "AuthFailure.SignatureExpire")
 NOT_A_DECRYPT_ANSWER_PREFIXES = ("http.", "RequestLimitExceeded")
@@ -249,7 +251,7 @@ def _decrypt_answered(error):
 def check_durability(ops):
     """Every acknowledged Encrypt's blob decrypts to its plaintext, mid-run and on every node at
     the end. A Decrypt that began after the Encrypt completed and that a node refused, with any
-    error but "not answering" (``NOT_A_DECRYPT_ANSWER``: transport errors, InternalError,
+    error but "not answering" (``NOT_A_DECRYPT_ANSWER``: transport errors,
     ServiceTemporaryUnavailable, a TC3 clock refusal, rate limits), is an anomaly, even if later
     decrypts of the blob succeed: InvalidCiphertext (*lost-ciphertext*), CmkNotFound and the
     rest (*decrypt-refused*). At the end, any failure is an anomaly."""

@@ -75,9 +75,18 @@ class DurabilityRefusalTest(unittest.TestCase):
         self.assertEqual(anomaly_types(out), ["decrypt-refused"])
         self.assertEqual(out["anomalies"][0]["error"], "ResourceUnavailable.CmkNotFound")
 
+    def test_internal_error_on_a_read_is_a_refusal(self):
+        """InternalError on a Decrypt is a node failing to decrypt (its root key, its storage),
+        not unavailability (that is ServiceTemporaryUnavailable). The old checker returned PASS
+        here."""
+        ops = ops_from([self.ENC, self.dec(2, 5, 6, "fail"),
+                        self.dec(4, 20, 21, "ok", f="final-decrypt")])
+        next(o for o in ops if o.type == "fail").error = "InternalError"
+        self.assertEqual(anomaly_types(checkers.check_durability(ops)), ["decrypt-refused"])
+
     def test_unavailability_is_not_a_refusal(self):
         # A node that did not answer, or was not ready to, said nothing about the ciphertext.
-        for err in ("transport", "transport.refused", "InternalError", "http.502",
+        for err in ("transport", "transport.refused", "http.502",
                     "UnsupportedOperation.ServiceTemporaryUnavailable",
                     "AuthFailure.SignatureExpire"):
             ops = ops_from([self.ENC, self.dec(2, 5, 6, "fail"),
