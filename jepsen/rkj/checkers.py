@@ -23,7 +23,9 @@ def _result(anomalies, **extra):
 def check_set(ops):
     """CreateKey adds its alias; list reads return the set. Lost: acknowledged, missing from a
     final read. Unexpected: read but never attempted. Stale: a linearizable read that began after
-    a create was acknowledged and misses it."""
+    a create was acknowledged and misses it. Vanished: a read (mid-run or final) that began after
+    another read had ended and misses an element that read saw, whether or not its create was
+    acknowledged (keys are never removed in this workload, and reads are linearizable)."""
     attempted = {}
     acked = {}
     info = set()
@@ -61,10 +63,33 @@ def check_set(ops):
         if missing and r.f == "list":
             anomalies.append({"type": "stale-read", "node": r.node, "read_start": r.start,
                               "missing": sorted(missing)[:5], "missing_count": len(missing)})
+    anomalies += _vanished(reads)
     union = set().union(*finals_by_node.values()) if finals_by_node else set()
     return _result(anomalies, attempted=len(attempted), acknowledged=len(acked),
                    indeterminate=len(info), recovered=len(info & union),
                    final_reads=len(finals_by_node))
+
+
+def _vanished(reads):
+    """Reads that miss an element some read which ended before they began had seen. Reads in
+    order of start; the union of what earlier-ended reads saw grows as their ends pass."""
+    by_end = sorted(reads, key=lambda o: o.end)
+    seen_by = {}  # alias -> the first-ended read that saw it
+    k = 0
+    out = []
+    for r in sorted(reads, key=lambda o: o.start):
+        while k < len(by_end) and by_end[k].end < r.start:
+            for a in by_end[k].result["aliases"]:
+                seen_by.setdefault(a, by_end[k])
+            k += 1
+        missing = sorted(set(seen_by) - set(r.result["aliases"]))
+        if missing:
+            first = seen_by[missing[0]]
+            out.append({"type": "vanished", "node": r.node, "read": r.f, "read_start": r.start,
+                        "missing": missing[:5], "missing_count": len(missing),
+                        "seen_by": {"f": first.f, "node": first.node, "start": first.start,
+                                    "end": first.end}})
+    return out
 
 
 # ---------------------------------------------------------------------- register
@@ -131,7 +156,10 @@ def check_stale_reads(ops, slack_ns=600_000_000):
     """Stale DescribeKeys (checked on the description, whose values are unique): the value must
     have been written by an op invoked before the read ended (or be the initial empty one), and
     it must not have been superseded before (read start - reported leader-contact lag - slack):
-    a node that heard from the leader L ms ago has applied what was committed then."""
+    a node that heard from the leader L ms ago has applied what was committed then. A stale
+    answer without the lag (``X-Raftkms-Leader-Contact-Ms``) is an anomaly (*no-lag-header*): its
+    staleness is unbounded. A history without a single stale answer is unknown (``valid`` None),
+    not a pass: nothing was checked."""
     anomalies = []
     checked = 0
     for key, kops in by_key(ops, ("set-desc", "stale-describe")).items():
@@ -149,6 +177,7 @@ def check_stale_reads(ops, slack_ns=600_000_000):
                 continue
             lag = r.result.get("contact_ms")
             if lag is None:
+                anomalies.append({"type": "no-lag-header", "key": key, "read": r.to_json()})
                 continue
             horizon = r.start - lag * 1_000_000 - slack_ns
             w_end = w.end if w is not None else -1
@@ -156,7 +185,11 @@ def check_stale_reads(ops, slack_ns=600_000_000):
             if newer:
                 anomalies.append({"type": "lag-dishonest", "key": key, "read": r.to_json(),
                                   "superseded_by": newer[0].to_json(), "reported_lag_ms": lag})
-    return _result(anomalies, stale_reads=checked)
+    out = _result(anomalies, stale_reads=checked)
+    if checked == 0 and not anomalies:
+        out["valid"] = None
+        out["unknown"] = "no stale read succeeded: nothing was checked"
+    return out
 
 
 # ---------------------------------------------------------------------- rotation / durability
@@ -199,10 +232,29 @@ def check_rotation(ops):
     return _result(anomalies)
 
 
+# Answers that are not a node's verdict on the ciphertext: the node did not answer, was not
+# ready to (no leader or quorum: ServiceTemporaryUnavailable), or refused the request before
+# looking at it (a skewed clock outside the TC3 window, rate limits). Any other refusal of an
+# acknowledged blob is an anomaly, InternalError included (on a read it is a cryptographic or
+# internal failure of a node that answered, not unavailability).
+NOT_A_DECRYPT_ANSWER = ("transport", "transport.refused",
+                        "UnsupportedOperation.ServiceTemporaryUnavailable",
+                        "AuthFailure.SignatureExpire")
+NOT_A_DECRYPT_ANSWER_PREFIXES = ("http.", "RequestLimitExceeded")
+
+
+def _decrypt_answered(error):
+    return not (error is None or error in NOT_A_DECRYPT_ANSWER or
+                error.startswith(NOT_A_DECRYPT_ANSWER_PREFIXES))
+
+
 def check_durability(ops):
     """Every acknowledged Encrypt's blob decrypts to its plaintext, mid-run and on every node at
-    the end. A linearizable Decrypt that began after the Encrypt completed and names the blob's
-    version unknown (InvalidCiphertext) lost it."""
+    the end. A Decrypt that began after the Encrypt completed and that a node refused, with any
+    error but "not answering" (``NOT_A_DECRYPT_ANSWER``: transport errors,
+    ServiceTemporaryUnavailable, a TC3 clock refusal, rate limits), is an anomaly, even if later
+    decrypts of the blob succeed: InvalidCiphertext (*lost-ciphertext*), CmkNotFound and the
+    rest (*decrypt-refused*). At the end, any failure is an anomaly."""
     anomalies = []
     enc_end = {}
     for o in ops:
@@ -222,6 +274,10 @@ def check_durability(ops):
                 enc_end.get(blob, INF) < o.start:
             anomalies.append({"type": "lost-ciphertext", "node": o.node, "key": o.value["key"],
                               "op": o.to_json()})
+        elif o.f == "decrypt" and enc_end.get(blob, INF) < o.start and \
+                _decrypt_answered(o.error):
+            anomalies.append({"type": "decrypt-refused", "node": o.node, "key": o.value["key"],
+                              "error": o.error, "op": o.to_json()})
         elif o.f == "final-decrypt":
             anomalies.append({"type": "final-decrypt-failed", "node": o.node,
                               "key": o.value["key"], "error": o.error})
@@ -235,8 +291,11 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305):
     """A key may be gone only once some node's clock has passed (its ScheduleKeyDeletion's
     invocation + the window). ``clock_timeline``: [(t_ns, node, skew_s)] set by the nemesis; the
     tolerance is the TC3 timestamp window (300 s, the most a client-facing node's clock can be
-    behind and still accept requests) plus 5 s."""
+    behind and still accept requests) plus 5 s. A history in which no deletion was ever observed
+    (no DescribeKey saw a key gone) is unknown (``valid`` None), not a pass: the property was
+    never exercised."""
     anomalies = []
+    observed = set()
     changes = sorted(clock_timeline)
 
     def max_clock_by(t):
@@ -253,6 +312,7 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305):
         for r in kops:
             if r.f != "describe" or r.type != "ok" or r.result.get("state") != "Gone":
                 continue
+            observed.add(key)
             if due is None:
                 anomalies.append({"type": "deleted-without-schedule", "key": key,
                                   "op": r.to_json()})
@@ -262,7 +322,11 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305):
                 anomalies.append({"type": "deleted-early", "key": key, "op": r.to_json(),
                                   "early_by_s": round(due - clock)})
                 break
-    return _result(anomalies)
+    out = _result(anomalies, deleted_keys_observed=len(observed))
+    if not observed and not anomalies:
+        out["valid"] = None
+        out["unknown"] = "no deletion was observed: nothing was checked"
+    return out
 
 
 # ---------------------------------------------------------------------- convergence

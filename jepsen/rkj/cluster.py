@@ -13,10 +13,14 @@ import subprocess
 import threading
 import time
 
-from .client import AdminClient, AdminError
+from .client import AdminClient, AdminError, KmsClient
 from . import proxy as proxy_mod
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# What `fiu-run -x` preloads (it overwrites LD_PRELOAD with exactly these).
+FIU_LIB_DIR = "/usr/lib/fiu"
+FIU_LIBS = [os.path.join(FIU_LIB_DIR, "fiu_run_preload.so"),
+            os.path.join(FIU_LIB_DIR, "fiu_posix_preload.so")]
 SUBNET = "10.213.47"  # our own bridge; node i is SUBNET.i, the host side SUBNET.254
 BRIDGE = "rkjbr0"
 API_PORT = 31081
@@ -24,6 +28,44 @@ RAFT_PORT = 31091
 PROXY_BASE = 31300  # on the host side of the bridge, one per node
 FORWARD_COMMENT = "rkjepsen"
 REGION = "ap-singapore"
+
+
+class FaultNotApplied(Exception):
+    """The harness acted, but the fault's effect is not there (checked: the process still runs,
+    the rule is missing, the node's clock is not skewed, the library is not loaded, the proxy
+    carries no traffic). A run with such a fault fails: it did not test what it claims."""
+
+
+class HarnessError(Exception):
+    """The harness could not act or could not check (a tool or library missing, a command
+    failed, a node did not answer the check). The run's verdict is UNKNOWN."""
+
+
+class NodeExited(HarnessError):
+    """A node exited before the harness could check how it was started."""
+
+
+def check_tools(faketime=False, fiu=False):
+    """The tools a run needs exist; raises HarnessError naming what is missing."""
+    missing = [t for t in ("ip", "iptables") if shutil.which(t) is None]
+    if faketime and not os.path.exists(FAKETIME_LIB):
+        missing.append("libfaketime (%s)" % FAKETIME_LIB)
+    if fiu:
+        if shutil.which("fiu-run") is None:
+            missing.append("fiu-run (libfiu's fiu-utils)")
+        missing += ["libfiu (%s)" % lib for lib in FIU_LIBS if not os.path.exists(lib)]
+    if missing:
+        raise HarnessError("required tools missing: %s" % ", ".join(missing))
+
+
+def proc_state(pid):
+    """The state letter of /proc/<pid>/stat (R, S, T, Z...), or None if there is no such
+    process."""
+    try:
+        with open("/proc/%d/stat" % pid, encoding="utf-8", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
 
 
 def sh(*args, check=True, quiet=False):
@@ -93,7 +135,7 @@ class Node:
 
 class Cluster:
     def __init__(self, run_dir, work_dir, n, binary, *, plant=None, plant_nodes=None,
-                 faketime=False, proxy=False, timing=None, log=print):
+                 faketime=False, fiu=False, proxy=False, timing=None, log=print):
         self.run_dir = run_dir
         self.dir = work_dir
         self.n = n
@@ -101,6 +143,7 @@ class Cluster:
         self.plant = plant
         self.plant_nodes = plant_nodes
         self.faketime = faketime
+        self.fiu = fiu  # some node may be started under libfiu (checked before boot)
         self.use_proxy = proxy
         self.timing = timing or {}
         self.log = log
@@ -197,7 +240,7 @@ class Cluster:
             except AdminError as e:
                 last = e
         else:
-            raise RuntimeError("remove %d failed: %s" % (i, last))
+            raise FaultNotApplied("remove %d refused by every member: %s" % (i, last))
         self.removed.add(i)
         self.kill(i)
         node = self.nodes[i]
@@ -208,7 +251,10 @@ class Cluster:
         node = self.nodes[i]
         self.write_config(node, with_peers=False)
         self.start(i)
-        self.wait_answering(i, time.time() + 30)
+        try:
+            self.wait_answering(i, time.time() + 30)
+        except RuntimeError as e:
+            raise FaultNotApplied("node %d did not come back empty: %s" % (i, e)) from None
         others = [j for j in self.nodes if j != i and j not in self.removed]
         body = {"id": i, "raft_addr": node.proxy_addr if self.use_proxy else node.raft,
                 "api_addr": node.api, "region": REGION, "voter": True}
@@ -222,7 +268,7 @@ class Cluster:
                 except AdminError as e:
                     last = e
             time.sleep(1)
-        raise RuntimeError("join %d failed: %s" % (i, last))
+        raise FaultNotApplied("join %d refused: %s" % (i, last))
 
     def heal_partition(self):
         with self.lock:
@@ -289,6 +335,9 @@ class Cluster:
             cmd = ["ip", "netns", "exec", node.ns]
             if node.fiu:
                 cmd += ["fiu-run", "-x", "-c", node.fiu]
+                if self.faketime:
+                    # fiu-run replaces LD_PRELOAD with its own libraries: add libfaketime back.
+                    cmd += ["env", "LD_PRELOAD=" + " ".join(FIU_LIBS + [FAKETIME_LIB])]
             cmd += [self.binary, "serve", "--config", node.config]
             env = dict(os.environ)
             env["RUST_LOG"] = "info,openraft=warn"
@@ -310,6 +359,208 @@ class Cluster:
                                          start_new_session=True)
             logf.close()
             node.paused = False
+            self.verify_preloads(node)
+
+    def required_preloads(self, node):
+        libs = [FAKETIME_LIB] if self.faketime else []
+        return libs + (FIU_LIBS if node.fiu else [])
+
+    PRELOAD_GRACE_S = 1.0  # how long the binary may run before its preloads must be mapped
+
+    @staticmethod
+    def read_proc(pid):
+        """(exe, maps, environ entries) of a process; empty if it cannot be read."""
+        try:
+            exe = os.readlink("/proc/%d/exe" % pid)
+            with open("/proc/%d/maps" % pid, encoding="utf-8", errors="replace") as f:
+                maps = f.read()
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                environ = f.read().split(b"\0")
+            return exe, maps, environ
+        except OSError:
+            return "", "", []
+
+    def verify_preloads(self, node, timeout=10.0):
+        """A node that must run under libfaketime or libfiu does: once the process has become the
+        raftkms binary (after `ip netns exec` and `fiu-run` exec into it), /proc/<pid>/maps lists
+        every required library. The dynamic loader maps LD_PRELOAD libraries before main, and
+        silently goes on without one it cannot load; so a node without them is never kept."""
+        libs = self.required_preloads(node)
+        if not libs:
+            return
+        pid = node.proc.pid
+        binary = os.path.realpath(self.binary)
+        deadline = time.time() + timeout
+        exe_since = None
+        while True:
+            if node.proc.poll() is not None:
+                raise NodeExited("node %d exited (status %s) before its libraries (%s) could be "
+                                 "checked; see %s" % (node.i, node.proc.returncode,
+                                                      ", ".join(libs), node.log))
+            exe, maps, environ = self.read_proc(pid)
+            if exe == binary or exe.startswith(binary + " "):  # " (deleted)" if rebuilt
+                missing = [lib for lib in libs if os.path.basename(lib) not in maps]
+                if node.fiu:
+                    # fiu_run_preload.so enables the failpoints named in FIU_ENABLE at load.
+                    enable = [e for e in environ if e.startswith(b"FIU_ENABLE=")]
+                    name = node.fiu.split("name=", 1)[-1].split(",", 1)[0].encode()
+                    if not any(name in e for e in enable):
+                        missing.append("FIU_ENABLE=%s" % name.decode())
+                if not missing:
+                    return
+                exe_since = exe_since or time.time()
+                if time.time() - exe_since > self.PRELOAD_GRACE_S:
+                    self.kill(node.i)
+                    raise FaultNotApplied("node %d runs without %s (/proc/%d maps, environ)" % (
+                        node.i, ", ".join(missing), pid))
+            if time.time() > deadline:
+                self.kill(node.i)
+                raise HarnessError("node %d (pid %d) did not become %s within %.0f s (exe %r)"
+                                   % (node.i, pid, binary, timeout, exe))
+            time.sleep(0.003)
+
+    # ------------------------------------------------------------------ checks of faults
+
+    def verify_gone(self, i):
+        """After kill: the process has exited and nothing runs in the node's namespace."""
+        node = self.nodes[i]
+        if node.alive():
+            raise FaultNotApplied("node %d (pid %d) still runs after kill -9" % (i, node.proc.pid))
+        pids = sh("ip", "netns", "pids", node.ns).stdout.split()
+        if pids:
+            raise FaultNotApplied("node %d: processes still in %s after kill -9: %s" % (
+                i, node.ns, " ".join(pids)))
+
+    def verify_stopped(self, i, stopped=True, timeout=3.0):
+        """After SIGSTOP (or SIGCONT): /proc/<pid>/stat says T (or not)."""
+        node = self.nodes[i]
+        if not node.alive():
+            raise FaultNotApplied("node %d is not running: it cannot be %s" % (
+                i, "paused" if stopped else "resumed"))
+        deadline = time.time() + timeout
+        while True:
+            st = proc_state(node.proc.pid)
+            if (st == "T") == stopped and st is not None:
+                return
+            if time.time() > deadline:
+                raise FaultNotApplied("node %d (pid %d) is in state %s after SIG%s" % (
+                    i, node.proc.pid, st, "STOP" if stopped else "CONT"))
+            time.sleep(0.02)
+
+    def drop_rules(self, i):
+        """The DROP rules in node i's namespace: {("INPUT", ip), ("OUTPUT", ip)}."""
+        out = sh("ip", "netns", "exec", self.nodes[i].ns, "iptables", "-S").stdout
+        rules = set()
+        for line in out.splitlines():
+            f = line.split()
+            if len(f) >= 6 and f[0] == "-A" and f[-2:] == ["-j", "DROP"] and \
+                    f[2] in ("-s", "-d"):
+                rules.add((f[1], f[3].split("/")[0]))
+        return rules
+
+    def verify_cut(self, pairs):
+        """Every (a, b) in ``pairs``: a drops what comes from b and what goes to b."""
+        missing = []
+        for a in sorted({a for a, _ in pairs}):
+            have = self.drop_rules(a)
+            for x, b in pairs:
+                if x != a:
+                    continue
+                ip = self.nodes[b].ip
+                missing += ["n%d %s %s" % (a, chain, ip) for chain in ("INPUT", "OUTPUT")
+                            if (chain, ip) not in have]
+        if missing:
+            raise FaultNotApplied("iptables DROP rules missing: %s" % ", ".join(missing))
+
+    def verify_healed(self):
+        left = {i: sorted(self.drop_rules(i)) for i in self.nodes}
+        left = {i: r for i, r in left.items() if r}
+        if left:
+            raise FaultNotApplied("DROP rules left after healing: %r" % left)
+
+    def clock_probe(self, i, signed_at):
+        """Whether node i accepts a request signed at wall time ``signed_at()`` (TC3: within 300 s
+        of the node's own clock, checked before anything else): True, False (the node answered
+        AuthFailure.SignatureExpire), None (no answer)."""
+        if self.secret_id is None:
+            raise HarnessError("no credential yet: the clock of node %d cannot be read" % i)
+        c = KmsClient(self.nodes[i].api, REGION, self.secret_id, self.secret_key, timeout=2.0,
+                      clock=signed_at)
+        r = c.call("DescribeKey", {"KeyId": "rkj-clock-probe"}, write=False, stale=True)
+        if r.code == "AuthFailure.SignatureExpire":
+            return False
+        if r.code and (r.code.startswith("transport") or r.code.startswith("http.")):
+            return None
+        return True
+
+    def verify_clock(self, i, skew, margin=10, timeout=8.0):
+        """Node i's wall clock is within ``margin`` s of harness time + ``skew``: it accepts
+        requests signed at (harness time + skew) -/+ (300 - margin). The nodes' own clocks answer
+        (libfaketime re-reads the file every second); the Date header cannot, as hyper caches it
+        until the clock passes the next second, which after a step back is minutes away."""
+        w = 300 - margin
+        deadline = time.time() + timeout
+        seen = None
+        while True:
+            lo = self.clock_probe(i, lambda: time.time() + skew - w)
+            hi = self.clock_probe(i, lambda: time.time() + skew + w)
+            if lo and hi:
+                return
+            if lo is not None and hi is not None:
+                seen = (lo, hi)
+            if time.time() > deadline:
+                break
+            time.sleep(0.3)
+        if seen is None:
+            raise HarnessError("node %d did not answer the clock probes for %.0f s" % (i, timeout))
+        raise FaultNotApplied(
+            "node %d's clock is not at harness time %+d s (+-%d s): it %s a request signed at "
+            "%+d s and %s one at %+d s" % (i, skew, margin, "accepts" if seen[0] else "refuses",
+                                           skew - w, "accepts" if seen[1] else "refuses",
+                                           skew + w))
+
+    def verify_latency(self, timeout=5.0):
+        """The proxies are in the Raft path: since the delay was set, all of them but at most one
+        (the leader's, which peers may not dial in a few seconds) forwarded traffic under it."""
+        if not self.proxies:
+            raise HarnessError("latency asked for, but the cluster has no proxies")
+        need = max(1, len(self.proxies) - 1)
+        deadline = time.time() + timeout
+        while True:
+            carried = {i: p.sent_since_set() for i, p in self.proxies.items()}
+            if sum(1 for v in carried.values() if v > 0) >= need:
+                return
+            if time.time() > deadline:
+                raise FaultNotApplied("latency proxies carried no Raft traffic under the new delay "
+                                      "(chunks per node: %r)" % carried)
+            time.sleep(0.05)
+
+    def leader_status(self):
+        for j in self.nodes:
+            if j in self.removed:
+                continue
+            st = self.status(j)
+            if st and st.get("state") == "Leader":
+                return st
+        return None
+
+    def verify_membership(self, i, voter, timeout=20.0):
+        """The leader's membership has node i as a voter (``voter`` True) or not at all
+        (False)."""
+        deadline = time.time() + timeout
+        last = None
+        while True:
+            st = self.leader_status()
+            if st is not None:
+                voters = set(st.get("voters") or [])
+                members = voters | set(st.get("learners") or [])
+                last = {"voters": sorted(voters), "learners": st.get("learners")}
+                if (voter and i in voters) or (not voter and i not in members):
+                    return
+            if time.time() > deadline:
+                raise FaultNotApplied("node %d is %sa voter in the leader's membership %r" % (
+                    i, "not " if voter else "still ", last))
+            time.sleep(0.3)
 
     def signal(self, i, sig):
         node = self.nodes[i]
@@ -394,6 +645,7 @@ class Cluster:
 
     def boot(self):
         """Network, configs, processes, init, and a credential for the clients."""
+        check_tools(faketime=self.faketime, fiu=self.fiu)
         self.setup_network()
         for node in self.nodes.values():
             self.write_config(node)
@@ -437,7 +689,12 @@ class Cluster:
                     self.kill(i)
                 node.fiu = None
                 if not node.alive():
-                    self.start(i)
+                    try:
+                        self.start(i)
+                    except NodeExited as e:
+                        # A node that dies at once on restart is the system's problem: the
+                        # recovery check reports it (with its panic), so the heal goes on.
+                        self.log("heal: %s" % e)
 
     def teardown(self):
         for i, node in self.nodes.items():

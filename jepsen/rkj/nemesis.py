@@ -1,15 +1,20 @@
 """Nemeses: faults on a schedule, each recorded in the timeline as a start and a stop event.
 
+A fault's start is recorded only once the fault has been applied and its effect checked (the
+process is gone, the iptables rules are in place, the node's own clock reports the skew, the
+library is loaded, the proxy carries the traffic). A fault that could not be applied, or whose
+effect is not there, is not recorded as a fault: it is a problem of the run (``Nemesis.result``),
+which then fails (the effect is missing: ``FaultNotApplied``) or is UNKNOWN (the harness itself
+could not act or check). After a problem the nemesis injects nothing more.
+
 Every fault is bounded in time and undone by ``Cluster.heal_all`` at the end of the run even if
 the schedule is interrupted.
 """
 
-import os
 import random
-import shutil
-import signal
 import threading
-import time
+
+from .cluster import FaultNotApplied, NodeExited
 
 FSYNC_SPEC = "enable_random name=posix/io/sync/*,probability=0.05"
 
@@ -58,18 +63,38 @@ class Nemesis:
         self.clock_changes = []  # (t_ns, node, skew_s)
         self.clock_cycles = 0
         self.bumped = False
+        self.applied = 0  # faults applied and checked
+        self.problems = []  # faults not applied / not undone, harness errors
+        self.phase = "apply"
 
     # -------------------------------------------------------------- helpers
 
     def sleep(self, secs):
         return self.stop_ev.wait(secs)
 
-    def start_fault(self, fault, nodes, **detail):
-        self.seq += 1
+    def inject(self, fault, nodes, apply, verify=None, **detail):
+        """Applies a fault, checks that it took effect, and only then records its start (at the
+        time it was known to be in effect; ``requested_t`` says when the harness began). An
+        exception from ``apply`` or ``verify`` propagates to ``run_fault``: nothing is recorded
+        as a fault."""
+        self.phase = "apply"
+        requested = self.tl.history.now()
         self.log("nemesis: %s %s %s" % (fault, nodes, detail or ""))
-        return self.tl.add("start", fault, nodes, id=self.seq, **detail)["id"]
+        apply()
+        if verify is not None:
+            verify()
+        self.seq += 1
+        self.applied += 1
+        self.tl.add("start", fault, nodes, id=self.seq, requested_t=requested, **detail)
+        self.phase = "undo"
+        return self.seq
 
-    def stop_fault(self, fault, fid, nodes=()):
+    def undo(self, fault, fid, nodes, action, verify=None):
+        """Ends a fault; its stop is recorded once the undo is done (and checked)."""
+        self.phase = "undo"
+        action()
+        if verify is not None:
+            verify()
         self.tl.add("stop", fault, nodes, id=fid)
 
     def members(self):
@@ -86,15 +111,36 @@ class Nemesis:
         lead = self.c.leader()
         return [i for i in self.members() if i != lead] or self.members()
 
+    def set_skew(self, node, secs):
+        """Writes node's libfaketime offset. The change is noted for the deletion checker with
+        the time before the write (the earliest it can take effect), once the write succeeded."""
+        t = self.tl.history.now()
+        self.c.write_skew(self.c.nodes[node], secs)
+        self.clock_changes.append((t, node, secs))
+
+    def set_skews(self, skews):
+        for i, s in skews.items():
+            self.set_skew(i, s)
+
+    def verify_skews(self, skews):
+        for i, s in skews.items():
+            self.c.verify_clock(i, s)
+
+    def cut(self, groups):
+        """The ordered pairs (a, b) of members in different groups: a drops b's traffic."""
+        group_of = {i: gi for gi, g in enumerate(groups) for i in g}
+        nodes = self.members()
+        return [(a, b) for a in nodes for b in nodes
+                if a != b and group_of.get(a) != group_of.get(b)]
+
     # -------------------------------------------------------------- faults
 
     def kill(self):
         target = self.leader_or_random(self.rng.random() < 0.5)
-        fid = self.start_fault("kill", [target])
-        self.c.kill(target)
+        fid = self.inject("kill", [target], lambda: self.c.kill(target),
+                          lambda: self.c.verify_gone(target))
         self.sleep(self.rng.uniform(2, 4))
-        self.c.start(target)
-        self.stop_fault("kill", fid, [target])
+        self.undo("kill", fid, [target], lambda: self.c.start(target))
         self.sleep(self.rng.uniform(4, 7))
 
     def kill_all(self):
@@ -102,26 +148,34 @@ class Nemesis:
         leader among themselves from whatever they had made durable."""
         lead = self.c.leader()
         nodes = self.members()
-        fid = self.start_fault("kill-all", nodes, leader=lead)
-        for i in nodes:
-            self.c.kill(i)
+
+        def apply():
+            for i in nodes:
+                self.c.kill(i)
+
+        def verify():
+            for i in nodes:
+                self.c.verify_gone(i)
+        fid = self.inject("kill-all", nodes, apply, verify, leader=lead)
         self.sleep(self.rng.uniform(0.5, 1))
-        for i in nodes:
-            if i != lead:
+
+        def restart():
+            for i in nodes:
+                if i != lead:
+                    self.c.start(i)
+            self.sleep(self.rng.uniform(2.5, 3.5))
+            for i in nodes:
                 self.c.start(i)
-        self.sleep(self.rng.uniform(2.5, 3.5))
-        for i in nodes:
-            self.c.start(i)
-        self.stop_fault("kill-all", fid, nodes)
+        self.undo("kill-all", fid, nodes, restart)
         self.sleep(self.rng.uniform(5, 7))
 
     def pause(self):
         target = self.leader_or_random(self.rng.random() < 0.7)
-        fid = self.start_fault("pause", [target])
-        self.c.pause(target)
+        fid = self.inject("pause", [target], lambda: self.c.pause(target),
+                          lambda: self.c.verify_stopped(target, True))
         self.sleep(self.rng.uniform(3, 6))
-        self.c.resume(target)
-        self.stop_fault("pause", fid, [target])
+        self.undo("pause", fid, [target], lambda: self.c.resume(target),
+                  lambda: self.c.verify_stopped(target, False))
         self.sleep(self.rng.uniform(4, 6))
 
     def partition(self):
@@ -137,121 +191,140 @@ class Nemesis:
             groups = [shuffled[:k], shuffled[k:]]
         else:
             groups = None
-        fid = self.start_fault("partition", nodes, kind=kind,
-                               groups=groups if groups else "bridge")
         if groups:
-            self.c.partition(groups)
+            pairs = self.cut(groups)
+            apply = lambda: self.c.partition(groups)  # noqa: E731
         else:
             # Bridge: the two ends cannot talk, the middle node talks to both.
             shuffled = nodes[:]
             self.rng.shuffle(shuffled)
-            self.c.cut_pairs([(shuffled[0], shuffled[-1])])
+            ends = (shuffled[0], shuffled[-1])
+            pairs = [ends, ends[::-1]]
+            apply = lambda: self.c.cut_pairs([ends])  # noqa: E731
+        fid = self.inject("partition", nodes, apply, lambda: self.c.verify_cut(pairs),
+                          kind=kind, groups=groups if groups else "bridge")
         self.sleep(self.rng.uniform(5, 8))
-        self.c.heal_partition()
-        self.stop_fault("partition", fid, nodes)
+        self.undo("partition", fid, nodes, self.c.heal_partition, self.c.verify_healed)
         self.sleep(self.rng.uniform(4, 6))
 
     def isolate(self):
         """A long cut-off minority (one follower) for the stale-read workload."""
         one = self.rng.choice(self.followers())
-        fid = self.start_fault("isolate", [one])
-        self.c.partition([[one], [i for i in self.members() if i != one]])
+        groups = [[one], [i for i in self.members() if i != one]]
+        fid = self.inject("isolate", [one], lambda: self.c.partition(groups),
+                          lambda: self.c.verify_cut(self.cut(groups)))
         self.sleep(self.rng.uniform(8, 12))
-        self.c.heal_partition()
-        self.stop_fault("isolate", fid, [one])
+        self.undo("isolate", fid, [one], self.c.heal_partition, self.c.verify_healed)
         self.sleep(self.rng.uniform(4, 6))
 
     def isolate_clock(self):
         """A cut-off follower whose wall clock is stepped back mid-isolation (as NTP might): the
-        lag it reports on stale answers must not shrink because of it."""
+        lag it reports on stale answers must not shrink because of it. The step is a fault of
+        its own inside the isolation."""
         one = self.rng.choice(self.followers())
         step = -self.rng.randint(60, 200)
-        fid = self.start_fault("isolate", [one], clock_step=step)
-        self.c.partition([[one], [i for i in self.members() if i != one]])
+        groups = [[one], [i for i in self.members() if i != one]]
+        fid = self.inject("isolate", [one], lambda: self.c.partition(groups),
+                          lambda: self.c.verify_cut(self.cut(groups)), clock_step=step)
         self.sleep(self.rng.uniform(2, 3))
-        self.set_skew(one, step)
+        skew = {one: step}
+        cid = self.inject("clock", [one], lambda: self.set_skews(skew),
+                          lambda: self.verify_skews(skew), skews=skew)
         self.sleep(self.rng.uniform(6, 9))
-        self.c.heal_partition()
-        self.set_skew(one, 0)
-        self.stop_fault("isolate", fid, [one])
+        self.undo("isolate", fid, [one], self.c.heal_partition, self.c.verify_healed)
+        back = {one: 0}
+        self.undo("clock", cid, [one], lambda: self.set_skews(back),
+                  lambda: self.verify_skews(back))
         self.sleep(self.rng.uniform(4, 6))
 
     def clock_far(self):
         """One follower's wall clock 10 days behind for a long stretch (beyond the TC3 window:
         meant for --colocated-clients), the others exact."""
         one = self.rng.choice(self.followers())
-        fid = self.start_fault("clock", [one], skews={one: -10 * 86400})
-        self.set_skew(one, -10 * 86400)
+        skew = {one: -10 * 86400}
+        fid = self.inject("clock", [one], lambda: self.set_skews(skew),
+                          lambda: self.verify_skews(skew), skews=skew)
         self.sleep(self.rng.uniform(15, 20))
-        self.set_skew(one, 0)
-        self.stop_fault("clock", fid, [one])
+        back = {one: 0}
+        self.undo("clock", fid, [one], lambda: self.set_skews(back),
+                  lambda: self.verify_skews(back))
         self.sleep(self.rng.uniform(2, 4))
-
-    def set_skew(self, node, secs):
-        self.c.write_skew(self.c.nodes[node], secs)
-        self.clock_changes.append((self.tl.history.now(), node, secs))
 
     def clock(self):
         """Every node's wall clock somewhere within +-240 s (inside the TC3 window, so clients
         still reach it); now and then the leader jumps 8 days ahead for a few seconds, which
         makes its scheduler delete every key whose 7-day window has passed by its clock."""
         self.clock_cycles += 1
-        # At least one jump per run (from the third cycle on), so deletions do happen.
-        if self.rng.random() < 0.3 or (self.clock_cycles >= 3 and not self.bumped):
+        # At least one jump per run (by the second cycle, so that even a 25 s run has one):
+        # without deletions the deletion checker has nothing to check (UNKNOWN).
+        if self.rng.random() < 0.3 or (self.clock_cycles >= 2 and not self.bumped):
             self.bumped = True
             lead = self.leader_or_random(True)
-            fid = self.start_fault("clock-bump", [lead], skew="+8d")
-            self.set_skew(lead, 8 * 86400)
+            skew = {lead: 8 * 86400}
+            fid = self.inject("clock-bump", [lead], lambda: self.set_skews(skew),
+                              lambda: self.verify_skews(skew), skew="+8d")
             self.sleep(self.rng.uniform(3, 5))
-            self.set_skew(lead, 0)
-            self.stop_fault("clock-bump", fid, [lead])
+            back = {lead: 0}
+            self.undo("clock-bump", fid, [lead], lambda: self.set_skews(back),
+                      lambda: self.verify_skews(back))
         else:
             skews = {i: self.rng.randint(-240, 240) for i in self.members()}
-            fid = self.start_fault("clock", list(skews), skews=skews)
-            for i, s in skews.items():
-                self.set_skew(i, s)
+            fid = self.inject("clock", list(skews), lambda: self.set_skews(skews),
+                              lambda: self.verify_skews(skews), skews=skews)
             self.sleep(self.rng.uniform(6, 9))
-            for i in skews:
-                self.set_skew(i, 0)
-            self.stop_fault("clock", fid, list(skews))
+            back = {i: 0 for i in skews}
+            self.undo("clock", fid, list(skews), lambda: self.set_skews(back),
+                      lambda: self.verify_skews(back))
         self.sleep(self.rng.uniform(1, 3))
 
     def fsync(self):
         """Restarts one node with fsync failing at random (libfiu); it must crash rather than
-        acknowledge. Healed by a plain restart."""
+        acknowledge. Healed by a plain restart. ``Cluster.start`` checks that the node runs with
+        libfiu's libraries loaded and the failpoint enabled; a node that exits before that could
+        be checked (it may hit a failing fsync at once) is started again, at most 3 times."""
         target = self.leader_or_random(self.rng.random() < 0.5)
-        fid = self.start_fault("fsync", [target], spec=FSYNC_SPEC)
-        self.c.kill(target)
-        self.c.nodes[target].fiu = FSYNC_SPEC
-        self.c.start(target)
+
+        def apply():
+            self.c.kill(target)
+            self.c.verify_gone(target)
+            self.c.nodes[target].fiu = FSYNC_SPEC
+            for attempt in range(3):
+                try:
+                    self.c.start(target)
+                    return
+                except NodeExited as e:
+                    if attempt == 2:
+                        raise
+                    self.log("nemesis: fsync: %s; starting again" % e)
+        fid = self.inject("fsync", [target], apply, spec=FSYNC_SPEC)
         self.sleep(self.rng.uniform(6, 9))
-        self.c.kill(target)
-        self.c.nodes[target].fiu = None
-        self.c.start(target)
-        self.stop_fault("fsync", fid, [target])
+
+        def restart():
+            self.c.kill(target)
+            self.c.nodes[target].fiu = None
+            self.c.start(target)
+        self.undo("fsync", fid, [target], restart)
         self.sleep(self.rng.uniform(4, 6))
 
     def membership(self):
-        """Removes a follower under load, wipes it, and joins it back (learner, then voter)."""
+        """Removes a follower under load, wipes it, and joins it back (learner, then voter). A
+        removal or a join the cluster refuses is a fault not applied (or not undone): the run
+        fails, since a node left out would also be left out of the final checks."""
         target = self.rng.choice(self.followers())
-        fid = self.start_fault("membership", [target], change="remove+wipe+join")
-        try:
-            self.c.remove_node(target)
-            self.sleep(self.rng.uniform(2, 4))
-            self.c.rejoin_node(target)
-        except Exception as e:  # recorded; the run's convergence check has the last word
-            self.log("nemesis: membership change failed: %s" % e)
-            self.tl.add("info", "membership", [target], error=str(e))
-        self.stop_fault("membership", fid, [target])
+        fid = self.inject("membership", [target], lambda: self.c.remove_node(target),
+                          lambda: self.c.verify_membership(target, voter=False),
+                          change="remove+wipe+join")
+        self.sleep(self.rng.uniform(2, 4))
+        self.undo("membership", fid, [target], lambda: self.c.rejoin_node(target),
+                  lambda: self.c.verify_membership(target, voter=True))
         self.sleep(self.rng.uniform(5, 8))
 
     def latency(self):
         ms = self.rng.choice([20, 50, 100])
-        fid = self.start_fault("latency", self.members(), ms=ms, jitter_ms=ms // 2)
-        self.c.set_latency(ms, ms // 2)
+        fid = self.inject("latency", self.members(), lambda: self.c.set_latency(ms, ms // 2),
+                          self.c.verify_latency, ms=ms, jitter_ms=ms // 2)
         self.sleep(self.rng.uniform(6, 9))
-        self.c.set_latency(0)
-        self.stop_fault("latency", fid, self.members())
+        self.undo("latency", fid, self.members(), lambda: self.c.set_latency(0))
         self.sleep(self.rng.uniform(3, 5))
 
     # -------------------------------------------------------------- loop
@@ -259,17 +332,39 @@ class Nemesis:
     FAULTS = ("kill", "kill-all", "pause", "partition", "isolate", "isolate-clock", "clock",
               "clock-far", "fsync", "membership", "latency")
 
+    def run_fault(self, fault):
+        """One fault, applied, checked and undone. Returns False (and notes a problem) if it could
+        not be: FaultNotApplied (the effect is missing: the run fails) or any other exception
+        (the harness could not act: the run is UNKNOWN)."""
+        self.phase = "apply"
+        try:
+            getattr(self, fault.replace("-", "_"))()
+            return True
+        except FaultNotApplied as e:
+            kind = "fault-not-applied" if self.phase == "apply" else "fault-not-undone"
+            err = e
+        except Exception as e:  # noqa: BLE001 -- every other failure is the harness's
+            kind = "harness-error"
+            err = e
+        self.problem(kind, fault, err)
+        return False
+
+    def problem(self, kind, fault, err):
+        p = {"type": kind, "fault": fault, "phase": self.phase, "t": self.tl.history.now(),
+             "error": "%s: %s" % (type(err).__name__, err)}
+        self.log("nemesis: %s: %s (%s)" % (kind, fault, p["error"]))
+        with self.tl.lock:
+            self.problems.append(p)
+        self.tl.add("error", fault, [], kind=kind, phase=self.phase, error=p["error"])
+
     def run(self):
         if self.faults not in (["clock"], ["clock-far"]):
             self.sleep(self.rng.uniform(2, 4))
         while not self.stop_ev.is_set():
             fault = self.rng.choice(self.faults)
-            try:
-                getattr(self, fault.replace("-", "_"))()
-            except Exception as e:
-                self.log("nemesis: %s raised %r" % (fault, e))
-                self.tl.add("info", fault, [], error=repr(e))
-                self.sleep(1)
+            if not self.run_fault(fault):
+                self.log("nemesis: no more faults in this run (the heal undoes what is left)")
+                return
 
     def start(self):
         if not self.faults:
@@ -277,7 +372,29 @@ class Nemesis:
         self.thread = threading.Thread(target=self.run, daemon=True, name="nemesis")
         self.thread.start()
 
-    def stop(self):
+    def stop(self, timeout=60):
         self.stop_ev.set()
         if self.thread:
-            self.thread.join(timeout=60)
+            self.thread.join(timeout=timeout)
+            if self.thread.is_alive():
+                self.problem("harness-error", "nemesis",
+                             RuntimeError("the nemesis did not stop within %d s" % timeout))
+
+    def result(self):
+        """The nemesis as a checker: FAIL if a fault was not applied (or not undone), UNKNOWN if
+        the harness could not act, or if faults were asked for and none was applied."""
+        with self.tl.lock:
+            problems = list(self.problems)
+        failed = [p for p in problems if p["type"] != "harness-error"]
+        errors = [p for p in problems if p["type"] == "harness-error"]
+        out = {"valid": True, "anomaly_count": len(failed), "anomalies": failed[:20],
+               "harness_errors": errors[:20], "faults_requested": list(self.faults),
+               "faults_applied": self.applied}
+        if failed:
+            out["valid"] = False
+        elif errors:
+            out["valid"] = None
+        elif self.faults and self.applied == 0:
+            out["valid"] = None
+            out["unknown"] = "faults were asked for, none was applied"
+        return out

@@ -16,13 +16,24 @@ class DelayProxy:
         self.target = target
         self.delay = 0.0
         self.jitter = 0.0
+        self.generation = 0  # bumped by every set_delay
+        self.sent_current = 0  # chunks forwarded under the current setting
         self.stopped = threading.Event()
         self.sock = None
         self.conns = []
         self.lock = threading.Lock()
 
     def set_delay(self, delay, jitter=0.0):
-        self.delay, self.jitter = delay, jitter
+        with self.lock:
+            self.delay, self.jitter = delay, jitter
+            self.generation += 1
+            self.sent_current = 0
+
+    def sent_since_set(self):
+        """Chunks forwarded (delayed by the current setting) since the last set_delay: proof
+        that the proxy is in the path."""
+        with self.lock:
+            return self.sent_current
 
     def start(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -85,9 +96,11 @@ class DelayProxy:
                     data = src.recv(65536)
                 except OSError:
                     data = b""
-                delay = self.delay + (random.random() * self.jitter if self.jitter else 0)
+                with self.lock:
+                    gen = self.generation
+                    delay = self.delay + (random.random() * self.jitter if self.jitter else 0)
                 with cond:
-                    queue.append((time.monotonic() + delay, data))
+                    queue.append((time.monotonic() + delay, data, gen))
                     cond.notify()
                 if not data:
                     return
@@ -100,7 +113,7 @@ class DelayProxy:
                         cond.wait(0.5)
                         if self.stopped.is_set():
                             return
-                    due, data = queue.popleft()
+                    due, data, gen = queue.popleft()
                 due = max(due, last)
                 last = due
                 wait = due - time.monotonic()
@@ -120,6 +133,9 @@ class DelayProxy:
                     except OSError:
                         pass
                     return
+                with self.lock:
+                    if gen == self.generation:
+                        self.sent_current += 1
 
         threading.Thread(target=reader, daemon=True, name="proxy-r").start()
         threading.Thread(target=writer, daemon=True, name="proxy-w").start()

@@ -13,7 +13,7 @@ import time
 
 from . import checkers, plot
 from .client import KmsClient
-from .cluster import Cluster, REGION, dump_json
+from .cluster import Cluster, FaultNotApplied, REGION, dump_json
 from .history import History, pair
 from .nemesis import Nemesis, Timeline
 from .workloads import WORKLOADS
@@ -176,6 +176,26 @@ def op_stats(ops):
     return out
 
 
+def overall(results):
+    """A run's verdict from its checkers' ``valid``: FAIL (False) if any failed, else UNKNOWN
+    (None) if any could not decide, else PASS (True). An empty set of results is UNKNOWN."""
+    valid_all = [r.get("valid") for r in results.values()]
+    if False in valid_all:
+        return False
+    if None in valid_all or not valid_all:
+        return None
+    return True
+
+
+def tally(verdicts):
+    """(passed, failed, unknown, exit status): only PASS counts as passed; the status is 0 only
+    if every run passed (an UNKNOWN run makes it 1, like a failed one)."""
+    passed = sum(1 for v in verdicts if v.get("valid") is True)
+    failed = sum(1 for v in verdicts if v.get("valid") is False)
+    unknown = len(verdicts) - passed - failed
+    return passed, failed, unknown, (0 if verdicts and passed == len(verdicts) else 1)
+
+
 def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=None, log=print):
     os.makedirs(run_dir, exist_ok=True)
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
@@ -186,7 +206,7 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
     cluster = Cluster(run_dir, work_dir, args.nodes, args.binary, plant=plant,
                       plant_nodes=plant_nodes,
                       faketime=wl_cls.needs_faketime or any("clock" in f for f in faults),
-                      proxy="latency" in faults, log=log)
+                      fiu="fsync" in faults, proxy="latency" in faults, log=log)
     _ACTIVE.append(cluster)
     started = time.time()
     verdict = {"workload": workload, "nemesis": nemesis, "seconds": seconds, "seed": seed,
@@ -247,12 +267,14 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         results = wl.check(ops)
         results["convergence"] = checkers.check_convergence(samples)
         results["recovery"] = recovery
+        # The faults themselves: one not applied fails the run, a harness that could not act
+        # makes it UNKNOWN (see nemesis.py).
+        results["nemesis"] = nem.result()
         windows = timeline.windows()
         dump_json(os.path.join(run_dir, "nemesis.json"), timeline.events)
         in_fault = sum(1 for o in ops if any(s <= o.start <= (e or t_end) for s, e, _ in windows))
-        valid_all = [r["valid"] for r in results.values()]
         verdict.update({
-            "valid": False if False in valid_all else (None if None in valid_all else True),
+            "valid": overall(results),
             "checkers": results,
             "anomalies": sum(r.get("anomaly_count", 0) for r in results.values()),
             "ops": op_stats(ops),
@@ -267,7 +289,10 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
                     "%s / %s%s" % (workload, nemesis, " / plant " + plant if plant else ""),
                     t_end)
     except BaseException as e:
-        verdict.update({"valid": None, "error": repr(e)})
+        # A fault whose effect is missing (e.g. a node started without libfaketime) fails the
+        # run; anything else that stopped it means the harness could not finish: UNKNOWN.
+        verdict.update({"valid": False if isinstance(e, FaultNotApplied) else None,
+                        "error": repr(e)})
         if isinstance(e, KeyboardInterrupt):
             raise
     finally:
@@ -299,8 +324,8 @@ def _on_signal(signum, _frame):
 
 def summarize(v):
     checks = v.get("checkers", {})
-    bad = ["%s:%d" % (k, r.get("anomaly_count", 0)) for k, r in checks.items()
-           if r.get("valid") is not True]
+    bad = ["%s:%s" % (k, r.get("anomaly_count", 0) if r.get("valid") is False else "unknown")
+           for k, r in checks.items() if r.get("valid") is not True]
     state = {True: "PASS", False: "FAIL", None: "UNKNOWN"}[v.get("valid")]
     return "%-7s %-9s %-11s ops=%-5s faults=%-3s anomalies=%s %s%s (%.0fs)" % (
         state, v["workload"], v["nemesis"], v.get("total_ops", "-"), v.get("faults", "-"),
@@ -359,9 +384,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("interrupted; cleaned up", flush=True)
         return 130
-    passed = sum(1 for v in verdicts if v.get("valid") is True)
-    failed = sum(1 for v in verdicts if v.get("valid") is False)
-    unknown = len(verdicts) - passed - failed
-    print("jepsen: %d passed, %d failed, %d unknown in %.0fs" % (passed, failed, unknown,
-                                                                 time.time() - t0), flush=True)
-    return 0 if passed == len(verdicts) else 1
+    passed, failed, unknown, status = tally(verdicts)
+    print("jepsen: %d passed, %d failed, %d unknown (not passed) in %.0fs" % (
+        passed, failed, unknown, time.time() - t0), flush=True)
+    return status
