@@ -46,6 +46,29 @@ pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, Co
     Ok(out)
 }
 
+/// bincode sizes a string's buffer by its length prefix before reading the bytes, so without a
+/// limit a prefix claiming 4 GiB allocates 4 GiB (and one claiming 2^64 − 1 panics). Its limit
+/// bounds the bytes a decode may claim: a string claims its length, a primitive its in-memory
+/// size (at most 16 bytes for one encoded byte), so a valid record never claims more than 16
+/// times its length. The limit is a compile-time constant: the smallest of a few tiers above
+/// that bound is used, and a lying prefix can allocate at most that tier (≤ 256 × the input).
+fn decode_bounded<T: DeserializeOwned>(
+    body: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    let claim = body.len().saturating_mul(16);
+    macro_rules! tiers {
+        ($($limit:expr),+) => {
+            $(
+                if claim <= $limit {
+                    return bincode::serde::decode_from_slice(body, config().with_limit::<{ $limit }>());
+                }
+            )+
+        };
+    }
+    tiers!(1 << 16, 1 << 20, 1 << 24, 1 << 28, 1 << 32, 1 << 36);
+    bincode::serde::decode_from_slice(body, config().with_limit::<{ 1 << 40 }>())
+}
+
 /// Decodes a record written by [`encode`], checking its version byte and that nothing trails it.
 pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
@@ -55,8 +78,7 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
             found: version,
         });
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|error| CodecError::Decode { what, error })?;
+    let (value, used) = decode_bounded(body).map_err(|error| CodecError::Decode { what, error })?;
     if used != body.len() {
         return Err(CodecError::Trailing { what });
     }

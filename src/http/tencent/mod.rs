@@ -7,7 +7,8 @@ mod authenticate;
 mod envelope;
 pub mod error_code;
 pub mod params;
-mod query;
+/// Public only so that `tests/fuzz_parsers.rs` can reach [`query::unflatten`] (untrusted input).
+pub mod query;
 pub mod tc3;
 
 use std::sync::Arc;
