@@ -82,14 +82,15 @@ impl Kms {
 
     /// The public key of an enabled asymmetric key.
     pub async fn get_public_key(&self, scope: &Scope, key_id: &str) -> Result<PublicKey, KmsError> {
-        self.run(scope, Action::GetPublicKey, one_key(scope, key_id), async {
-            let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
-            Ok(PublicKey {
-                key_id: k.key_id,
-                spki_der: k.public_key,
+        self.seams
+            .run(scope, Action::GetPublicKey, one_key(scope, key_id), async {
+                let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
+                Ok(PublicKey {
+                    key_id: k.key_id,
+                    spki_der: k.public_key,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Decrypts with the private key of an asymmetric decryption key. Every failure of the
@@ -101,34 +102,37 @@ impl Kms {
         cipher: AsymmetricCipher,
         ciphertext: Vec<u8>,
     ) -> Result<(String, Secret), KmsError> {
-        self.run(
-            scope,
-            Action::AsymmetricDecrypt,
-            one_key(scope, key_id),
-            async {
-                let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
-                let private = match cipher {
-                    AsymmetricCipher::Rsa(_) if k.usage != KeyUsage::AsymmetricDecryptRsa2048 => {
-                        return Err(wrong_usage(&k, Operation::RsaDecrypt))
+        self.seams
+            .run(
+                scope,
+                Action::AsymmetricDecrypt,
+                one_key(scope, key_id),
+                async {
+                    let (k, _) = self.enabled_asymmetric(scope, key_id).await?;
+                    let private = match cipher {
+                        AsymmetricCipher::Rsa(_)
+                            if k.usage != KeyUsage::AsymmetricDecryptRsa2048 =>
+                        {
+                            return Err(wrong_usage(&k, Operation::RsaDecrypt))
+                        }
+                        AsymmetricCipher::Sm2 if k.usage != KeyUsage::AsymmetricDecryptSm2 => {
+                            return Err(wrong_usage(&k, Operation::Sm2Decrypt))
+                        }
+                        _ => self.material(&k, 1)?,
+                    };
+                    let plain = match cipher {
+                        AsymmetricCipher::Rsa(padding) => tokio::task::spawn_blocking(move || {
+                            asymmetric::rsa_decrypt(&private, padding, &ciphertext)
+                        })
+                        .await
+                        .map_err(|e| KmsError::Internal(e.to_string()))?,
+                        AsymmetricCipher::Sm2 => asymmetric::sm2_decrypt(&private, &ciphertext),
                     }
-                    AsymmetricCipher::Sm2 if k.usage != KeyUsage::AsymmetricDecryptSm2 => {
-                        return Err(wrong_usage(&k, Operation::Sm2Decrypt))
-                    }
-                    _ => self.material(&k, 1)?,
-                };
-                let plain = match cipher {
-                    AsymmetricCipher::Rsa(padding) => tokio::task::spawn_blocking(move || {
-                        asymmetric::rsa_decrypt(&private, padding, &ciphertext)
-                    })
-                    .await
-                    .map_err(|e| KmsError::Internal(e.to_string()))?,
-                    AsymmetricCipher::Sm2 => asymmetric::sm2_decrypt(&private, &ciphertext),
-                }
-                .map_err(|_| KmsError::DecryptFailed)?;
-                Ok((k.key_id, plain))
-            },
-        )
-        .await
+                    .map_err(|_| KmsError::DecryptFailed)?;
+                    Ok((k.key_id, plain))
+                },
+            )
+            .await
     }
 
     /// Checks a signing request against its key.
@@ -158,18 +162,19 @@ impl Kms {
 
     /// Signs a message (or digest) with a signing key.
     pub async fn sign(&self, scope: &Scope, req: Signing) -> Result<Vec<u8>, KmsError> {
-        self.run(scope, Action::Sign, one_key(scope, &req.key_id), async {
-            let (k, spec) = self.enabled_asymmetric(scope, &req.key_id).await?;
-            self.check_signing(&k, spec, &req)?;
-            let private = self.material(&k, 1)?;
-            tokio::task::spawn_blocking(move || {
-                asymmetric::sign(spec, &private, req.algorithm, req.message())
+        self.seams
+            .run(scope, Action::Sign, one_key(scope, &req.key_id), async {
+                let (k, spec) = self.enabled_asymmetric(scope, &req.key_id).await?;
+                self.check_signing(&k, spec, &req)?;
+                let private = self.material(&k, 1)?;
+                tokio::task::spawn_blocking(move || {
+                    asymmetric::sign(spec, &private, req.algorithm, req.message())
+                })
+                .await
+                .map_err(|e| KmsError::Internal(e.to_string()))?
+                .map_err(|_| KmsError::SignFailed)
             })
             .await
-            .map_err(|e| KmsError::Internal(e.to_string()))?
-            .map_err(|_| KmsError::SignFailed)
-        })
-        .await
     }
 
     /// Whether `signature` is valid for a message (or digest) under a signing key.
@@ -179,12 +184,13 @@ impl Kms {
         req: Signing,
         signature: &[u8],
     ) -> Result<bool, KmsError> {
-        self.run(scope, Action::Verify, one_key(scope, &req.key_id), async {
-            let (k, spec) = self.enabled_asymmetric(scope, &req.key_id).await?;
-            self.check_signing(&k, spec, &req)?;
-            asymmetric::verify(spec, &k.public_key, req.algorithm, req.message(), signature)
-                .map_err(|_| KmsError::VerifyFailed)
-        })
-        .await
+        self.seams
+            .run(scope, Action::Verify, one_key(scope, &req.key_id), async {
+                let (k, spec) = self.enabled_asymmetric(scope, &req.key_id).await?;
+                self.check_signing(&k, spec, &req)?;
+                asymmetric::verify(spec, &k.public_key, req.algorithm, req.message(), signature)
+                    .map_err(|_| KmsError::VerifyFailed)
+            })
+            .await
     }
 }

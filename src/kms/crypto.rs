@@ -67,16 +67,17 @@ impl Kms {
         plaintext: &Secret,
         context: &[u8],
     ) -> Result<Sealed, KmsError> {
-        self.run(scope, Action::Encrypt, one_key(scope, key_id), async {
-            self.gate(scope).await?;
-            let k = self.key(scope, key_id)?;
-            let ciphertext = self.seal(&k, context, plaintext.expose())?;
-            Ok(Sealed {
-                key_id: k.key_id,
-                ciphertext,
+        self.seams
+            .run(scope, Action::Encrypt, one_key(scope, key_id), async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                let ciphertext = self.seal(&k, context, plaintext.expose())?;
+                Ok(Sealed {
+                    key_id: k.key_id,
+                    ciphertext,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Decrypts a ciphertext of one of the caller's keys.
@@ -86,56 +87,58 @@ impl Kms {
         ciphertext: &[u8],
         context: &[u8],
     ) -> Result<Opened, KmsError> {
-        self.run(
-            scope,
-            Action::Decrypt,
-            blob_resource(scope, ciphertext),
-            async {
-                self.gate(scope).await?;
-                let (k, plaintext) = self.open(scope, ciphertext, context)?;
-                Ok(Opened {
-                    key_id: k.key_id,
-                    plaintext,
-                })
-            },
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::Decrypt,
+                blob_resource(scope, ciphertext),
+                async {
+                    self.gate(scope).await?;
+                    let (k, _, plaintext) = self.open(scope, ciphertext, context)?;
+                    Ok(Opened {
+                        key_id: k.key_id,
+                        plaintext,
+                    })
+                },
+            )
+            .await
     }
 
     /// Decrypts and seals again, under another key, the newest version or another context.
     pub async fn re_encrypt(&self, scope: &Scope, req: ReEncrypt) -> Result<ReSealed, KmsError> {
-        self.run(
-            scope,
-            Action::ReEncrypt,
-            blob_resource(scope, &req.ciphertext),
-            async {
-                self.gate(scope).await?;
-                let (source, plaintext) = self.open(scope, &req.ciphertext, &req.source_context)?;
-                let dest = match &req.destination_key_id {
-                    Some(id) => self.key(scope, id)?,
-                    None => source.clone(),
-                };
-                let header = blob::parse(&req.ciphertext)?;
-                let unchanged = dest.key_id == source.key_id
-                    && dest.current().map(|c| c.version) == Some(header.version)
-                    && req.destination_context == req.source_context;
-                let (ciphertext, re_encrypted) = if unchanged {
-                    (req.ciphertext.clone(), false)
-                } else {
-                    (
-                        self.seal(&dest, &req.destination_context, plaintext.expose())?,
-                        true,
-                    )
-                };
-                Ok(ReSealed {
-                    ciphertext,
-                    key_id: dest.key_id,
-                    source_key_id: source.key_id,
-                    re_encrypted,
-                })
-            },
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::ReEncrypt,
+                blob_resource(scope, &req.ciphertext),
+                async {
+                    self.gate(scope).await?;
+                    let (source, version, plaintext) =
+                        self.open(scope, &req.ciphertext, &req.source_context)?;
+                    let dest = match &req.destination_key_id {
+                        Some(id) => self.key(scope, id)?,
+                        None => source.clone(),
+                    };
+                    let unchanged = dest.key_id == source.key_id
+                        && dest.current().map(|c| c.version) == Some(version)
+                        && req.destination_context == req.source_context;
+                    let (ciphertext, re_encrypted) = if unchanged {
+                        (req.ciphertext.clone(), false)
+                    } else {
+                        (
+                            self.seal(&dest, &req.destination_context, plaintext.expose())?,
+                            true,
+                        )
+                    };
+                    Ok(ReSealed {
+                        ciphertext,
+                        key_id: dest.key_id,
+                        source_key_id: source.key_id,
+                        re_encrypted,
+                    })
+                },
+            )
+            .await
     }
 
     /// A new random data key of `len` bytes, also sealed under a key.
@@ -146,31 +149,33 @@ impl Kms {
         len: usize,
         context: &[u8],
     ) -> Result<DataKey, KmsError> {
-        self.run(
-            scope,
-            Action::GenerateDataKey,
-            one_key(scope, key_id),
-            async {
-                self.gate(scope).await?;
-                let k = self.key(scope, key_id)?;
-                let plaintext = Secret::random(len);
-                let ciphertext = self.seal(&k, context, plaintext.expose())?;
-                Ok(DataKey {
-                    key_id: k.key_id,
-                    plaintext,
-                    ciphertext,
-                })
-            },
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::GenerateDataKey,
+                one_key(scope, key_id),
+                async {
+                    self.gate(scope).await?;
+                    let k = self.key(scope, key_id)?;
+                    let plaintext = Secret::random(len);
+                    let ciphertext = self.seal(&k, context, plaintext.expose())?;
+                    Ok(DataKey {
+                        key_id: k.key_id,
+                        plaintext,
+                        ciphertext,
+                    })
+                },
+            )
+            .await
     }
 
     /// `len` random bytes from the operating system's CSPRNG.
     pub async fn generate_random(&self, scope: &Scope, len: usize) -> Result<Secret, KmsError> {
-        self.run(scope, Action::GenerateRandom, Resource::Service, async {
-            Ok(Secret::random(len))
-        })
-        .await
+        self.seams
+            .run(scope, Action::GenerateRandom, Resource::Service, async {
+                Ok(Secret::random(len))
+            })
+            .await
     }
 
     /// Encrypts under the newest material version of `k`.
@@ -189,13 +194,14 @@ impl Kms {
         )?)
     }
 
-    /// Finds a ciphertext's key and decrypts it.
+    /// Finds a ciphertext's key and decrypts it; the key, the material version the ciphertext
+    /// names, and the plaintext.
     fn open(
         &self,
         scope: &Scope,
         ciphertext: &[u8],
         context: &[u8],
-    ) -> Result<(KeyRecord, Secret), KmsError> {
+    ) -> Result<(KeyRecord, u32, Secret), KmsError> {
         let header = blob::parse(ciphertext)?;
         let k = self.key(scope, &header.key_id.to_string())?;
         self.usable_for_decrypt(&k)?;
@@ -204,7 +210,7 @@ impl Kms {
         }
         let material = self.material(&k, header.version)?;
         let plaintext = blob::open(ciphertext, &material, scope.caller.uin, context)?;
-        Ok((k, plaintext))
+        Ok((k, header.version, plaintext))
     }
 
     /// Refuses keys that cannot encrypt now.

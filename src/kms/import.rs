@@ -53,48 +53,49 @@ impl Kms {
         key_id: &str,
         algorithm: WrappingAlgorithm,
     ) -> Result<ImportParameters, KmsError> {
-        self.run(
-            scope,
-            Action::GetImportParameters,
-            one_key(scope, key_id),
-            async {
-                self.gate(scope).await?;
-                let k = self.key(scope, key_id)?;
-                external(&k)?;
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                let node = self.node.clone();
-                let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
-                let (public_key, wrapped_private) =
-                    tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
-                        let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
-                        let wrapped = node.keyring().root_key()?.wrap(
-                            &key::import_aad(&kid, &tok, uin),
-                            pair.private_pkcs8.expose(),
-                        )?;
-                        Ok((pair.public_spki, wrapped))
+        self.seams
+            .run(
+                scope,
+                Action::GetImportParameters,
+                one_key(scope, key_id),
+                async {
+                    self.gate(scope).await?;
+                    let k = self.key(scope, key_id)?;
+                    external(&k)?;
+                    let token = uuid::Uuid::new_v4().simple().to_string();
+                    let node = self.node.clone();
+                    let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
+                    let (public_key, wrapped_private) =
+                        tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
+                            let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
+                            let wrapped = node.keyring().root_key()?.wrap(
+                                &key::import_aad(&kid, &tok, uin),
+                                pair.private_pkcs8.expose(),
+                            )?;
+                            Ok((pair.public_spki, wrapped))
+                        })
+                        .await
+                        .map_err(|e| KmsError::Internal(e.to_string()))??;
+                    let valid_to = self.now_secs() + SESSION_SECS;
+                    let session = ImportSession {
+                        token: token.clone(),
+                        algorithm,
+                        public_key: public_key.clone(),
+                        wrapped_private,
+                        valid_to,
+                    };
+                    let op = KeyOp::SetImportParameters { session };
+                    self.propose_key_op(scope, vec![k.key_id.clone()], op)
+                        .await?;
+                    Ok(ImportParameters {
+                        key_id: k.key_id,
+                        token,
+                        public_key,
+                        valid_to,
                     })
-                    .await
-                    .map_err(|e| KmsError::Internal(e.to_string()))??;
-                let valid_to = self.now_secs() + SESSION_SECS;
-                let session = ImportSession {
-                    token: token.clone(),
-                    algorithm,
-                    public_key: public_key.clone(),
-                    wrapped_private,
-                    valid_to,
-                };
-                let op = KeyOp::SetImportParameters { session };
-                self.propose_key_op(scope, vec![k.key_id.clone()], op)
-                    .await?;
-                Ok(ImportParameters {
-                    key_id: k.key_id,
-                    token,
-                    public_key,
-                    valid_to,
-                })
-            },
-        )
-        .await
+                },
+            )
+            .await
     }
 
     /// Imports material wrapped with the current import parameters.
@@ -104,13 +105,14 @@ impl Kms {
         req: ImportMaterial,
     ) -> Result<(), KmsError> {
         let resource = one_key(scope, &req.key_id);
-        self.run(
-            scope,
-            Action::ImportKeyMaterial,
-            resource,
-            self.import_op(scope, req),
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::ImportKeyMaterial,
+                resource,
+                self.import_op(scope, req),
+            )
+            .await
     }
 
     async fn import_op(&self, scope: &Scope, req: ImportMaterial) -> Result<(), KmsError> {
@@ -190,11 +192,12 @@ impl Kms {
         key_id: String,
     ) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
-        self.run(scope, Action::DeleteImportedKeyMaterial, resource, async {
-            self.propose_key_op(scope, vec![key_id], KeyOp::DeleteImportedMaterial)
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.seams
+            .run(scope, Action::DeleteImportedKeyMaterial, resource, async {
+                self.propose_key_op(scope, vec![key_id], KeyOp::DeleteImportedMaterial)
+                    .await
+                    .map(|_| ())
+            })
+            .await
     }
 }

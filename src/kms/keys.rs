@@ -80,13 +80,14 @@ impl Kms {
         let resource = Resource::Account {
             region: scope.region.clone(),
         };
-        self.run(
-            scope,
-            Action::CreateKey,
-            resource,
-            self.create_key_op(scope, req),
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::CreateKey,
+                resource,
+                self.create_key_op(scope, req),
+            )
+            .await
     }
 
     async fn create_key_op(&self, scope: &Scope, req: CreateKey) -> Result<CreatedKey, KmsError> {
@@ -180,13 +181,14 @@ impl Kms {
         scope: &Scope,
         key_id: &str,
     ) -> Result<KeyDescription, KmsError> {
-        self.run(scope, Action::DescribeKey, one_key(scope, key_id), async {
-            self.gate(scope).await?;
-            let k = self.key(scope, key_id)?;
-            let state = self.node.state().read();
-            Ok(describe(&k, state.registry.replicas()))
-        })
-        .await
+        self.seams
+            .run(scope, Action::DescribeKey, one_key(scope, key_id), async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                let state = self.node.state().read();
+                Ok(describe(&k, state.registry.replicas()))
+            })
+            .await
     }
 
     /// The caller's keys among `key_ids` (unknown ids are left out).
@@ -199,21 +201,22 @@ impl Kms {
             region: scope.region.clone(),
             key_ids: key_ids.clone(),
         };
-        self.run(scope, Action::DescribeKey, resource, async {
-            self.gate(scope).await?;
-            let state = self.node.state().read();
-            Ok(key_ids
-                .iter()
-                .filter_map(|id| {
-                    state
-                        .registry
-                        .keys()
-                        .get(&scope.region, scope.caller.uin, id)
-                })
-                .map(|k| describe(k, state.registry.replicas()))
-                .collect())
-        })
-        .await
+        self.seams
+            .run(scope, Action::DescribeKey, resource, async {
+                self.gate(scope).await?;
+                let state = self.node.state().read();
+                Ok(key_ids
+                    .iter()
+                    .filter_map(|id| {
+                        state
+                            .registry
+                            .keys()
+                            .get(&scope.region, scope.caller.uin, id)
+                    })
+                    .map(|k| describe(k, state.registry.replicas()))
+                    .collect())
+            })
+            .await
     }
 
     /// Ids of the caller's usable keys (enabled, disabled or pending import), oldest first.
@@ -227,37 +230,38 @@ impl Kms {
         let resource = Resource::Account {
             region: scope.region.clone(),
         };
-        self.run(scope, Action::ListKeys, resource, async {
-            self.gate(scope).await?;
-            let state = self.node.state().read();
-            let keys: Vec<&KeyRecord> = if granted {
-                Vec::new()
-            } else {
-                state
-                    .registry
-                    .keys()
-                    .list(&scope.region, scope.caller.uin)
-                    .into_iter()
-                    .filter(|k| {
-                        matches!(
-                            k.state,
-                            KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport
-                        )
-                    })
-                    .collect()
-            };
-            let items = keys
-                .iter()
-                .skip(offset)
-                .take(limit)
-                .map(|k| k.key_id.clone())
-                .collect();
-            Ok(Page {
-                items,
-                total: keys.len(),
+        self.seams
+            .run(scope, Action::ListKeys, resource, async {
+                self.gate(scope).await?;
+                let state = self.node.state().read();
+                let keys: Vec<&KeyRecord> = if granted {
+                    Vec::new()
+                } else {
+                    state
+                        .registry
+                        .keys()
+                        .list(&scope.region, scope.caller.uin)
+                        .into_iter()
+                        .filter(|k| {
+                            matches!(
+                                k.state,
+                                KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport
+                            )
+                        })
+                        .collect()
+                };
+                let items = keys
+                    .iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|k| k.key_id.clone())
+                    .collect();
+                Ok(Page {
+                    items,
+                    total: keys.len(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// The caller's keys that pass `filter`, described.
@@ -269,30 +273,31 @@ impl Kms {
         let resource = Resource::Account {
             region: scope.region.clone(),
         };
-        self.run(scope, Action::ListKeys, resource, async {
-            self.gate(scope).await?;
-            let state = self.node.state().read();
-            let mut keys: Vec<&KeyRecord> = if filter.granted {
-                Vec::new()
-            } else {
-                state.registry.keys().list(&scope.region, scope.caller.uin)
-            };
-            keys.retain(|k| matches_filter(k, &filter));
-            if filter.newest_last {
-                keys.reverse();
-            }
-            let items = keys
-                .iter()
-                .skip(filter.offset)
-                .take(filter.limit)
-                .map(|k| describe(k, state.registry.replicas()))
-                .collect();
-            Ok(Page {
-                items,
-                total: keys.len(),
+        self.seams
+            .run(scope, Action::ListKeys, resource, async {
+                self.gate(scope).await?;
+                let state = self.node.state().read();
+                let mut keys: Vec<&KeyRecord> = if filter.granted {
+                    Vec::new()
+                } else {
+                    state.registry.keys().list(&scope.region, scope.caller.uin)
+                };
+                keys.retain(|k| matches_filter(k, &filter));
+                if filter.newest_last {
+                    keys.reverse();
+                }
+                let items = keys
+                    .iter()
+                    .skip(filter.offset)
+                    .take(filter.limit)
+                    .map(|k| describe(k, state.registry.replicas()))
+                    .collect();
+                Ok(Page {
+                    items,
+                    total: keys.len(),
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// Gives a key a new alias.
@@ -303,12 +308,13 @@ impl Kms {
         alias: String,
     ) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
-        self.run(scope, Action::UpdateAlias, resource, async {
-            self.propose_key_op(scope, vec![key_id], KeyOp::UpdateAlias { alias })
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.seams
+            .run(scope, Action::UpdateAlias, resource, async {
+                self.propose_key_op(scope, vec![key_id], KeyOp::UpdateAlias { alias })
+                    .await
+                    .map(|_| ())
+            })
+            .await
     }
 
     /// Gives a key a new description.
@@ -319,13 +325,14 @@ impl Kms {
         description: String,
     ) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
-        self.run(scope, Action::UpdateDescription, resource, async {
-            let op = KeyOp::UpdateDescription { description };
-            self.propose_key_op(scope, vec![key_id], op)
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.seams
+            .run(scope, Action::UpdateDescription, resource, async {
+                let op = KeyOp::UpdateDescription { description };
+                self.propose_key_op(scope, vec![key_id], op)
+                    .await
+                    .map(|_| ())
+            })
+            .await
     }
 }
 

@@ -29,13 +29,14 @@ impl Kms {
             region: scope.region.clone(),
             key_ids: key_ids.clone(),
         };
-        self.run(
-            scope,
-            action,
-            resource,
-            self.propose_key_op(scope, key_ids, op),
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                action,
+                resource,
+                self.propose_key_op(scope, key_ids, op),
+            )
+            .await
     }
 
     /// Enables keys (several at once: all or none).
@@ -83,51 +84,53 @@ impl Kms {
         scope: &Scope,
         key_id: &str,
     ) -> Result<RotationStatus, KmsError> {
-        self.run(
-            scope,
-            Action::GetRotationStatus,
-            one_key(scope, key_id),
-            async {
-                self.gate(scope).await?;
-                let k = self.key(scope, key_id)?;
-                Ok(RotationStatus {
-                    enabled: k.rotation_enabled,
-                    rotate_days: k.rotate_days,
-                    last_rotate_time: k.last_rotate_time,
-                    next_rotate_time: k.next_rotate_time,
-                })
-            },
-        )
-        .await
+        self.seams
+            .run(
+                scope,
+                Action::GetRotationStatus,
+                one_key(scope, key_id),
+                async {
+                    self.gate(scope).await?;
+                    let k = self.key(scope, key_id)?;
+                    Ok(RotationStatus {
+                        enabled: k.rotation_enabled,
+                        rotate_days: k.rotate_days,
+                        last_rotate_time: k.last_rotate_time,
+                        next_rotate_time: k.next_rotate_time,
+                    })
+                },
+            )
+            .await
     }
 
     /// Rotates a key now: new material, numbered after the current version.
     pub async fn rotate_key(&self, scope: &Scope, key_id: String) -> Result<(), KmsError> {
         let resource = one_key(scope, &key_id);
-        self.run(scope, Action::RotateKey, resource, async {
-            // Read the current version through the gate so the new one is numbered after it; a
-            // race with another rotation is caught in apply (the version must be exactly
-            // current + 1).
-            self.gate(scope).await?;
-            let k = self.key(scope, &key_id)?;
-            if k.usage != KeyUsage::EncryptDecrypt {
-                return Err(RegistryError::RotateNotSupported.into());
-            }
-            let next = k.versions.last().map(|v| v.version + 1).unwrap_or(1);
-            let material =
-                self.node
-                    .keyring()
-                    .new_material(k.algorithm, &k.key_id, next, k.owner_uin)?;
-            let op = KeyOp::Rotate {
-                material,
-                manual: true,
-                min_manual_interval: self.node.config().kms.manual_rotation_interval_secs,
-            };
-            self.propose_key_op(scope, vec![key_id.clone()], op)
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.seams
+            .run(scope, Action::RotateKey, resource, async {
+                // Read the current version through the gate so the new one is numbered after it; a
+                // race with another rotation is caught in apply (the version must be exactly
+                // current + 1).
+                self.gate(scope).await?;
+                let k = self.key(scope, &key_id)?;
+                if k.usage != KeyUsage::EncryptDecrypt {
+                    return Err(RegistryError::RotateNotSupported.into());
+                }
+                let next = k.versions.last().map(|v| v.version + 1).unwrap_or(1);
+                let material =
+                    self.node
+                        .keyring()
+                        .new_material(k.algorithm, &k.key_id, next, k.owner_uin)?;
+                let op = KeyOp::Rotate {
+                    material,
+                    manual: true,
+                    min_manual_interval: self.node.config().kms.manual_rotation_interval_secs,
+                };
+                self.propose_key_op(scope, vec![key_id.clone()], op)
+                    .await
+                    .map(|_| ())
+            })
+            .await
     }
 
     /// Schedules a key's deletion after `pending_days`; returns the deletion date (seconds).
@@ -138,23 +141,24 @@ impl Kms {
         pending_days: u32,
     ) -> Result<u64, KmsError> {
         let resource = one_key(scope, &key_id);
-        self.run(scope, Action::ScheduleDeletion, resource, async {
-            let op = KeyOp::ScheduleDeletion { pending_days };
-            let at = self.propose_key_op(scope, vec![key_id.clone()], op).await?;
-            // The date is the leader's (a forwarded write is stamped with the leader's clock):
-            // read it back once this node has applied the write, rather than computing it from
-            // this node's clock.
-            let applied = self
-                .node
-                .reads()
-                .read_barrier(Consistency::Linearizable)
-                .await
-                .ok()
-                .and_then(|_| self.key(scope, &key_id).ok())
-                .filter(|k| k.deletion_date != 0);
-            Ok(applied.map_or(at + u64::from(pending_days) * 86_400, |k| k.deletion_date))
-        })
-        .await
+        self.seams
+            .run(scope, Action::ScheduleDeletion, resource, async {
+                let op = KeyOp::ScheduleDeletion { pending_days };
+                let at = self.propose_key_op(scope, vec![key_id.clone()], op).await?;
+                // The date is the leader's (a forwarded write is stamped with the leader's clock):
+                // read it back once this node has applied the write, rather than computing it from
+                // this node's clock.
+                let applied = self
+                    .node
+                    .reads()
+                    .read_barrier(Consistency::Linearizable)
+                    .await
+                    .ok()
+                    .and_then(|_| self.key(scope, &key_id).ok())
+                    .filter(|k| k.deletion_date != 0);
+                Ok(applied.map_or(at + u64::from(pending_days) * 86_400, |k| k.deletion_date))
+            })
+            .await
     }
 
     /// Cancels a scheduled deletion (the key comes back disabled, within the quota).

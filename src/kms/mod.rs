@@ -237,17 +237,6 @@ impl Kms {
         self.seams.refused(caller, action, code);
     }
 
-    /// Runs one operation: authorize, then the operation, then one audit record.
-    async fn run<T>(
-        &self,
-        scope: &Scope,
-        action: Action,
-        resource: Resource,
-        operation: impl Future<Output = Result<T, KmsError>>,
-    ) -> Result<T, KmsError> {
-        self.seams.run(scope, action, resource, operation).await
-    }
-
     /// The read gate for reads and crypto (linearizable unless the request chose stale).
     async fn gate(&self, scope: &Scope) -> Result<(), KmsError> {
         if !scope.gated {

@@ -31,52 +31,53 @@ impl Kms {
         req: ReplicateKey,
     ) -> Result<Replicated, KmsError> {
         let resource = one_key(scope, &req.key_id);
-        self.run(scope, Action::ReplicateKey, resource, async {
-            let served = self.node.config().served_regions();
-            for r in &req.regions {
-                if !served.contains(r) {
-                    return Err(KmsError::UnsupportedDestination {
+        self.seams
+            .run(scope, Action::ReplicateKey, resource, async {
+                let served = self.node.config().served_regions();
+                for r in &req.regions {
+                    if !served.contains(r) {
+                        return Err(KmsError::UnsupportedDestination {
+                            region: r.clone(),
+                            served: served.join(", "),
+                        });
+                    }
+                    if r == &scope.region {
+                        return Err(KmsError::OwnRegion(r.clone()));
+                    }
+                }
+                // Defaults come from the primary as this node sees it; the material itself is
+                // copied by apply from the committed state, never from here.
+                self.gate(scope).await?;
+                let primary = self.key(scope, &req.key_id)?;
+                let replicas: Vec<ReplicaSpec> = req
+                    .regions
+                    .iter()
+                    .map(|r| ReplicaSpec {
                         region: r.clone(),
-                        served: served.join(", "),
-                    });
-                }
-                if r == &scope.region {
-                    return Err(KmsError::OwnRegion(r.clone()));
-                }
-            }
-            // Defaults come from the primary as this node sees it; the material itself is
-            // copied by apply from the committed state, never from here.
-            self.gate(scope).await?;
-            let primary = self.key(scope, &req.key_id)?;
-            let replicas: Vec<ReplicaSpec> = req
-                .regions
-                .iter()
-                .map(|r| ReplicaSpec {
-                    region: r.clone(),
-                    alias: req.alias.clone().unwrap_or_else(|| primary.alias.clone()),
-                    description: req
-                        .description
-                        .clone()
-                        .unwrap_or_else(|| primary.description.clone()),
-                    tags: req.tags.clone().unwrap_or_else(|| primary.tags.clone()),
-                })
-                .collect();
-            let created_at = self
-                .propose(Command::ReplicateKey {
-                    uin: scope.caller.uin,
+                        alias: req.alias.clone().unwrap_or_else(|| primary.alias.clone()),
+                        description: req
+                            .description
+                            .clone()
+                            .unwrap_or_else(|| primary.description.clone()),
+                        tags: req.tags.clone().unwrap_or_else(|| primary.tags.clone()),
+                    })
+                    .collect();
+                let created_at = self
+                    .propose(Command::ReplicateKey {
+                        uin: scope.caller.uin,
+                        key_id: req.key_id.clone(),
+                        source_region: scope.region.clone(),
+                        replicas: replicas.clone(),
+                        cmk_limit: self.node.config().kms.cmk_limit,
+                    })
+                    .await?;
+                Ok(Replicated {
                     key_id: req.key_id.clone(),
                     source_region: scope.region.clone(),
-                    replicas: replicas.clone(),
-                    cmk_limit: self.node.config().kms.cmk_limit,
+                    replicas,
+                    created_at,
                 })
-                .await?;
-            Ok(Replicated {
-                key_id: req.key_id.clone(),
-                source_region: scope.region.clone(),
-                replicas,
-                created_at,
             })
-        })
-        .await
+            .await
     }
 }

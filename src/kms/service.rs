@@ -16,36 +16,39 @@ impl Kms {
         let resource = Resource::Account {
             region: scope.region.clone(),
         };
-        self.run(scope, Action::GetServiceStatus, resource, async {
-            self.gate(scope).await?;
-            let used = self
-                .node
-                .state()
-                .read()
-                .registry
-                .keys()
-                .count(&scope.region, scope.caller.uin);
-            Ok(Quota {
-                used,
-                limit: self.node.config().kms.cmk_limit as usize,
+        self.seams
+            .run(scope, Action::GetServiceStatus, resource, async {
+                self.gate(scope).await?;
+                let used = self
+                    .node
+                    .state()
+                    .read()
+                    .registry
+                    .keys()
+                    .count(&scope.region, scope.caller.uin);
+                Ok(Quota {
+                    used,
+                    limit: self.node.config().kms.cmk_limit as usize,
+                })
             })
-        })
-        .await
+            .await
     }
 
     /// The regions this cluster serves.
     pub async fn regions(&self, scope: &Scope) -> Result<Vec<String>, KmsError> {
-        self.run(scope, Action::ListRegions, Resource::Service, async {
-            Ok(self.node.config().served_regions())
-        })
-        .await
+        self.seams
+            .run(scope, Action::ListRegions, Resource::Service, async {
+                Ok(self.node.config().served_regions())
+            })
+            .await
     }
 
     /// The symmetric algorithm of keys in the request's region.
     pub async fn symmetric_algorithm(&self, scope: &Scope) -> Result<SymmetricAlgorithm, KmsError> {
-        self.run(scope, Action::ListAlgorithms, Resource::Service, async {
-            Ok(self.node.config().symmetric_algorithm(&scope.region))
-        })
-        .await
+        self.seams
+            .run(scope, Action::ListAlgorithms, Resource::Service, async {
+                Ok(self.node.config().symmetric_algorithm(&scope.region))
+            })
+            .await
     }
 }

@@ -101,11 +101,6 @@ impl Node {
         })
     }
 
-    /// Opens storage and starts the Raft core (no listener yet).
-    pub async fn start(config: NodeConfig, clock: SharedClock) -> Result<Arc<Node>, StartError> {
-        Node::open(config)?.start(clock).await
-    }
-
     pub fn id(&self) -> NodeId {
         self.id
     }

@@ -72,8 +72,13 @@ impl Reads {
         ReadPosition {
             consistency,
             applied_index: self.state.applied_index(),
-            known_commit_index: self.committed.get(),
+            known_commit_index: self.known_commit_index(),
         }
+    }
+
+    /// The highest commit index this node knows of.
+    pub fn known_commit_index(&self) -> Option<u64> {
+        self.committed.get()
     }
 
     /// The read gate. Linearizable: a quorum-confirmed read index, then wait until applied.

@@ -84,6 +84,31 @@ pub struct JsonReply {
 }
 
 impl Peers {
+    /// Posts to a peer's internal listener with the cluster credentials; the answer's status and
+    /// body. `body` puts the request body on the request.
+    async fn post(
+        &self,
+        addr: &str,
+        path: &str,
+        timeout: Duration,
+        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), ClusterError> {
+        let request = self
+            .auth
+            .apply(self.client.post(format!("http://{addr}{path}")))
+            .timeout(timeout);
+        let resp = body(request)
+            .send()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        Ok((status, bytes))
+    }
+
     /// Calls a binary internal endpoint on a peer.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
@@ -94,19 +119,7 @@ impl Peers {
     ) -> Result<Resp, ClusterError> {
         let body = codec::encode("internal request", req)
             .map_err(|e| ClusterError::Codec(e.to_string()))?;
-        let resp = self
-            .auth
-            .apply(self.client.post(format!("http://{addr}{path}")))
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
+        let (status, bytes) = self.post(addr, path, timeout, |r| r.body(body)).await?;
         if !status.is_success() {
             return Err(ClusterError::Forward(format!(
                 "{addr} answered {status}: {}",
@@ -127,19 +140,10 @@ impl Peers {
         body: &T,
         timeout: Duration,
     ) -> Result<JsonReply, ClusterError> {
-        let resp = self
-            .auth
-            .apply(self.client.post(format!("http://{addr}{path}")))
-            .timeout(timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
-        Ok(JsonReply { status, body })
+        let (status, body) = self.post(addr, path, timeout, |r| r.json(body)).await?;
+        Ok(JsonReply {
+            status: status.as_u16(),
+            body,
+        })
     }
 }

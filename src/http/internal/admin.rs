@@ -277,21 +277,17 @@ pub(super) async fn create_account(
     json_or_error(apply(&s, command).await.map(|()| account))
 }
 
+/// Answers with `f` of the registry once a linearizable read has passed the read gate.
+async fn read_linearizable<T: Serialize>(
+    s: &Internal,
+    f: impl FnOnce(&crate::registry::Registry) -> T,
+) -> Response {
+    let gate = s.node.reads().read_barrier(Consistency::Linearizable).await;
+    json_or_error(gate.map(|_| f(&s.node.state().read().registry)))
+}
+
 pub(super) async fn list_accounts(State(s): State<Internal>) -> Response {
-    let list = async {
-        s.node
-            .reads()
-            .read_barrier(Consistency::Linearizable)
-            .await?;
-        let state = s.node.state().read();
-        Ok(state
-            .registry
-            .accounts()
-            .accounts()
-            .cloned()
-            .collect::<Vec<_>>())
-    };
-    json_or_error(list.await)
+    read_linearizable(&s, |r| r.accounts().accounts().cloned().collect::<Vec<_>>()).await
 }
 
 pub(super) async fn create_credential(
@@ -321,25 +317,17 @@ pub(super) async fn create_credential(
 }
 
 pub(super) async fn list_credentials(State(s): State<Internal>) -> Response {
-    let list = async {
-        s.node
-            .reads()
-            .read_barrier(Consistency::Linearizable)
-            .await?;
-        let state = s.node.state().read();
-        let list: Vec<CredentialInfo> = state
-            .registry
-            .accounts()
+    read_linearizable(&s, |r| {
+        r.accounts()
             .credentials()
             .map(|c| CredentialInfo {
                 uin: c.uin,
                 secret_id: c.secret_id.clone(),
                 created_at: c.created_at,
             })
-            .collect();
-        Ok(list)
-    };
-    json_or_error(list.await)
+            .collect::<Vec<_>>()
+    })
+    .await
 }
 
 pub(super) async fn revoke_credential(

@@ -36,10 +36,7 @@ const MAX_BODY: usize = 256 << 20;
 
 /// The internal router.
 pub fn router(node: SharedNode) -> Router {
-    let auth = PeerAuth::new(
-        node.config().cluster_id.clone(),
-        node.config().cluster_secret.clone(),
-    );
+    let auth = node.peers().auth.clone();
     let state = Internal { node, auth };
     Router::new()
         .route(paths::RAFT_APPEND, post(raft_rpc::append))

@@ -76,10 +76,7 @@ fn stale_headers(kms: &Kms, h: &mut HeaderMap) {
     h.insert(wire::CONSISTENCY_HEADER, HeaderValue::from_static("stale"));
     for (name, value) in [
         (wire::APPLIED_INDEX_HEADER, node.state().applied_index()),
-        (
-            wire::COMMIT_INDEX_HEADER,
-            node.reads().position(Consistency::Stale).known_commit_index,
-        ),
+        (wire::COMMIT_INDEX_HEADER, node.reads().known_commit_index()),
         (
             wire::LEADER_CONTACT_HEADER,
             node.health().millis_since_leader_contact(),
