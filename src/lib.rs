@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod dev;
 pub mod drill;
+pub mod durable_fs;
 pub mod http;
 pub mod kms;
 pub mod metrics;

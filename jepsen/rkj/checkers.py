@@ -64,10 +64,30 @@ def check_set(ops):
             anomalies.append({"type": "stale-read", "node": r.node, "read_start": r.start,
                               "missing": sorted(missing)[:5], "missing_count": len(missing)})
     anomalies += _vanished(reads)
+    anomalies += lost_credential(ops)
     union = set().union(*finals_by_node.values()) if finals_by_node else set()
     return _result(anomalies, attempted=len(attempted), acknowledged=len(acked),
                    indeterminate=len(info), recovered=len(info & union),
                    final_reads=len(finals_by_node))
+
+
+def lost_credential(ops, limit=5):
+    """The credential that signed every op of the run was created, and acknowledged, before the
+    run; an acknowledged op proves it was committed. A node that afterwards answers definitely
+    that it does not exist (``AuthFailure.SecretIdNotFound``) has lost a committed write, and
+    with it possibly everything after: *lost* (``what: credential``)."""
+    first_ok = min((o.end for o in ops if o.type == "ok"), default=None)
+    if first_ok is None:
+        return []
+    gone = [o for o in ops if o.type == "fail" and o.error == "AuthFailure.SecretIdNotFound"
+            and o.start > first_ok]
+    out = [{"type": "lost", "what": "credential", "node": o.node, "op": o.f, "at": o.start,
+            "detail": "the run's credential, acknowledged before the run and used by the op "
+                      "acknowledged at %d, is unknown to this node" % first_ok}
+           for o in gone[:limit]]
+    if len(gone) > limit:
+        out.append({"type": "lost", "what": "credential", "more": len(gone) - limit})
+    return out
 
 
 def _vanished(reads):

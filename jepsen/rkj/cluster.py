@@ -14,6 +14,7 @@ import threading
 import time
 
 from .client import AdminClient, AdminError, KmsClient
+from . import lazyfs as lazyfs_mod
 from . import proxy as proxy_mod
 
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
@@ -28,6 +29,10 @@ RAFT_PORT = 31091
 PROXY_BASE = 31300  # on the host side of the bridge, one per node
 FORWARD_COMMENT = "rkjepsen"
 REGION = "ap-singapore"
+# The power nemeses serve each node's disk through rkj/lazyfs.py: a Python with mfusepy (jepsen/README.md).
+LAZYFS_PYTHON = os.environ.get("RKJ_LAZYFS_PYTHON", "/var/cache/raftkms/jepsen-venv/bin/python")
+LAZYFS_FSNAME = "rkjlazyfs"
+JEPSEN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class FaultNotApplied(Exception):
@@ -45,9 +50,19 @@ class NodeExited(HarnessError):
     """A node exited before the harness could check how it was started."""
 
 
-def check_tools(faketime=False, fiu=False):
+def check_tools(faketime=False, fiu=False, lazyfs=False):
     """The tools a run needs exist; raises HarnessError naming what is missing."""
     missing = [t for t in ("ip", "iptables") if shutil.which(t) is None]
+    if lazyfs:
+        if not os.path.exists("/dev/fuse"):
+            missing.append("/dev/fuse")
+        if shutil.which("fusermount3") is None:
+            missing.append("fusermount3 (Debian's fuse3)")
+        if not os.access(LAZYFS_PYTHON, os.X_OK):
+            missing.append("a Python with mfusepy at %s (jepsen/setup-lazyfs)" % LAZYFS_PYTHON)
+        elif subprocess.run([LAZYFS_PYTHON, "-c", "import mfusepy"],
+                            capture_output=True).returncode != 0:
+            missing.append("mfusepy in %s (jepsen/setup-lazyfs)" % LAZYFS_PYTHON)
     if faketime and not os.path.exists(FAKETIME_LIB):
         missing.append("libfaketime (%s)" % FAKETIME_LIB)
     if fiu:
@@ -81,8 +96,19 @@ def ns_name(i):
     return "rkj-n%d" % i
 
 
+def lazyfs_mounts():
+    """Mount points of our lazyfs filesystems (from /proc/mounts)."""
+    try:
+        with open("/proc/mounts", encoding="utf-8") as f:
+            return [line.split()[1] for line in f if line.split()[0] == LAZYFS_FSNAME]
+    except OSError:
+        return []
+
+
 def cleanup_leftovers():
     """Removes whatever an earlier, killed run left behind (our names only)."""
+    for m in lazyfs_mounts():
+        sh("fusermount3", "-u", "-z", m, check=False)
     out = sh("ip", "netns", "list", check=False).stdout
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
@@ -120,7 +146,14 @@ class Node:
         self.raft = "%s:%d" % (self.ip, RAFT_PORT)
         self.proxy_addr = "%s.254:%d" % (SUBNET, PROXY_BASE + i)
         self.dir = os.path.join(cluster.dir, "n%d" % i)
-        self.data = os.path.join(self.dir, "data")
+        # With lazyfs, the node's disk (its data directory) is the lazyfs mount. The unseal key
+        # is one file for the whole cluster (every node must unseal the same root key), provisioned
+        # by the operator, as it is here: outside the disks.
+        self.disk = os.path.join(self.dir, "disk") if cluster.lazyfs else self.dir
+        self.data = os.path.join(self.disk, "data")
+        self.unseal = os.path.join(cluster.dir, "unseal.key")
+        self.lazyfs_ctl = os.path.join(self.dir, "lazyfs.sock")
+        self.lazyfs_proc = None
         self.config = os.path.join(self.dir, "node.toml")
         self.log = os.path.join(cluster.run_dir, "node%d.log" % i)
         self.faketime_file = os.path.join(self.dir, "faketime")
@@ -135,7 +168,7 @@ class Node:
 
 class Cluster:
     def __init__(self, run_dir, work_dir, n, binary, *, plant=None, plant_nodes=None,
-                 faketime=False, fiu=False, proxy=False, timing=None, log=print):
+                 faketime=False, fiu=False, proxy=False, lazyfs=False, timing=None, log=print):
         self.run_dir = run_dir
         self.dir = work_dir
         self.n = n
@@ -145,6 +178,7 @@ class Cluster:
         self.faketime = faketime
         self.fiu = fiu  # some node may be started under libfiu (checked before boot)
         self.use_proxy = proxy
+        self.lazyfs = lazyfs  # every node's disk forgets unsynced writes on a power cut
         self.timing = timing or {}
         self.log = log
         self.nodes = {i: Node(self, i) for i in range(1, n + 1)}
@@ -306,7 +340,7 @@ class Cluster:
             "cmk-limit = 100000",
             "manual-rotation-interval-secs = 0",
             "scheduler-interval-ms = 500",
-            'unseal-key-file = "%s"' % os.path.join(self.dir, "unseal.key"),
+            'unseal-key-file = "%s"' % node.unseal,
         ]
         if with_peers:
             for other in self.nodes.values():
@@ -319,6 +353,95 @@ class Cluster:
         os.chmod(node.config, 0o600)
         if self.faketime and not os.path.exists(node.faketime_file):
             self.write_skew(node, 0)
+
+    # ------------------------------------------------------------------ the disk (lazyfs)
+
+    def mount_disk(self, node, timeout=15.0):
+        """Starts node's lazyfs and waits until it is mounted and answers on its socket."""
+        for d in ("backing", "shadow", "disk"):
+            os.makedirs(os.path.join(node.dir, d), exist_ok=True)
+        logf = open(os.path.join(self.run_dir, "lazyfs%d.log" % node.i), "a", encoding="utf-8")
+        node.lazyfs_proc = subprocess.Popen(
+            [LAZYFS_PYTHON, "-m", "rkj.lazyfs", os.path.join(node.dir, "backing"),
+             os.path.join(node.dir, "shadow"), node.disk, node.lazyfs_ctl],
+            cwd=JEPSEN_DIR, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        logf.close()
+        deadline = time.time() + timeout
+        while True:
+            if node.lazyfs_proc.poll() is not None:
+                raise HarnessError("lazyfs of node %d exited (%s); see lazyfs%d.log" % (
+                    node.i, node.lazyfs_proc.returncode, node.i))
+            if node.disk in lazyfs_mounts():
+                try:
+                    if lazyfs_mod.control(node.lazyfs_ctl, "status", timeout=2).get("ok"):
+                        return
+                except OSError:
+                    pass
+            if time.time() > deadline:
+                raise HarnessError("lazyfs of node %d not mounted at %s within %.0f s" % (
+                    node.i, node.disk, timeout))
+            time.sleep(0.05)
+
+    def disk_status(self, i):
+        node = self.nodes[i]
+        try:
+            ans = lazyfs_mod.control(node.lazyfs_ctl, "status")
+        except OSError as e:
+            raise HarnessError("lazyfs of node %d does not answer: %s" % (i, e)) from None
+        if not ans.get("ok"):
+            raise HarnessError("lazyfs of node %d: %s" % (i, ans.get("error")))
+        return ans
+
+    def power_cut(self, i):
+        """Power loss of node i: kill -9, then its disk drops what was not fsynced. Returns
+        lazyfs's account of what it dropped."""
+        node = self.nodes[i]
+        if not self.lazyfs:
+            raise HarnessError("power cut asked for, but the cluster runs without lazyfs")
+        before = self.disk_status(i)
+        self.kill(i)
+        self.verify_gone(i)
+        try:
+            ans = lazyfs_mod.control(node.lazyfs_ctl, "cut")
+        except OSError as e:
+            raise HarnessError("lazyfs of node %d did not cut: %s" % (i, e)) from None
+        if not ans.get("ok"):
+            raise HarnessError("lazyfs of node %d did not cut: %s" % (i, ans.get("error")))
+        ans["writes_before"] = before.get("writes", 0)
+        ans["generation_before"] = before.get("generation", 0)
+        return ans
+
+    def verify_power_cut(self, i, ans):
+        """The cut happened on a disk the node wrote through: the node is gone, lazyfs's
+        generation moved on by one, the node had written through it, and nothing is left
+        unsynced (the page cache is the durable state now)."""
+        self.verify_gone(i)
+        if self.nodes[i].disk not in lazyfs_mounts():
+            raise FaultNotApplied("node %d's disk %s is not a lazyfs mount" % (
+                i, self.nodes[i].disk))
+        if ans.get("generation") != ans.get("generation_before", -2) + 1:
+            raise FaultNotApplied("lazyfs of node %d did not cut (generation %s -> %s)" % (
+                i, ans.get("generation_before"), ans.get("generation")))
+        if not ans.get("writes_before"):
+            raise FaultNotApplied("node %d never wrote through lazyfs: the cut dropped nothing "
+                                  "it could have lost" % i)
+        st = self.disk_status(i)
+        if st.get("unsynced_bytes") or st.get("unsynced_entries"):
+            raise FaultNotApplied("lazyfs of node %d still holds unsynced data after the cut: %r"
+                                  % (i, st))
+
+    def unmount_disks(self):
+        for node in self.nodes.values():
+            if node.lazyfs_proc is None:
+                continue
+            sh("fusermount3", "-u", "-z", node.disk, check=False)
+            try:
+                node.lazyfs_proc.terminate()
+                node.lazyfs_proc.wait(timeout=5)
+            except Exception:  # best effort: the mount is gone already
+                node.lazyfs_proc.kill()
+            node.lazyfs_proc = None
 
     def write_skew(self, node, seconds):
         node.skew = seconds
@@ -645,10 +768,12 @@ class Cluster:
 
     def boot(self):
         """Network, configs, processes, init, and a credential for the clients."""
-        check_tools(faketime=self.faketime, fiu=self.fiu)
+        check_tools(faketime=self.faketime, fiu=self.fiu, lazyfs=self.lazyfs)
         self.setup_network()
         for node in self.nodes.values():
             self.write_config(node)
+            if self.lazyfs:
+                self.mount_disk(node)
         for i in self.nodes:
             self.start(i)
         deadline = time.time() + 60
@@ -708,11 +833,12 @@ class Cluster:
                 pass
         for p in self.proxies.values():
             p.stop()
+        self.unmount_disks()
         cleanup_leftovers()
 
     def describe(self):
         return {"nodes": self.n, "cluster_id": self.cluster_id, "binary": self.binary,
-                "plant": self.plant, "plant_nodes": self.plant_nodes,
+                "plant": self.plant, "plant_nodes": self.plant_nodes, "lazyfs": self.lazyfs,
                 "addresses": {i: {"api": n.api, "raft": n.raft} for i, n in self.nodes.items()}}
 
 

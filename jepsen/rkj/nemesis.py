@@ -169,6 +169,55 @@ class Nemesis:
         self.undo("kill-all", fid, nodes, restart)
         self.sleep(self.rng.uniform(5, 7))
 
+    def power(self):
+        """Power loss of the leader or a random node: kill -9, and its disk (lazyfs) drops every
+        write, create, rename and unlink it had not fsynced; restarted after 1.5-3 s."""
+        target = self.leader_or_random(self.rng.random() < 0.5)
+        cut = {}
+        fid = self.inject("power", [target], lambda: cut.update(self.c.power_cut(target)),
+                          lambda: self.c.verify_power_cut(target, cut))
+        self.tl.add("dropped", "power", [target], id=fid, **self._dropped(cut))
+        self.sleep(self.rng.uniform(1.5, 3))
+        self.undo("power", fid, [target], lambda: self.c.start(target))
+        self.sleep(self.rng.uniform(4, 7))
+
+    @staticmethod
+    def _dropped(cut):
+        return {"dropped_bytes": cut.get("dropped_bytes"),
+                "dropped_entries": cut.get("dropped_entries")}
+
+    def power_all(self):
+        """Power loss of every node at once (a data centre): each disk drops what it had not
+        fsynced; the old leader comes back last, as in kill-all."""
+        lead = self.c.leader()
+        nodes = self.members()
+        cuts = {}
+
+        def apply():
+            # Every process dies before any disk is cut: nothing runs between the two.
+            for i in nodes:
+                self.c.kill(i)
+            for i in nodes:
+                cuts[i] = self.c.power_cut(i)
+
+        def verify():
+            for i in nodes:
+                self.c.verify_power_cut(i, cuts[i])
+        fid = self.inject("power-all", nodes, apply, verify, leader=lead)
+        for i in nodes:
+            self.tl.add("dropped", "power-all", [i], id=fid, **self._dropped(cuts[i]))
+        self.sleep(self.rng.uniform(0.5, 1))
+
+        def restart():
+            for i in nodes:
+                if i != lead:
+                    self.c.start(i)
+            self.sleep(self.rng.uniform(2.5, 3.5))
+            for i in nodes:
+                self.c.start(i)
+        self.undo("power-all", fid, nodes, restart)
+        self.sleep(self.rng.uniform(5, 7))
+
     def pause(self):
         target = self.leader_or_random(self.rng.random() < 0.7)
         fid = self.inject("pause", [target], lambda: self.c.pause(target),
@@ -329,7 +378,7 @@ class Nemesis:
 
     # -------------------------------------------------------------- loop
 
-    FAULTS = ("kill", "kill-all", "pause", "partition", "isolate", "isolate-clock", "clock",
+    FAULTS = ("kill", "kill-all", "power", "power-all", "pause", "partition", "isolate", "isolate-clock", "clock",
               "clock-far", "fsync", "membership", "latency")
 
     def run_fault(self, fault):

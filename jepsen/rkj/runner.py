@@ -26,6 +26,9 @@ NEMESES = {
     "none": [],
     "kill": ["kill"],
     "kill-all": ["kill-all"],
+    "power": ["power"],
+    "power-all": ["power-all"],
+    "power-membership": ["power", "membership"],
     "pause": ["pause"],
     "partition": ["partition"],
     "isolate": ["isolate"],
@@ -49,11 +52,14 @@ QUICK = [
     ("key-set", "kill-all", 25),
     ("crypto", "fsync", 25),
     ("register", "latency", 25),
+    ("key-set", "power-all", 25),
+    ("crypto", "power", 25),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
 PLANTS = {
-    "ack-before-fsync": ("key-set", "kill-all", 40, None),
+    "ack-before-fsync": ("key-set", "power-all", 30, None),
+    "skip-dir-fsync": ("key-set", "power-membership", 60, None),
     "follower-serves-without-read-gate": ("register", "isolate", 30, None),
     "apply-reads-wall-clock": ("deletion", "clock", 30, None),
     "rotation-applied-only-locally": ("crypto", "none", 25, [2, 3]),
@@ -206,7 +212,8 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
     cluster = Cluster(run_dir, work_dir, args.nodes, args.binary, plant=plant,
                       plant_nodes=plant_nodes,
                       faketime=wl_cls.needs_faketime or any("clock" in f for f in faults),
-                      fiu="fsync" in faults, proxy="latency" in faults, log=log)
+                      fiu="fsync" in faults, proxy="latency" in faults,
+                      lazyfs=any(f.startswith("power") for f in faults), log=log)
     _ACTIVE.append(cluster)
     started = time.time()
     verdict = {"workload": workload, "nemesis": nemesis, "seconds": seconds, "seed": seed,

@@ -71,6 +71,14 @@ class FakeCluster:
         self._do("write_skew", node.i, secs)
         node.skew = secs
 
+    def power_cut(self, i):
+        self._do("power_cut", i)
+        return {"generation": 1, "generation_before": 0, "writes_before": 10,
+                "dropped_bytes": 4096, "dropped_entries": 2}
+
+    def verify_power_cut(self, i, ans):
+        self._do("verify_power_cut", i, ans.get("generation"))
+
 
 def nemesis(faults, fail=None):
     h = FakeHistory()
@@ -95,6 +103,26 @@ class NemesisBookkeepingTest(unittest.TestCase):
         self.assertEqual([e["event"] for e in nem.tl.events], ["start", "stop"])
         self.assertIs(nem.result()["valid"], True)
         self.assertEqual(nem.result()["faults_applied"], 1)
+
+    def test_power_recorded_only_after_the_cut_was_checked(self):
+        nem, c = nemesis(["power-all"])
+        self.assertTrue(nem.run_fault("power-all"))
+        (ev,) = starts(nem)
+        checked = [t for t, name, *_ in c.calls if name == "verify_power_cut"]
+        self.assertEqual(len(checked), 3)
+        self.assertGreater(ev["t"], max(checked))
+        dropped = [e for e in nem.tl.events if e["event"] == "dropped"]
+        self.assertEqual([e["dropped_bytes"] for e in dropped], [4096] * 3)
+        # Every node was killed before the first disk was cut.
+        names = [name for _, name, *_ in c.calls if name in ("kill", "power_cut")]
+        self.assertEqual(names[:3], ["kill"] * 3)
+        self.assertIs(nem.result()["valid"], True)
+
+    def test_power_cut_that_did_not_happen_fails_the_run(self):
+        nem, c = nemesis(["power"], fail={"verify_power_cut": FaultNotApplied("no cut")})
+        self.assertFalse(nem.run_fault("power"))
+        self.assertEqual(starts(nem), [])
+        self.assertIs(nem.result()["valid"], False)
 
     def test_harness_that_cannot_act_makes_the_run_unknown(self):
         """iptables itself fails: no partition is recorded, the nemesis is UNKNOWN, and so is the
@@ -273,6 +301,41 @@ class EffectChecksTest(unittest.TestCase):
         c.clock_probe = lambda i, signed_at: None  # never answers: the harness cannot tell
         with self.assertRaises(HarnessError):
             c.verify_clock(1, -100, timeout=0.01)
+
+    def test_power_cut_must_have_dropped_the_page_cache_of_a_disk_in_use(self):
+        c = fake_cluster(lazyfs=True)
+        c.verify_gone = lambda i: None
+        status = {"unsynced_bytes": 0, "unsynced_entries": 0}
+        c.disk_status = lambda i: status
+        saved = cluster_mod.lazyfs_mounts
+        cluster_mod.lazyfs_mounts = lambda: [c.nodes[1].disk]
+        try:
+            good = {"generation": 3, "generation_before": 2, "writes_before": 50}
+            c.verify_power_cut(1, good)
+            with self.assertRaises(FaultNotApplied):  # lazyfs did not cut
+                c.verify_power_cut(1, dict(good, generation=2))
+            with self.assertRaises(FaultNotApplied):  # the node never wrote to this disk
+                c.verify_power_cut(1, dict(good, writes_before=0))
+            status["unsynced_bytes"] = 10
+            with self.assertRaises(FaultNotApplied):  # something unsynced survived the cut
+                c.verify_power_cut(1, good)
+            status["unsynced_bytes"] = 0
+            cluster_mod.lazyfs_mounts = lambda: []
+            with self.assertRaises(FaultNotApplied):  # the disk is not our filesystem
+                c.verify_power_cut(1, good)
+        finally:
+            cluster_mod.lazyfs_mounts = saved
+
+    def test_power_without_lazyfs_or_fuse_is_a_harness_error(self):
+        with self.assertRaises(HarnessError):
+            fake_cluster().power_cut(1)
+        saved = cluster_mod.LAZYFS_PYTHON
+        cluster_mod.LAZYFS_PYTHON = "/nonexistent/python"
+        try:
+            with self.assertRaises(HarnessError):
+                cluster_mod.check_tools(lazyfs=True)
+        finally:
+            cluster_mod.LAZYFS_PYTHON = saved
 
     def test_latency_proxies_must_carry_traffic(self):
         class P:

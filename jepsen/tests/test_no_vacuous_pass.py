@@ -56,6 +56,35 @@ class KeySetVanishedTest(unittest.TestCase):
         self.assertTrue(checkers.check_set(ops_from(spec))["valid"])
 
 
+class LostCredentialTest(unittest.TestCase):
+    def test_every_node_forgot_the_credential(self):
+        """A power cut lost everything since the last fsync, the run's credential included: every
+        final read is refused with SecretIdNotFound. The checker before this test reported only
+        *no-final-read* (nothing to compare); the credential is an acknowledged write (every
+        acknowledged op was signed with it), so it is *lost*."""
+        spec = [(1, "create", {"alias": "a"}, "ok", {"key_id": "k1"}, 0, 1),
+                (2, "list", None, "fail", None, 5, 6),
+                (3, "final-list", None, "fail", None, 10, 11)]
+        ops = ops_from(spec)
+        for o in ops:
+            if o.type == "fail":
+                o.error = "AuthFailure.SecretIdNotFound"
+        out = checkers.check_set(ops)
+        self.assertEqual(anomaly_types(out), ["lost", "lost", "no-final-read"])
+        self.assertEqual({a.get("what") for a in out["anomalies"]}, {"credential", None})
+
+    def test_unknown_secret_before_any_acknowledged_op_is_not_a_loss(self):
+        spec = [(2, "list", None, "fail", None, 0, 1),
+                (1, "create", {"alias": "a"}, "ok", {"key_id": "k1"}, 2, 3),
+                (3, "final-list", None, "ok", {"aliases": ["a"]}, 10, 11)]
+        ops = ops_from(spec)
+        early = next(o for o in ops if o.f == "list")
+        early.error = "AuthFailure.SecretIdNotFound"
+        self.assertTrue(checkers.check_set(ops)["valid"])
+        early.start, early.end = 4, 5  # after the acknowledged create: lost
+        self.assertFalse(checkers.check_set(ops)["valid"])
+
+
 class DurabilityRefusalTest(unittest.TestCase):
     ENC = (1, "encrypt", {"key": "k", "pt": "p"}, "ok", {"version": 1, "blob": "B"}, 0, 1)
 

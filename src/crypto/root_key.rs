@@ -96,8 +96,8 @@ impl UnsealKey {
                 Ok(UnsealKey(Secret::new(bytes)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    crate::durable_fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
                 }
                 // Write a private temp file, then link it into place: the link is atomic and
                 // fails if another process created the key first, whose key then wins.
@@ -117,7 +117,11 @@ impl UnsealKey {
                 let linked = std::fs::hard_link(&tmp, path);
                 let _ = std::fs::remove_file(&tmp);
                 match linked {
-                    Ok(()) => Ok(UnsealKey(key)),
+                    // The link is the key's name: durable only once the directory is synced
+                    // (else a power loss could lose the key that seals the cluster's root key).
+                    Ok(()) => crate::durable_fs::sync_parent(path)
+                        .map(|_| UnsealKey(key))
+                        .map_err(|e| err(e.to_string())),
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         Self::load_or_create(path)
                     }

@@ -168,7 +168,7 @@ pub struct SnapshotDir {
 impl SnapshotDir {
     pub fn new(data_dir: &Path) -> Result<Self, StoreError> {
         let dir = data_dir.join("snapshots");
-        fs::create_dir_all(&dir).map_err(|error| StoreError::Io {
+        crate::durable_fs::create_dir_all(&dir).map_err(|error| StoreError::Io {
             path: dir.display().to_string(),
             error,
         })?;
@@ -186,9 +186,14 @@ impl SnapshotDir {
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
         fs::rename(&tmp, self.dir.join(CURRENT)).map_err(io)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+        #[cfg(feature = "planted-bugs")]
+        if std::env::var("RAFTKMS_PLANT").is_ok_and(|v| v == "skip-dir-fsync") {
+            // PLANTED BUG (jepsen/README.md): the rename is not made durable; a power loss
+            // brings the previous snapshot (or none) back while the log was purged behind
+            // this one.
+            return Ok(());
+        }
+        crate::durable_fs::sync_dir(&self.dir).map_err(io)?;
         Ok(())
     }
 

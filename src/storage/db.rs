@@ -65,7 +65,8 @@ pub fn synced() -> WriteOptions {
 /// Opens (creating if needed) the database under `dir/db` and checks its identity.
 pub fn open(dir: &Path, identity: &Identity) -> Result<Arc<DB>, StoreError> {
     let path = dir.join("db");
-    std::fs::create_dir_all(&path).map_err(|error| StoreError::Io {
+    // The directory's name must survive a power loss too: RocksDB syncs what is inside it.
+    crate::durable_fs::create_dir_all(&path).map_err(|error| StoreError::Io {
         path: path.display().to_string(),
         error,
     })?;

@@ -1,0 +1,61 @@
+//! File-system steps whose result survives a power loss, not only a process crash.
+//!
+//! An `fsync` of a file makes its data durable, not its name: a file or directory that was
+//! created, renamed or linked is durable only once its parent directory has been synced too
+//! (POSIX; ext4 usually commits it sooner, other file systems and power cuts may not). The
+//! power-loss nemeses of jepsen/ model exactly that (`jepsen/rkj/lazyfs.py`).
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// Syncs the directory `dir` itself, making the names it holds durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Syncs the directory that holds `path`, making `path`'s name durable.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// `create_dir_all`, then the parent of every directory it created is synced, so the whole
+/// chain survives a power loss. A directory that already existed is left as it is.
+pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() || p.is_dir() {
+            break;
+        }
+        missing.push(p.to_path_buf());
+        at = p.parent();
+    }
+    std::fs::create_dir_all(dir)?;
+    // Outermost first: a directory's name is synced before anything inside it.
+    for p in missing.iter().rev() {
+        sync_parent(p)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_the_whole_chain_and_accepts_an_existing_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all(&deep).unwrap();
+        sync_parent(&deep.join("f")).unwrap();
+        let file = tmp.path().join("a/file");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(create_dir_all(&file).is_err(), "a file is not a directory");
+    }
+}
