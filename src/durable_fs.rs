@@ -14,16 +14,19 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Syncs the directory that holds `path`, making `path`'s name durable.
+/// Syncs the directory that holds `path`, making `path`'s name durable (the root has no parent:
+/// it is synced itself).
 pub fn sync_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
-        _ => sync_dir(Path::new(".")),
+        Some(_) => sync_dir(Path::new(".")),
+        None => sync_dir(path),
     }
 }
 
 /// `create_dir_all`, then the parent of every directory it created is synced, so the whole
-/// chain survives a power loss. A directory that already existed is left as it is.
+/// chain survives a power loss. The parent of `dir` itself is synced even if `dir` existed: an
+/// earlier attempt may have created it and crashed before its sync.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     let mut missing = Vec::new();
     let mut at = Some(dir);
@@ -38,6 +41,9 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
     // Outermost first: a directory's name is synced before anything inside it.
     for p in missing.iter().rev() {
         sync_parent(p)?;
+    }
+    if missing.is_empty() {
+        sync_parent(dir)?;
     }
     Ok(())
 }

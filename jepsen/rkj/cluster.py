@@ -408,14 +408,13 @@ class Cluster:
             raise HarnessError("lazyfs of node %d did not cut: %s" % (i, e)) from None
         if not ans.get("ok"):
             raise HarnessError("lazyfs of node %d did not cut: %s" % (i, ans.get("error")))
-        ans["writes_before"] = before.get("writes", 0)
         ans["generation_before"] = before.get("generation", 0)
         return ans
 
     def verify_power_cut(self, i, ans):
         """The cut happened on a disk the node wrote through: the node is gone, lazyfs's
-        generation moved on by one, the node had written through it, and nothing is left
-        unsynced (the page cache is the durable state now)."""
+        generation moved on by one, the node had written through it since the previous cut, and
+        nothing is left unsynced (the page cache is the durable state now)."""
         self.verify_gone(i)
         if self.nodes[i].disk not in lazyfs_mounts():
             raise FaultNotApplied("node %d's disk %s is not a lazyfs mount" % (
@@ -423,9 +422,9 @@ class Cluster:
         if ans.get("generation") != ans.get("generation_before", -2) + 1:
             raise FaultNotApplied("lazyfs of node %d did not cut (generation %s -> %s)" % (
                 i, ans.get("generation_before"), ans.get("generation")))
-        if not ans.get("writes_before"):
-            raise FaultNotApplied("node %d never wrote through lazyfs: the cut dropped nothing "
-                                  "it could have lost" % i)
+        if not ans.get("writes_since_last_cut"):
+            raise FaultNotApplied("node %d wrote nothing through lazyfs since the last cut: the "
+                                  "cut could not have dropped anything of it" % i)
         st = self.disk_status(i)
         if st.get("unsynced_bytes") or st.get("unsynced_entries"):
             raise FaultNotApplied("lazyfs of node %d still holds unsynced data after the cut: %r"
@@ -441,6 +440,10 @@ class Cluster:
                 node.lazyfs_proc.wait(timeout=5)
             except Exception:  # best effort: the mount is gone already
                 node.lazyfs_proc.kill()
+                try:
+                    node.lazyfs_proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
             node.lazyfs_proc = None
 
     def write_skew(self, node, seconds):

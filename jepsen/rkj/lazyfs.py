@@ -20,6 +20,9 @@ taken by another.
 is rebuilt from the durable model, so every unsynced write, create, rename and unlink is undone,
 then the model starts again with everything durable. It answers how much it dropped.
 
+Not modelled: a rename across directories is durable in each directory separately (a real
+filesystem commits it atomically); symlinks are refused. raftkms and RocksDB use neither.
+
 Run as a process per node (``python -m rkj.lazyfs BACKING SHADOW MOUNT CONTROL``, from a Python
 with mfusepy: see jepsen/README.md); the harness talks to it over the Unix socket CONTROL, one
 JSON line per request: ``{"op": "status"}`` or ``{"op": "cut"}``. ``LazyModel`` does the
@@ -72,6 +75,7 @@ class LazyModel:
         self.next_fh = 1
         self.generation = 0
         self.counts = {"writes": 0, "bytes_written": 0, "fsyncs": 0, "dir_fsyncs": 0, "cuts": 0}
+        self.writes_since_cut = 0  # the harness checks that a node wrote to the disk it cuts
         self._adopt()
 
     # ------------------------------------------------------------------ paths and ids
@@ -97,13 +101,15 @@ class LazyModel:
         return fid
 
     def _adopt(self):
-        """Whatever the backing directory holds now is durable (a fresh mount, or after a cut)."""
+        """Whatever the backing directory holds now is durable (a fresh mount, or after a cut).
+        Names of one inode (hard links) get one id."""
         for name in os.listdir(self.shadow):
             os.unlink(os.path.join(self.shadow, name))
         self.ids = {"/": ROOT_ID}
         self.kinds = {ROOT_ID: "d"}
         self.durable = {ROOT_ID: {}}
         self.dirty = {}
+        by_inode = {}
         for top, dirs, files in os.walk(self.backing):
             rel = "/" + os.path.relpath(top, self.backing) if top != self.backing else "/"
             rel = rel.replace("//", "/")
@@ -115,8 +121,11 @@ class LazyModel:
                     fid = self._new_id("d")
                     self.durable[did][name] = ("d", fid, stat.S_IMODE(st.st_mode))
                 elif stat.S_ISREG(st.st_mode):
-                    fid = self._new_id("f")
-                    shutil.copyfile(os.path.join(top, name), self._shadow(fid))
+                    fid = by_inode.get((st.st_dev, st.st_ino))
+                    if fid is None:
+                        fid = self._new_id("f")
+                        by_inode[(st.st_dev, st.st_ino)] = fid
+                        shutil.copyfile(os.path.join(top, name), self._shadow(fid))
                     self.durable[did][name] = ("f", fid, stat.S_IMODE(st.st_mode))
                 else:
                     continue  # only files and directories are modelled
@@ -136,7 +145,8 @@ class LazyModel:
         return out
 
     def readdir(self, path):
-        return [".", ".."] + os.listdir(self.real(path))
+        with self.lock:
+            return [".", ".."] + os.listdir(self.real(path))
 
     def mkdir(self, path, mode):
         with self.lock:
@@ -193,6 +203,7 @@ class LazyModel:
             n = os.pwrite(fd, data, offset)
             self.dirty.setdefault(fid, []).append((offset, offset + n))
             self.counts["writes"] += 1
+            self.writes_since_cut += 1
             self.counts["bytes_written"] += n
             return n
 
@@ -269,6 +280,12 @@ class LazyModel:
 
     def rename(self, old, new):
         with self.lock:
+            try:
+                a, b = os.lstat(self.real(old)), os.lstat(self.real(new))
+                if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                    return  # two names of one file: rename(2) does nothing
+            except FileNotFoundError:
+                pass
             os.rename(self.real(old), self.real(new))
             moved = {p: fid for p, fid in self.ids.items()
                      if p == old or p.startswith(old + "/")}
@@ -291,13 +308,26 @@ class LazyModel:
 
     # ------------------------------------------------------------------ power
 
+    def _durable_dirs(self):
+        """Directory ids a cut now would bring back (reachable from the root durably)."""
+        out, todo = set(), [ROOT_ID]
+        while todo:
+            did = todo.pop()
+            if did in out:
+                continue
+            out.add(did)
+            todo += [fid for kind, fid, _ in self.durable.get(did, {}).values() if kind == "d"]
+        return out
+
     def unsynced(self):
-        """What a power cut now would drop: bytes written and not fsynced, and directory entries
-        that differ from their durable state."""
+        """What a power cut now would drop: bytes written to live files and not fsynced, and
+        entries of live or durably reachable directories that differ from their durable state."""
         with self.lock:
+            live_ids = set(self.ids.values())
             by = 0
             for fid, ranges in self.dirty.items():
-                by += sum(e - s for s, e in merge_ranges(ranges))
+                if fid in live_ids:
+                    by += sum(e - s for s, e in merge_ranges(ranges))
             live = {}
             for p, fid in self.ids.items():
                 if p == "/":
@@ -305,9 +335,8 @@ class LazyModel:
                 parent, name = p.rsplit("/", 1)
                 live.setdefault(self.ids.get(parent or "/"), {})[name] = fid
             entries = 0
-            for did in set(live) | set(self.durable):
-                if self.kinds.get(did) != "d":
-                    continue
+            dirs = {d for d in live_ids if self.kinds.get(d) == "d"} | self._durable_dirs()
+            for did in dirs:
                 a = live.get(did, {})
                 b = {n: v[1] for n, v in self.durable.get(did, {}).items()}
                 entries += len(set(a.items()) ^ set(b.items()))
@@ -334,9 +363,12 @@ class LazyModel:
             made = {}
             self._materialize(ROOT_ID, self.backing, made, set())
             self._adopt()
+            writes = self.writes_since_cut
+            self.writes_since_cut = 0
             self.generation += 1
             self.counts["cuts"] += 1
-            return {"generation": self.generation, "dropped_bytes": dropped["bytes"],
+            return {"generation": self.generation, "writes_since_last_cut": writes,
+                    "dropped_bytes": dropped["bytes"],
                     "dropped_entries": dropped["entries"], "open_files": open_files,
                     "files": sum(1 for k in self.kinds.values() if k == "f")}
 
@@ -363,7 +395,8 @@ class LazyModel:
     def status(self):
         with self.lock:
             out = dict(self.counts)
-            out.update({"generation": self.generation, "open_files": len(self.handles)})
+            out.update({"generation": self.generation, "open_files": len(self.handles),
+                        "writes_since_cut": self.writes_since_cut})
             u = self.unsynced()
             out.update({"unsynced_bytes": u["bytes"], "unsynced_entries": u["entries"]})
             return out
@@ -482,27 +515,32 @@ def fuse_operations(model):
             return 0
 
         def chmod(self, path, mode):
-            os.chmod(model.real(path), mode)
+            with model.lock:
+                os.chmod(model.real(path), mode)
             return 0
 
         def chown(self, path, uid, gid):
-            os.chown(model.real(path), uid, gid)
+            with model.lock:
+                os.chown(model.real(path), uid, gid)
             return 0
 
         def utimens(self, path, times=None):
-            if times is None:
-                os.utime(model.real(path))
-            else:
-                os.utime(model.real(path), ns=times)
+            with model.lock:
+                if times is None:
+                    os.utime(model.real(path))
+                else:
+                    os.utime(model.real(path), ns=times)
             return 0
 
         def access(self, path, amode):
-            if not os.access(model.real(path), amode):
-                raise _err(errno.EACCES)
+            with model.lock:
+                if not os.access(model.real(path), amode):
+                    raise _err(errno.EACCES)
             return 0
 
         def statfs(self, path):
-            sv = os.statvfs(model.real(path))
+            with model.lock:
+                sv = os.statvfs(model.real(path))
             return {k: getattr(sv, k) for k in (
                 "f_bavail", "f_bfree", "f_blocks", "f_bsize", "f_favail", "f_ffree", "f_files",
                 "f_flag", "f_frsize", "f_namemax")}
@@ -528,9 +566,11 @@ def main(argv=None):
     sys.stderr.write("lazyfs: %s on %s (control %s) at %s\n" % (backing, mount, ctl,
                                                                 time.strftime("%H:%M:%S")))
     # Single-threaded FUSE loop; no kernel caching of data, attributes or names, so what a
-    # restarted process reads after a cut is the rebuilt backing directory.
+    # restarted process reads after a cut is the rebuilt backing directory. hard_remove: an
+    # unlink (or a rename over) an open file really removes its name (libfuse would otherwise
+    # rename it to .fuse_hidden* until the last close, a name a directory sync would keep).
     mfusepy.FUSE(ops, mount, foreground=True, nothreads=True, direct_io=True, entry_timeout=0,
-                 attr_timeout=0, negative_timeout=0, fsname="rkjlazyfs")
+                 attr_timeout=0, negative_timeout=0, hard_remove=True, fsname="rkjlazyfs")
 
 
 if __name__ == "__main__":

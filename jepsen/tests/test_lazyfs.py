@@ -136,6 +136,44 @@ class LazyModelTest(unittest.TestCase):
         with self.assertRaises(OSError):
             self.m.write("/key", b"x", 0, fh)
 
+    def test_hard_links_stay_one_file_across_cuts(self):
+        self.new_file("/a", b"one", sync=True)
+        self.m.link("/b", "/a")
+        self.m.fsyncdir("/")
+        self.m.cut()
+        fh = self.m.open("/a", os.O_WRONLY)
+        self.m.write("/a", b"two", 0, fh)
+        self.m.release(fh)
+        self.m.fsync("/b")  # the other name, the same file
+        self.m.cut()
+        self.assertEqual(read(self.live("/a")), b"two")
+        self.assertEqual(read(self.live("/b")), b"two")
+        self.assertEqual(os.stat(self.live("/a")).st_ino, os.stat(self.live("/b")).st_ino)
+
+    def test_rename_onto_another_name_of_the_same_file_does_nothing(self):
+        self.new_file("/a", b"x", sync=True)
+        self.m.link("/b", "/a")
+        self.m.rename("/a", "/b")
+        self.assertTrue(os.path.exists(self.live("/a")))
+        self.m.open("/a", os.O_RDONLY)  # still known to the model
+
+    def test_unsynced_counts_only_what_a_cut_would_drop(self):
+        self.m.mkdir("/d", 0o755)
+        self.m.fsyncdir("/")
+        self.new_file("/d/f", b"abc", sync=True, sync_dir=True)
+        self.m.unlink("/d/f")
+        self.m.rmdir("/d")
+        self.m.fsyncdir("/")
+        self.assertEqual(self.m.unsynced(), {"bytes": 0, "entries": 0})
+        self.new_file("/g", b"12345")
+        self.m.unlink("/g")  # unsynced bytes of a file that is gone are not dropped by a cut
+        self.assertEqual(self.m.unsynced()["bytes"], 0)
+
+    def test_a_cut_reports_the_writes_since_the_previous_one(self):
+        self.new_file("/a", b"x", sync=True, sync_dir=True)
+        self.assertEqual(self.m.cut()["writes_since_last_cut"], 1)
+        self.assertEqual(self.m.cut()["writes_since_last_cut"], 0)
+
     def test_ranges_are_merged(self):
         self.assertEqual(lazyfs.merge_ranges([(5, 8), (0, 2), (1, 3), (8, 9), (4, 4)]),
                          [(0, 3), (5, 9)])

@@ -73,7 +73,7 @@ class FakeCluster:
 
     def power_cut(self, i):
         self._do("power_cut", i)
-        return {"generation": 1, "generation_before": 0, "writes_before": 10,
+        return {"generation": 1, "generation_before": 0, "writes_since_last_cut": 10,
                 "dropped_bytes": 4096, "dropped_entries": 2}
 
     def verify_power_cut(self, i, ans):
@@ -310,12 +310,12 @@ class EffectChecksTest(unittest.TestCase):
         saved = cluster_mod.lazyfs_mounts
         cluster_mod.lazyfs_mounts = lambda: [c.nodes[1].disk]
         try:
-            good = {"generation": 3, "generation_before": 2, "writes_before": 50}
+            good = {"generation": 3, "generation_before": 2, "writes_since_last_cut": 50}
             c.verify_power_cut(1, good)
             with self.assertRaises(FaultNotApplied):  # lazyfs did not cut
                 c.verify_power_cut(1, dict(good, generation=2))
-            with self.assertRaises(FaultNotApplied):  # the node never wrote to this disk
-                c.verify_power_cut(1, dict(good, writes_before=0))
+            with self.assertRaises(FaultNotApplied):  # the node wrote nothing since the last cut
+                c.verify_power_cut(1, dict(good, writes_since_last_cut=0))
             status["unsynced_bytes"] = 10
             with self.assertRaises(FaultNotApplied):  # something unsynced survived the cut
                 c.verify_power_cut(1, good)

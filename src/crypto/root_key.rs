@@ -93,6 +93,11 @@ impl UnsealKey {
                 if bytes.len() != 32 {
                     return Err(err(format!("holds {} bytes, expected 32", bytes.len())));
                 }
+                // The key may have been linked by a process that crashed (or lost the race)
+                // before syncing its directory: make its name durable before relying on it.
+                // Best effort: an operator-provisioned key may sit in a read-only place, where
+                // there is nothing to sync.
+                let _ = crate::durable_fs::sync_parent(path);
                 Ok(UnsealKey(Secret::new(bytes)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
