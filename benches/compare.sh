@@ -415,10 +415,14 @@ fi
 [ "$CONNS" != 16 ] && CMDLINE+=" --connections $CONNS"
 true
 echo "cmdline=$CMDLINE" >>"$RES/meta.env"
-python3 "$ROOT/benches/report.py" "$RES" >"$DIR/compare.md"
-cat "$DIR/compare.md"
+# The raw output goes into the repository (benches/results/<date>-compare unless --out): the
+# report is made from that copy and names it, so every figure in docs/ has its raw file.
+OUT=${OUT:-$ROOT/benches/results/$(date -u +%Y-%m-%d)-compare$([ "$SHORT" = 1 ] && echo -short)}
+rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"; cp -r "$RES" "$OUT"
+python3 "$ROOT/benches/report.py" "$OUT" >"$OUT/compare.md"
+cat "$OUT/compare.md"
 if [ "$WRITE_DOC" = 1 ]; then
-  python3 "$ROOT/benches/report.py" --splice "$ROOT/docs/benchmarks.md" compare <"$DIR/compare.md"
+  python3 "$ROOT/benches/report.py" --splice "$ROOT/docs/benchmarks.md" compare <"$OUT/compare.md"
   log "wrote docs/benchmarks.md"
 fi
 mkdir -p "$CACHE/compare-results"

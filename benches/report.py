@@ -131,6 +131,16 @@ def tput(s):
     return s["throughput"] if s else None
 
 
+def raw_output(res):
+    """Where the raw output of this run is: a path in the repository, or a warning."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.abspath(res)
+    if path.startswith(root + os.sep):
+        rel = os.path.relpath(path, root)
+        return f"- Raw output (the load generator's `*.raw` and `*.json`, `meta.env`): [`{rel}`](../{rel})."
+    return f"- **Raw output not in the repository** ({path}): copy it under `benches/results/`."
+
+
 def compare_block(res):
     m = meta(res)
     g = lambda n: load(res, n)  # noqa: E731
@@ -169,6 +179,7 @@ def compare_block(res):
         f"member {m['etcd_leader']}; the follower/standby runs use raftkms node {m['kms_follower']}, "
         f"OpenBao node {m['bao_standby']}, etcd member {m['etcd_follower']}."
     )
+    w(raw_output(res))
     if short:
         w("- **`--short` run**: 3 s per workload and 2 kills per system; indicative only.")
     w("")
@@ -327,6 +338,7 @@ def scale_block(res):
         f"average at the start {m['load_start']}, at the end {m['load_end']} (shared machine). "
         f"raftkms {m['raftkms']}, {profile(m)}."
     )
+    w(raw_output(res))
     w(
         "- A 3-node cluster on loopback (`raftkms serve` ×3 + `raftkms cluster init`), snapshots every "
         "500 Raft entries with 50 kept behind, so a joining node is fed by a snapshot. Encrypt runs: "

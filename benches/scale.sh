@@ -269,10 +269,14 @@ echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/meta.env"
 echo "elapsed_s=$(( $(date +%s) - T_START ))" >>"$RES/meta.env"
 log "cold start: first Encrypt answered after $cold ms"
 
-python3 "$ROOT/benches/report.py" --scale "$RES" >"$DIR/scale.md"
-cat "$DIR/scale.md"
+# The raw output goes into the repository (benches/results/<date>-scale unless OUT is set): the
+# report is made from that copy and names it, so every figure in docs/ has its raw file.
+OUT=${OUT:-$ROOT/benches/results/$(date -u +%Y-%m-%d)-scale}
+rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"; cp -r "$RES" "$OUT"
+python3 "$ROOT/benches/report.py" --scale "$OUT" >"$OUT/scale.md"
+cat "$OUT/scale.md"
 if [ "$WRITE_DOC" = 1 ]; then
-  python3 "$ROOT/benches/report.py" --splice "$ROOT/docs/benchmarks.md" scale <"$DIR/scale.md"
+  python3 "$ROOT/benches/report.py" --splice "$ROOT/docs/benchmarks.md" scale <"$OUT/scale.md"
   log "wrote docs/benchmarks.md"
 fi
 mkdir -p /var/cache/raftkms/scale-results
