@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""The summary table of one fuzz/run.sh output directory, from the libFuzzer logs in it (the last
-status line, the final stats and the corpus counts the script appends). Usage:
-fuzz/summary.py DIR > DIR/summary.md"""
+"""The summary table of one fuzz/run.sh output directory, from the libFuzzer logs in it (`.log`,
+or `.log.gz` once compressed for the repository: the last status line, the final stats and the
+corpus counts the script appends). Usage: fuzz/summary.py DIR > DIR/summary.md"""
+import gzip
 import os
 import re
 import sys
 
 
 def parse(path):
-    text = open(path, encoding="utf-8", errors="replace").read()
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        text = f.read()
     status = [l for l in text.splitlines() if re.match(r"#\d+\s+(DONE|pulse|NEW|REDUCE|INITED)", l)]
     last = status[-1] if status else ""
     def field(name, line=last):
@@ -17,7 +20,8 @@ def parse(path):
     stats = dict(re.findall(r"^stat::(\w+):\s+(\d+)", text, re.M))
     tail = dict(re.findall(r"(corpus_before|corpus_after|exit)=(\d+)", text))
     runs = stats.get("number_of_executed_units", "-")
-    secs = int(stats.get("total_time_sec", "0") or 0) or None
+    done = re.search(r"^Done (\d+) runs in (\d+) second", text, re.M)
+    secs = int(done.group(2)) if done else None
     corp = field("corp")
     crashed = "no" if tail.get("exit") == "0" else "**yes** (exit %s)" % tail.get("exit", "?")
     return {"runs": runs, "secs": secs, "exec_s": stats.get("average_exec_per_sec", "-"),
@@ -36,8 +40,9 @@ def main():
           "(entries/bytes) | corpus files before → after | peak RSS MB | crash |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     total_s = 0
-    for name in sorted(f[:-4] for f in os.listdir(d) if f.endswith(".log")):
-        r = parse(os.path.join(d, name + ".log"))
+    logs = {f.split(".log")[0]: f for f in os.listdir(d) if f.endswith((".log", ".log.gz"))}
+    for name in sorted(logs):
+        r = parse(os.path.join(d, logs[name]))
         total_s += r["secs"] or 0
         print("| `%s` | %s | %s | %s | %s | %s | %s | %s → %s | %s | %s |" % (
             name, r["secs"] or "-", r["runs"], r["exec_s"], r["cov"], r["ft"], r["corp"],
