@@ -40,7 +40,9 @@ run_target() {
   mkdir -p "$CORPUS/$t" "artifacts/$t"
   before=$(find "$CORPUS/$t" -type f | wc -l)
   echo "fuzz: $t for ${SECONDS_EACH}s (corpus: $before inputs)" >&2
-  cargo +nightly fuzz run -O --target-dir "$TARGET_DIR" "$t" "$CORPUS/$t" -- \
+  # seeds/<target> (committed, read-only for libFuzzer): valid inputs to start from.
+  cargo +nightly fuzz run -O --target-dir "$TARGET_DIR" "$t" "$CORPUS/$t" \
+    $([ -d "seeds/$t" ] && echo "seeds/$t") -- \
     -max_total_time="$SECONDS_EACH" -malloc_limit_mb=64 -rss_limit_mb=2048 -timeout=10 \
     -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$OUT/$t.log" 2>&1
   rc=$?
@@ -58,5 +60,6 @@ done
 while [ "$running" -gt 0 ]; do wait -n || status=1; running=$((running - 1)); done
 echo "load_at_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.env"
 python3 summary.py "$OUT" >"$OUT/summary.md"
+gzip -9f "$OUT"/*.log  # libFuzzer's progress lines run to megabytes; summary.py reads .log.gz
 cat "$OUT/summary.md"
 exit $status
