@@ -55,10 +55,13 @@ cleanup() {
   [ -n "${WATCHDOG:-}" ] && { kill "$WATCHDOG" 2>/dev/null || true; }
   while read -r p; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done <"$PIDS_FILE"
   { wait; } 2>/dev/null || true
-  if [ "${KEEP:-0}" = 1 ]; then echo "kept $DIR" >&2; else rm -rf "$DIR"; fi
+  # A failed run keeps its raw output too: it is the evidence of what went wrong.
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then echo "kept $DIR (exit $rc)" >&2; else rm -rf "$DIR"; fi
   exit $rc
 }
 trap cleanup EXIT
+set -E
+trap 'log "failed (line $LINENO, exit $?): $BASH_COMMAND"' ERR
 trap 'log "interrupted"; exit 130' INT TERM
 LIMIT=$(( SHORT ? 480 : 1500 ))
 ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$LIMIT" & s=$!; wait $s; echo "compare.sh: watchdog: over ${LIMIT} s, stopping" >&2; kill -TERM $$ ) &
@@ -408,12 +411,13 @@ done
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/meta.env"
 echo "elapsed_s=$(( $(date +%s) - T_START ))" >>"$RES/meta.env"
 CMDLINE=benches/compare.sh
+# (if-statements, not `[ ] && …`: under `set -e` a false test as the last command of a branch
+# made the whole run exit here, after every measurement, without writing anything)
 if [ "$SHORT" = 1 ]; then CMDLINE+=" --short"; else
-  [ "$DURATION" != 20 ] && CMDLINE+=" --duration $DURATION"
-  [ "$KILLS" != 5 ] && CMDLINE+=" --kills $KILLS"
+  if [ "$DURATION" != 20 ]; then CMDLINE+=" --duration $DURATION"; fi
+  if [ "$KILLS" != 5 ]; then CMDLINE+=" --kills $KILLS"; fi
 fi
-[ "$CONNS" != 16 ] && CMDLINE+=" --connections $CONNS"
-true
+if [ "$CONNS" != 16 ]; then CMDLINE+=" --connections $CONNS"; fi
 echo "cmdline=$CMDLINE" >>"$RES/meta.env"
 # The raw output goes into the repository (benches/results/<date>-compare unless --out): the
 # report is made from that copy and names it, so every figure in docs/ has its raw file.
