@@ -421,7 +421,9 @@ if [ "$CONNS" != 16 ]; then CMDLINE+=" --connections $CONNS"; fi
 echo "cmdline=$CMDLINE" >>"$RES/meta.env"
 # The raw output goes into the repository (benches/results/<date>-compare unless --out): the
 # report is made from that copy and names it, so every figure in docs/ has its raw file.
-OUT=${OUT:-$ROOT/benches/results/$(date -u +%Y-%m-%d)-compare$([ "$SHORT" = 1 ] && echo -short)}
+SUFFIX=compare
+if [ "$SHORT" = 1 ]; then SUFFIX=compare-short; fi
+OUT=${OUT:-$ROOT/benches/results/$(date -u +%Y-%m-%d)-$SUFFIX}
 rm -rf "$OUT"; mkdir -p "$(dirname "$OUT")"; cp -r "$RES" "$OUT"
 python3 "$ROOT/benches/report.py" "$OUT" >"$OUT/compare.md"
 cat "$OUT/compare.md"
