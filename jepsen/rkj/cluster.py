@@ -383,31 +383,28 @@ class Cluster:
                     node.i, node.disk, timeout))
             time.sleep(0.05)
 
-    def disk_status(self, i):
-        node = self.nodes[i]
+    def disk_control(self, i, op):
+        """One request to node i's lazyfs; a harness error if it does not answer or refuses."""
         try:
-            ans = lazyfs_mod.control(node.lazyfs_ctl, "status")
+            ans = lazyfs_mod.control(self.nodes[i].lazyfs_ctl, op)
         except OSError as e:
-            raise HarnessError("lazyfs of node %d does not answer: %s" % (i, e)) from None
+            raise HarnessError("lazyfs of node %d did not answer %s: %s" % (i, op, e)) from None
         if not ans.get("ok"):
-            raise HarnessError("lazyfs of node %d: %s" % (i, ans.get("error")))
+            raise HarnessError("lazyfs of node %d refused %s: %s" % (i, op, ans.get("error")))
         return ans
+
+    def disk_status(self, i):
+        return self.disk_control(i, "status")
 
     def power_cut(self, i):
         """Power loss of node i: kill -9, then its disk drops what was not fsynced. Returns
         lazyfs's account of what it dropped."""
-        node = self.nodes[i]
         if not self.lazyfs:
             raise HarnessError("power cut asked for, but the cluster runs without lazyfs")
         before = self.disk_status(i)
         self.kill(i)
         self.verify_gone(i)
-        try:
-            ans = lazyfs_mod.control(node.lazyfs_ctl, "cut")
-        except OSError as e:
-            raise HarnessError("lazyfs of node %d did not cut: %s" % (i, e)) from None
-        if not ans.get("ok"):
-            raise HarnessError("lazyfs of node %d did not cut: %s" % (i, ans.get("error")))
+        ans = self.disk_control(i, "cut")
         ans["generation_before"] = before.get("generation", 0)
         return ans
 

@@ -157,6 +157,11 @@ class Nemesis:
             for i in nodes:
                 self.c.verify_gone(i)
         fid = self.inject("kill-all", nodes, apply, verify, leader=lead)
+        self.restart_all("kill-all", fid, nodes, lead)
+
+    def restart_all(self, fault, fid, nodes, lead):
+        """After a fault that stopped every node: the others restart first, the old leader
+        2.5-3.5 s later, so they elect a leader among themselves from what they made durable."""
         self.sleep(self.rng.uniform(0.5, 1))
 
         def restart():
@@ -166,7 +171,7 @@ class Nemesis:
             self.sleep(self.rng.uniform(2.5, 3.5))
             for i in nodes:
                 self.c.start(i)
-        self.undo("kill-all", fid, nodes, restart)
+        self.undo(fault, fid, nodes, restart)
         self.sleep(self.rng.uniform(5, 7))
 
     def power(self):
@@ -206,17 +211,7 @@ class Nemesis:
         fid = self.inject("power-all", nodes, apply, verify, leader=lead)
         for i in nodes:
             self.tl.add("dropped", "power-all", [i], id=fid, **self._dropped(cuts[i]))
-        self.sleep(self.rng.uniform(0.5, 1))
-
-        def restart():
-            for i in nodes:
-                if i != lead:
-                    self.c.start(i)
-            self.sleep(self.rng.uniform(2.5, 3.5))
-            for i in nodes:
-                self.c.start(i)
-        self.undo("power-all", fid, nodes, restart)
-        self.sleep(self.rng.uniform(5, 7))
+        self.restart_all("power-all", fid, nodes, lead)
 
     def pause(self):
         target = self.leader_or_random(self.rng.random() < 0.7)

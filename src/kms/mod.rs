@@ -206,6 +206,14 @@ impl Kms {
         consistency: Consistency,
     ) -> Result<Scope, KmsError> {
         let gated = consistency == Consistency::Linearizable;
+        if !gated && self.node.health().millis_since_leader_contact().is_none() {
+            // A stale answer carries how far behind it may be; a node that has not heard from a
+            // leader since it started cannot say, so it does not answer (retryable).
+            return Err(crate::raft::error::ClusterError::ReadIndex(
+                "no leader contact since this node started: a stale answer's lag is unknown".into(),
+            )
+            .into());
+        }
         if gated {
             self.node.reads().read_barrier(consistency).await?;
             if self
