@@ -112,7 +112,6 @@ class LazyModel:
         by_inode = {}
         for top, dirs, files in os.walk(self.backing):
             rel = "/" + os.path.relpath(top, self.backing) if top != self.backing else "/"
-            rel = rel.replace("//", "/")
             did = self.ids[rel]
             for name in sorted(dirs) + sorted(files):
                 p = (rel.rstrip("/") + "/" + name)
@@ -245,10 +244,7 @@ class LazyModel:
 
     def _sync_file(self, fid, fd):
         size = os.fstat(fd).st_size
-        sp = self._shadow(fid)
-        with open(sp, "ab"):
-            pass
-        sfd = os.open(sp, os.O_RDWR)
+        sfd = os.open(self._shadow(fid), os.O_RDWR | os.O_CREAT, 0o600)
         try:
             for s, e in merge_ranges(self.dirty.pop(fid, [])):
                 e = min(e, size)

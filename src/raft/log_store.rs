@@ -230,7 +230,8 @@ impl LogStore {
     }
 
     /// Writes `entries` in one batch to the WAL and the log column family, without syncing (the
-    /// flusher syncs). Returns whether the write is already durable (only with the planted bug).
+    /// flusher syncs). Returns whether to acknowledge the append without waiting for the
+    /// flusher's fsync (only with the planted bug).
     fn write_entries(db: &DB, entries: &[Entry]) -> Result<bool, StoreError> {
         let cf = cf(db, CF_LOG)?;
         let mut batch = WriteBatch::default();
@@ -241,15 +242,14 @@ impl LogStore {
                 codec::encode("log entry", e)?,
             );
         }
+        db.write(batch)?;
         #[cfg(feature = "planted-bugs")]
         if std::env::var("RAFTKMS_PLANT").is_ok_and(|v| v == "ack-before-fsync") {
             // PLANTED BUG (jepsen/README.md): the append is acknowledged once written to the
             // WAL, before any fsync: it survives a process crash (the page cache keeps it) and
             // is lost by a power cut.
-            db.write(batch)?;
             return Ok(true);
         }
-        db.write(batch)?;
         Ok(false)
     }
 }

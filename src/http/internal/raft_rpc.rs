@@ -49,6 +49,27 @@ fn holds_leader_commit(req: &AppendEntriesRequest) -> bool {
     holds.is_some_and(|i| i >= commit.index)
 }
 
+pub(super) async fn vote(State(s): State<Internal>, body: Bytes) -> Response {
+    let req: VoteRequest = match decode_body("vote", &body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    // Before openraft may grant it: a leader's own vote does not honour the lease its followers
+    // keep, so from here on this node's read lease must not be used (see `ReadLease`).
+    s.node
+        .reads()
+        .fence_read_lease(req.vote.leader_id().get_term());
+    binary(&s.node.raft().vote(req).await)
+}
+
+pub(super) async fn snapshot(State(s): State<Internal>, body: Bytes) -> Response {
+    let req = match decode_snapshot_chunk(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    binary(&s.node.raft().install_snapshot(req).await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,31 +96,19 @@ mod tests {
 
     #[test]
     fn only_an_append_that_reaches_the_leader_commit_is_contact() {
-        assert!(holds_leader_commit(&req(Some(10), &[], Some(10))), "heartbeat, caught up");
+        assert!(
+            holds_leader_commit(&req(Some(10), &[], Some(10))),
+            "heartbeat, caught up"
+        );
         assert!(holds_leader_commit(&req(Some(8), &[9, 10], Some(10))));
-        assert!(!holds_leader_commit(&req(Some(5), &[6, 7], Some(10))), "catching up");
+        assert!(
+            !holds_leader_commit(&req(Some(5), &[6, 7], Some(10))),
+            "catching up"
+        );
         assert!(!holds_leader_commit(&req(None, &[], Some(3))), "empty log");
-        assert!(holds_leader_commit(&req(None, &[], None)), "nothing committed yet");
+        assert!(
+            holds_leader_commit(&req(None, &[], None)),
+            "nothing committed yet"
+        );
     }
-}
-
-pub(super) async fn vote(State(s): State<Internal>, body: Bytes) -> Response {
-    let req: VoteRequest = match decode_body("vote", &body) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    // Before openraft may grant it: a leader's own vote does not honour the lease its followers
-    // keep, so from here on this node's read lease must not be used (see `ReadLease`).
-    s.node
-        .reads()
-        .fence_read_lease(req.vote.leader_id().get_term());
-    binary(&s.node.raft().vote(req).await)
-}
-
-pub(super) async fn snapshot(State(s): State<Internal>, body: Bytes) -> Response {
-    let req = match decode_snapshot_chunk(&body) {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    binary(&s.node.raft().install_snapshot(req).await)
 }
