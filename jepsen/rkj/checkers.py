@@ -313,7 +313,11 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305):
     tolerance is the TC3 timestamp window (300 s, the most a client-facing node's clock can be
     behind and still accept requests) plus 5 s. A history in which no deletion was ever observed
     (no DescribeKey saw a key gone) is unknown (``valid`` None), not a pass: the property was
-    never exercised."""
+    never exercised.
+
+    Reads made after every clock was moved past every window (``value["past_windows"]``) also
+    judge liveness: there a key still pending deletion, or a key whose schedule was acknowledged
+    and that is still there in any state, is an anomaly."""
     anomalies = []
     observed = set()
     changes = sorted(clock_timeline)
@@ -341,6 +345,15 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305):
             if clock < due - tolerance_s:
                 anomalies.append({"type": "deleted-early", "key": key, "op": r.to_json(),
                                   "early_by_s": round(due - clock)})
+                break
+        acked = any(s.type == "ok" for s in scheds)
+        for r in kops:
+            if r.f != "describe" or r.type != "ok" or not (r.value or {}).get("past_windows"):
+                continue
+            state = r.result.get("state")
+            if state == "PendingDelete" or (acked and state != "Gone"):
+                anomalies.append({"type": "not-deleted-after-window", "key": key,
+                                  "acknowledged": acked, "op": r.to_json()})
                 break
     out = _result(anomalies, deleted_keys_observed=len(observed))
     if not observed and not anomalies:

@@ -9,6 +9,7 @@ import os
 import random
 import struct
 import threading
+import time
 import uuid
 
 from . import checkers
@@ -362,10 +363,42 @@ class Deletion(Workload):
             return "fail", None, r.code
         raise ValueError(f)
 
+    # How far every clock moves in the last phase: past every 7-day window, and then some.
+    PAST_WINDOWS_S = 8 * 86400
+
     def final(self):
+        # First at healed clocks: a key some node deleted early during the run shows here, judged
+        # against the clocks the run had.
+        self._describe_all(past_windows=False)
+        # Then every node's clock moves past every window (noted in the clock timeline like a
+        # nemesis change), so each run exercises deletion whatever its nemesis was: the keys whose
+        # schedule was acknowledged must now go, and no node may keep one.
+        ctx = self.ctx
+        live = ctx.live_nodes()
+        for i in live:
+            ctx.nemesis.set_skew(i, self.PAST_WINDOWS_S)
+        for i in live:
+            ctx.cluster.verify_clock(i, self.PAST_WINDOWS_S)
+        # Clients on the nodes' hosts sign with the nodes' clocks (TC3's 5-minute window).
+        ctx.colocated = True
+        # Give the leader's scheduler (1 s interval) time to delete them all; the recorded reads
+        # below judge what it did.
+        pending = list(self.keys)
+        deadline = time.time() + 20
+        while pending and time.time() < deadline:
+            r = ctx.client(live[0]).call("DescribeKey", {"KeyId": pending[-1]}, write=False)
+            state = ((r.fields or {}).get("KeyMetadata") or {}).get("KeyState") \
+                if r.kind == "ok" else None
+            if r.code == "ResourceUnavailable.CmkNotFound" or (state and state != "PendingDelete"):
+                pending.pop()
+            else:
+                time.sleep(0.5)
+        self._describe_all(past_windows=True)
+
+    def _describe_all(self, past_windows):
         for i in self.ctx.live_nodes():
             for k in self.keys:
-                v = {"key": k}
+                v = {"key": k, "past_windows": past_windows}
                 self.ctx.final_op(i, "describe", v, lambda c, v=v: self.invoke(c, "describe", v))
 
     def check(self, ops):

@@ -141,6 +141,33 @@ class DeletionObservedTest(unittest.TestCase):
         self.assertIsNone(out["valid"])
         self.assertEqual(out["deleted_keys_observed"], 0)
 
+    def test_reads_past_every_window_judge_liveness(self):
+        """Once every clock is past every window (the workload's last phase), an acknowledged
+        schedule whose key is still there, or any key still pending, is an anomaly; a key whose
+        schedule was never acknowledged may still be Disabled (the schedule may not have applied)."""
+        sched = (1, "schedule", {"key": "k", "days": 7}, "ok", None, 0, 1)
+        past = {"key": "k", "past_windows": True}
+        bump = [(5, 2, 8 * 86400)]
+
+        def wall(t):
+            return 1000.0 + t
+        gone = (2, "describe", past, "ok", {"state": "Gone"}, 10, 20)
+        self.assertIs(checkers.check_deletion(ops_from([sched, gone]), bump, wall)["valid"], True)
+        for state in ("Disabled", "PendingDelete", "Enabled"):
+            kept = (4, "describe", past, "ok", {"state": state}, 30, 40)
+            out = checkers.check_deletion(ops_from([sched, gone, kept]), bump, wall)
+            self.assertIs(out["valid"], False, state)
+            self.assertEqual(out["anomalies"][0]["type"], "not-deleted-after-window")
+        unacked = (1, "schedule", {"key": "k", "days": 7}, "info", None, 0, 1)
+        j_sched = (3, "schedule", {"key": "j", "days": 7}, "ok", None, 0, 1)
+        j_gone = (3, "describe", {"key": "j", "past_windows": True}, "ok", {"state": "Gone"}, 10, 20)
+        kept = (2, "describe", past, "ok", {"state": "Disabled"}, 10, 20)
+        pend = (2, "describe", past, "ok", {"state": "PendingDelete"}, 10, 20)
+        self.assertIs(checkers.check_deletion(ops_from([unacked, kept, j_sched, j_gone]), bump,
+                                              wall)["valid"], True)
+        self.assertIs(checkers.check_deletion(ops_from([unacked, pend, j_sched, j_gone]), bump,
+                                              wall)["valid"], False)
+
     def test_observed_legitimate_deletion_passes(self):
         spec = [(1, "schedule", {"key": "k", "days": 7}, "ok", None, 0, 1),
                 (2, "describe", K, "ok", {"state": "Gone"}, 10, 20)]
