@@ -349,6 +349,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="the CI tier (about 6 runs)")
     p.add_argument("--matrix", action="store_true",
                    help="every workload x every nemesis (nightly), --runs times each")
+    p.add_argument("--workloads", default=None,
+                   help="with --matrix: only these workloads (comma-separated)")
     p.add_argument("--binary", default=DEFAULT_BINARY)
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--rate", type=float, default=40.0, help="ops per second, all clients")
@@ -373,7 +375,12 @@ def main(argv=None):
     if args.quick:
         plan = list(QUICK)
     elif args.matrix:
-        plan = [(w, n, args.time) for w in sorted(WORKLOADS) for n in sorted(NEMESES)]
+        only = args.workloads.split(",") if args.workloads else sorted(WORKLOADS)
+        unknown = [w for w in only if w not in WORKLOADS]
+        if unknown:
+            sys.exit("--workloads: unknown %s (known: %s)" % (", ".join(unknown),
+                                                            ", ".join(sorted(WORKLOADS))))
+        plan = [(w, n, args.time) for w in sorted(only) for n in sorted(NEMESES)]
     else:
         plan = [(args.workload, args.nemesis, args.time)]
     plan = [x for x in plan for _ in range(args.runs)]

@@ -363,7 +363,8 @@ class Deletion(Workload):
             return "fail", None, r.code
         raise ValueError(f)
 
-    # How far every clock moves in the last phase: past every 7-day window, and then some.
+    # How far past the furthest clock of the run every clock moves in the last phase: past every
+    # 7-day window, and then some.
     PAST_WINDOWS_S = 8 * 86400
 
     def final(self):
@@ -375,10 +376,13 @@ class Deletion(Workload):
         # schedule was acknowledged must now go, and no node may keep one.
         ctx = self.ctx
         live = ctx.live_nodes()
+        # A schedule made while the leader's clock was pushed ahead is due that much later: go
+        # past the furthest any clock has been, plus the window.
+        ahead = max([s for _t, _n, s in ctx.clock_timeline()] + [0]) + self.PAST_WINDOWS_S
         for i in live:
-            ctx.nemesis.set_skew(i, self.PAST_WINDOWS_S)
+            ctx.nemesis.set_skew(i, ahead)
         for i in live:
-            ctx.cluster.verify_clock(i, self.PAST_WINDOWS_S)
+            ctx.cluster.verify_clock(i, ahead)
         # Clients on the nodes' hosts sign with the nodes' clocks (TC3's 5-minute window).
         ctx.colocated = True
         # Give the leader's scheduler (1 s interval) time to delete them all; the recorded reads

@@ -158,6 +158,13 @@ class DeletionObservedTest(unittest.TestCase):
             out = checkers.check_deletion(ops_from([sched, gone, kept]), bump, wall)
             self.assertIs(out["valid"], False, state)
             self.assertEqual(out["anomalies"][0]["type"], "not-deleted-after-window")
+        # Pending with a deletion date the clocks have not reached (stamped by a clock pushed
+        # further ahead): not judged. With one they have passed: an anomaly.
+        for date, valid in ((1000 + 20 * 86400, True), (1000 + 7 * 86400, False)):
+            kept = (4, "describe", past, "ok", {"state": "PendingDelete", "deletion_date": date},
+                    30, 40)
+            out = checkers.check_deletion(ops_from([sched, gone, kept]), bump, wall)
+            self.assertIs(out["valid"], valid, date)
         unacked = (1, "schedule", {"key": "k", "days": 7}, "info", None, 0, 1)
         j_sched = (3, "schedule", {"key": "j", "days": 7}, "ok", None, 0, 1)
         j_gone = (3, "describe", {"key": "j", "past_windows": True}, "ok", {"state": "Gone"}, 10, 20)
