@@ -181,6 +181,7 @@ for i in 1 2 3; do
     echo "data-dir = \"$KDIR/node$i\""
     echo "api-listen = \"$(kms_api $i)\""
     echo "raft-listen = \"$(kms_raft $i)\""
+    echo "insecure-plaintext = true"
     echo '[kms]'
     echo 'cmk-limit = 100000000'
     echo "unseal-key-file = \"$KDIR/unseal.key\""

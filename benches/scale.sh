@@ -86,6 +86,7 @@ for i in 1 2 3 4; do
     echo "data-dir = \"$KDIR/node$i\""
     echo "api-listen = \"$(api $i)\""
     echo "raft-listen = \"$(raft $i)\""
+    echo "insecure-plaintext = true"
     echo '[snapshot]'
     # A snapshot every 500 Raft entries (500,000 records at 1,000 per command), few entries kept
     # behind it: the joining node has to be fed by a snapshot.

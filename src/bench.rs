@@ -50,6 +50,8 @@ pub struct BenchOptions {
     /// TC3 credential (`--target kms` only).
     pub secret_id: Option<String>,
     pub secret_key: Option<crate::crypto::SecretString>,
+    /// The CA file `https://` endpoints chain to (`--target kms`).
+    pub ca: Option<std::path::PathBuf>,
     /// X-Vault-Token (`--target openbao-transit` only).
     pub token: Option<String>,
     pub workload: Workload,
@@ -84,6 +86,9 @@ pub struct BenchArgs {
     pub secret_id: Option<String>,
     #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<crate::crypto::SecretString>,
+    /// CA file for https:// endpoints; default KMS_CA_BUNDLE from dev.env.
+    #[arg(long, env = "KMS_CA_BUNDLE")]
+    pub ca: Option<std::path::PathBuf>,
     /// OpenBao token (--target openbao-transit).
     #[arg(long, env = "BAO_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -127,6 +132,7 @@ impl From<BenchArgs> for BenchOptions {
             region: a.region,
             secret_id: a.secret_id,
             secret_key: a.secret_key,
+            ca: a.ca.filter(|p| !p.as_os_str().is_empty()),
             token: a.token,
             workload: a.workload,
             connections: a.connections,
@@ -233,6 +239,9 @@ fn driver(opts: &BenchOptions) -> anyhow::Result<Driver> {
                 anyhow::bail!("--target kms needs --secret-id and --secret-key (or KMS_SECRET_ID/KMS_SECRET_KEY)");
             };
             let mut base = KmsClient::new(&opts.endpoints[0], &opts.region, id, key.expose());
+            if let Some(ca) = &opts.ca {
+                base = base.with_ca(ca)?;
+            }
             base.consistency = opts.consistency.clone();
             Ok(Driver::Kms {
                 clients: opts.endpoints.iter().map(|e| base.at(e)).collect(),

@@ -34,10 +34,13 @@ impl KmsError {
     }
 }
 
-/// A client for one endpoint (host:port, plain HTTP).
+/// A client for one endpoint: `host:port` or `http://host:port` (plain HTTP), or
+/// `https://host:port` with [`KmsClient::with_ca`] (TLS, trusting that CA).
 #[derive(Clone, Debug)]
 pub struct KmsClient {
     http: reqwest::Client,
+    /// `http` or `https`.
+    scheme: &'static str,
     endpoint: String,
     region: String,
     secret_id: String,
@@ -59,12 +62,43 @@ pub fn http_client() -> reqwest::Client {
         .unwrap_or_else(|_| reqwest::Client::new())
 }
 
+/// The scheme an endpoint names (`https://` or else `http`) and the endpoint without it.
+fn split_scheme(endpoint: &str) -> (&'static str, String) {
+    match endpoint.strip_prefix("https://") {
+        Some(rest) => ("https", rest.trim_end_matches('/').to_string()),
+        None => (
+            "http",
+            endpoint
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string(),
+        ),
+    }
+}
+
+/// [`http_client`] speaking TLS to servers whose certificate chains to the CA in `ca_file`.
+pub fn https_client(ca_file: &std::path::Path) -> Result<reqwest::Client, KmsError> {
+    let roots =
+        crate::tls::config::roots(ca_file).map_err(|e| KmsError::Transport(e.to_string()))?;
+    let tls =
+        crate::tls::config::api_client(roots).map_err(|e| KmsError::Transport(e.to_string()))?;
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .use_preconfigured_tls(tls)
+        .build()
+        .map_err(|e| KmsError::Transport(e.to_string()))
+}
+
 impl KmsClient {
     pub fn new(endpoint: &str, region: &str, secret_id: &str, secret_key: &str) -> Self {
         let http = http_client();
+        let (scheme, endpoint) = split_scheme(endpoint);
         KmsClient {
             http,
-            endpoint: endpoint.trim_start_matches("http://").to_string(),
+            scheme,
+            endpoint,
             region: region.to_string(),
             secret_id: secret_id.to_string(),
             secret_key: std::sync::Arc::new(SecretString::from(secret_key)),
@@ -73,10 +107,20 @@ impl KmsClient {
         }
     }
 
-    /// The same credentials against another endpoint (sharing the connection pool).
+    /// Speaks TLS (every endpoint becomes `https://`) trusting the CA in `ca_file`.
+    pub fn with_ca(self, ca_file: &std::path::Path) -> Result<Self, KmsError> {
+        Ok(KmsClient {
+            http: https_client(ca_file)?,
+            scheme: "https",
+            ..self
+        })
+    }
+
+    /// The same credentials against another endpoint (sharing the connection pool and TLS
+    /// settings; a scheme on `endpoint` is dropped).
     pub fn at(&self, endpoint: &str) -> Self {
         KmsClient {
-            endpoint: endpoint.trim_start_matches("http://").to_string(),
+            endpoint: split_scheme(endpoint).1,
             ..self.clone()
         }
     }
@@ -106,7 +150,7 @@ impl KmsClient {
         let authorization = self.authorization(&body, timestamp)?;
         let mut req = self
             .http
-            .post(format!("http://{}/", self.endpoint))
+            .post(format!("{}://{}/", self.scheme, self.endpoint))
             .header("content-type", CONTENT_TYPE)
             .header("host", &self.endpoint)
             .header("x-tc-action", action)

@@ -222,6 +222,50 @@ impl Default for KmsConfig {
     }
 }
 
+/// TLS of the API listener. The certificate and key are reread when their files change (checked
+/// every `reload-check-ms`) or at once on SIGHUP; a bad new pair is logged and the old one kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain the API listener presents, leaf first (e.g. `raftkms cert node`).
+    pub cert_file: PathBuf,
+    /// Its PEM private key; refused if group or others may read it (chmod 600).
+    pub key_file: PathBuf,
+    /// How often the two files are checked for a change, in ms. Default 10000.
+    #[serde(default = "default_reload_check_ms")]
+    pub reload_check_ms: u64,
+}
+
+fn default_reload_check_ms() -> u64 {
+    10_000
+}
+
+/// Limits every listener applies before a request is authenticated (docs/security.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Connections open at once per listener; one more is closed at once. Default 4096.
+    pub max_connections: usize,
+    /// A TLS handshake must finish within this many ms. Default 10000.
+    pub handshake_timeout_ms: u64,
+    /// A request's headers must arrive within this many ms of the connection becoming idle
+    /// (so it is also the keep-alive idle timeout). Default 10000.
+    pub header_read_timeout_ms: u64,
+    /// A request, body included, must be answered within this many ms. Default 30000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 4096,
+            handshake_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
 /// Consistency a node applies to reads when the request does not say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -257,9 +301,18 @@ pub struct NodeConfig {
     /// Address clients use to reach this node's API; default `api-listen`.
     #[serde(default)]
     pub api_advertise: Option<String>,
+    /// Serve the API listener in plaintext HTTP. For tests on loopback only: requests carry
+    /// plaintexts and data keys. Default false, and then `[tls]` is required.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
     /// Default read consistency when a request does not choose. Default linearizable.
     #[serde(default)]
     pub default_consistency: Consistency,
+    /// TLS of the API listener. Required unless `insecure-plaintext` is set.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     #[serde(default)]
     pub timing: TimingConfig,
     #[serde(default)]
@@ -334,6 +387,37 @@ impl NodeConfig {
         }
         if self.api_listen == self.raft_listen {
             return Err(field("raft-listen", "must differ from api-listen"));
+        }
+        match (&self.tls, self.insecure_plaintext) {
+            (None, false) => {
+                return Err(field(
+                    "tls",
+                    "the API listener needs [tls] cert-file and key-file (raftkms cert node); \
+                     `insecure-plaintext = true` serves plaintext HTTP instead, for loopback \
+                     tests only",
+                ))
+            }
+            (Some(_), true) => {
+                return Err(field(
+                    "insecure-plaintext",
+                    "cannot be set together with [tls]",
+                ))
+            }
+            (Some(t), false) if t.reload_check_ms == 0 => {
+                return Err(field("tls.reload-check-ms", "must be greater than 0"))
+            }
+            _ => {}
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max-connections", l.max_connections as u64),
+            ("limits.handshake-timeout-ms", l.handshake_timeout_ms),
+            ("limits.header-read-timeout-ms", l.header_read_timeout_ms),
+            ("limits.request-timeout-ms", l.request_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err(field(name, "must be greater than 0"));
+            }
         }
         Ok(())
     }
@@ -476,6 +560,7 @@ region = "ap-guangzhou"
 data-dir = "/tmp/x"
 api-listen = "127.0.0.1:8081"
 raft-listen = "127.0.0.1:9081"
+insecure-plaintext = true
 [[peers]]
 id = 1
 raft-addr = "127.0.0.1:9081"
@@ -519,5 +604,21 @@ region = "ap-guangzhou"
             .contains("timing.election-min-ms"));
         let not_member = GOOD.replace("id = 1\nraft-addr", "id = 2\nraft-addr");
         assert!(parse(&not_member).unwrap_err().contains("peers"));
+    }
+
+    #[test]
+    fn plaintext_must_be_asked_for() {
+        let neither = GOOD.replace("insecure-plaintext = true\n", "");
+        assert!(parse(&neither).unwrap_err().contains("`tls`"));
+        let tls = neither.replace(
+            "[[peers]]",
+            "[tls]\ncert-file = \"/c.pem\"\nkey-file = \"/k.pem\"\n[[peers]]",
+        );
+        let cfg = parse(&tls).unwrap();
+        assert_eq!(cfg.tls.unwrap().reload_check_ms, 10_000);
+        let both = tls.replace("[tls]", "insecure-plaintext = true\n[tls]");
+        assert!(parse(&both).unwrap_err().contains("insecure-plaintext"));
+        let zero = format!("{GOOD}\n[limits]\nmax-connections = 0\n");
+        assert!(parse(&zero).unwrap_err().contains("limits.max-connections"));
     }
 }

@@ -13,7 +13,7 @@ use rand::RngCore;
 use tokio::process::{Child, Command};
 
 use crate::admin::{cluster_status, render_status, AdminClient};
-use crate::config::{NodeConfig, PeerConfig};
+use crate::config::{NodeConfig, PeerConfig, TlsConfig};
 use crate::crypto::SecretString;
 
 /// Options of `raftkms dev`.
@@ -25,6 +25,52 @@ pub struct DevOptions {
     pub nodes: u16,
     /// Regions the nodes are spread over, in blocks (5 nodes over 3 regions = 2+2+1).
     pub regions: Vec<String>,
+    /// A new cluster serves its API in plaintext HTTP instead of TLS (for tools that cannot be
+    /// given a CA). A resumed cluster keeps what it was created with.
+    pub plaintext: bool,
+}
+
+/// Where a dev cluster keeps its CA and node certificates.
+fn tls_dir(dir: &Path) -> PathBuf {
+    dir.join("tls")
+}
+
+/// The dev CA certificate clients trust (`KMS_CA_BUNDLE` in dev.env).
+pub fn ca_file(dir: &Path) -> PathBuf {
+    tls_dir(dir).join("ca.pem")
+}
+
+/// A new CA for `cluster_id` and a certificate per node (for 127.0.0.1 and localhost) in
+/// `<dir>/tls`; the `[tls]` section of each node.
+fn create_certificates(
+    dir: &Path,
+    cluster_id: &str,
+    peers: &[PeerConfig],
+) -> anyhow::Result<Vec<TlsConfig>> {
+    use crate::tls::issue;
+    let tls = tls_dir(dir);
+    let ca = issue::new_ca(cluster_id, 3650)?;
+    ca.write(&tls, "ca", true)?;
+    let signer = issue::Signer::from_pem(&ca.cert_pem, ca.key_pem.expose())?;
+    let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
+    let mut out = Vec::new();
+    for p in peers {
+        let (cert_file, key_file) = signer.node(cluster_id, p.id, &hosts, 825)?.write(
+            &tls,
+            &format!("node{}", p.id),
+            true,
+        )?;
+        out.push(TlsConfig {
+            cert_file,
+            key_file,
+            reload_check_ms: 10_000,
+        });
+    }
+    println!(
+        "made the dev CA {} and a certificate per node",
+        ca_file(dir).display()
+    );
+    Ok(out)
 }
 
 /// The region of node `i` (0-based) of `n` spread over `regions` in blocks.
@@ -122,8 +168,14 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
             voter: true,
         })
         .collect();
+    let tls = if opts.plaintext {
+        None
+    } else {
+        Some(create_certificates(dir, &cluster_id, &peers)?)
+    };
     let mut out = Vec::new();
-    for p in &peers {
+    for (i, p) in peers.iter().enumerate() {
+        let node_tls = tls.as_ref().and_then(|t| t.get(i).cloned());
         let cfg = NodeConfig {
             node_id: p.id,
             cluster_id: cluster_id.clone(),
@@ -134,7 +186,10 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
             raft_listen: p.raft_addr.clone(),
             raft_advertise: None,
             api_advertise: None,
+            insecure_plaintext: node_tls.is_none(),
             default_consistency: Default::default(),
+            tls: node_tls,
+            limits: Default::default(),
             timing: Default::default(),
             snapshot: Default::default(),
             // One unseal key for every dev node: they must all open the same root key.
@@ -240,13 +295,23 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     init_and_wait_for_leader(&admin, &dir, deadline + Duration::from_secs(30)).await?;
 
     let (secret_id, secret_key) = dev_credential(&dir, &admin).await?;
+    let tls = first.tls.is_some();
     let endpoints: Vec<String> = nodes
         .iter()
-        .map(|(_, c)| format!("http://{}", c.api_advertise()))
+        .map(|(_, c)| {
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{}", c.api_advertise())
+        })
         .collect();
     let env_path = dir.join("dev.env");
+    // KMS_CA_BUNDLE: the CA the API's certificates chain to (empty for a plaintext cluster).
+    let ca_bundle = if tls {
+        ca_file(&dir).display().to_string()
+    } else {
+        String::new()
+    };
     let env = zeroize::Zeroizing::new(format!(
-        "KMS_ENDPOINTS={}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
+        "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={ca_bundle}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
         endpoints.join(","),
         first.region,
         secret_key.expose(),
@@ -266,11 +331,12 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         regions.join(", ")
     );
     print!("{}", render_status(&status));
+    let ca = tls.then(|| ca_file(&dir));
     print_usage(
         &dir,
         &children,
         &endpoints,
-        &env_path,
+        (&env_path, ca.as_deref()),
         &regions,
         &first.region,
     );
@@ -377,10 +443,14 @@ fn print_usage(
     dir: &Path,
     children: &[Running],
     endpoints: &[String],
-    env_path: &Path,
+    (env_path, ca): (&Path, Option<&Path>),
     regions: &[&str],
     first_region: &str,
 ) {
+    let curl = match ca {
+        Some(ca) => format!("curl -s --cacert {}", ca.display()),
+        None => "curl -s".to_string(),
+    };
     let pids: Vec<String> = children
         .iter()
         .map(|(c, _, ch)| format!("node{}={}", c.node_id, ch.id().unwrap_or(0)))
@@ -392,6 +462,13 @@ fn print_usage(
         dir.display()
     );
     println!("Environment file:   {}", env_path.display());
+    match ca {
+        Some(ca) => println!(
+            "TLS:                the API speaks TLS; its CA is {} (KMS_CA_BUNDLE)",
+            ca.display()
+        ),
+        None => println!("TLS:                none (--plaintext): plaintext HTTP on loopback"),
+    }
     println!("\nTry it:");
     println!("  set -a; . {}; set +a", env_path.display());
     println!("  raftkms cluster status            # leader, term, members, indices");
@@ -399,7 +476,13 @@ fn print_usage(
         "  tccli kms CreateKey --Alias demo --secretId \"$KMS_SECRET_ID\" --secretKey \"$KMS_SECRET_KEY\" --region {} --endpoint {}",
         first_region, endpoints[0]
     );
-    println!("  curl -s {}/readyz", endpoints[0]);
+    if let Some(ca) = ca {
+        println!(
+            "  # tccli trusts only certifi's bundle: cat {} >> \"$(python3 -m certifi)\"",
+            ca.display()
+        );
+    }
+    println!("  {curl} {}/readyz", endpoints[0]);
     if regions.len() > 1 {
         println!(
             "  raftkms drill --dev {} --region {}   # DR drill: freeze that region, measure RTO, check RPO 0",
@@ -407,7 +490,7 @@ fn print_usage(
             regions[0]
         );
     }
-    println!("  curl -s {}/metrics | grep raftkms_raft", endpoints[0]);
+    println!("  {curl} {}/metrics | grep raftkms_raft", endpoints[0]);
     println!("  kill -9 <pid of the leader>       # a new leader is elected in about a second");
     println!(
         "\nPress Ctrl-C to stop the cluster; run `raftkms dev` again to resume it with its data."

@@ -27,6 +27,7 @@ pub mod scheduler;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;
 pub mod wire;
 

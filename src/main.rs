@@ -54,6 +54,11 @@ enum Cmd {
     /// measure the time until writes succeed again (RTO), verify nothing acknowledged was lost
     /// (RPO 0), heal, and verify that every node converges to the same state.
     Drill(DrillArgs),
+    /// Make the cluster's TLS certificates: a CA, node certificates, admin certificates.
+    Cert {
+        #[command(subcommand)]
+        action: CertCmd,
+    },
     /// Administer a running cluster through a node's internal listener.
     Cluster {
         #[command(flatten)]
@@ -100,6 +105,10 @@ struct DevArgs {
     /// in blocks (`--nodes 5 --region ap-guangzhou,ap-shanghai,ap-singapore` = 2+2+1).
     #[arg(long, default_value = "ap-guangzhou", value_delimiter = ',')]
     region: Vec<String>,
+    /// Serve a new cluster's API in plaintext HTTP on loopback instead of TLS (for tools that
+    /// cannot be given a CA); a resumed cluster keeps what it was created with.
+    #[arg(long)]
+    plaintext: bool,
 }
 
 impl From<DevArgs> for DevOptions {
@@ -109,6 +118,7 @@ impl From<DevArgs> for DevOptions {
             port: a.port,
             nodes: a.nodes,
             regions: a.region,
+            plaintext: a.plaintext,
         }
     }
 }
@@ -129,6 +139,9 @@ struct DrillArgs {
     secret_id: String,
     #[arg(long, env = "KMS_SECRET_KEY", hide_env_values = true)]
     secret_key: raftkms::crypto::SecretString,
+    /// CA file the nodes' API certificates chain to (TLS); default KMS_CA_BUNDLE from dev.env.
+    #[arg(long, env = "KMS_CA_BUNDLE")]
+    ca: Option<PathBuf>,
     /// Shell command that cuts the region off. Placeholders: {region}, {ids} (node ids),
     /// {services} (node<ID> ...), {pids} (with --dev). E.g. 'docker-compose -f F stop {services}'.
     #[arg(long)]
@@ -211,6 +224,109 @@ enum ClusterCmd {
     },
 }
 
+// The arguments every `raftkms cert` command shares.
+#[derive(Args)]
+struct CertCommon {
+    /// Directory of the CA (`ca.pem`, `ca.key`) and of the certificates written.
+    #[arg(long, default_value = "./tls")]
+    dir: PathBuf,
+    /// Cluster id the certificates belong to (as `cluster-id` in the node configs).
+    #[arg(long)]
+    cluster_id: String,
+    /// Days the certificate is valid.
+    #[arg(long)]
+    days: Option<u32>,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Subcommand)]
+enum CertCmd {
+    /// A new cluster CA: `<dir>/ca.pem` and `<dir>/ca.key` (0600; keep it offline). Default 10 years.
+    Ca {
+        #[command(flatten)]
+        common: CertCommon,
+    },
+    /// A node certificate signed by the CA: `<dir>/node<ID>.pem` and `.key` (0600), for both
+    /// listeners and for calling peers. Default 825 days.
+    Node {
+        #[command(flatten)]
+        common: CertCommon,
+        /// The node id (`node-id`).
+        #[arg(long)]
+        id: u64,
+        /// Host name or IP address clients reach the node's API by; repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// An admin client certificate signed by the CA: `<dir>/admin-<NAME>.pem` and `.key` (0600).
+    /// Default 825 days.
+    Admin {
+        #[command(flatten)]
+        common: CertCommon,
+        /// Who holds it (letters, digits, '.', '_', '-').
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// `raftkms cert …`: writes the certificate and key and says where.
+fn cert(action: CertCmd) -> anyhow::Result<()> {
+    use raftkms::tls::issue;
+    let signer = |c: &CertCommon| -> anyhow::Result<issue::Signer> {
+        let read = |name: &str| {
+            let p = c.dir.join(name);
+            std::fs::read_to_string(&p).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read {} ({e}); make the CA first: raftkms cert ca --dir {} --cluster-id {}",
+                    p.display(),
+                    c.dir.display(),
+                    c.cluster_id
+                )
+            })
+        };
+        raftkms::tls::files::check_private(&c.dir.join("ca.key"))?;
+        let key = zeroize::Zeroizing::new(read("ca.key")?);
+        Ok(issue::Signer::from_pem(&read("ca.pem")?, &key)?)
+    };
+    let (what, issued, stem, common) = match action {
+        CertCmd::Ca { common } => {
+            let days = common.days.unwrap_or(3650);
+            let ca = issue::new_ca(&common.cluster_id, days)?;
+            ("cluster CA".to_string(), ca, "ca".to_string(), common)
+        }
+        CertCmd::Node { common, id, hosts } => {
+            let days = common.days.unwrap_or(825);
+            let c = signer(&common)?.node(&common.cluster_id, id, &hosts, days)?;
+            (
+                format!("node {id} certificate"),
+                c,
+                format!("node{id}"),
+                common,
+            )
+        }
+        CertCmd::Admin { common, name } => {
+            let days = common.days.unwrap_or(825);
+            let c = signer(&common)?.admin(&common.cluster_id, &name, days)?;
+            (
+                format!("admin certificate of `{name}`"),
+                c,
+                format!("admin-{name}"),
+                common,
+            )
+        }
+    };
+    let (cert, key) = issued.write(&common.dir, &stem, common.force)?;
+    println!(
+        "wrote the {what} of cluster `{}`: {} and {} (0600)",
+        common.cluster_id,
+        cert.display(),
+        key.display()
+    );
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum AccountCmd {
     /// Create an account; prints its Uin and AppId.
@@ -288,12 +404,15 @@ async fn drill(args: DrillArgs) -> anyhow::Result<()> {
     let admin = admin_client(&args.target)?;
     let opts = args.options();
     // Any endpoint will do for the client: the drill aims it at each node in turn.
-    let kms = raftkms::client::KmsClient::new(
+    let mut kms = raftkms::client::KmsClient::new(
         "127.0.0.1:0",
         &opts.region,
         &args.secret_id,
         args.secret_key.expose(),
     );
+    if let Some(ca) = args.ca.as_ref().filter(|p| !p.as_os_str().is_empty()) {
+        kms = kms.with_ca(ca)?;
+    }
     let report = raftkms::drill::run(opts, admin, kms).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -487,6 +606,7 @@ async fn main() -> ExitCode {
         Cmd::Drill(args) => drill(args).await,
         Cmd::Account { target, action } => account(target, action).await,
         Cmd::Credential { target, action } => credential(target, action).await,
+        Cmd::Cert { action } => cert(action),
         Cmd::Cluster { target, action } => cluster(target, action).await,
     };
     exit_code(result)

@@ -1,7 +1,9 @@
 //! Prometheus metrics of one node, rendered in the text exposition format at `GET /metrics`.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -27,6 +29,36 @@ pub struct Metrics {
     pub stale_reads: Counter,
     pub scheduler_ticks: Counter,
     pub scheduler_proposals: Counter,
+    /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
+    pub listeners: ListenerMetrics,
+}
+
+/// The label of the listener metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: &'static str,
+}
+
+/// What the listeners' limits did, per listener.
+#[derive(Default)]
+pub struct ListenerMetrics {
+    /// Connections open now.
+    pub open: Family<ListenerLabel, Gauge>,
+    /// Connections closed at once because the listener was at `max-connections`.
+    pub refused: Family<ListenerLabel, Counter>,
+    /// TLS handshakes that failed or timed out (a wrong CA, no client certificate, plaintext on a
+    /// TLS port, a client that never finished).
+    pub handshake_failures: Family<ListenerLabel, Counter>,
+    /// Connections a peer certificate was refused on after the handshake (another cluster).
+    pub identity_refused: Family<ListenerLabel, Counter>,
+    /// Connections that ended in an error or a timeout (header read, idle keep-alive).
+    pub connection_errors: Family<ListenerLabel, Counter>,
+}
+
+impl ListenerMetrics {
+    pub fn label(listener: &'static str) -> ListenerLabel {
+        ListenerLabel { listener }
+    }
 }
 
 impl Metrics {
@@ -52,6 +84,7 @@ impl Metrics {
             stale_reads: Counter::default(),
             scheduler_ticks: Counter::default(),
             scheduler_proposals: Counter::default(),
+            listeners: ListenerMetrics::default(),
         };
         m.registry = m.registry();
         m
@@ -146,6 +179,32 @@ impl Metrics {
         ] {
             registry.register(name, help, counter.clone());
         }
+        let l = &m.listeners;
+        registry.register(
+            "listener_connections_open",
+            "Connections open on the listener",
+            l.open.clone(),
+        );
+        registry.register(
+            "listener_connections_refused",
+            "Connections closed at once: the listener was at max-connections",
+            l.refused.clone(),
+        );
+        registry.register(
+            "listener_tls_handshake_failures",
+            "TLS handshakes that failed or timed out",
+            l.handshake_failures.clone(),
+        );
+        registry.register(
+            "listener_identity_refused",
+            "Connections whose verified certificate names no identity of this cluster",
+            l.identity_refused.clone(),
+        );
+        registry.register(
+            "listener_connection_errors",
+            "Connections that ended in an error or a timeout (header read, idle keep-alive)",
+            l.connection_errors.clone(),
+        );
     }
 
     fn register_histograms(&self, registry: &mut Registry) {

@@ -178,11 +178,22 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
             .map(|(_, v)| v.clone())
             .unwrap()
     };
+    // TLS by default: https endpoints, the dev CA in KMS_CA_BUNDLE, node keys 0600.
     assert_eq!(
         get("KMS_ENDPOINTS"),
-        "http://127.0.0.1:24201,http://127.0.0.1:24202,http://127.0.0.1:24203"
+        "https://127.0.0.1:24201,https://127.0.0.1:24202,https://127.0.0.1:24203"
     );
     assert_eq!(get("KMS_REGION"), "ap-guangzhou");
+    let ca = std::path::PathBuf::from(get("KMS_CA_BUNDLE"));
+    assert_eq!(ca, dir.canonicalize().unwrap().join("tls/ca.pem"));
+    for f in ["ca.key", "node1.key", "node2.key", "node3.key"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("tls").join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
 
     // `raftkms cluster status --json`, configured only by the dev.env variables.
     let out = Command::new(bin())
@@ -223,10 +234,27 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
 
     // The dev credential works through the KMS API on every node.
     let kms = raftkms::client::KmsClient::new(
-        "127.0.0.1:24201",
+        "https://127.0.0.1:24201",
         "ap-guangzhou",
         &get("KMS_SECRET_ID"),
         &get("KMS_SECRET_KEY"),
+    )
+    .with_ca(&ca)
+    .unwrap();
+    // Plaintext HTTP to the TLS port gets no answer.
+    let plain = raftkms::client::KmsClient::new(
+        "http://127.0.0.1:24201",
+        "ap-guangzhou",
+        &get("KMS_SECRET_ID"),
+        &get("KMS_SECRET_KEY"),
+    );
+    let e = plain
+        .call("ListKeys", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, raftkms::client::KmsError::Transport(_)),
+        "{e:?}"
     );
     let key = kms
         .call("CreateKey", serde_json::json!({"Alias": "dev-kept"}))
@@ -274,7 +302,9 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     };
     let (id, secret) = (field("SecretId:"), field("SecretKey:"));
     assert!(cli(&["credential", "list"]).contains(&id));
-    let team = raftkms::client::KmsClient::new("127.0.0.1:24202", "ap-guangzhou", &id, &secret);
+    let team = raftkms::client::KmsClient::new("127.0.0.1:24202", "ap-guangzhou", &id, &secret)
+        .with_ca(&ca)
+        .unwrap();
     assert_eq!(
         team.call("ListKeys", serde_json::json!({})).await.unwrap()["TotalCount"],
         0

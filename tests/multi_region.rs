@@ -35,14 +35,20 @@ async fn credential(c: &TestCluster) -> (String, String) {
     (cred.secret_id, cred.secret_key.expose().to_string())
 }
 
-/// A client for node `id` acting in `region`.
+/// A client for node `id` acting in `region` (over TLS when the cluster has a CA).
 fn kms(c: &TestCluster, cred: &(String, String), id: u64, region: &str) -> KmsClient {
-    KmsClient::new(
+    let client = KmsClient::new(
         &TestCluster::api_addr(c.base_port, id),
         region,
         &cred.0,
         &cred.1,
-    )
+    );
+    let ca = c.dir.path().join("tls/ca.pem");
+    if ca.exists() {
+        client.with_ca(&ca).unwrap()
+    } else {
+        client
+    }
 }
 
 fn blob_version(blob: &Value) -> u32 {
@@ -236,7 +242,10 @@ async fn losing_a_whole_region_loses_no_acknowledged_write_and_the_minority_serv
         read_timeout_ms: 2000,
         ..TimingConfig::default()
     };
-    let mut c = TestCluster::start_layout(&LAYOUT, 29100, timing).await;
+    // Over TLS: the drill's client trusts the cluster CA (--ca).
+    let mut c = TestCluster::configure_layout(&LAYOUT, 29100, timing, Default::default());
+    let ca = c.enable_tls();
+    let mut c = c.launch().await;
     let cred = credential(&c).await;
     c.wait_leader(Duration::from_secs(10)).await;
 
@@ -271,6 +280,8 @@ async fn losing_a_whole_region_loses_no_acknowledged_write_and_the_minority_serv
             "--heal",
             &format!("kill -CONT {gz_pids}"),
             "--json",
+            "--ca",
+            ca.to_str().unwrap(),
         ])
         .env("KMS_SECRET_ID", &cred.0)
         .env("KMS_SECRET_KEY", &cred.1)

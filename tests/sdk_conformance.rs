@@ -41,19 +41,23 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     // Shanghai is served too, so replica keys (ReplicateKey) have somewhere to go.
     let mut c = TestCluster::configure(3, 26000, TimingConfig::default(), snapshot);
     c.serve_regions(&["ap-shanghai"]);
+    // The whole suite over TLS, as `raftkms dev` serves it: a cluster CA and a node certificate
+    // each, made by the library `raftkms cert` uses.
+    let ca_file = c.enable_tls();
     let mut c = c.launch().await;
     let admin = c.admin(1);
     let account = admin.create_account("sdk").await.unwrap();
     let cred = admin.create_credential(account.uin).await.unwrap();
     let endpoints: Vec<String> = (1..=3)
-        .map(|i| format!("http://{}", TestCluster::api_addr(c.base_port, i)))
+        .map(|i| format!("https://{}", TestCluster::api_addr(c.base_port, i)))
         .collect();
     let env_file = c.dir.path().join("sdk.env");
     std::fs::write(
         &env_file,
         format!(
-            "KMS_ENDPOINTS={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
+            "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
             endpoints.join(","),
+            ca_file.display(),
             cred.secret_id,
             cred.secret_key.expose(),
             TestCluster::raft_addr(c.base_port, 1),

@@ -327,6 +327,8 @@ class Cluster:
             'api-listen = "%s"' % node.api,
             'raft-listen = "%s"' % node.raft,
             'raft-advertise = "%s"' % advertise,
+            # The harness's clients speak plain HTTP on the namespaces' private links.
+            "insecure-plaintext = true",
             "",
             "[timing]",
         ] + ["%s = %d" % kv for kv in t.items()] + [

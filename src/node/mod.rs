@@ -56,6 +56,8 @@ pub enum StartError {
     },
     #[error("the Raft core stopped: {0}; the node exits instead of running without it")]
     RaftStopped(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// A started node: the Raft core and the parts request handlers use.
@@ -126,6 +128,11 @@ impl Node {
     /// The node's Prometheus metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+
+    /// A shared handle on the metrics, for tasks that outlive a borrow (the listeners).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     pub fn writes(&self) -> &Writes {

@@ -1,5 +1,8 @@
-//! The process: a node, its scheduler and its two listeners, started in order and shut down in
-//! order (listeners drained, Raft stopped, WAL synced).
+//! The process: a node, its scheduler and its two listeners ([`listener`]: TLS and the limits
+//! before authentication), started in order and shut down in order (listeners drained, Raft
+//! stopped, WAL synced).
+
+pub mod listener;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use crate::clock::SharedClock;
 use crate::config::NodeConfig;
 use crate::kms::Kms;
 use crate::node::{Node, StartError};
+use crate::tls::reload::CertStore;
 
 /// How long the listeners may take to drain at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -33,6 +37,8 @@ pub async fn run_with_clock(
 ) -> Result<(), StartError> {
     // Storage first (a foreign data directory is refused before anything else), then bind before
     // starting Raft so a busy port is reported at once and nothing half-starts.
+    // TLS material is read before anything starts: a bad certificate or key is a start error.
+    let api_tls = api_tls(&config)?;
     let storage = Node::open(config.clone())?;
     let api_listener = bind("api-listen", &config.api_listen).await?;
     let raft_listener = bind("raft-listen", &config.raft_listen).await?;
@@ -48,12 +54,44 @@ pub async fn run_with_clock(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let api = axum::serve(api_listener, crate::http::api_router(kms.clone()))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let internal = axum::serve(raft_listener, crate::http::internal::router(node.clone()))
-        .with_graceful_shutdown(stopped(stop_rx));
-    let api = tokio::spawn(async move { api.await });
-    let internal = tokio::spawn(async move { internal.await });
+    let metrics = node.metrics_handle();
+    let reloader = api_tls
+        .as_ref()
+        .map(|(store, period)| tokio::spawn(reload_certificates(store.clone(), *period)));
+    let api = listener::serve(
+        api_listener,
+        crate::http::api_router(kms.clone()),
+        listener::Listener {
+            name: "api",
+            tls: match &api_tls {
+                Some((store, _)) => Some(
+                    crate::tls::config::api_server(store.clone())
+                        .map_err(|e| StartError::Tls(e.to_string()))?,
+                ),
+                None => None,
+            },
+            cluster_id: None,
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+        },
+        stop_rx.clone(),
+        DRAIN,
+    );
+    let internal = listener::serve(
+        raft_listener,
+        crate::http::internal::router(node.clone()),
+        listener::Listener {
+            name: "internal",
+            tls: None,
+            cluster_id: None,
+            limits: config.limits.clone(),
+            metrics,
+        },
+        stop_rx,
+        DRAIN,
+    );
+    let api = tokio::spawn(api);
+    let internal = tokio::spawn(internal);
 
     let mut watcher = watcher;
     let fatal = tokio::select! {
@@ -68,6 +106,9 @@ pub async fn run_with_clock(
     drain(api, internal).await;
     // The scheduler proposes through Raft: stop it before Raft stops.
     scheduler.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     node.shutdown().await;
     watcher.abort();
     tracing::info!("stopped");
@@ -77,19 +118,56 @@ pub async fn run_with_clock(
     }
 }
 
-/// Resolves once the stop flag is raised.
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+/// The API listener's certificate store and how often to check its files, when `[tls]` is set.
+fn api_tls(config: &NodeConfig) -> Result<Option<(Arc<CertStore>, Duration)>, StartError> {
+    let Some(t) = &config.tls else {
+        tracing::warn!(
+            "insecure-plaintext: the API listener serves plaintext HTTP (loopback tests only)"
+        );
+        return Ok(None);
+    };
+    let store =
+        CertStore::open(&t.cert_file, &t.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(Some((store, Duration::from_millis(t.reload_check_ms))))
 }
 
-/// Waits for both listeners to finish their connections, at most [`DRAIN`]: a stuck
-/// connection must not keep the node from stopping.
+/// Rereads the certificate when its files change, and at once on SIGHUP. A bad new pair is
+/// logged and the one in use kept.
+async fn reload_certificates(store: Arc<CertStore>, period: Duration) {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
+        };
+        let outcome = if forced {
+            store.reload().map(|()| true)
+        } else {
+            store.reload_if_changed()
+        };
+        match outcome {
+            Ok(true) => tracing::info!(forced, "TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the one in use")
+            }
+        }
+    }
+}
+
+/// Waits for both listeners to finish (each drains its connections for at most [`DRAIN`]): a
+/// stuck connection must not keep the node from stopping.
 async fn drain<A, B>(api: tokio::task::JoinHandle<A>, internal: tokio::task::JoinHandle<B>) {
     let both = async {
         let _ = api.await;
         let _ = internal.await;
     };
-    if tokio::time::timeout(DRAIN, both).await.is_err() {
+    if tokio::time::timeout(DRAIN + Duration::from_secs(1), both)
+        .await
+        .is_err()
+    {
         tracing::warn!("listeners did not drain within 5 s; stopping anyway");
     }
 }

@@ -137,6 +137,31 @@ impl TestCluster {
         });
     }
 
+    /// Serves every node's API over TLS: a cluster CA and a certificate per node (for
+    /// 127.0.0.1) in `<dir>/tls`. Returns the CA file clients trust.
+    pub fn enable_tls(&mut self) -> PathBuf {
+        use raftkms::tls::issue;
+        let tls = self.dir.path().join("tls");
+        let ca = issue::new_ca(&self.cluster_id, 30).unwrap();
+        ca.write(&tls, "ca", true).unwrap();
+        let signer = issue::Signer::from_pem(&ca.cert_pem, ca.key_pem.expose()).unwrap();
+        let cluster_id = self.cluster_id.clone();
+        self.edit_configs(|cfg| {
+            let (cert_file, key_file) = signer
+                .node(&cluster_id, cfg.node_id, &["127.0.0.1".to_string()], 30)
+                .unwrap()
+                .write(&tls, &format!("node{}", cfg.node_id), true)
+                .unwrap();
+            cfg.insecure_plaintext = false;
+            cfg.tls = Some(raftkms::config::TlsConfig {
+                cert_file,
+                key_file,
+                reload_check_ms: 10_000,
+            });
+        });
+        tls.join("ca.pem")
+    }
+
     /// Changes every node's config and writes it again, before the nodes are started.
     pub fn edit_configs(&mut self, mut edit: impl FnMut(&mut NodeConfig)) {
         for n in &mut self.nodes {
@@ -199,7 +224,10 @@ impl TestCluster {
             raft_listen: Self::raft_addr(self.base_port, id),
             raft_advertise: None,
             api_advertise: None,
+            insecure_plaintext: true,
             default_consistency: Default::default(),
+            tls: None,
+            limits: Default::default(),
             timing: self.timing.clone(),
             snapshot: self.snapshot.clone(),
             kms: raftkms::config::KmsConfig {

@@ -1,8 +1,8 @@
 """Fixtures for the Tencent Cloud SDK / tccli compatibility tests.
 
 The cluster under test is described by environment variables (tests/sdk/run.sh exports them from a
-dev.env file): KMS_ENDPOINTS (comma-separated http:// URLs, node 1 first), KMS_REGION, KMS_SECRET_ID,
-KMS_SECRET_KEY. The cluster keeps its data between runs, so every test works on keys it creates itself
+dev.env file): KMS_ENDPOINTS (comma-separated http:// or https:// URLs, node 1 first), KMS_CA_BUNDLE
+(the cluster CA, for https), KMS_REGION, KMS_SECRET_ID, KMS_SECRET_KEY. The cluster keeps its data between runs, so every test works on keys it creates itself
 under unique aliases, and schedules them for deletion afterwards.
 """
 
@@ -16,6 +16,7 @@ import kmstest
 def cluster():
     c = kmstest.cluster_from_env()
     assert len(c.endpoints) >= 1
+    kmstest.TRANSPORT.update(scheme=c.scheme, ca_bundle=c.ca_bundle)
     return c
 
 

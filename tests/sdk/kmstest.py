@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
 import uuid
@@ -36,6 +37,8 @@ class Cluster:
     region: str
     secret_id: str
     secret_key: str
+    scheme: str = "http"  # "https" when KMS_ENDPOINTS are https:// URLs
+    ca_bundle: str = ""  # KMS_CA_BUNDLE: the CA the nodes' certificates chain to (https)
 
 
 def cluster_from_env():
@@ -44,22 +47,46 @@ def cluster_from_env():
     if missing:
         pytest.fail("set %s (tests/sdk/run.sh reads them from dev.env)" % ", ".join(missing))
     endpoints = []
+    schemes = set()
     for url in os.environ["KMS_ENDPOINTS"].split(","):
         url = url.strip()
         if not url:
             continue
-        if url.startswith("https://"):
-            pytest.fail("KMS_ENDPOINTS must be plain http:// URLs, got %r" % url)
-        endpoints.append(url[len("http://"):] if url.startswith("http://") else url)
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            scheme, rest = "http", url
+        if scheme not in ("http", "https"):
+            pytest.fail("KMS_ENDPOINTS must be http:// or https:// URLs, got %r" % url)
+        schemes.add(scheme)
+        endpoints.append(rest.rstrip("/"))
+    if len(schemes) > 1:
+        pytest.fail("KMS_ENDPOINTS mixes http:// and https://")
+    scheme = schemes.pop() if schemes else "http"
+    ca = os.environ.get("KMS_CA_BUNDLE", "")
+    if scheme == "https" and not ca:
+        pytest.fail("https endpoints need KMS_CA_BUNDLE (the CA file of the cluster)")
     return Cluster(tuple(endpoints), os.environ["KMS_REGION"],
-                   os.environ["KMS_SECRET_ID"], os.environ["KMS_SECRET_KEY"])
+                   os.environ["KMS_SECRET_ID"], os.environ["KMS_SECRET_KEY"], scheme, ca)
+
+
+# Set by cluster_from_env's caller (conftest) so every client built here speaks the same scheme.
+TRANSPORT = {"scheme": "http", "ca_bundle": ""}
 
 
 def make_client(endpoint, region, secret_id, secret_key):
-    """A KmsClient for one node, built as in the howto: plain HTTP, host:port endpoint."""
+    """A KmsClient for one node, built as in the howto: host:port endpoint, plain HTTP or HTTPS
+    trusting the cluster's CA through HttpProfile(certification=...) (the SDK ignores
+    REQUESTS_CA_BUNDLE)."""
     cred = credential.Credential(secret_id, secret_key)
-    http = HttpProfile(protocol="http", endpoint=endpoint)
-    return kms_client.KmsClient(cred, region, ClientProfile(httpProfile=http))
+    return kms_client.KmsClient(cred, region, ClientProfile(httpProfile=http_profile(endpoint)))
+
+
+def http_profile(endpoint, **kwargs):
+    """The SDK's HttpProfile for one node in the cluster's scheme (and CA, over HTTPS)."""
+    if TRANSPORT["scheme"] == "https":
+        return HttpProfile(protocol="https", endpoint=endpoint,
+                           certification=TRANSPORT["ca_bundle"], **kwargs)
+    return HttpProfile(protocol="http", endpoint=endpoint, **kwargs)
 
 
 # --- small utilities -------------------------------------------------------------------------------
@@ -187,7 +214,13 @@ class RawReply:
         return json.loads(self.body)["Response"]
 
 
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _opener():
+    """urllib without proxies, trusting the cluster's CA over HTTPS."""
+    handlers = [urllib.request.ProxyHandler({})]
+    if TRANSPORT["scheme"] == "https":
+        handlers.append(urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=TRANSPORT["ca_bundle"])))
+    return urllib.request.build_opener(*handlers)
 
 
 def raw_post(cluster, endpoint, action, body, timestamp, signed_body=None):
@@ -207,9 +240,10 @@ def raw_post(cluster, endpoint, action, body, timestamp, signed_body=None):
                                            JSON_CONTENT_TYPE,
                                            body if signed_body is None else signed_body, timestamp),
     }
-    req = urllib.request.Request("http://%s/" % endpoint, data=body, headers=headers, method="POST")
+    req = urllib.request.Request("%s://%s/" % (TRANSPORT["scheme"], endpoint), data=body,
+                                 headers=headers, method="POST")
     try:
-        with _NO_PROXY_OPENER.open(req, timeout=30) as resp:
+        with _opener().open(req, timeout=30) as resp:
             return RawReply(resp.status, resp.headers.get("Content-Type"), resp.read())
     except urllib.error.HTTPError as e:
         return RawReply(e.code, e.headers.get("Content-Type"), e.read())

@@ -3,8 +3,8 @@
 #
 #   tests/sdk/run.sh PATH/TO/dev.env [extra pytest args...]
 #
-# dev.env holds shell-sourceable KEY=VALUE lines: KMS_ENDPOINTS (comma-separated http:// URLs),
-# KMS_REGION, KMS_SECRET_ID, KMS_SECRET_KEY. The virtualenv lives in ${RAFTKMS_VENV} (default
+# dev.env holds shell-sourceable KEY=VALUE lines: KMS_ENDPOINTS (comma-separated http:// or https://
+# URLs), KMS_CA_BUNDLE (the CA file, for https), KMS_REGION, KMS_SECRET_ID, KMS_SECRET_KEY. The virtualenv lives in ${RAFTKMS_VENV} (default
 # /var/cache/raftkms/venv) and is reused as long as it holds exactly the pinned versions below.
 set -euo pipefail
 
@@ -60,6 +60,8 @@ for var in KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY; do
     fi
 done
 export KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY
+# The cluster CA, for https:// endpoints (raftkms dev writes it into dev.env).
+export KMS_CA_BUNDLE="${KMS_CA_BUNDLE:-}"
 
 # --- run -----------------------------------------------------------------------------------------
 # No .pytest_cache or __pycache__ left in the work tree.

@@ -5,7 +5,6 @@ for); the replica is then used with the ordinary KmsClient in the other region."
 from tencentcloud.common import credential
 from tencentcloud.common.common_client import CommonClient
 from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
 
 import kmstest
 
@@ -14,7 +13,7 @@ OTHER_REGION = "ap-shanghai"  # served by the test cluster through a [[regions]]
 
 def common_client(cluster, endpoint, region):
     cred = credential.Credential(cluster.secret_id, cluster.secret_key)
-    http = HttpProfile(protocol="http", endpoint=endpoint)
+    http = kmstest.http_profile(endpoint)
     return CommonClient("kms", kmstest.API_VERSION, cred, region, ClientProfile(httpProfile=http))
 
 

@@ -455,10 +455,9 @@ def test_query_string_form_of_the_api_works(cluster):
     KeyIds.0, …), no body."""
     from tencentcloud.common import credential
     from tencentcloud.common.profile.client_profile import ClientProfile
-    from tencentcloud.common.profile.http_profile import HttpProfile
     from tencentcloud.kms.v20190118 import kms_client
 
-    http = HttpProfile(protocol="http", endpoint=cluster.endpoints[-1], reqMethod="GET")
+    http = kmstest.http_profile(cluster.endpoints[-1], reqMethod="GET")
     get_client = kms_client.KmsClient(credential.Credential(cluster.secret_id, cluster.secret_key),
                                       cluster.region, ClientProfile(httpProfile=http))
     tag = models.Tag()

@@ -1,7 +1,10 @@
 """The unmodified tccli against every node, configured only by global flags (no profile).
 
-tccli has no option for plain HTTP, so the scheme goes into --endpoint; requests then carry
+Over plain HTTP: tccli has no option for it, so the scheme goes into --endpoint; requests then carry
 `Host: http://127.0.0.1:PORT` and that exact value is signed (tencent-client-howto.md §2).
+Over HTTPS: tccli's default scheme; it has no CA option and trusts only certifi's bundle, so the
+tests give it a certifi whose bundle is certifi's own plus the cluster CA (a module first on
+PYTHONPATH), which is what a user does by appending the CA to `python -m certifi`'s file.
 """
 
 import json
@@ -25,16 +28,36 @@ def tccli(cluster, tmp_path):
     env = {k: v for k, v in os.environ.items()
            if not k.lower().endswith("_proxy") and not k.startswith(("TENCENTCLOUD_", "TCCLI_"))}
     env["HOME"] = str(tmp_path)  # no ~/.tccli profile can leak in
+    if cluster.scheme == "https":
+        env["PYTHONPATH"] = certifi_with_ca(tmp_path, cluster.ca_bundle)
 
     def run(node, action, *args, secret_key=None):
+        endpoint = cluster.endpoints[node]
+        if cluster.scheme == "http":
+            endpoint = "http://" + endpoint
         cmd = [TCCLI, "kms", action, *args,
                "--secretId", cluster.secret_id,
                "--secretKey", secret_key or cluster.secret_key,
                "--region", cluster.region,
-               "--endpoint", "http://" + cluster.endpoints[node]]
+               "--endpoint", endpoint]
         return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
 
     return run
+
+
+def certifi_with_ca(tmp_path, ca_file):
+    """A directory holding a `certifi` module whose where() is certifi's bundle plus ca_file."""
+    import certifi
+    shim = tmp_path / "certifi-shim"
+    (shim / "certifi").mkdir(parents=True)
+    bundle = shim / "cacert.pem"
+    with open(certifi.where(), encoding="utf-8") as base, open(ca_file, encoding="utf-8") as ca:
+        bundle.write_text(base.read() + "\n" + ca.read(), encoding="utf-8")
+    (shim / "certifi" / "__init__.py").write_text(
+        "def where():\n    return %r\n\n\ndef contents():\n"
+        "    with open(where(), encoding='ascii') as f:\n        return f.read()\n" % str(bundle),
+        encoding="utf-8")
+    return str(shim)
 
 
 def ok_json(proc):

@@ -39,6 +39,9 @@ pub async fn request<'a>(
     check_action_and_version(headers)?;
     let (auth, timestamp) = authorization(kms, headers)?;
     let consistency = consistency(kms, headers)?;
+    // The SecretId is looked up before the body is read: a client without a credential gets its
+    // refusal without the node reading (up to MAX_BODY of) anything it sends.
+    let credential = kms.credential(&auth.secret_id, consistency).await?;
     // The body is read only after the cheap header checks, and within a deadline, so neither an
     // unsigned request nor a slow sender ties up a node for long.
     let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
@@ -50,17 +53,7 @@ pub async fn request<'a>(
             )
         })??;
     let query = uri.query().unwrap_or("");
-    let caller = verify(
-        kms,
-        method,
-        query,
-        headers,
-        &body,
-        &auth,
-        timestamp,
-        consistency,
-    )
-    .await?;
+    let caller = verify(credential, method, query, headers, &body, &auth, timestamp)?;
     let region = header_str(headers, "x-tc-region");
     let scope = kms.open_scope(caller, region, consistency).await?;
     let params = parameters(method, query, &body)?;
@@ -148,18 +141,15 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 }
 
 /// Checks the TC3 signature with the credential's secret key; the caller it names.
-#[allow(clippy::too_many_arguments)]
-async fn verify(
-    kms: &Kms,
+fn verify(
+    (uin, secret): (u64, crate::crypto::Secret),
     method: &Method,
     query: &str,
     headers: &HeaderMap,
     body: &[u8],
     auth: &tc3::Authorization,
     timestamp: i64,
-    consistency: Consistency,
 ) -> Result<Caller, ApiError> {
-    let (uin, secret) = kms.credential(&auth.secret_id, consistency).await?;
     let header_of = |name: &str| header_str(headers, name);
     let signed = tc3::SignedRequest {
         method: method.as_str(),
