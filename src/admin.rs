@@ -46,7 +46,7 @@ impl AdminClient {
         secret: impl Into<SecretString>,
     ) -> Self {
         AdminClient {
-            client: http_client(Duration::from_secs(2)),
+            client: http_client(Duration::from_secs(2), Duration::from_secs(4)),
             auth: PeerAuth::new(cluster_id.into(), secret.into()),
             addr: addr.into(),
             timeout: Duration::from_secs(30),

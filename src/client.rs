@@ -49,6 +49,9 @@ pub struct KmsClient {
     pub clock_offset_secs: i64,
     /// Sent as `X-Raftkms-Consistency` when set.
     pub consistency: Option<String>,
+    /// Also sign `x-tc-action` and `x-tc-region` (the Tencent SDK signs only
+    /// `content-type;host`).
+    pub sign_action_headers: bool,
 }
 
 /// The HTTP client settings of every API client (this one and the benchmark drivers of the
@@ -104,6 +107,7 @@ impl KmsClient {
             secret_key: std::sync::Arc::new(SecretString::from(secret_key)),
             clock_offset_secs: 0,
             consistency: None,
+            sign_action_headers: false,
         }
     }
 
@@ -147,7 +151,7 @@ impl KmsClient {
         let body = serde_json::to_vec(&params).map_err(|e| KmsError::BadReply(e.to_string()))?;
         let timestamp = crate::clock::Clock::wall_secs(&crate::clock::SystemClock) as i64
             + self.clock_offset_secs;
-        let authorization = self.authorization(&body, timestamp)?;
+        let authorization = self.authorization(action, &body, timestamp)?;
         let mut req = self
             .http
             .post(format!("{}://{}/", self.scheme, self.endpoint))
@@ -176,19 +180,25 @@ impl KmsClient {
 
     /// The TC3 `Authorization` header of a POST with `body` at `timestamp`, signing
     /// `content-type;host` as the Tencent SDK does.
-    fn authorization(&self, body: &[u8], timestamp: i64) -> Result<String, KmsError> {
+    fn authorization(&self, action: &str, body: &[u8], timestamp: i64) -> Result<String, KmsError> {
         let date = tc3::utc_date(timestamp)
             .ok_or_else(|| KmsError::Transport("clock out of range".into()))?;
+        let mut signed_headers: Vec<String> = vec!["content-type".into(), "host".into()];
+        if self.sign_action_headers {
+            signed_headers.extend(["x-tc-action".into(), "x-tc-region".into()]);
+        }
         let mut auth = Authorization {
             secret_id: self.secret_id.clone(),
             date,
             service: tc3::SERVICE.into(),
-            signed_headers: vec!["content-type".into(), "host".into()],
+            signed_headers,
             signature: String::new(),
         };
         let header = |name: &str| match name {
             "content-type" => Some(CONTENT_TYPE.to_string()),
             "host" => Some(self.endpoint.clone()),
+            "x-tc-action" => Some(action.to_string()),
+            "x-tc-region" => Some(self.region.clone()),
             _ => None,
         };
         let signed = SignedRequest {
@@ -202,8 +212,12 @@ impl KmsClient {
         auth.signature = tc3::signature(&auth, &signed, self.secret_key.expose().as_bytes())
             .map_err(|e| KmsError::Transport(e.to_string()))?;
         Ok(format!(
-            "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders=content-type;host, Signature={}",
-            auth.secret_id, auth.date, auth.service, auth.signature
+            "TC3-HMAC-SHA256 Credential={}/{}/{}/tc3_request, SignedHeaders={}, Signature={}",
+            auth.secret_id,
+            auth.date,
+            auth.service,
+            auth.signed_headers.join(";"),
+            auth.signature
         ))
     }
 }

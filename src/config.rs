@@ -251,8 +251,12 @@ pub struct LimitsConfig {
     /// A request's headers must arrive within this many ms of the connection becoming idle
     /// (so it is also the keep-alive idle timeout). Default 10000.
     pub header_read_timeout_ms: u64,
-    /// A request, body included, must be answered within this many ms. Default 30000.
-    pub request_timeout_ms: u64,
+    /// A request body must arrive within this many ms once its headers have (checked where the
+    /// body is read, after the credential lookup). Default 30000.
+    pub body_timeout_ms: u64,
+    /// A connection whose writes make no progress for this many ms (a client that stopped
+    /// reading its answers) is closed. Default 30000.
+    pub send_timeout_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -261,7 +265,43 @@ impl Default for LimitsConfig {
             max_connections: 4096,
             handshake_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
-            request_timeout_ms: 30_000,
+            body_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Request-authentication settings of the API listener.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Accept `X-TC-Content-SHA256: UNSIGNED-PAYLOAD` (the body is then not covered by the
+    /// signature). Default false.
+    pub allow_unsigned_payload: bool,
+    /// Headers every request must include in its `SignedHeaders`, lower case (e.g.
+    /// `["x-tc-action", "x-tc-region"]`, for clients that sign them; the Tencent SDK signs only
+    /// `content-type;host`). Default none.
+    pub require_signed_headers: Vec<String>,
+}
+
+/// What stale reads (`X-Raftkms-Consistency: stale`) this node answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ReadsConfig {
+    /// Answer stale reads at all. Default true (a region cut off from the quorum keeps serving
+    /// crypto; docs/multi-region.md).
+    pub allow_stale: bool,
+    /// Refuse a stale read when this node last heard from a leader longer ago than this, in ms
+    /// (the age the stale answer's `X-Raftkms-Leader-Contact-Ms` header reports). 0 = no bound.
+    /// Default 0.
+    pub max_stale_ms: u64,
+}
+
+impl Default for ReadsConfig {
+    fn default() -> Self {
+        ReadsConfig {
+            allow_stale: true,
+            max_stale_ms: 0,
         }
     }
 }
@@ -313,6 +353,10 @@ pub struct NodeConfig {
     pub tls: Option<TlsConfig>,
     #[serde(default)]
     pub limits: LimitsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub reads: ReadsConfig,
     #[serde(default)]
     pub timing: TimingConfig,
     #[serde(default)]
@@ -408,16 +452,37 @@ impl NodeConfig {
             }
             _ => {}
         }
+        for (i, h) in self.auth.require_signed_headers.iter().enumerate() {
+            if h.is_empty()
+                || h.bytes()
+                    .any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+            {
+                return Err(field(
+                    format!("auth.require-signed-headers[{i}]"),
+                    format!("`{h}` is not a lower-case header name"),
+                ));
+            }
+        }
+        if self.default_consistency == Consistency::Stale && !self.reads.allow_stale {
+            return Err(field(
+                "reads.allow-stale",
+                "cannot be false while default-consistency is stale",
+            ));
+        }
         let l = &self.limits;
         for (name, v) in [
             ("limits.max-connections", l.max_connections as u64),
             ("limits.handshake-timeout-ms", l.handshake_timeout_ms),
             ("limits.header-read-timeout-ms", l.header_read_timeout_ms),
-            ("limits.request-timeout-ms", l.request_timeout_ms),
+            ("limits.body-timeout-ms", l.body_timeout_ms),
+            ("limits.send-timeout-ms", l.send_timeout_ms),
         ] {
             if v == 0 {
                 return Err(field(name, "must be greater than 0"));
             }
+        }
+        if l.max_connections > 1_000_000 {
+            return Err(field("limits.max-connections", "must be at most 1000000"));
         }
         Ok(())
     }
@@ -620,5 +685,23 @@ region = "ap-guangzhou"
         assert!(parse(&both).unwrap_err().contains("insecure-plaintext"));
         let zero = format!("{GOOD}\n[limits]\nmax-connections = 0\n");
         assert!(parse(&zero).unwrap_err().contains("limits.max-connections"));
+    }
+
+    #[test]
+    fn request_policies_are_checked() {
+        let cfg = parse(GOOD).unwrap();
+        assert!(!cfg.auth.allow_unsigned_payload);
+        assert!(cfg.auth.require_signed_headers.is_empty());
+        assert!(cfg.reads.allow_stale);
+        assert_eq!(cfg.reads.max_stale_ms, 0);
+        let upper = format!("{GOOD}\n[auth]\nrequire-signed-headers = [\"X-TC-Action\"]\n");
+        assert!(parse(&upper)
+            .unwrap_err()
+            .contains("auth.require-signed-headers[0]"));
+        let no_stale = GOOD.replace(
+            "insecure-plaintext = true\n",
+            "insecure-plaintext = true\ndefault-consistency = \"stale\"\n",
+        ) + "\n[reads]\nallow-stale = false\n";
+        assert!(parse(&no_stale).unwrap_err().contains("reads.allow-stale"));
     }
 }

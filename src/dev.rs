@@ -49,8 +49,10 @@ fn create_certificates(
 ) -> anyhow::Result<Vec<TlsConfig>> {
     use crate::tls::issue;
     let tls = tls_dir(dir);
-    let ca = issue::new_ca(cluster_id, 3650)?;
-    ca.write(&tls, "ca", true)?;
+    // Name-constrained to loopback, and its key is not kept: the dev CA can vouch for nothing
+    // but these nodes, even if someone adds it to a trust store.
+    let ca = issue::new_loopback_ca(cluster_id, 3650)?;
+    ca.write_certificate(&tls, "ca")?;
     let signer = issue::Signer::from_pem(&ca.cert_pem, ca.key_pem.expose())?;
     let hosts = ["127.0.0.1".to_string(), "localhost".to_string()];
     let mut out = Vec::new();
@@ -190,6 +192,8 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
             default_consistency: Default::default(),
             tls: node_tls,
             limits: Default::default(),
+            auth: Default::default(),
+            reads: Default::default(),
             timing: Default::default(),
             snapshot: Default::default(),
             // One unseal key for every dev node: they must all open the same root key.
@@ -474,11 +478,14 @@ fn print_usage(
     println!("  raftkms cluster status            # leader, term, members, indices");
     println!(
         "  tccli kms CreateKey --Alias demo --secretId \"$KMS_SECRET_ID\" --secretKey \"$KMS_SECRET_KEY\" --region {} --endpoint {}",
-        first_region, endpoints[0]
+        first_region,
+        // tccli speaks HTTPS by default and takes the endpoint without a scheme; for plain HTTP
+        // the scheme goes into the endpoint.
+        endpoints[0].trim_start_matches("https://")
     );
     if let Some(ca) = ca {
         println!(
-            "  # tccli trusts only certifi's bundle: cat {} >> \"$(python3 -m certifi)\"",
+            "  # tccli trusts only certifi's bundle: in tccli's own virtualenv, cat {} >> \"$(python -m certifi)\"; then --endpoint without https://",
             ca.display()
         );
     }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub stale_reads: Counter,
     pub scheduler_ticks: Counter,
     pub scheduler_proposals: Counter,
+    pub tls_reloads: Counter,
+    pub tls_reload_failures: Counter,
     /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
     pub listeners: ListenerMetrics,
 }
@@ -84,6 +86,8 @@ impl Metrics {
             stale_reads: Counter::default(),
             scheduler_ticks: Counter::default(),
             scheduler_proposals: Counter::default(),
+            tls_reloads: Counter::default(),
+            tls_reload_failures: Counter::default(),
             listeners: ListenerMetrics::default(),
         };
         m.registry = m.registry();
@@ -175,6 +179,16 @@ impl Metrics {
                 "scheduler_proposals",
                 "Rotations, deletions and expiries the scheduler proposed",
                 &m.scheduler_proposals,
+            ),
+            (
+                "tls_reloads",
+                "Times the API certificate was reread from its files",
+                &m.tls_reloads,
+            ),
+            (
+                "tls_reload_failures",
+                "Certificate rereads that failed (the certificate in use was kept)",
+                &m.tls_reload_failures,
             ),
         ] {
             registry.register(name, help, counter.clone());

@@ -186,7 +186,9 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     assert_eq!(get("KMS_REGION"), "ap-guangzhou");
     let ca = std::path::PathBuf::from(get("KMS_CA_BUNDLE"));
     assert_eq!(ca, dir.canonicalize().unwrap().join("tls/ca.pem"));
-    for f in ["ca.key", "node1.key", "node2.key", "node3.key"] {
+    // The dev CA's key is not kept: it cannot sign anything else.
+    assert!(!dir.join("tls/ca.key").exists());
+    for f in ["node1.key", "node2.key", "node3.key"] {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("tls").join(f))
             .unwrap()

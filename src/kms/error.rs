@@ -112,6 +112,14 @@ pub enum KmsError {
     UnknownCredential(String),
     #[error("region `{0}` is not served by this cluster")]
     UnsupportedRegion(String),
+    /// A stale read on a node that does not answer stale reads (`reads.allow-stale = false`).
+    #[error(
+        "stale reads are not allowed on this node (reads.allow-stale = false); read linearizable"
+    )]
+    StaleNotAllowed,
+    /// A stale read on a node whose last leader contact is older than `reads.max-stale-ms`.
+    #[error("this node last heard from a leader {lag_ms} ms ago, more than reads.max-stale-ms ({max_ms}); retry on another node, later, or linearizable")]
+    StaleTooOld { lag_ms: u64, max_ms: u64 },
     #[error("destination region `{region}` is not served by this cluster (served: {served})")]
     UnsupportedDestination { region: String, served: String },
     #[error("access denied: {0}")]
@@ -164,6 +172,7 @@ impl KmsError {
             KmsError::UnsupportedRegion(_) | KmsError::UnsupportedDestination { .. } => {
                 "unsupported-region"
             }
+            KmsError::StaleNotAllowed | KmsError::StaleTooOld { .. } => "stale-refused",
             KmsError::Denied(_) => "denied",
             KmsError::Registry(_) => "refused",
             KmsError::Cluster(_) => "unavailable",

@@ -206,13 +206,27 @@ impl Kms {
         consistency: Consistency,
     ) -> Result<Scope, KmsError> {
         let gated = consistency == Consistency::Linearizable;
-        if !gated && self.node.health().millis_since_leader_contact().is_none() {
-            // A stale answer carries how far behind it may be; a node that has not heard from a
-            // leader since it started cannot say, so it does not answer (retryable).
-            return Err(crate::raft::error::ClusterError::ReadIndex(
-                "no leader contact since this node started: a stale answer's lag is unknown".into(),
-            )
-            .into());
+        if !gated {
+            let policy = &self.node.config().reads;
+            if !policy.allow_stale {
+                return Err(KmsError::StaleNotAllowed);
+            }
+            match self.node.health().millis_since_leader_contact() {
+                // A stale answer carries how far behind it may be; a node that has not heard from
+                // a leader since it started cannot say, so it does not answer (retryable).
+                None => return Err(crate::raft::error::ClusterError::ReadIndex(
+                    "no leader contact since this node started: a stale answer's lag is unknown"
+                        .into(),
+                )
+                .into()),
+                Some(lag_ms) if policy.max_stale_ms > 0 && lag_ms > policy.max_stale_ms => {
+                    return Err(KmsError::StaleTooOld {
+                        lag_ms,
+                        max_ms: policy.max_stale_ms,
+                    })
+                }
+                Some(_) => {}
+            }
         }
         if gated {
             self.node.reads().read_barrier(consistency).await?;

@@ -57,7 +57,7 @@ pub enum StartError {
     #[error("the Raft core stopped: {0}; the node exits instead of running without it")]
     RaftStopped(String),
     #[error("TLS: {0}")]
-    Tls(String),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A started node: the Raft core and the parts request handlers use.
@@ -261,7 +261,12 @@ impl OpenedStorage {
         let state = sm.applied_state();
         let t = &config.timing;
         let peers = Peers {
-            client: http_client(Duration::from_millis(t.rpc_timeout_ms)),
+            client: http_client(
+                Duration::from_millis(t.rpc_timeout_ms),
+                // Half the peers' keep-alive idle timeout (the same setting cluster-wide).
+                Duration::from_millis(config.limits.header_read_timeout_ms / 2)
+                    .min(Duration::from_secs(60)),
+            ),
             auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
         };
         let raft_metrics = MetricsView::default();

@@ -2,15 +2,18 @@
 //! is authenticated. A connection over `max-connections` is closed at once; a TLS handshake must
 //! finish within `handshake-timeout-ms`; a request's headers must arrive within
 //! `header-read-timeout-ms` of the connection becoming idle (hyper starts that timer again after
-//! every response, so it is also the keep-alive idle timeout); a request's whole exchange must
-//! finish within `request-timeout-ms` (the body is read inside it, under the body limit). A slow or
-//! idle client therefore holds one connection slot for a bounded time and never blocks others.
+//! every response, so it is also the keep-alive idle timeout); a write that makes no progress for
+//! `send-timeout-ms` (a client that stops reading its answers) closes the connection; the request
+//! head and read buffer are capped per connection. A slow, idle or stalled client therefore holds
+//! one connection slot and bounded memory for a bounded time and never blocks others. (The body
+//! has its own deadline where it is read, `body-timeout-ms`, so a request that passed
+//! authentication is never cut off mid-operation by the listener.)
 //!
 //! The peer's verified certificate identity (mutual TLS) and address go into every request's
 //! extensions for the routers to check.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,11 +25,21 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_io_timeout::TimeoutStream;
 use tower::ServiceExt;
 
 use crate::config::LimitsConfig;
 use crate::metrics::{ListenerLabel, ListenerMetrics, Metrics};
 use crate::tls::PeerIdentity;
+
+/// Largest buffered request head (and read buffer) per connection.
+const MAX_BUF: usize = 64 << 10;
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 64;
+
+/// A client socket whose writes fail after `send-timeout-ms` without progress.
+type Socket = Pin<Box<TimeoutStream<TcpStream>>>;
 
 /// What a listener needs besides its socket and router.
 pub struct Listener {
@@ -41,7 +54,7 @@ pub struct Listener {
 }
 
 /// Serves `router` on `listener` until `stop` is raised, then lets the open connections finish
-/// their requests for at most `drain`.
+/// their requests for at most `drain` and closes what is left.
 pub async fn serve(
     tcp: TcpListener,
     router: Router,
@@ -53,6 +66,7 @@ pub async fn serve(
     let label = ListenerMetrics::label(l.name);
     let slots = Arc::new(Semaphore::new(l.limits.max_connections));
     let graceful = GracefulShutdown::new();
+    let mut tasks = JoinSet::new();
     let acceptor = l.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let stopped = async move {
         let _ = stop.wait_for(|s| *s).await;
@@ -71,30 +85,33 @@ pub async fn serve(
             },
             () = &mut stopped => break,
         };
+        // Finished connection tasks are reaped as we go.
+        while tasks.try_join_next().is_some() {}
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             l.metrics.listeners.refused.get_or_create(&label).inc();
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let mut socket = TimeoutStream::new(stream);
+        socket.set_write_timeout(Some(Duration::from_millis(l.limits.send_timeout_ms)));
+        let socket: Socket = Box::pin(socket);
         let l = l.clone();
         let router = router.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let _permit = permit;
             let label = ListenerMetrics::label(l.name);
-            let open = l.metrics.listeners.open.get_or_create(&label).clone();
-            open.inc();
+            let _open = OpenConnection::new(&l.metrics, &label);
             match acceptor {
-                None => serve_connection(stream, remote, None, router, &l, &label, watcher).await,
+                None => serve_connection(socket, remote, None, router, &l, &label, watcher).await,
                 Some(acceptor) => {
-                    if let Some((tls, identity)) = handshake(&acceptor, stream, &l, &label).await {
+                    if let Some((tls, identity)) = handshake(&acceptor, socket, &l, &label).await {
                         serve_connection(tls, remote, identity, router, &l, &label, watcher).await;
                     }
                 }
             }
-            open.dec();
         });
     }
     drop(tcp);
@@ -104,8 +121,30 @@ pub async fn serve(
     {
         tracing::warn!(
             listener = l.name,
-            "connections did not drain in time; stopping anyway"
+            "connections did not drain in time; closing them"
         );
+    }
+    // Whatever did not finish (a handshake in progress, a stuck connection) ends here, so nothing
+    // outlives the listener.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Counts an open connection in `listener_connections_open` for as long as it lives (a panic in
+/// the connection's task included).
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(metrics: &Metrics, label: &ListenerLabel) -> Self {
+        let g = metrics.listeners.open.get_or_create(label).clone();
+        g.inc();
+        OpenConnection(g)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -113,11 +152,11 @@ pub async fn serve(
 /// names, which must belong to this cluster.
 async fn handshake(
     acceptor: &tokio_rustls::TlsAcceptor,
-    stream: TcpStream,
+    stream: Socket,
     l: &Listener,
     label: &ListenerLabel,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<Socket>,
     Option<PeerIdentity>,
 )> {
     let timeout = Duration::from_millis(l.limits.handshake_timeout_ms);
@@ -165,7 +204,7 @@ async fn handshake(
     }
 }
 
-/// HTTP/1.1 on one connection, with the header-read (and idle) timeout and the request timeout.
+/// HTTP/1.1 on one connection, with the header-read (and idle) timeout and bounded buffers.
 async fn serve_connection<I>(
     io: I,
     remote: SocketAddr,
@@ -177,25 +216,20 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let request_timeout = Duration::from_millis(l.limits.request_timeout_ms);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(remote));
         if let Some(id) = &identity {
             req.extensions_mut().insert(id.clone());
         }
-        let router = router.clone();
-        async move {
-            match tokio::time::timeout(request_timeout, router.oneshot(req)).await {
-                Ok(r) => r,
-                Err(_) => Ok::<_, Infallible>(timed_out()),
-            }
-        }
+        router.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(l.limits.header_read_timeout_ms))
+        .max_buf_size(MAX_BUF)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn).await {
@@ -206,15 +240,4 @@ async fn serve_connection<I>(
             .inc();
         tracing::debug!(listener = l.name, error = %e, "connection ended in an error");
     }
-}
-
-/// The answer to a request that did not finish within `request-timeout-ms`.
-fn timed_out() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        axum::http::StatusCode::REQUEST_TIMEOUT,
-        [(axum::http::header::CONNECTION, "close")],
-        "request timed out",
-    )
-        .into_response()
 }

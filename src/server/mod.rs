@@ -55,21 +55,19 @@ pub async fn run_with_clock(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = node.metrics_handle();
-    let reloader = api_tls
-        .as_ref()
-        .map(|(store, period)| tokio::spawn(reload_certificates(store.clone(), *period)));
+    let reloader = api_tls.as_ref().map(|t| {
+        tokio::spawn(reload_certificates(
+            t.store.clone(),
+            t.check_every,
+            metrics.clone(),
+        ))
+    });
     let api = listener::serve(
         api_listener,
         crate::http::api_router(kms.clone()),
         listener::Listener {
             name: "api",
-            tls: match &api_tls {
-                Some((store, _)) => Some(
-                    crate::tls::config::api_server(store.clone())
-                        .map_err(|e| StartError::Tls(e.to_string()))?,
-                ),
-                None => None,
-            },
+            tls: api_tls.as_ref().map(|t| t.server.clone()),
             cluster_id: None,
             limits: config.limits.clone(),
             metrics: metrics.clone(),
@@ -118,23 +116,46 @@ pub async fn run_with_clock(
     }
 }
 
-/// The API listener's certificate store and how often to check its files, when `[tls]` is set.
-fn api_tls(config: &NodeConfig) -> Result<Option<(Arc<CertStore>, Duration)>, StartError> {
+/// The API listener's TLS: its certificate store, server configuration and how often to check
+/// the files.
+struct ApiTls {
+    store: Arc<CertStore>,
+    server: Arc<rustls::ServerConfig>,
+    check_every: Duration,
+}
+
+/// The API listener's TLS when `[tls]` is set, built before anything starts: a bad certificate or
+/// key is a start error.
+fn api_tls(config: &NodeConfig) -> Result<Option<ApiTls>, StartError> {
     let Some(t) = &config.tls else {
         tracing::warn!(
             "insecure-plaintext: the API listener serves plaintext HTTP (loopback tests only)"
         );
         return Ok(None);
     };
-    let store =
-        CertStore::open(&t.cert_file, &t.key_file).map_err(|e| StartError::Tls(e.to_string()))?;
-    Ok(Some((store, Duration::from_millis(t.reload_check_ms))))
+    let store = CertStore::open(&t.cert_file, &t.key_file)?;
+    let server = crate::tls::config::api_server(store.clone())?;
+    Ok(Some(ApiTls {
+        store,
+        server,
+        check_every: Duration::from_millis(t.reload_check_ms),
+    }))
 }
 
 /// Rereads the certificate when its files change, and at once on SIGHUP. A bad new pair is
 /// logged and the one in use kept.
-async fn reload_certificates(store: Arc<CertStore>, period: Duration) {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+async fn reload_certificates(
+    store: Arc<CertStore>,
+    period: Duration,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; certificates are reloaded when their files change");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -148,10 +169,14 @@ async fn reload_certificates(store: Arc<CertStore>, period: Duration) {
             store.reload_if_changed()
         };
         match outcome {
-            Ok(true) => tracing::info!(forced, "TLS certificate reloaded"),
+            Ok(true) => {
+                metrics.tls_reloads.inc();
+                tracing::info!(forced, "TLS certificate reloaded");
+            }
             Ok(false) => {}
             Err(e) => {
-                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the one in use")
+                metrics.tls_reload_failures.inc();
+                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the one in use");
             }
         }
     }

@@ -31,11 +31,17 @@ fn rcgen_error(e: rcgen::Error) -> TlsError {
     TlsError::Issue(e.to_string())
 }
 
-/// Validity from an hour ago (clock differences between hosts) for `days` days.
-fn validity(params: &mut CertificateParams, days: u32) {
+/// Validity from an hour ago (clock differences between hosts) for `days` days (1 to 36500).
+fn validity(params: &mut CertificateParams, days: u32) -> Result<(), TlsError> {
+    if !(1..=36_500).contains(&days) {
+        return Err(TlsError::Name(format!(
+            "--days {days}: a certificate is valid for 1 to 36500 days"
+        )));
+    }
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::hours(1);
     params.not_after = now + time::Duration::days(i64::from(days));
+    Ok(())
 }
 
 fn issued(cert: rcgen::Certificate, key: &KeyPair) -> Issued {
@@ -47,6 +53,33 @@ fn issued(cert: rcgen::Certificate, key: &KeyPair) -> Issued {
 
 /// A new self-signed CA for `cluster_id`, allowed to sign end-entity certificates only.
 pub fn new_ca(cluster_id: &str, days: u32) -> Result<Issued, TlsError> {
+    ca(cluster_id, days, None)
+}
+
+/// A CA that can only vouch for loopback names: `localhost`, `*.raftkms.internal` and
+/// 127.0.0.0/8 (name constraints), for `raftkms dev`, so a dev CA added to a trust store cannot
+/// impersonate any other site.
+pub fn new_loopback_ca(cluster_id: &str, days: u32) -> Result<Issued, TlsError> {
+    use rcgen::{CidrSubnet, GeneralSubtree, NameConstraints};
+    ca(
+        cluster_id,
+        days,
+        Some(NameConstraints {
+            permitted_subtrees: vec![
+                GeneralSubtree::DnsName("localhost".into()),
+                GeneralSubtree::DnsName("raftkms.internal".into()),
+                GeneralSubtree::IpAddress(CidrSubnet::V4([127, 0, 0, 0], [255, 0, 0, 0])),
+            ],
+            excluded_subtrees: Vec::new(),
+        }),
+    )
+}
+
+fn ca(
+    cluster_id: &str,
+    days: u32,
+    constraints: Option<rcgen::NameConstraints>,
+) -> Result<Issued, TlsError> {
     check_name("cluster id", cluster_id)?;
     let key = KeyPair::generate().map_err(rcgen_error)?;
     let mut params = CertificateParams::default();
@@ -59,7 +92,8 @@ pub fn new_ca(cluster_id: &str, days: u32) -> Result<Issued, TlsError> {
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut params, days);
+    params.name_constraints = constraints;
+    validity(&mut params, days)?;
     let cert = params.self_signed(&key).map_err(rcgen_error)?;
     Ok(issued(cert, &key))
 }
@@ -99,7 +133,7 @@ impl Signer {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
-        validity(&mut params, days);
+        validity(&mut params, days)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(rcgen_error)?;
         Ok(issued(cert, &key))
     }
@@ -158,6 +192,22 @@ impl Signer {
 }
 
 impl Issued {
+    /// Writes only the certificate, `<dir>/<stem>.pem` (0644), replacing one that is there (for a
+    /// CA whose key is not to be kept).
+    pub fn write_certificate(
+        &self,
+        dir: &std::path::Path,
+        stem: &str,
+    ) -> Result<std::path::PathBuf, TlsError> {
+        crate::durable_fs::create_dir_all(dir).map_err(|e| TlsError::File {
+            path: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let cert = dir.join(format!("{stem}.pem"));
+        super::files::write_new(&cert, self.cert_pem.as_bytes(), 0o644, true)?;
+        Ok(cert)
+    }
+
     /// Writes `<dir>/<stem>.pem` (0644) and `<dir>/<stem>.key` (0600), synced; existing files are
     /// kept (and the call fails) unless `overwrite`. Returns both paths.
     pub fn write(
@@ -252,6 +302,23 @@ mod tests {
         other.write(dir.path(), "ca", true).unwrap();
         assert_eq!(std::fs::read_to_string(&cert).unwrap(), other.cert_pem);
         assert_eq!(mode(&key), 0o600);
+        // A certificate with another certificate's key is refused.
+        let signer = Signer::from_pem(&ca.cert_pem, ca.key_pem.expose()).unwrap();
+        let (node_cert, _) = signer
+            .node("c1", 1, &[], 30)
+            .unwrap()
+            .write(dir.path(), "node1", false)
+            .unwrap();
+        let (_, admin_key) = signer
+            .admin("c1", "ops", 30)
+            .unwrap()
+            .write(dir.path(), "admin-ops", false)
+            .unwrap();
+        let e = crate::tls::reload::CertStore::open(&node_cert, &admin_key).unwrap_err();
+        assert!(e.to_string().contains("node1.pem"), "{e}");
+        assert!(
+            crate::tls::reload::CertStore::open(&node_cert, &dir.path().join("node1.key")).is_ok()
+        );
         // The key reads back; a key file others may read is refused.
         assert!(crate::tls::files::read_private_key(&key).is_ok());
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -267,5 +334,7 @@ mod tests {
         assert!(signer.node("c1", 0, &[], 30).is_err());
         assert!(signer.node("c1", 1, &["bad host!".into()], 30).is_err());
         assert!(signer.admin("c1", "a b", 30).is_err());
+        assert!(new_ca("c1", 0).is_err());
+        assert!(signer.node("c1", 1, &[], 1_000_000).is_err());
     }
 }

@@ -58,9 +58,11 @@ impl CertStore {
     /// Rereads the files. On an error the certificate in use stays and the error is returned.
     pub fn reload(&self) -> Result<(), TlsError> {
         let loaded = load(&self.cert_file, &self.key_file, &self.provider)?;
-        if let Ok(mut cur) = self.current.write() {
-            *cur = loaded;
-        }
+        // Nothing can panic while the lock is held, so a poisoned lock still holds a whole value.
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
         Ok(())
     }
 
@@ -70,8 +72,9 @@ impl CertStore {
         let changed = self
             .current
             .read()
-            .map(|cur| cur.stamp != now)
-            .unwrap_or(true);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .stamp
+            != now;
         if changed {
             self.reload()?;
         }
@@ -80,7 +83,13 @@ impl CertStore {
 
     /// The certificate in use.
     pub fn current(&self) -> Option<Arc<CertifiedKey>> {
-        self.current.read().ok().map(|c| c.key.clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .key
+                .clone(),
+        )
     }
 
     /// The leaf certificate in use, DER.

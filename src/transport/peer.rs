@@ -59,11 +59,13 @@ impl PeerAuth {
     }
 }
 
-/// Builds the pooled HTTP client used for every internal call.
-pub fn http_client(connect_timeout: Duration) -> reqwest::Client {
+/// Builds the pooled HTTP client used for every internal call. `idle` must stay below the
+/// peers' keep-alive idle timeout (their `header-read-timeout-ms`), so a pooled connection is
+/// never reused at the moment the server closes it.
+pub fn http_client(connect_timeout: Duration, idle: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_idle_timeout(idle)
         .pool_max_idle_per_host(8)
         .tcp_nodelay(true)
         .build()

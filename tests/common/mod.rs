@@ -228,6 +228,8 @@ impl TestCluster {
             default_consistency: Default::default(),
             tls: None,
             limits: Default::default(),
+            auth: Default::default(),
+            reads: Default::default(),
             timing: self.timing.clone(),
             snapshot: self.snapshot.clone(),
             kms: raftkms::config::KmsConfig {

@@ -15,8 +15,6 @@ use crate::config::Consistency;
 use crate::kms::{Caller, Kms};
 use crate::wire::CONSISTENCY_HEADER;
 
-/// How long a client may take to send its request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How much of an oversized body is still read, so the client receives the error envelope
 /// instead of a broken connection.
 const DRAIN_LIMIT: usize = 16 << 20;
@@ -44,12 +42,13 @@ pub async fn request<'a>(
     let credential = kms.credential(&auth.secret_id, consistency).await?;
     // The body is read only after the cheap header checks, and within a deadline, so neither an
     // unsigned request nor a slow sender ties up a node for long.
-    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(body))
+    let body_timeout = kms.node().config().limits.body_timeout_ms;
+    let body = tokio::time::timeout(Duration::from_millis(body_timeout), read_body(body))
         .await
         .map_err(|_| {
             ApiError::new(
                 "InvalidParameter",
-                "the request body did not arrive within 30 s",
+                format!("the request body did not arrive within {body_timeout} ms"),
             )
         })??;
     let query = uri.query().unwrap_or("");
@@ -87,6 +86,28 @@ fn authorization(kms: &Kms, headers: &HeaderMap) -> Result<(tc3::Authorization, 
         )
     })?;
     let auth = tc3::parse_authorization(&authz)?;
+    let policy = &kms.node().config().auth;
+    if let Some(missing) = policy
+        .require_signed_headers
+        .iter()
+        .find(|h| !auth.signed_headers.contains(h))
+    {
+        return Err(ApiError::new(
+            "AuthFailure.InvalidAuthorization",
+            format!(
+                "SignedHeaders must include `{missing}` on this node (auth.require-signed-headers)"
+            ),
+        ));
+    }
+    if !policy.allow_unsigned_payload
+        && header_str(headers, "x-tc-content-sha256").as_deref() == Some("UNSIGNED-PAYLOAD")
+    {
+        return Err(ApiError::new(
+            "AuthFailure.InvalidAuthorization",
+            "UNSIGNED-PAYLOAD is not accepted on this node (auth.allow-unsigned-payload = false): \
+             sign the body",
+        ));
+    }
     let timestamp: i64 = header_str(headers, "x-tc-timestamp")
         .ok_or_else(|| ApiError::missing("X-TC-Timestamp"))?
         .trim()

@@ -187,6 +187,8 @@ impl From<KmsError> for ApiError {
             UnknownCredential(_) => "AuthFailure.SecretIdNotFound",
             UnsupportedRegion(_) => "UnsupportedRegion",
             UnsupportedDestination { .. } => "InvalidParameterValue.UnsupportedRegion",
+            StaleNotAllowed => "UnsupportedOperation",
+            StaleTooOld { .. } => "UnsupportedOperation.ServiceTemporaryUnavailable",
             Denied(_) => "AuthFailure.UnauthorizedOperation",
             Registry(r) => registry_code(r),
             Cluster(crate::raft::error::ClusterError::BadRequest(_)) => "InvalidParameter",
