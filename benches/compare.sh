@@ -182,6 +182,12 @@ for i in 1 2 3; do
     echo "api-listen = \"$(kms_api $i)\""
     echo "raft-listen = \"$(kms_raft $i)\""
     echo "insecure-plaintext = true"
+    # Benchmarks measure the node, not its abuse limits.
+    echo '[rate-limits]'
+    echo 'credential-crypto-per-second = 0'
+    echo 'credential-management-per-second = 0'
+    echo 'account-crypto-per-second = 0'
+    echo 'account-management-per-second = 0'
     echo '[kms]'
     echo 'cmk-limit = 100000000'
     echo "unseal-key-file = \"$KDIR/unseal.key\""

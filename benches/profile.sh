@@ -56,6 +56,7 @@ for i in 1 2 3; do
   {
     printf 'node-id = %d\ncluster-id = "bench-profile"\ncluster-secret = "%s"\nregion = "ap-guangzhou"\n' "$i" "$SECRET"
     printf 'data-dir = "%s"\napi-listen = "%s"\nraft-listen = "%s"\ninsecure-plaintext = true\n' "$DIR/node$i" "$(api $i)" "$(raft $i)"
+    printf '[rate-limits]\ncredential-crypto-per-second = 0\ncredential-management-per-second = 0\naccount-crypto-per-second = 0\naccount-management-per-second = 0\n'
     printf '[kms]\ncmk-limit = 100000000\nunseal-key-file = "%s"\n' "$DIR/unseal.key"
     for j in 1 2 3; do
       printf '[[peers]]\nid = %d\nraft-addr = "%s"\napi-addr = "%s"\nregion = "ap-guangzhou"\nvoter = true\n' "$j" "$(raft $j)" "$(api $j)"

@@ -92,6 +92,12 @@ for i in 1 2 3 4; do
     # behind it: the joining node has to be fed by a snapshot.
     echo 'logs-since-last = 500'
     echo 'max-logs-to-keep = 50'
+    # Benchmarks measure the node, not its abuse limits.
+    echo '[rate-limits]'
+    echo 'credential-crypto-per-second = 0'
+    echo 'credential-management-per-second = 0'
+    echo 'account-crypto-per-second = 0'
+    echo 'account-management-per-second = 0'
     echo '[kms]'
     echo 'cmk-limit = 100000000'
     echo "unseal-key-file = \"$KDIR/unseal.key\""

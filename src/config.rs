@@ -284,6 +284,34 @@ pub struct AuthConfig {
     pub require_signed_headers: Vec<String>,
 }
 
+/// Request rates a node allows per credential and per account, per class of action (crypto:
+/// Encrypt, Decrypt, ReEncrypt, GenerateDataKey, GenerateRandom, sign/verify and asymmetric
+/// decryption; management: everything else). Token buckets holding one second's worth; 0 = no
+/// limit. Over the limit: `RequestLimitExceeded`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// Default 1000.
+    pub credential_crypto_per_second: u32,
+    /// Default 100.
+    pub credential_management_per_second: u32,
+    /// Default 2000.
+    pub account_crypto_per_second: u32,
+    /// Default 200.
+    pub account_management_per_second: u32,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        RateLimitsConfig {
+            credential_crypto_per_second: 1000,
+            credential_management_per_second: 100,
+            account_crypto_per_second: 2000,
+            account_management_per_second: 200,
+        }
+    }
+}
+
 /// What stale reads (`X-Raftkms-Consistency: stale`) this node answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -357,6 +385,8 @@ pub struct NodeConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub reads: ReadsConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
     #[serde(default)]
     pub timing: TimingConfig,
     #[serde(default)]

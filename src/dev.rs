@@ -194,6 +194,7 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
             limits: Default::default(),
             auth: Default::default(),
             reads: Default::default(),
+            rate_limits: Default::default(),
             timing: Default::default(),
             snapshot: Default::default(),
             // One unseal key for every dev node: they must all open the same root key.

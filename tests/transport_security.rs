@@ -637,3 +637,66 @@ async fn signing_and_stale_read_policies_are_enforced_with_clear_errors() {
     );
     assert!(e.to_string().contains("max-stale-ms"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_credential_gets_request_limit_exceeded_and_backoff_succeeds() {
+    let mut c =
+        TestCluster::configure(1, 27400, TimingConfig::default(), SnapshotConfig::default());
+    c.edit_configs(|cfg| {
+        cfg.rate_limits.credential_crypto_per_second = 5;
+    });
+    let c = c.launch().await;
+    let (id, key) = credential(&c).await;
+    let kms = KmsClient::new(
+        &TestCluster::api_addr(c.base_port, 1),
+        "ap-guangzhou",
+        &id,
+        &key,
+    );
+    let key_id = kms
+        .call("CreateKey", serde_json::json!({"Alias": "rate"}))
+        .await
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let encrypt = || {
+        kms.call(
+            "Encrypt",
+            serde_json::json!({"KeyId": key_id, "Plaintext": "aGk="}),
+        )
+    };
+    // A burst of 20: the bucket holds 5 (plus what refills meanwhile); the rest are refused.
+    let (mut ok, mut limited) = (0, 0);
+    for _ in 0..20 {
+        match encrypt().await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some("RequestLimitExceeded"), "{e}");
+                assert!(e.to_string().contains("credential"), "{e}");
+                limited += 1;
+            }
+        }
+    }
+    assert!((5..=8).contains(&ok), "{ok} succeeded");
+    assert!(limited >= 12, "{limited} refused");
+    // Management has its own bucket (unlimited here) and is served meanwhile.
+    kms.call("DescribeKey", serde_json::json!({"KeyId": key_id}))
+        .await
+        .unwrap();
+    // Exponential backoff (as the Tencent best practice): the retry succeeds.
+    let mut delay = Duration::from_millis(100);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match encrypt().await {
+            Ok(_) => break,
+            Err(e) => {
+                assert_eq!(e.code(), Some("RequestLimitExceeded"), "{e}");
+                assert!(attempts < 8, "still refused after {attempts} attempts");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+    }
+}

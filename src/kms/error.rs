@@ -112,6 +112,12 @@ pub enum KmsError {
     UnknownCredential(String),
     #[error("region `{0}` is not served by this cluster")]
     UnsupportedRegion(String),
+    /// Over the rate limit of the caller's credential or account for this class of action.
+    #[error("too many {class} requests for this {per} on this node (rate-limits); retry with exponential backoff")]
+    RateLimited {
+        per: &'static str,
+        class: &'static str,
+    },
     /// A stale read on a node that does not answer stale reads (`reads.allow-stale = false`).
     #[error(
         "stale reads are not allowed on this node (reads.allow-stale = false); read linearizable"
@@ -173,6 +179,7 @@ impl KmsError {
                 "unsupported-region"
             }
             KmsError::StaleNotAllowed | KmsError::StaleTooOld { .. } => "stale-refused",
+            KmsError::RateLimited { .. } => "rate-limited",
             KmsError::Denied(_) => "denied",
             KmsError::Registry(_) => "refused",
             KmsError::Cluster(_) => "unavailable",

@@ -15,6 +15,7 @@ pub mod error;
 pub mod import;
 pub mod keys;
 pub mod lifecycle;
+pub mod rate;
 pub mod replica;
 pub mod service;
 
@@ -80,6 +81,7 @@ pub struct Page<T> {
 pub struct Kms {
     node: Arc<Node>,
     seams: Seams,
+    rates: rate::RateLimits,
 }
 
 /// The two seams every operation passes, and the clock that dates its audit record.
@@ -138,8 +140,10 @@ impl Kms {
         audit: Arc<dyn AuditSink>,
     ) -> Self {
         let clock = node.clock().clone();
+        let rates = rate::RateLimits::new(&node.config().rate_limits);
         Kms {
             node,
+            rates,
             seams: Seams {
                 authorizer,
                 audit,
@@ -251,6 +255,12 @@ impl Kms {
             gated,
             audited: AtomicBool::new(false),
         })
+    }
+
+    /// Admits a request of `class` for the scope's caller under this node's rate limits
+    /// (per credential and per account), or refuses it with `KmsError::RateLimited`.
+    pub fn admit(&self, scope: &Scope, class: rate::ActionClass) -> Result<(), KmsError> {
+        self.rates.admit(&scope.caller, class)
     }
 
     /// Records a request that a dialect refused before it reached the core (bad signature,

@@ -230,6 +230,13 @@ impl TestCluster {
             limits: Default::default(),
             auth: Default::default(),
             reads: Default::default(),
+            // Tests drive nodes as hard as they can; the rate-limit test sets its own.
+            rate_limits: raftkms::config::RateLimitsConfig {
+                credential_crypto_per_second: 0,
+                credential_management_per_second: 0,
+                account_crypto_per_second: 0,
+                account_management_per_second: 0,
+            },
             timing: self.timing.clone(),
             snapshot: self.snapshot.clone(),
             kms: raftkms::config::KmsConfig {

@@ -188,6 +188,7 @@ impl From<KmsError> for ApiError {
             UnsupportedRegion(_) => "UnsupportedRegion",
             UnsupportedDestination { .. } => "InvalidParameterValue.UnsupportedRegion",
             StaleNotAllowed => "UnsupportedOperation",
+            RateLimited { .. } => "RequestLimitExceeded",
             StaleTooOld { .. } => "UnsupportedOperation.ServiceTemporaryUnavailable",
             Denied(_) => "AuthFailure.UnauthorizedOperation",
             Registry(r) => registry_code(r),

@@ -14,11 +14,28 @@ use serde_json::{Map, Value};
 
 use super::error_code::ApiError;
 use super::Request;
+use crate::kms::rate::ActionClass;
 
 /// An action's response fields (without `RequestId`).
 pub type Fields = Map<String, Value>;
 
 /// Runs `action`. Unknown names are `InvalidAction`.
+/// The rate-limit class of an action: the cryptographic operations, or management.
+pub fn class_of(action: &str) -> ActionClass {
+    match action {
+        "Encrypt"
+        | "Decrypt"
+        | "ReEncrypt"
+        | "GenerateDataKey"
+        | "GenerateRandom"
+        | "AsymmetricRsaDecrypt"
+        | "AsymmetricSm2Decrypt"
+        | "SignByAsymmetricKey"
+        | "VerifyByAsymmetricKey" => ActionClass::Crypto,
+        _ => ActionClass::Management,
+    }
+}
+
 pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError> {
     match action {
         "CreateKey" => keys::create_key(r).await,
