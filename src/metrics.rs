@@ -31,6 +31,7 @@ pub struct Metrics {
     pub scheduler_proposals: Counter,
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
+    pub key_pairs_generated: Counter,
     /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
     pub listeners: ListenerMetrics,
 }
@@ -88,6 +89,7 @@ impl Metrics {
             scheduler_proposals: Counter::default(),
             tls_reloads: Counter::default(),
             tls_reload_failures: Counter::default(),
+            key_pairs_generated: Counter::default(),
             listeners: ListenerMetrics::default(),
         };
         m.registry = m.registry();
@@ -189,6 +191,11 @@ impl Metrics {
                 "tls_reload_failures",
                 "Certificate rereads that failed (the certificate in use was kept)",
                 &m.tls_reload_failures,
+            ),
+            (
+                "key_pairs_generated",
+                "Asymmetric key pairs generated for CreateKey",
+                &m.key_pairs_generated,
             ),
         ] {
             registry.register(name, help, counter.clone());

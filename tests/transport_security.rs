@@ -700,3 +700,43 @@ async fn a_flood_from_one_credential_gets_request_limit_exceeded_and_backoff_suc
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_at_its_quota_spends_no_key_generation() {
+    let mut c =
+        TestCluster::configure(1, 27500, TimingConfig::default(), SnapshotConfig::default());
+    c.edit_configs(|cfg| cfg.kms.cmk_limit = 2);
+    let c = c.launch().await;
+    let (id, key) = credential(&c).await;
+    let api = TestCluster::api_addr(c.base_port, 1);
+    let kms = KmsClient::new(&api, "ap-guangzhou", &id, &key);
+    let generated = || async {
+        let text = reqwest::get(format!("http://{api}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        common::counter(&text, "raftkms_key_pairs_generated_total")
+    };
+    kms.call(
+        "CreateKey",
+        serde_json::json!({"Alias": "rsa", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_RSA_2048"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(generated().await, 1.0);
+    kms.call("CreateKey", serde_json::json!({"Alias": "sym"}))
+        .await
+        .unwrap();
+    // At the quota: refused with Tencent's code, and no RSA-4096 pair was generated for it.
+    let e = kms
+        .call(
+            "CreateKey",
+            serde_json::json!({"Alias": "big", "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_RSA_4096"}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("LimitExceeded.CmkLimitExceeded"), "{e}");
+    assert_eq!(generated().await, 1.0);
+}

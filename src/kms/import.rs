@@ -65,6 +65,7 @@ impl Kms {
                     let token = uuid::Uuid::new_v4().simple().to_string();
                     let node = self.node.clone();
                     let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
+                    let _permit = self.key_generation_permit().await?;
                     let (public_key, wrapped_private) =
                         tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
                             let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;

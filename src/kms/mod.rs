@@ -82,6 +82,9 @@ pub struct Kms {
     node: Arc<Node>,
     seams: Seams,
     rates: rate::RateLimits,
+    /// Key-pair generations (CreateKey of asymmetric keys, GetParametersForImport) running at
+    /// once: one per core.
+    key_generation: tokio::sync::Semaphore,
 }
 
 /// The two seams every operation passes, and the clock that dates its audit record.
@@ -141,9 +144,11 @@ impl Kms {
     ) -> Self {
         let clock = node.clock().clone();
         let rates = rate::RateLimits::new(&node.config().rate_limits);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Kms {
             node,
             rates,
+            key_generation: tokio::sync::Semaphore::new(cores),
             seams: Seams {
                 authorizer,
                 audit,
@@ -255,6 +260,14 @@ impl Kms {
             gated,
             audited: AtomicBool::new(false),
         })
+    }
+
+    /// A permit to generate a key pair (bounded concurrency; see `key_generation`).
+    async fn key_generation_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
+        self.key_generation
+            .acquire()
+            .await
+            .map_err(|e| KmsError::Internal(e.to_string()))
     }
 
     /// Admits a request of `class` for the scope's caller under this node's rate limits
