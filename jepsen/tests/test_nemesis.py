@@ -12,6 +12,7 @@ Run: python3 -m unittest discover -s jepsen/tests
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import unittest
@@ -218,10 +219,19 @@ class FakeProc:
         return self.returncode
 
 
+_TEMP_DIRS = []
+
+
 def fake_cluster(**kw):
     d = tempfile.mkdtemp(prefix="rkj-test-")
+    _TEMP_DIRS.append(d)
     c = Cluster(d, d, 3, "/bin/true", log=lambda m: None, **kw)
     return c
+
+
+def tearDownModule():
+    for d in _TEMP_DIRS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class EffectChecksTest(unittest.TestCase):
