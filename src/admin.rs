@@ -46,7 +46,8 @@ impl AdminClient {
         secret: impl Into<SecretString>,
     ) -> Self {
         AdminClient {
-            client: http_client(Duration::from_secs(2), Duration::from_secs(4)),
+            // Idle pooled connections are dropped after 1 s, below any node's keep-alive timeout.
+            client: http_client(Duration::from_secs(2), Duration::from_secs(1)),
             auth: PeerAuth::new(cluster_id.into(), secret.into()),
             addr: addr.into(),
             timeout: Duration::from_secs(30),

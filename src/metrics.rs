@@ -194,7 +194,7 @@ impl Metrics {
             ),
             (
                 "key_pairs_generated",
-                "Asymmetric key pairs generated for CreateKey",
+                "Asymmetric key pairs generated (CreateKey, GetParametersForImport)",
                 &m.key_pairs_generated,
             ),
         ] {

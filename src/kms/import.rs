@@ -65,10 +65,12 @@ impl Kms {
                     let token = uuid::Uuid::new_v4().simple().to_string();
                     let node = self.node.clone();
                     let (kid, tok, uin) = (k.key_id.clone(), token.clone(), scope.caller.uin);
-                    let _permit = self.key_generation_permit().await?;
+                    let permit = self.key_generation_permit().await?;
                     let (public_key, wrapped_private) =
                         tokio::task::spawn_blocking(move || -> Result<_, KmsError> {
+                            let _permit = permit;
                             let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
+                            node.metrics().key_pairs_generated.inc();
                             let wrapped = node.keyring().root_key()?.wrap(
                                 &key::import_aad(&kid, &tok, uin),
                                 pair.private_pkcs8.expose(),

@@ -100,20 +100,17 @@ impl Kms {
         let key_id = uuid::Uuid::new_v4().to_string();
         let now = self.now_secs();
         let uin = scope.caller.uin;
-        // The quota is checked before any material is generated (an RSA-4096 pair costs seconds
-        // of CPU), so an account at its quota spends none; apply checks it again, authoritatively.
         let cmk_limit = self.node.config().kms.cmk_limit;
-        if self
-            .node
-            .state()
-            .read()
-            .registry
-            .keys()
-            .count(&scope.region, uin)
-            >= cmk_limit as usize
-        {
-            return Err(crate::registry::RegistryError::CmkLimitExceeded.into());
-        }
+        // Before a key pair is generated (an RSA-4096 pair costs seconds of CPU) the quota is
+        // checked against the applied keys plus the pairs being generated for the account, so an
+        // account at its quota spends none; apply checks it again, authoritatively. Only on
+        // caught-up state (a gated scope): a lagging node could count keys already deleted.
+        let _creating = match req.usage.asymmetric_spec() {
+            Some(_) if req.origin == Origin::TencentKms && scope.gated => {
+                Some(self.start_creating(&scope.region, uin, cmk_limit)?)
+            }
+            _ => None,
+        };
         let (versions, public_key) = match (req.origin, req.usage.asymmetric_spec()) {
             (Origin::External, _) => (Vec::new(), Vec::new()),
             (Origin::TencentKms, None) => (
@@ -181,15 +178,18 @@ impl Kms {
         uin: u64,
     ) -> Result<(crate::registry::key::MaterialVersion, Vec<u8>), KmsError> {
         // At most one generation per core at a time: a burst of RSA CreateKeys queues here
-        // instead of taking every blocking thread.
-        let _permit = self.key_generation_permit().await?;
+        // (for a bounded time) instead of taking every blocking thread.
+        let permit = self.key_generation_permit().await?;
         let node = self.node.clone();
         let kid = key_id.to_string();
-        let pair =
-            tokio::task::spawn_blocking(move || node.keyring().new_key_pair(spec, &kid, uin))
-                .await
-                .map_err(|e| KmsError::Internal(e.to_string()))??;
-        self.node.metrics().key_pairs_generated.inc();
+        let pair = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let pair = node.keyring().new_key_pair(spec, &kid, uin);
+            node.metrics().key_pairs_generated.inc();
+            pair
+        })
+        .await
+        .map_err(|e| KmsError::Internal(e.to_string()))??;
         Ok(pair)
     }
 

@@ -83,8 +83,37 @@ pub struct Kms {
     seams: Seams,
     rates: rate::RateLimits,
     /// Key-pair generations (CreateKey of asymmetric keys, GetParametersForImport) running at
-    /// once: one per core.
-    key_generation: tokio::sync::Semaphore,
+    /// once: one per core. The permit moves into the blocking generation itself, so a request
+    /// dropped mid-way (the client hung up) still holds it until the generation ends.
+    key_generation: Arc<tokio::sync::Semaphore>,
+    /// Asymmetric CreateKeys in progress per account, counted against the quota with the keys
+    /// already applied.
+    creating: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
+}
+
+/// How long a request may wait for a key-generation permit before `RequestLimitExceeded`.
+const KEY_GENERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// An asymmetric CreateKey of an account in progress (see `Kms::creating`); ends when dropped.
+pub(crate) struct Creating<'a> {
+    kms: &'a Kms,
+    uin: u64,
+}
+
+impl Drop for Creating<'_> {
+    fn drop(&mut self) {
+        let mut m = self
+            .kms
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.uin) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.uin);
+            }
+        }
+    }
 }
 
 /// The two seams every operation passes, and the clock that dates its audit record.
@@ -148,7 +177,8 @@ impl Kms {
         Kms {
             node,
             rates,
-            key_generation: tokio::sync::Semaphore::new(cores),
+            key_generation: Arc::new(tokio::sync::Semaphore::new(cores)),
+            creating: std::sync::Mutex::new(std::collections::HashMap::new()),
             seams: Seams {
                 authorizer,
                 audit,
@@ -262,18 +292,52 @@ impl Kms {
         })
     }
 
-    /// A permit to generate a key pair (bounded concurrency; see `key_generation`).
-    async fn key_generation_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, KmsError> {
-        self.key_generation
-            .acquire()
-            .await
-            .map_err(|e| KmsError::Internal(e.to_string()))
+    /// A permit to generate a key pair (bounded concurrency; see `key_generation`), waited for
+    /// at most `KEY_GENERATION_WAIT`; move it into the blocking generation.
+    pub(crate) async fn key_generation_permit(
+        &self,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, KmsError> {
+        match tokio::time::timeout(
+            KEY_GENERATION_WAIT,
+            self.key_generation.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(KmsError::Internal(e.to_string())),
+            Err(_) => Err(KmsError::RateLimited {
+                per: "node",
+                class: "key-generation",
+            }),
+        }
     }
 
-    /// Admits a request of `class` for the scope's caller under this node's rate limits
-    /// (per credential and per account), or refuses it with `KmsError::RateLimited`.
-    pub fn admit(&self, scope: &Scope, class: rate::ActionClass) -> Result<(), KmsError> {
-        self.rates.admit(&scope.caller, class)
+    /// Registers an asymmetric CreateKey of account `uin` in `region`, refusing it when the
+    /// account's applied keys plus those being created reach `cmk_limit`.
+    pub(crate) fn start_creating(
+        &self,
+        region: &str,
+        uin: u64,
+        cmk_limit: u32,
+    ) -> Result<Creating<'_>, KmsError> {
+        let applied = self.node.state().read().registry.keys().count(region, uin);
+        let mut m = self
+            .creating
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = m.entry(uin).or_insert(0);
+        if applied + *n as usize >= cmk_limit as usize {
+            return Err(crate::registry::RegistryError::CmkLimitExceeded.into());
+        }
+        *n += 1;
+        Ok(Creating { kms: self, uin })
+    }
+
+    /// Admits a request of `class` from an authenticated caller under this node's rate limits
+    /// (per credential and per account), or refuses it with `KmsError::RateLimited`. Dialects
+    /// call it right after the signature check, before the scope is opened (read gate).
+    pub fn admit(&self, caller: &Caller, class: rate::ActionClass) -> Result<(), KmsError> {
+        self.rates.admit(caller, class)
     }
 
     /// Records a request that a dialect refused before it reached the core (bad signature,

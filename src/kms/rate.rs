@@ -1,7 +1,7 @@
 //! Request rates per account and per credential, per class of action (token buckets, governor):
 //! a flood from one credential, or from all the credentials of one account, is refused with
-//! `KmsError::RateLimited` before it costs the node more than a map lookup, and leaves other
-//! callers served. The buckets are this node's own (not replicated): a client spreading its
+//! `KmsError::RateLimited` right after its signature check (before the read gate and the
+//! operation), and leaves other callers served. The buckets are this node's own (not replicated): a client spreading its
 //! requests over N nodes gets up to N times the rate.
 
 use std::num::NonZeroU32;

@@ -5,7 +5,8 @@
 //! every response, so it is also the keep-alive idle timeout); a write that makes no progress for
 //! `send-timeout-ms` (a client that stops reading its answers) closes the connection; the request
 //! head and read buffer are capped per connection. A slow, idle or stalled client therefore holds
-//! one connection slot and bounded memory for a bounded time and never blocks others. (The body
+//! one connection slot and bounded memory, for a bounded time unless it keeps reading (such
+//! clients are bounded by `max-connections`), and never blocks others. (The body
 //! has its own deadline where it is read, `body-timeout-ms`, so a request that passed
 //! authentication is never cut off mid-operation by the listener.)
 //!

@@ -53,6 +53,10 @@ pub async fn request<'a>(
         })??;
     let query = uri.query().unwrap_or("");
     let caller = verify(credential, method, query, headers, &body, &auth, timestamp)?;
+    // Rates are charged to the authenticated caller before anything else costs the node (the
+    // read gate, the parameters): an unauthenticated client cannot spend a victim's tokens.
+    let action = header_str(headers, "x-tc-action").unwrap_or_default();
+    kms.admit(&caller, super::actions::class_of(&action))?;
     let region = header_str(headers, "x-tc-region");
     let scope = kms.open_scope(caller, region, consistency).await?;
     let params = parameters(method, query, &body)?;

@@ -52,13 +52,7 @@ pub async fn serve(
         .to_string();
     let request = authenticate::request(&kms, &method, &uri, &headers, body).await;
     let (result, scope) = match request {
-        Ok(req) => {
-            let result = match req.kms.admit(&req.scope, actions::class_of(&action)) {
-                Ok(()) => actions::dispatch(&action, &req).await,
-                Err(e) => Err(e.into()),
-            };
-            (result, Some(req.scope))
-        }
+        Ok(req) => (actions::dispatch(&action, &req).await, Some(req.scope)),
         Err(e) => (Err(e), None),
     };
     match result {

@@ -19,7 +19,6 @@ use crate::kms::rate::ActionClass;
 /// An action's response fields (without `RequestId`).
 pub type Fields = Map<String, Value>;
 
-/// Runs `action`. Unknown names are `InvalidAction`.
 /// The rate-limit class of an action: the cryptographic operations, or management.
 pub fn class_of(action: &str) -> ActionClass {
     match action {
@@ -36,6 +35,7 @@ pub fn class_of(action: &str) -> ActionClass {
     }
 }
 
+/// Runs `action`. Unknown names are `InvalidAction`.
 pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError> {
     match action {
         "CreateKey" => keys::create_key(r).await,
