@@ -293,11 +293,11 @@ pub struct AuthConfig {
 pub struct RateLimitsConfig {
     /// Default 1000.
     pub credential_crypto_per_second: u32,
-    /// Default 100.
+    /// Default 1000.
     pub credential_management_per_second: u32,
     /// Default 2000.
     pub account_crypto_per_second: u32,
-    /// Default 200.
+    /// Default 2000.
     pub account_management_per_second: u32,
 }
 
@@ -305,9 +305,9 @@ impl Default for RateLimitsConfig {
     fn default() -> Self {
         RateLimitsConfig {
             credential_crypto_per_second: 1000,
-            credential_management_per_second: 100,
+            credential_management_per_second: 1000,
             account_crypto_per_second: 2000,
-            account_management_per_second: 200,
+            account_management_per_second: 2000,
         }
     }
 }
