@@ -370,12 +370,23 @@ async fn slow_idle_stalled_and_excess_connections_are_cut_off_while_others_are_s
         move || -> futures::future::BoxFuture<'static, String> {
             let api = api.clone();
             Box::pin(async move {
-                reqwest::get(format!("http://{api}/metrics"))
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap()
+                // The node may be at max-connections a moment (the test holds and drops 48):
+                // a refused fetch is retried.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let fetched = match reqwest::get(format!("http://{api}/metrics")).await {
+                        Ok(r) => r.text().await.ok(),
+                        Err(_) => None,
+                    };
+                    if let Some(text) = fetched {
+                        return text;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "/metrics did not answer for 10 s"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             })
         }
     };

@@ -120,8 +120,32 @@ def cleanup_leftovers():
                 except (ProcessLookupError, ValueError):
                     pass
             sh("ip", "netns", "del", name, check=False)
+    # The kernel destroys a deleted namespace, and the veth pair in it, asynchronously: under load
+    # the host ends can outlive this call and the next run's `ip link add` would fail. Remove our
+    # host ends ourselves and wait (bounded) until none is left.
+    deadline = time.time() + 10
+    while True:
+        ours = _our_links()
+        for link in ours:
+            sh("ip", "link", "del", link, check=False)
+        if not ours or time.time() > deadline:
+            break
+        time.sleep(0.2)
     sh("ip", "link", "del", BRIDGE, check=False)
     _forward_rule("-D", check=False)
+
+
+def _our_links():
+    """Host network links with our veth names (rkjvN, rkjpN)."""
+    out = sh("ip", "-o", "link", check=False).stdout
+    names = []
+    for line in out.splitlines():
+        parts = line.split(": ")
+        if len(parts) > 1:
+            name = parts[1].split("@")[0]
+            if name.startswith(("rkjv", "rkjp")):
+                names.append(name)
+    return names
 
 
 def _forward_rule(op, check=True):
