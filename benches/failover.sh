@@ -19,16 +19,17 @@ trap cleanup EXIT
 # Let `raftkms dev` create configs and initialize the cluster, then stop it and drive the nodes here.
 "$BIN" dev --data-dir "$DIR" --port 28081 >"$DIR/dev.out" 2>&1 &
 DEV=$!
-for _ in $(seq 600); do grep -q RAFTKMS_CLUSTER_SECRET "$DIR/dev.env" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q RAFTKMS_ADMIN_KEY "$DIR/dev.env" 2>/dev/null && break; sleep 0.1; done
 kill -INT $DEV; wait $DEV || true
 set -a; . "$DIR/dev.env"; set +a
 
 start() { "$BIN" serve --config "$DIR/node$1.toml" >>"$DIR/node$1.log" 2>&1 & PIDS[$1]=$!; }
 for n in 1 2 3; do start $n; done
 
-curl_admin() { curl -s -m 2 -H "authorization: Bearer $RAFTKMS_CLUSTER_SECRET" -H "x-raftkms-cluster: $RAFTKMS_CLUSTER_ID" "$@"; }
-leader() { curl_admin "http://127.0.0.1:2908$1/admin/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null; }
-write_ok() { [ "$(curl_admin -o /dev/null -w '%{http_code}' -X PUT --data x "http://127.0.0.1:2908$1/admin/records/failover-$2")" = 200 ]; }
+# Mutual TLS with the dev admin certificate (the dev node certificates name 127.0.0.1).
+curl_admin() { curl -s -m 2 --cacert "$RAFTKMS_CA" --cert "$RAFTKMS_ADMIN_CERT" --key "$RAFTKMS_ADMIN_KEY" -H "x-raftkms-cluster: $RAFTKMS_CLUSTER_ID" "$@"; }
+leader() { curl_admin "https://127.0.0.1:2908$1/admin/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null; }
+write_ok() { [ "$(curl_admin -o /dev/null -w '%{http_code}' -X PUT --data x "https://127.0.0.1:2908$1/admin/records/failover-$2")" = 200 ]; }
 
 results=()
 for round in $(seq "$ROUNDS"); do

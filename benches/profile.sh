@@ -49,12 +49,13 @@ trap 'exit 130' INT TERM
 wait_until() { local n=$(( $1 * 10 )); shift; for _ in $(seq "$n"); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; return 1; }
 
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ADMIN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/unseal.key")
 api() { echo "127.0.0.1:$(( 32480 + $1 ))"; }
 raft() { echo "127.0.0.1:$(( 32580 + $1 ))"; }
 for i in 1 2 3; do
   {
-    printf 'node-id = %d\ncluster-id = "bench-profile"\ncluster-secret = "%s"\nregion = "ap-guangzhou"\n' "$i" "$SECRET"
+    printf 'node-id = %d\ncluster-id = "bench-profile"\ncluster-secret = "%s"\nadmin-token = "%s"\nregion = "ap-guangzhou"\n' "$i" "$SECRET" "$ADMIN"
     printf 'data-dir = "%s"\napi-listen = "%s"\nraft-listen = "%s"\ninsecure-plaintext = true\n' "$DIR/node$i" "$(api $i)" "$(raft $i)"
     printf '[rate-limits]\ncredential-crypto-per-second = 0\ncredential-management-per-second = 0\naccount-crypto-per-second = 0\naccount-management-per-second = 0\n'
     printf '[kms]\ncmk-limit = 100000000\nunseal-key-file = "%s"\n' "$DIR/unseal.key"
@@ -66,10 +67,10 @@ for i in 1 2 3; do
 done
 declare -a PID
 for i in 1 2 3; do "$BIN" serve --config "$DIR/node$i.toml" >>"$DIR/node$i.log" 2>&1 & PID[$i]=$!; PIDS+=("$!"); done
-status() { curl -sf -m 2 -H "authorization: Bearer $SECRET" -H "x-raftkms-cluster: bench-profile" "http://$(raft "$1")/admin/status"; }
+status() { curl -sf -m 2 -H "authorization: Bearer $ADMIN" -H "x-raftkms-cluster: bench-profile" "http://$(raft "$1")/admin/status"; }
 for i in 1 2 3; do wait_until 60 status $i || { tail "$DIR/node$i.log"; exit 1; }; done
 "$BIN" cluster init --config "$DIR/node1.toml" >/dev/null
-wait_until 60 sh -c "curl -sf -m 2 -H 'authorization: Bearer $SECRET' -H 'x-raftkms-cluster: bench-profile' http://$(raft 1)/admin/status | jq -e '.ready and (.leader != null)'"
+wait_until 60 sh -c "curl -sf -m 2 -H 'authorization: Bearer $ADMIN' -H 'x-raftkms-cluster: bench-profile' http://$(raft 1)/admin/status | jq -e '.ready and (.leader != null)'"
 UIN=$("$BIN" account create --name profile --config "$DIR/node1.toml" | sed -n 's/.*Uin \([0-9]*\).*/\1/p')
 CRED=$("$BIN" credential create --uin "$UIN" --config "$DIR/node1.toml")
 export KMS_SECRET_ID KMS_SECRET_KEY

@@ -25,7 +25,7 @@ trap cleanup EXIT INT TERM
 
 "$BIN" dev --nodes 5 --region ap-guangzhou,ap-shanghai,ap-singapore --data-dir "$DIR" --port 38081 >"$DIR/dev.out" 2>&1 &
 DEV=$!
-for _ in $(seq 600); do grep -q RAFTKMS_CLUSTER_SECRET "$DIR/dev.env" 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do grep -q RAFTKMS_ADMIN_KEY "$DIR/dev.env" 2>/dev/null && break; sleep 0.1; done
 set -a; . "$DIR/dev.env"; set +a
 
 rtos=()

@@ -74,6 +74,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 KDIR=$DIR/raftkms
 mkdir -p "$KDIR"
 SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+ADMIN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$KDIR/unseal.key")
 api() { echo "127.0.0.1:$(( 32280 + $1 ))"; }
 raft() { echo "127.0.0.1:$(( 32380 + $1 ))"; }
@@ -82,6 +83,7 @@ for i in 1 2 3 4; do
     echo "node-id = $i"
     echo 'cluster-id = "bench-scale"'
     echo "cluster-secret = \"$SECRET\""
+    echo "admin-token = \"$ADMIN\""
     echo 'region = "ap-guangzhou"'
     echo "data-dir = \"$KDIR/node$i\""
     echo "api-listen = \"$(api $i)\""
@@ -112,7 +114,7 @@ for i in 1 2 3 4; do
 done
 declare -a PID
 start() { wait_ports $(( 32280 + $1 )) $(( 32380 + $1 )); "$BIN" serve --config "$KDIR/node$1.toml" >>"$KDIR/node$1.log" 2>&1 & PID[$1]=$!; track "${PID[$1]}"; }
-admin() { local n=$1 path=$2; shift 2; curl -sf -m 30 -H "authorization: Bearer $SECRET" -H "x-raftkms-cluster: bench-scale" "$@" "http://$(raft "$n")$path"; }
+admin() { local n=$1 path=$2; shift 2; curl -sf -m 30 -H "authorization: Bearer $ADMIN" -H "x-raftkms-cluster: bench-scale" "$@" "http://$(raft "$n")$path"; }
 status() { admin "$1" /admin/status; }
 ready() { status "$1" | jq -e '.ready and (.leader != null)'; }
 leader() { local i l; for i in 1 2 3; do l=$(status $i 2>/dev/null | jq -r '.leader // empty') && [ -n "$l" ] && { echo "$l"; return 0; }; done; return 1; }
@@ -178,7 +180,7 @@ bench encrypt-keys --workload encrypt --connections 16 --duration "$DURATION"
 # The batch path: $RECORDS entries, 1,000 per Raft command.
 log "loading $RECORDS records through POST /admin/records (1,000 per command)"
 t0=$(now_ms)
-python3 - "$(raft "$L")" "$SECRET" "$RECORDS" <<'EOF'
+python3 - "$(raft "$L")" "$ADMIN" "$RECORDS" <<'EOF'
 import json, sys, urllib.request
 addr, secret, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
 value = "v" * 300

@@ -1,18 +1,29 @@
 //! Client side of the admin endpoints, used by `raftkms cluster …`, `raftkms dev` and tests.
+//! The credential is an admin certificate (mutual TLS) or, against a plaintext test cluster, the
+//! admin token; never the peers' credential.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::crypto::SecretString;
 use crate::raft::types::NodeId;
-use crate::transport::{http_client, PeerAuth};
+use crate::tls::reload::CertStore;
+use crate::tls::TlsError;
+use crate::transport::http_client;
+use crate::transport::peer::CLUSTER_HEADER;
 use crate::wire::{
     AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
-    JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
-    CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    InitReply, JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest,
+    WriteReply, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
+
+/// How many times a call follows a `421` to the leader.
+const MAX_REDIRECTS: usize = 3;
 
 /// Why an admin call failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,28 +41,67 @@ pub enum ClientError {
     Decode { addr: String, message: String },
 }
 
+/// What an admin presents.
+#[derive(Clone, Debug)]
+enum Credential {
+    /// Plaintext test clusters: `Authorization: Bearer <admin-token>`.
+    Token(Arc<SecretString>),
+    /// Mutual TLS: the admin certificate is the credential.
+    Certificate,
+}
+
 /// Talks to one node's internal listener.
 #[derive(Clone, Debug)]
 pub struct AdminClient {
     client: reqwest::Client,
-    auth: PeerAuth,
+    credential: Credential,
+    cluster_id: String,
     pub addr: String,
     timeout: Duration,
 }
 
+/// Idle pooled connections are dropped after 1 s, below any node's keep-alive timeout.
+const IDLE: Duration = Duration::from_secs(1);
+const CONNECT: Duration = Duration::from_secs(2);
+
 impl AdminClient {
+    /// A client of a plaintext (`insecure-plaintext`) cluster, with its admin token.
     pub fn new(
         addr: impl Into<String>,
         cluster_id: impl Into<String>,
-        secret: impl Into<SecretString>,
+        admin_token: impl Into<SecretString>,
     ) -> Self {
         AdminClient {
-            // Idle pooled connections are dropped after 1 s, below any node's keep-alive timeout.
-            client: http_client(Duration::from_secs(2), Duration::from_secs(1)),
-            auth: PeerAuth::new(cluster_id.into(), secret.into()),
+            client: http_client(CONNECT, IDLE, None).unwrap_or_else(|_| reqwest::Client::new()),
+            credential: Credential::Token(Arc::new(admin_token.into())),
+            cluster_id: cluster_id.into(),
             addr: addr.into(),
             timeout: Duration::from_secs(30),
         }
+    }
+
+    /// A client of a TLS cluster: presents the admin certificate `cert_file`/`key_file` (`raftkms
+    /// cert admin`) and accepts only nodes of `cluster_id` whose certificates chain to `ca_file`.
+    pub fn with_certificate(
+        addr: impl Into<String>,
+        cluster_id: impl Into<String>,
+        cert_file: &Path,
+        key_file: &Path,
+        ca_file: &Path,
+    ) -> Result<Self, TlsError> {
+        let cluster_id = cluster_id.into();
+        let cert = CertStore::open(cert_file, key_file)?;
+        let roots = crate::tls::config::roots(ca_file)?;
+        let tls = crate::tls::config::internal_client(Some(cert), roots, &cluster_id, None)?;
+        let client = http_client(CONNECT, IDLE, Some(tls))
+            .map_err(|e| TlsError::Config(format!("cannot build the admin client: {e}")))?;
+        Ok(AdminClient {
+            client,
+            credential: Credential::Certificate,
+            cluster_id,
+            addr: addr.into(),
+            timeout: Duration::from_secs(30),
+        })
     }
 
     /// The same credentials, aimed at another node.
@@ -68,107 +118,161 @@ impl AdminClient {
         self
     }
 
-    async fn send<T: DeserializeOwned>(
-        &self,
-        req: reqwest::RequestBuilder,
-    ) -> Result<T, ClientError> {
-        let transport = |e: reqwest::Error| ClientError::Transport {
-            addr: self.addr.clone(),
-            message: e.to_string(),
+    fn url(&self, addr: &str, path: &str) -> String {
+        let scheme = match self.credential {
+            Credential::Token(_) => "http",
+            Credential::Certificate => "https",
         };
-        let resp = self
-            .auth
-            .apply(req)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(transport)?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(transport)?;
-        if !status.is_success() {
-            let (message, retryable) = match serde_json::from_slice::<AdminError>(&bytes) {
-                Ok(e) => (e.error, e.retryable),
-                Err(_) => (String::from_utf8_lossy(&bytes).trim().to_string(), false),
-            };
-            return Err(ClientError::Refused {
-                addr: self.addr.clone(),
-                status: status.as_u16(),
-                message,
-                retryable,
-            });
+        format!("{scheme}://{addr}{path}")
+    }
+
+    /// Sends `method path` (with what `build` adds) to this client's node; a `421` naming the
+    /// leader sends it again there.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let mut addr = self.addr.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            match self.send_once(&addr, method.clone(), path, &build).await? {
+                Ok(bytes) => {
+                    return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+                        addr,
+                        message: e.to_string(),
+                    })
+                }
+                Err(leader) => addr = leader,
+            }
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-            addr: self.addr.clone(),
-            message: e.to_string(),
+        Err(ClientError::Refused {
+            addr,
+            status: 421,
+            message: format!("sent to the leader {MAX_REDIRECTS} times without reaching it"),
+            retryable: true,
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+    /// One attempt: the answer's body, or the leader's address to try instead.
+    async fn send_once(
+        &self,
+        addr: &str,
+        method: Method,
+        path: &str,
+        build: &impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Result<Result<bytes::Bytes, String>, ClientError> {
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            addr: addr.to_string(),
+            message: error_chain(&e),
+        };
+        let mut req = self
+            .client
+            .request(method, self.url(addr, path))
+            .header(CLUSTER_HEADER, &self.cluster_id)
+            .timeout(self.timeout);
+        if let Credential::Token(t) = &self.credential {
+            req = req.bearer_auth(t.expose());
+        }
+        let resp = build(req).send().await.map_err(transport)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(Ok(bytes));
+        }
+        let (message, retryable, leader) = match serde_json::from_slice::<AdminError>(&bytes) {
+            Ok(e) => (e.error, e.retryable, e.leader),
+            Err(_) => (
+                String::from_utf8_lossy(&bytes).trim().to_string(),
+                false,
+                None,
+            ),
+        };
+        match leader {
+            Some(leader) if status == reqwest::StatusCode::MISDIRECTED_REQUEST => Ok(Err(leader)),
+            _ => Err(ClientError::Refused {
+                addr: addr.to_string(),
+                status: status.as_u16(),
+                message,
+                retryable,
+            }),
+        }
     }
 
-    fn post_json<B: Serialize>(&self, path: &str, body: &B) -> reqwest::RequestBuilder {
-        self.client.post(self.url(path)).json(body)
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, |r| r).await
+    }
+
+    async fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, |r| r.json(body)).await
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ClientError> {
-        self.send(self.client.get(self.url("/admin/status"))).await
+        self.get("/admin/status").await
     }
 
-    pub async fn init(&self) -> Result<serde_json::Value, ClientError> {
-        self.send(self.client.post(self.url("/admin/init"))).await
+    /// Initializes the cluster through this node, then adds the configured learners the node
+    /// could not add itself (another node leads) through the leader.
+    pub async fn init(&self) -> Result<InitReply, ClientError> {
+        let reply: InitReply = self.call(Method::POST, "/admin/init", |r| r).await?;
+        for learner in &reply.pending_learners {
+            let long = self
+                .clone()
+                .with_timeout(self.timeout.max(Duration::from_secs(300)));
+            long.join(learner).await?;
+        }
+        Ok(reply)
     }
 
+    /// Adds a node (run on the leader, wherever this client points).
     pub async fn join(&self, req: &JoinRequest) -> Result<NodeStatus, ClientError> {
-        self.send(self.post_json("/admin/join", req)).await
+        self.post_json("/admin/join", req).await
     }
 
     pub async fn remove(&self, id: NodeId) -> Result<NodeStatus, ClientError> {
-        self.send(self.post_json("/admin/remove", &RemoveRequest { id }))
-            .await
+        self.post_json("/admin/remove", &RemoveRequest { id }).await
     }
 
     pub async fn create_account(
         &self,
         name: &str,
     ) -> Result<crate::registry::account::Account, ClientError> {
-        self.send(self.post_json(
+        self.post_json(
             "/admin/accounts",
             &CreateAccountRequest {
                 name: name.to_string(),
             },
-        ))
+        )
         .await
     }
 
     pub async fn accounts(&self) -> Result<Vec<crate::registry::account::Account>, ClientError> {
-        self.send(self.client.get(self.url("/admin/accounts")))
-            .await
+        self.get("/admin/accounts").await
     }
 
     pub async fn create_credential(&self, uin: u64) -> Result<NewCredential, ClientError> {
-        self.send(self.post_json("/admin/credentials", &CreateCredentialRequest { uin }))
+        self.post_json("/admin/credentials", &CreateCredentialRequest { uin })
             .await
     }
 
     pub async fn credentials(&self) -> Result<Vec<CredentialInfo>, ClientError> {
-        self.send(self.client.get(self.url("/admin/credentials")))
-            .await
+        self.get("/admin/credentials").await
     }
 
     pub async fn revoke_credential(
         &self,
         secret_id: &str,
     ) -> Result<serde_json::Value, ClientError> {
-        self.send(
-            self.client
-                .delete(self.url(&format!("/admin/credentials/{secret_id}"))),
-        )
-        .await
+        let path = format!("/admin/credentials/{secret_id}");
+        self.call(Method::DELETE, &path, |r| r).await
     }
 
     pub async fn digest(&self) -> Result<DigestReply, ClientError> {
-        self.send(self.client.get(self.url("/admin/digest"))).await
+        self.get("/admin/digest").await
     }
 
     /// Writes one record; `request_id` (a UUID) makes retries idempotent.
@@ -178,14 +282,15 @@ impl AdminClient {
         value: &str,
         request_id: Option<&str>,
     ) -> Result<WriteReply, ClientError> {
-        let mut req = self
-            .client
-            .put(self.url(&format!("/admin/records/{name}")))
-            .body(value.to_string());
-        if let Some(id) = request_id {
-            req = req.header(REQUEST_ID_HEADER, id);
-        }
-        self.send(req).await
+        let path = format!("/admin/records/{name}");
+        self.call(Method::PUT, &path, |r| {
+            let r = r.body(value.to_string());
+            match request_id {
+                Some(id) => r.header(REQUEST_ID_HEADER, id),
+                None => r,
+            }
+        })
+        .await
     }
 
     /// Writes many records in one replicated command.
@@ -193,16 +298,13 @@ impl AdminClient {
         &self,
         records: std::collections::BTreeMap<String, String>,
     ) -> Result<WriteReply, ClientError> {
-        self.send(self.post_json("/admin/records", &PutManyRequest { records }))
+        self.post_json("/admin/records", &PutManyRequest { records })
             .await
     }
 
     pub async fn delete_record(&self, name: &str) -> Result<WriteReply, ClientError> {
-        self.send(
-            self.client
-                .delete(self.url(&format!("/admin/records/{name}"))),
-        )
-        .await
+        let path = format!("/admin/records/{name}");
+        self.call(Method::DELETE, &path, |r| r).await
     }
 
     /// Reads a record with `consistency` = "linearizable" or "stale".
@@ -211,12 +313,24 @@ impl AdminClient {
         name: &str,
         consistency: &str,
     ) -> Result<ReadReply, ClientError> {
-        let req = self
-            .client
-            .get(self.url(&format!("/admin/records/{name}")))
-            .header(CONSISTENCY_HEADER, consistency);
-        self.send(req).await
+        let path = format!("/admin/records/{name}");
+        self.call(Method::GET, &path, |r| {
+            r.header(CONSISTENCY_HEADER, consistency)
+        })
+        .await
     }
+}
+
+/// An error with its sources (reqwest hides a TLS refusal's reason in them).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// One row of `raftkms cluster status`.

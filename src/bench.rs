@@ -251,9 +251,9 @@ fn driver(opts: &BenchOptions) -> anyhow::Result<Driver> {
             let Some(token) = &opts.token else {
                 anyhow::bail!("--target openbao-transit needs --token (or BAO_TOKEN)");
             };
-            Ok(Driver::http(opts, Some(token.clone())))
+            Driver::http(opts, Some(token.clone()))
         }
-        Target::Etcd => Ok(Driver::http(opts, None)),
+        Target::Etcd => Driver::http(opts, None),
     }
 }
 

@@ -222,7 +222,8 @@ impl Default for KmsConfig {
     }
 }
 
-/// TLS of the API listener. The certificate and key are reread when their files change (checked
+/// TLS of both listeners: the API listener presents `cert-file`; the internal listener presents
+/// it too and requires a client certificate from `ca-file` (a node's, or an admin's). The certificate and key are reread when their files change (checked
 /// every `reload-check-ms`) or at once on SIGHUP; a bad new pair is logged and the old one kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -231,6 +232,9 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// Its PEM private key; refused if group or others may read it (chmod 600).
     pub key_file: PathBuf,
+    /// The cluster CA (`raftkms cert ca`): the internal listener requires a client certificate
+    /// from it (mutual TLS), and this node accepts only peers whose certificates chain to it.
+    pub ca_file: PathBuf,
     /// How often the two files are checked for a change, in ms. Default 10000.
     #[serde(default = "default_reload_check_ms")]
     pub reload_check_ms: u64,
@@ -353,8 +357,16 @@ pub struct NodeConfig {
     pub node_id: u64,
     /// Cluster identity; a data directory created for another cluster id is refused.
     pub cluster_id: String,
-    /// Shared secret every peer presents on the internal listener (at least 16 characters).
-    pub cluster_secret: SecretString,
+    /// Without `[tls]` only: the secret every peer presents on the plaintext internal listener
+    /// (at least 16 characters). With `[tls]` peers authenticate by their node certificates and
+    /// this setting is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_secret: Option<SecretString>,
+    /// Without `[tls]` only: the token admin calls present on the internal listener (at least 16
+    /// characters, not the cluster secret). With `[tls]` an admin certificate (`raftkms cert
+    /// admin`) is the admin credential and this setting is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<SecretString>,
     /// Region this node serves.
     pub region: String,
     /// Directory for RocksDB, snapshots and keys.
@@ -413,13 +425,43 @@ impl NodeConfig {
             message: e.to_string(),
         })?;
         cfg.validate()?;
+        cfg.check_file_mode(path)?;
         Ok(cfg)
+    }
+
+    /// A file holding a secret (cluster-secret, admin-token) must be private, as ssh requires of
+    /// its keys: group and others may neither read nor write it.
+    fn check_file_mode(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.cluster_secret.is_none() && self.admin_token.is_none() {
+            return Ok(());
+        }
+        let mode = std::fs::metadata(path)
+            .map_err(|error| ConfigError::Read {
+                path: path.to_path_buf(),
+                error,
+            })?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "holds cluster-secret or admin-token and has mode {mode:04o}: group and \
+                     others must have no access (chmod 600 {})",
+                    path.display()
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Checks everything serde cannot: ranges, addresses and cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_identity()?;
         self.validate_listeners()?;
+        self.validate_secrets()?;
         self.timing.validate()?;
         self.validate_snapshot_and_kms()?;
         self.validate_regions()?;
@@ -434,14 +476,59 @@ impl NodeConfig {
         if self.cluster_id.trim().is_empty() {
             return Err(field("cluster-id", "must not be empty"));
         }
-        if self.cluster_secret.len() < 16 {
-            return Err(field("cluster-secret", "must be at least 16 characters"));
-        }
         if self.region.trim().is_empty() {
             return Err(field("region", "must not be empty"));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(field("data-dir", "must not be empty"));
+        }
+        Ok(())
+    }
+
+    /// The peer and admin secrets of a plaintext internal listener: both set, long enough,
+    /// different, and not an example's placeholder. With `[tls]` neither is used.
+    fn validate_secrets(&self) -> Result<(), ConfigError> {
+        let secrets = [
+            ("cluster-secret", &self.cluster_secret),
+            ("admin-token", &self.admin_token),
+        ];
+        for (name, value) in secrets {
+            let Some(v) = value else {
+                if self.tls.is_none() {
+                    return Err(field(
+                        name,
+                        "is required without [tls] (peers and admins authenticate with it on \
+                         the plaintext internal listener)",
+                    ));
+                }
+                continue;
+            };
+            if self.tls.is_some() {
+                return Err(field(
+                    name,
+                    "is not used with [tls]: peers authenticate with their node certificates \
+                     and admins with an admin certificate (raftkms cert admin); remove it",
+                ));
+            }
+            if v.len() < 16 {
+                return Err(field(name, "must be at least 16 characters"));
+            }
+            if v.expose().to_ascii_uppercase().contains("CHANGE-ME") {
+                return Err(field(
+                    name,
+                    "is still the example's placeholder (CHANGE-ME…): generate a secret, e.g. \
+                     `openssl rand -hex 24`",
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.cluster_secret, &self.admin_token) {
+            if a.expose() == b.expose() {
+                return Err(field(
+                    "admin-token",
+                    "must differ from cluster-secret: a peer's credential must not make it an \
+                     admin",
+                ));
+            }
         }
         Ok(())
     }
@@ -595,12 +682,29 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The unseal key file this node reads.
+    /// The unseal key file this node reads: `kms.unseal-key-file`, by default
+    /// `<data-dir>.unseal.key` beside the data directory (outside it, so a copy of the data
+    /// directory does not carry the key that unseals it).
     pub fn unseal_key_file(&self) -> PathBuf {
-        self.kms
-            .unseal_key_file
-            .clone()
-            .unwrap_or_else(|| self.data_dir.join("unseal.key"))
+        if let Some(f) = &self.kms.unseal_key_file {
+            return f.clone();
+        }
+        match (self.data_dir.parent(), self.data_dir.file_name()) {
+            (Some(parent), Some(name)) => {
+                let mut file = name.to_os_string();
+                file.push(".unseal.key");
+                parent.join(file)
+            }
+            _ => self.data_dir.join("unseal.key"),
+        }
+    }
+
+    /// Where versions before 0.2 kept the unseal key by default: inside the data directory.
+    pub fn legacy_unseal_key_file(&self) -> Option<PathBuf> {
+        match &self.kms.unseal_key_file {
+            Some(_) => None,
+            None => Some(self.data_dir.join("unseal.key")),
+        }
     }
 
     /// Every region this cluster serves: this node's, the peers', and `[[regions]]`.
@@ -651,6 +755,7 @@ mod tests {
 node-id = 1
 cluster-id = "test"
 cluster-secret = "0123456789abcdef0123"
+admin-token = "abcdef0123456789abcd"
 region = "ap-guangzhou"
 data-dir = "/tmp/x"
 api-listen = "127.0.0.1:8081"
@@ -707,14 +812,54 @@ region = "ap-guangzhou"
         assert!(parse(&neither).unwrap_err().contains("`tls`"));
         let tls = neither.replace(
             "[[peers]]",
-            "[tls]\ncert-file = \"/c.pem\"\nkey-file = \"/k.pem\"\n[[peers]]",
+            "[tls]\ncert-file = \"/c.pem\"\nkey-file = \"/k.pem\"\nca-file = \"/ca.pem\"\n[[peers]]",
         );
+        // With TLS, peers and admins authenticate by certificate: the secrets are refused.
+        assert!(parse(&tls).unwrap_err().contains("cluster-secret"));
+        let tls = tls.replace("cluster-secret = \"0123456789abcdef0123\"\n", "");
+        assert!(parse(&tls).unwrap_err().contains("admin-token"));
+        let tls = tls.replace("admin-token = \"abcdef0123456789abcd\"\n", "");
         let cfg = parse(&tls).unwrap();
         assert_eq!(cfg.tls.unwrap().reload_check_ms, 10_000);
         let both = tls.replace("[tls]", "insecure-plaintext = true\n[tls]");
+        let no_ca = tls.replace("ca-file = \"/ca.pem\"\n", "");
+        assert!(parse(&no_ca).unwrap_err().contains("ca-file"));
         assert!(parse(&both).unwrap_err().contains("insecure-plaintext"));
         let zero = format!("{GOOD}\n[limits]\nmax-connections = 0\n");
         assert!(parse(&zero).unwrap_err().contains("limits.max-connections"));
+    }
+
+    #[test]
+    fn plaintext_secrets_are_real_and_distinct() {
+        let no_admin = GOOD.replace("admin-token = \"abcdef0123456789abcd\"\n", "");
+        assert!(parse(&no_admin).unwrap_err().contains("admin-token"));
+        let no_peer = GOOD.replace("cluster-secret = \"0123456789abcdef0123\"\n", "");
+        assert!(parse(&no_peer).unwrap_err().contains("cluster-secret"));
+        let same = GOOD.replace("abcdef0123456789abcd", "0123456789abcdef0123");
+        let e = parse(&same).unwrap_err();
+        assert!(e.contains("admin-token") && e.contains("differ"), "{e}");
+        let placeholder = GOOD.replace("0123456789abcdef0123", "CHANGE-ME-0123456789abcdef");
+        let e = parse(&placeholder).unwrap_err();
+        assert!(
+            e.contains("cluster-secret") && e.contains("placeholder"),
+            "{e}"
+        );
+        let placeholder = GOOD.replace("abcdef0123456789abcd", "change-me-0123456789abcdef");
+        assert!(parse(&placeholder).unwrap_err().contains("admin-token"));
+    }
+
+    #[test]
+    fn the_unseal_key_lives_beside_the_data_directory() {
+        let cfg = parse(GOOD).unwrap();
+        assert_eq!(cfg.unseal_key_file(), PathBuf::from("/tmp/x.unseal.key"));
+        assert_eq!(
+            cfg.legacy_unseal_key_file(),
+            Some(PathBuf::from("/tmp/x/unseal.key"))
+        );
+        let set = format!("{GOOD}\n[kms]\nunseal-key-file = \"/etc/k\"\n");
+        let cfg = parse(&set).unwrap();
+        assert_eq!(cfg.unseal_key_file(), PathBuf::from("/etc/k"));
+        assert_eq!(cfg.legacy_unseal_key_file(), None);
     }
 
     #[test]

@@ -28,6 +28,17 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
 /// chain survives a power loss. The parent of `dir` itself is synced even if `dir` existed: an
 /// earlier attempt may have created it and crashed before its sync.
 pub fn create_dir_all(dir: &Path) -> io::Result<()> {
+    create(dir, 0o777)
+}
+
+/// [`create_dir_all`], creating the missing directories with mode 0700 (for a data directory).
+pub fn create_dir_all_private(dir: &Path) -> io::Result<()> {
+    create(dir, 0o700)
+}
+
+/// Creates `dir` and its missing parents with `mode` (before the umask) and syncs their names.
+fn create(dir: &Path, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
     let mut missing = Vec::new();
     let mut at = Some(dir);
     while let Some(p) = at {
@@ -37,7 +48,10 @@ pub fn create_dir_all(dir: &Path) -> io::Result<()> {
         missing.push(p.to_path_buf());
         at = p.parent();
     }
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)?;
     // Outermost first: a directory's name is synced before anything inside it.
     for p in missing.iter().rev() {
         sync_parent(p)?;

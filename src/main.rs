@@ -76,15 +76,25 @@ struct Target {
     /// Cluster id.
     #[arg(long, env = "RAFTKMS_CLUSTER_ID", global = true)]
     cluster_id: Option<String>,
-    /// Cluster secret.
+    /// Admin certificate (raftkms cert admin), for a TLS cluster.
+    #[arg(long, env = "RAFTKMS_ADMIN_CERT", global = true)]
+    admin_cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long, env = "RAFTKMS_ADMIN_KEY", global = true)]
+    admin_key: Option<PathBuf>,
+    /// The cluster CA the nodes' internal certificates must chain to.
+    #[arg(long, env = "RAFTKMS_CA", global = true)]
+    cluster_ca: Option<PathBuf>,
+    /// Admin token of a plaintext (insecure-plaintext) cluster.
     #[arg(
         long,
-        env = "RAFTKMS_CLUSTER_SECRET",
+        env = "RAFTKMS_ADMIN_TOKEN",
         hide_env_values = true,
         global = true
     )]
-    secret: Option<String>,
-    /// Take node address, cluster id and secret from this node configuration file instead.
+    admin_token: Option<String>,
+    /// Take node address, cluster id, CA file and admin token from this node configuration
+    /// file (an admin certificate still comes from --admin-cert/--admin-key).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
 }
@@ -484,26 +494,37 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn admin_client(t: &Target) -> anyhow::Result<AdminClient> {
+    let mut node = t.node.clone();
+    let mut cluster_id = t.cluster_id.clone();
+    let mut ca = t.cluster_ca.clone();
+    let mut token = t.admin_token.clone();
     if let Some(path) = &t.config {
         let cfg = NodeConfig::load(path)?;
-        let addr = t.node.clone().unwrap_or_else(|| cfg.raft_advertise());
-        return Ok(AdminClient::new(addr, cfg.cluster_id, cfg.cluster_secret));
+        node = node.or_else(|| Some(cfg.raft_advertise()));
+        cluster_id = Some(cfg.cluster_id.clone());
+        ca = ca.or_else(|| cfg.tls.as_ref().map(|t| t.ca_file.clone()));
+        token = token.or_else(|| cfg.admin_token.as_ref().map(|s| s.expose().to_string()));
     }
     let missing =
         |what: &str, env: &str| anyhow::anyhow!("missing --{what} (or ${env}, or --config FILE)");
-    let node = t
-        .node
-        .clone()
-        .ok_or_else(|| missing("node", "RAFTKMS_NODE"))?;
-    let cluster = t
-        .cluster_id
-        .clone()
-        .ok_or_else(|| missing("cluster-id", "RAFTKMS_CLUSTER_ID"))?;
-    let secret = t
-        .secret
-        .clone()
-        .ok_or_else(|| missing("secret", "RAFTKMS_CLUSTER_SECRET"))?;
-    Ok(AdminClient::new(node, cluster, secret))
+    let node = node.ok_or_else(|| missing("node", "RAFTKMS_NODE"))?;
+    let cluster_id = cluster_id.ok_or_else(|| missing("cluster-id", "RAFTKMS_CLUSTER_ID"))?;
+    match (&t.admin_cert, &t.admin_key, token) {
+        (Some(cert), Some(key), _) => {
+            let ca = ca.ok_or_else(|| missing("cluster-ca", "RAFTKMS_CA"))?;
+            Ok(AdminClient::with_certificate(
+                node, cluster_id, cert, key, &ca,
+            )?)
+        }
+        (Some(_), None, _) | (None, Some(_), _) => {
+            anyhow::bail!("--admin-cert and --admin-key go together")
+        }
+        (None, None, Some(token)) => Ok(AdminClient::new(node, cluster_id, token)),
+        (None, None, None) => anyhow::bail!(
+            "no admin credential: give --admin-cert and --admin-key (raftkms cert admin; or \
+             $RAFTKMS_ADMIN_CERT and $RAFTKMS_ADMIN_KEY), or --admin-token for a plaintext cluster"
+        ),
+    }
 }
 
 async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {

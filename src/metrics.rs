@@ -34,6 +34,15 @@ pub struct Metrics {
     pub key_pairs_generated: Counter,
     /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
     pub listeners: ListenerMetrics,
+    /// Internal requests refused, by reason (`credentials`, `cluster`, `not-a-node`,
+    /// `not-an-admin`, `wrong-sender`).
+    pub internal_refusals: Family<ReasonLabel, Counter>,
+}
+
+/// The label of a refusal counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
 }
 
 /// The label of the listener metrics.
@@ -91,6 +100,7 @@ impl Metrics {
             tls_reload_failures: Counter::default(),
             key_pairs_generated: Counter::default(),
             listeners: ListenerMetrics::default(),
+            internal_refusals: Family::default(),
         };
         m.registry = m.registry();
         m
@@ -222,6 +232,12 @@ impl Metrics {
             l.identity_refused.clone(),
         );
         registry.register(
+            "internal_requests_refused",
+            "Internal requests refused: no or a wrong credential, another cluster, a certificate \
+             of the wrong kind, a Raft RPC for another node than the certificate's",
+            m.internal_refusals.clone(),
+        );
+        registry.register(
             "listener_connection_errors",
             "Connections that ended in an error or a timeout (header read, idle keep-alive)",
             l.connection_errors.clone(),
@@ -254,6 +270,13 @@ impl Metrics {
         ] {
             registry.register(name, help, histogram.clone());
         }
+    }
+
+    /// Counts an internal request refused for `reason`.
+    pub fn internal_refused(&self, reason: &'static str) {
+        self.internal_refusals
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition.

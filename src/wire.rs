@@ -46,6 +46,20 @@ pub struct ReadPosition {
 pub struct AdminError {
     pub error: String,
     pub retryable: bool,
+    /// On `421 Misdirected Request`: the internal address of the leader, where the admin client
+    /// sends the request again (membership changes run on the leader).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+}
+
+/// Body of a successful `POST /admin/init`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct InitReply {
+    pub initialized: bool,
+    /// Configured learners this node could not add because another node leads: the admin
+    /// client adds them through the leader.
+    #[serde(default)]
+    pub pending_learners: Vec<JoinRequest>,
 }
 
 /// Body of `POST /admin/join`.

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -49,10 +50,18 @@ fn a_bad_config_is_rejected_naming_the_field() {
         ),
         (format!("{good}\nbogus-field = 1\n"), "bogus-field"),
         (good.replace(common::SECRET, "short"), "cluster-secret"),
+        (
+            good.replace(common::SECRET, "CHANGE-ME-0123456789abcdef"),
+            "placeholder",
+        ),
+        (
+            good.replace(common::ADMIN_TOKEN, common::SECRET),
+            "admin-token",
+        ),
     ];
     for (text, field) in cases {
         let path = c.dir.path().join("bad.toml");
-        std::fs::write(&path, &text).unwrap();
+        write_private(&path, &text);
         let out = serve(&path);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{field}: {stderr}");
@@ -64,6 +73,60 @@ fn a_bad_config_is_rejected_naming_the_field() {
     let out = serve(&c.dir.path().join("missing.toml"));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
+
+    // A config holding secrets that others may read is refused, as ssh refuses such a key.
+    let path = c.dir.path().join("readable.toml");
+    std::fs::write(&path, &good).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = serve(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn the_data_directory_is_private_and_the_unseal_key_lives_outside_it() {
+    let c = TestCluster::configure(1, 24150, TimingConfig::default(), SnapshotConfig::default());
+    // A data directory others may enter is refused before anything opens.
+    let data = &c.nodes[0].cfg.data_dir;
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = serve(&c.nodes[0].config_path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("chmod 700"), "{stderr}");
+    std::fs::remove_dir(data).unwrap();
+
+    // The default unseal key sits beside the data directory; a new data directory is 0700.
+    let mut cfg = c.nodes[0].cfg.clone();
+    cfg.kms.unseal_key_file = None;
+    let path = c.dir.path().join("default-unseal.toml");
+    common::write_config(&path, &cfg);
+    let mut node = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let key = c.dir.path().join("node1.unseal.key");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !(key.exists() && data.join("db").exists()) {
+        assert!(Instant::now() < deadline, "the node never created its key");
+        assert!(node.try_wait().unwrap().is_none(), "the node exited");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(!data.join("unseal.key").exists());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(data), 0o700);
+    assert_eq!(mode(&key), 0o600);
 }
 
 #[test]
@@ -84,7 +147,7 @@ fn a_busy_port_and_a_foreign_data_dir_are_refused_clearly() {
         .unwrap()
         .replace("test-24100", "another-cluster");
     let path = c.dir.path().join("other.toml");
-    std::fs::write(&path, cfg).unwrap();
+    write_private(&path, &cfg);
     let out = serve(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -111,8 +174,8 @@ fn a_malformed_drill_rewrite_is_reported_naming_it() {
                 "127.0.0.1:1",
                 "--cluster-id",
                 "c",
-                "--secret",
-                "s",
+                "--admin-token",
+                "t",
                 "--rewrite",
                 "node2:7002=127.0.0.1:17002",
                 "--rewrite",
@@ -154,7 +217,7 @@ async fn wait_env(dir: &std::path::Path, child: &mut std::process::Child) -> Vec
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let env = read_env(&dir.join("dev.env"));
-        if env.iter().any(|(k, _)| k == "RAFTKMS_CLUSTER_SECRET") {
+        if env.iter().any(|(k, _)| k == "RAFTKMS_NODE") {
             return env;
         }
         assert!(
@@ -224,11 +287,18 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         "{table}"
     );
 
-    let admin = AdminClient::new(
+    // The admin credential is the dev admin certificate; no secret is written anywhere.
+    assert!(env
+        .iter()
+        .all(|(k, _)| k != "RAFTKMS_CLUSTER_SECRET" && k != "RAFTKMS_ADMIN_TOKEN"));
+    let admin = AdminClient::with_certificate(
         get("RAFTKMS_NODE"),
         get("RAFTKMS_CLUSTER_ID"),
-        get("RAFTKMS_CLUSTER_SECRET"),
-    );
+        std::path::Path::new(&get("RAFTKMS_ADMIN_CERT")),
+        std::path::Path::new(&get("RAFTKMS_ADMIN_KEY")),
+        std::path::Path::new(&get("RAFTKMS_CA")),
+    )
+    .unwrap();
     admin
         .put_record("kept", "across-restarts", None)
         .await

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{counter, get, metrics_of, put, TestCluster, SECRET};
+use common::{counter, get, metrics_of, put, TestCluster, ADMIN_TOKEN, SECRET};
 use raftkms::registry::Outcome;
 
 /// (reads answered from the read lease, read-index rounds) on `node`.
@@ -144,23 +144,34 @@ async fn peers_without_the_cluster_secret_are_rejected_and_change_nothing() {
         None,
     );
     let body = raftkms::codec::encode("vote", &vote).unwrap();
-    for auth in [None, Some("Bearer wrong-secret-wrong-secret")] {
+    // The admin token is not a peer credential, and the cluster secret is not an admin's.
+    let admin_token = format!("Bearer {ADMIN_TOKEN}");
+    let peer_secret = format!("Bearer {SECRET}");
+    for (vote_auth, admin_auth) in [
+        (None, None),
+        (
+            Some("Bearer wrong-secret-wrong-secret"),
+            Some("Bearer wrong-secret-wrong-secret"),
+        ),
+        (Some(admin_token.as_str()), Some(peer_secret.as_str())),
+    ] {
         let mut req = client
             .post(format!("http://{raft}/raft/vote"))
             .header("x-raftkms-cluster", &c.cluster_id)
             .body(body.clone());
-        if let Some(a) = auth {
+        if let Some(a) = vote_auth {
             req = req.header("authorization", a);
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 401);
-        let put = client
+        let mut put = client
             .put(format!("http://{raft}/admin/records/intruder"))
-            .body("x")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(put.status(), 401);
+            .header("x-raftkms-cluster", &c.cluster_id)
+            .body("x");
+        if let Some(a) = admin_auth {
+            put = put.header("authorization", a);
+        }
+        assert_eq!(put.send().await.unwrap().status(), 401);
     }
     // Right secret, wrong cluster id: also refused.
     let resp = client

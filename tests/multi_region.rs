@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{TestCluster, SECRET};
+use common::TestCluster;
 use raftkms::client::KmsClient;
 use raftkms::config::TimingConfig;
 use serde_json::{json, Value};
@@ -245,6 +245,7 @@ async fn losing_a_whole_region_loses_no_acknowledged_write_and_the_minority_serv
     // Over TLS: the drill's client trusts the cluster CA (--ca).
     let mut c = TestCluster::configure_layout(&LAYOUT, 29100, timing, Default::default());
     let ca = c.enable_tls();
+    let tls = c.tls.clone().unwrap();
     let mut c = c.launch().await;
     let cred = credential(&c).await;
     c.wait_leader(Duration::from_secs(10)).await;
@@ -265,8 +266,12 @@ async fn losing_a_whole_region_loses_no_acknowledged_write_and_the_minority_serv
             &TestCluster::raft_addr(c.base_port, 3),
             "--cluster-id",
             &c.cluster_id,
-            "--secret",
-            SECRET,
+            "--admin-cert",
+            tls.admin_cert.to_str().unwrap(),
+            "--admin-key",
+            tls.admin_key.to_str().unwrap(),
+            "--cluster-ca",
+            tls.ca.to_str().unwrap(),
             "--region",
             GZ,
             "--keys",

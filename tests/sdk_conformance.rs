@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{TestCluster, SECRET};
+use common::TestCluster;
 use raftkms::config::{SnapshotConfig, TimingConfig};
 use raftkms::crypto::root_key::UnsealKey;
 use raftkms::registry::account::credential_aad;
@@ -44,6 +44,7 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     // The whole suite over TLS, as `raftkms dev` serves it: a cluster CA and a node certificate
     // each, made by the library `raftkms cert` uses.
     let ca_file = c.enable_tls();
+    let tls = c.tls.clone().unwrap();
     let mut c = c.launch().await;
     let admin = c.admin(1);
     let account = admin.create_account("sdk").await.unwrap();
@@ -55,14 +56,16 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     std::fs::write(
         &env_file,
         format!(
-            "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CLUSTER_SECRET={}\n",
+            "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CA={}\nRAFTKMS_ADMIN_CERT={}\nRAFTKMS_ADMIN_KEY={}\n",
             endpoints.join(","),
             ca_file.display(),
             cred.secret_id,
             cred.secret_key.expose(),
             TestCluster::raft_addr(c.base_port, 1),
             c.cluster_id,
-            SECRET
+            tls.ca.display(),
+            tls.admin_cert.display(),
+            tls.admin_key.display(),
         ),
     )
     .unwrap();

@@ -23,12 +23,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
             cluster_id: "suite".into(),
             node_id: 1,
         };
-        let db = open(dir.path(), &identity).map_err(|e| openraft::StorageIOError::write(&e))?;
+        // The data directory must be private (the temporary directory may be readable by others).
+        let data = dir.path().join("data");
+        let db = open(&data, &identity).map_err(|e| openraft::StorageIOError::write(&e))?;
         let metrics = Arc::new(Metrics::new());
         let log = LogStore::new(db.clone(), metrics.clone())
             .map_err(|e| openraft::StorageIOError::write(&e))?;
-        let snapshots =
-            SnapshotDir::new(dir.path()).map_err(|e| openraft::StorageIOError::write(&e))?;
+        let snapshots = SnapshotDir::new(&data).map_err(|e| openraft::StorageIOError::write(&e))?;
         let sm = StateMachine::open(db, snapshots, metrics)
             .map_err(|e| openraft::StorageIOError::write(&e))?;
         Ok((dir, log, sm))

@@ -1,6 +1,9 @@
 //! Transport security and the limits before authentication, against real node processes:
 //! certificates made by `raftkms cert`, TLS 1.2 and 1.3 on the API listener, refusals (plaintext
 //! on the TLS port, a foreign CA), a certificate reloaded on SIGHUP without dropping the node,
+//! mutual TLS on the internal listener (no, a foreign, an expired or another cluster's
+//! certificate; a node certificate on admin routes, an admin's on peer routes, a node speaking
+//! for another; a server that is not the node dialled),
 //! slow and idle clients cut off by the header-read timeout while a normal client is served, the
 //! connection limit, and an unknown SecretId refused before its body is read.
 
@@ -77,6 +80,7 @@ fn make_certs(dir: &Path, cluster_id: &str) -> (PathBuf, TlsConfig) {
         TlsConfig {
             cert_file: dir.join("node1.pem"),
             key_file: dir.join("node1.key"),
+            ca_file: dir.join("ca.pem"),
             reload_check_ms: 60_000,
         },
     )
@@ -105,6 +109,43 @@ async fn handshake(
         conn.protocol_version().unwrap(),
         conn.peer_certificates().unwrap()[0].as_ref().to_vec(),
     ))
+}
+
+/// Renews node 1's certificate in `dir` (`raftkms cert node --force`) and sends SIGHUP to `pid`.
+fn renew_and_hup(dir: &Path, cluster_id: &str, pid: u32) {
+    let d = dir.to_str().unwrap();
+    cert_cli(&[
+        "node",
+        "--dir",
+        d,
+        "--cluster-id",
+        cluster_id,
+        "--id",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--force",
+    ]);
+    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGHUP);
+    }
+}
+
+/// `openssl s_client -showcerts` against `addr` with one protocol flag; its whole output.
+fn s_client(addr: &str, ca: &Path, flag: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, "-showcerts", flag])
+        .arg("-CAfile")
+        .arg(ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl (the openssl package) must be installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// A credential for a new account, through node 1's admin endpoints.
@@ -166,8 +207,16 @@ async fn the_api_speaks_tls_refuses_plaintext_and_foreign_cas_and_reloads_its_ce
     let (ca, tls) = make_certs(&tls_dir, &c.cluster_id.clone());
     c.edit_configs(|cfg| {
         cfg.insecure_plaintext = false;
+        cfg.cluster_secret = None;
+        cfg.admin_token = None;
         cfg.tls = Some(tls.clone());
         cfg.limits.handshake_timeout_ms = 1_000;
+    });
+    c.tls = Some(common::TlsFiles {
+        dir: tls_dir.clone(),
+        ca: ca.clone(),
+        admin_cert: tls_dir.join("admin-ops.pem"),
+        admin_key: tls_dir.join("admin-ops.key"),
     });
     let c = c.launch().await;
     let api = TestCluster::api_addr(c.base_port, 1);
@@ -238,6 +287,67 @@ async fn the_api_speaks_tls_refuses_plaintext_and_foreign_cas_and_reloads_its_ce
     )
     .await;
 
+    // openssl s_client sees the chain (node certificate issued by the cluster CA, verified) and
+    // the versions offered: TLS 1.3 and 1.2, nothing older.
+    for (flag, version) in [("-tls1_3", "TLSv1.3"), ("-tls1_2", "TLSv1.2")] {
+        let out = s_client(&api, &ca, flag);
+        assert!(out.contains("Verify return code: 0 (ok)"), "{flag}: {out}");
+        assert!(
+            out.contains(&format!("Protocol  : {version}"))
+                || out.contains(&format!("New, {version}")),
+            "{flag}: {out}"
+        );
+        assert!(
+            out.contains("CN = raftkms node 1") && out.contains("CN = raftkms cluster CA"),
+            "{out}"
+        );
+    }
+    let old = s_client(&api, &ca, "-tls1_1");
+    assert!(
+        old.contains("Cipher is (NONE)") && !old.contains("CN = raftkms node 1"),
+        "TLS 1.1 was accepted: {old}"
+    );
+
+    // Load during the renewals below: clients that keep their connections and clients that
+    // open a new one for every request (a handshake each), none of which may see an error.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for fresh in [false, false, true, true] {
+        let (stop, api, ca, id, key, key_id) = (
+            stop.clone(),
+            api.clone(),
+            ca.clone(),
+            id.clone(),
+            key.clone(),
+            key_id.clone(),
+        );
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut errors) = (0u32, Vec::new());
+            let mut client = KmsClient::new(&format!("https://{api}"), "ap-guangzhou", &id, &key)
+                .with_ca(&ca)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if fresh {
+                    client = KmsClient::new(&format!("https://{api}"), "ap-guangzhou", &id, &key)
+                        .with_ca(&ca)
+                        .unwrap();
+                }
+                match client
+                    .call(
+                        "Encrypt",
+                        serde_json::json!({"KeyId": key_id, "Plaintext": "aGk="}),
+                    )
+                    .await
+                {
+                    Ok(_) => ok += 1,
+                    Err(e) => errors.push(format!("{e:?}")),
+                }
+            }
+            (ok, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
     // A renewed certificate is served after SIGHUP, without a restart, and a TLS connection
     // opened before goes on working.
     let (_, mut before) = {
@@ -251,39 +361,44 @@ async fn the_api_speaks_tls_refuses_plaintext_and_foreign_cas_and_reloads_its_ce
         ((), s)
     };
     assert!(healthz(&mut before).await.contains("200"));
-    cert_cli(&[
-        "node",
-        "--dir",
-        tls_dir.to_str().unwrap(),
-        "--cluster-id",
-        &c.cluster_id,
-        "--id",
-        "1",
-        "--host",
-        "127.0.0.1",
-        "--force",
-    ]);
     let pid = c.nodes[0].pid().unwrap();
-    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGHUP);
-    }
+    renew_and_hup(&tls_dir, &c.cluster_id, pid);
     let deadline = Instant::now() + Duration::from_secs(5);
-    let renewed = loop {
+    loop {
         let (_, now) = handshake(&api, &ca, &rustls::version::TLS13).await.unwrap();
         if now != leaf {
-            break now;
+            break;
         }
         assert!(
             Instant::now() < deadline,
             "the new certificate was not served"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    }
     assert!(healthz(&mut before).await.contains("200"));
     kms.call("DescribeKey", serde_json::json!({"KeyId": key_id}))
         .await
         .unwrap();
+    // Two more renewals under load, then the load stops: every request succeeded.
+    for _ in 0..2 {
+        renew_and_hup(&tls_dir, &c.cluster_id, pid);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut served, mut failed) = (0, Vec::new());
+    for l in load {
+        let (ok, errors) = l.await.unwrap();
+        served += ok;
+        failed.extend(errors);
+    }
+    assert!(
+        failed.is_empty(),
+        "requests failed during reloads: {failed:?}"
+    );
+    assert!(served >= 20, "the load made only {served} requests");
+    let reloads = wait_metric(&metrics, "raftkms_tls_reloads_total", 3.0).await;
+    assert!(reloads >= 3.0);
+    let (_, renewed) = handshake(&api, &ca, &rustls::version::TLS13).await.unwrap();
     assert_eq!(c.admin(1).status().await.unwrap().id, 1);
 
     // A broken pair on SIGHUP is refused (counted) and the renewed certificate stays in use.
@@ -782,4 +897,261 @@ async fn an_account_at_its_quota_spends_no_key_generation() {
         .unwrap_err();
     assert_eq!(e.code(), Some("LimitExceeded.CmkLimitExceeded"), "{e}");
     assert_eq!(generated().await, 1.0);
+}
+
+/// An internal-listener client presenting `cert` (or nothing), trusting `ca`, accepting any node
+/// of `cluster_id`.
+fn internal_client(cert: Option<(&Path, &Path)>, ca: &Path, cluster_id: &str) -> reqwest::Client {
+    let store = cert.map(|(c, k)| raftkms::tls::reload::CertStore::open(c, k).unwrap());
+    let roots = raftkms::tls::config::roots(ca).unwrap();
+    let tls = raftkms::tls::config::internal_client(store, roots, cluster_id, None).unwrap();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// A vote for `term` from candidate `candidate`, encoded for `/raft/vote`.
+fn vote_body(term: u64, candidate: u64) -> Vec<u8> {
+    let vote =
+        raftkms::raft::types::typ::VoteRequest::new(openraft::Vote::new(term, candidate), None);
+    raftkms::codec::encode("vote", &vote).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_to_their_routes() {
+    let mut c =
+        TestCluster::configure(3, 27600, TimingConfig::default(), SnapshotConfig::default());
+    let ca = c.enable_tls();
+    c.edit_configs(|cfg| cfg.limits.handshake_timeout_ms = 1_000);
+    let t = c.tls.clone().unwrap();
+    let mut c = c.launch().await;
+    // Raft, forwarding and reads all run over mutual TLS: a write through a follower and a
+    // linearizable read on another node.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|i| *i != leader).unwrap();
+    c.admin(follower).put_record("k", "v", None).await.unwrap();
+    let other = (1..=3).find(|i| *i != leader && *i != follower).unwrap();
+    let read = c
+        .admin(other)
+        .get_record("k", "linearizable")
+        .await
+        .unwrap();
+    assert_eq!(read.value.as_deref(), Some("v"));
+    let before = c.admin(leader).status().await.unwrap();
+
+    let raft = TestCluster::raft_addr(c.base_port, leader);
+    let api = TestCluster::api_addr(c.base_port, leader);
+    let (node2_cert, node2_key) = (t.dir.join("node2.pem"), t.dir.join("node2.key"));
+    let node2 = internal_client(Some((&node2_cert, &node2_key)), &ca, &c.cluster_id);
+    let admin = internal_client(Some((&t.admin_cert, &t.admin_key)), &ca, &c.cluster_id);
+
+    // A node certificate does not make its holder an admin.
+    for path in ["/admin/status", "/admin/accounts"] {
+        let r = node2
+            .get(format!("https://{raft}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+        assert!(r.text().await.unwrap().contains("not an admin"));
+    }
+    let r = node2
+        .put(format!("https://{raft}/admin/records/intruder"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // An admin certificate is not a node's: no votes, no appends, no read index.
+    for path in ["/raft/vote", "/raft/append", "/internal/read-index"] {
+        let r = admin
+            .post(format!("https://{raft}{path}"))
+            .body(vote_body(before.term + 100, 9))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    // Node 2's certificate cannot speak for node 9: a vote for a huge term is refused unread.
+    let r = node2
+        .post(format!("https://{raft}/raft/vote"))
+        .body(vote_body(before.term + 100, 9))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("speaks for node 9"));
+
+    // Nothing at all without a certificate of this cluster: none, a foreign CA's, an expired
+    // one, another cluster's from the same CA.
+    let none = internal_client(None, &ca, &c.cluster_id);
+    assert!(none
+        .get(format!("https://{raft}/admin/status"))
+        .send()
+        .await
+        .is_err());
+    let foreign = c.dir.path().join("foreign");
+    let fd = foreign.to_str().unwrap();
+    cert_cli(&["ca", "--dir", fd, "--cluster-id", &c.cluster_id]);
+    cert_cli(&[
+        "admin",
+        "--dir",
+        fd,
+        "--cluster-id",
+        &c.cluster_id,
+        "--name",
+        "ops",
+    ]);
+    let foreign_admin = internal_client(
+        Some((
+            &foreign.join("admin-ops.pem"),
+            &foreign.join("admin-ops.key"),
+        )),
+        &ca,
+        &c.cluster_id,
+    );
+    assert!(foreign_admin
+        .get(format!("https://{raft}/admin/status"))
+        .send()
+        .await
+        .is_err());
+    // An admin certificate that expired yesterday (made 3 days ago, valid for 1 day).
+    let out = Command::new(bin())
+        .args([
+            "cert",
+            "admin",
+            "--dir",
+            t.dir.to_str().unwrap(),
+            "--cluster-id",
+            &c.cluster_id,
+        ])
+        .args(["--name", "expired", "--days", "1"])
+        .env(
+            "LD_PRELOAD",
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        )
+        .env("FAKETIME", "-3d")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expired = internal_client(
+        Some((
+            &t.dir.join("admin-expired.pem"),
+            &t.dir.join("admin-expired.key"),
+        )),
+        &ca,
+        &c.cluster_id,
+    );
+    assert!(expired
+        .get(format!("https://{raft}/admin/status"))
+        .send()
+        .await
+        .is_err());
+    // The same CA, another cluster's node: the handshake passes, the identity does not.
+    let signer = raftkms::tls::issue::Signer::from_pem(
+        &std::fs::read_to_string(&ca).unwrap(),
+        &std::fs::read_to_string(t.dir.join("ca.key")).unwrap(),
+    )
+    .unwrap();
+    signer
+        .node("another-cluster", 2, &[], 30)
+        .unwrap()
+        .write(&t.dir, "stranger", true)
+        .unwrap();
+    let stranger = internal_client(
+        Some((&t.dir.join("stranger.pem"), &t.dir.join("stranger.key"))),
+        &ca,
+        &c.cluster_id,
+    );
+    assert!(stranger
+        .post(format!("https://{raft}/raft/vote"))
+        .body(vote_body(before.term + 100, 2))
+        .send()
+        .await
+        .is_err());
+
+    // A node dialling a peer checks that the server is the node it meant: node 2's transport
+    // reaches the leader as the leader, not as anyone else.
+    let peers = raftkms::transport::Peers::new(
+        c.cluster_id.clone(),
+        raftkms::transport::PeerSecurity::Tls {
+            cert: raftkms::tls::reload::CertStore::open(&node2_cert, &node2_key).unwrap(),
+            roots: raftkms::tls::config::roots(&ca).unwrap(),
+        },
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    type ReadIndex = Result<u64, raftkms::raft::error::ClusterError>;
+    let wrong = (1..=3).find(|i| *i != leader).unwrap() + 10;
+    let e = peers
+        .call::<(), ReadIndex>(
+            wrong,
+            &raft,
+            "/internal/read-index",
+            &(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, raftkms::raft::error::ClusterError::Forward(_)),
+        "{e:?}"
+    );
+    let index = peers
+        .call::<(), ReadIndex>(
+            leader,
+            &raft,
+            "/internal/read-index",
+            &(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(index >= before.commit_index.unwrap_or(0));
+
+    // Nothing changed, and each refusal was counted.
+    let after = c.admin(leader).status().await.unwrap();
+    assert_eq!(after.term, before.term, "a refused vote moved the term");
+    assert_eq!(
+        c.admin(other)
+            .get_record("intruder", "linearizable")
+            .await
+            .unwrap()
+            .value,
+        None
+    );
+    let metrics = kms_metrics(&api, &ca).await;
+    for (name, at_least) in [
+        (
+            "raftkms_internal_requests_refused_total{reason=\"not-an-admin\"}",
+            3.0,
+        ),
+        (
+            "raftkms_internal_requests_refused_total{reason=\"not-a-node\"}",
+            3.0,
+        ),
+        (
+            "raftkms_internal_requests_refused_total{reason=\"wrong-sender\"}",
+            1.0,
+        ),
+        (
+            "raftkms_listener_identity_refused_total{listener=\"internal\"}",
+            1.0,
+        ),
+        (
+            "raftkms_listener_tls_handshake_failures_total{listener=\"internal\"}",
+            3.0,
+        ),
+    ] {
+        let v = common::counter(&metrics, name);
+        assert!(v >= at_least, "{name} = {v} < {at_least}");
+    }
 }

@@ -1,5 +1,10 @@
 """A minimal Tencent Cloud API 3.0 client (TC3-HMAC-SHA256) and the admin-endpoint client.
 
+Both speak TLS, as a deployment does: the API over HTTPS trusting the cluster CA, the admin
+endpoints of the internal listener over mutual TLS with an admin certificate (the cluster makes
+both per run, see cluster.py). A TLS failure is a transport failure like any other OSError
+(``ssl.SSLError`` is one), so it is classified exactly as a reset or a timeout.
+
 Results are classified the Jepsen way: ``ok`` (definitely happened), ``fail`` (definitely did not
 happen) and ``info`` (unknown: timeouts, resets, 5xx, and the server's own "may or may not have
 been applied" answers).
@@ -10,6 +15,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import ssl
 import time
 
 SERVICE = "kms"
@@ -21,6 +27,29 @@ INDETERMINATE_CODES = {
     "InternalError",
     "UnsupportedOperation.ServiceTemporaryUnavailable",
 }
+
+
+def tls_context(ca_file, cert_file=None, key_file=None):
+    """A client context that trusts only the cluster CA (``ca_file``) and, given ``cert_file``
+    and ``key_file``, presents that certificate (mutual TLS on the internal listener).
+
+    The host name is checked too: every node certificate names the addresses the harness dials
+    (cluster.py gives them as --host), so a client that reached the wrong node, or something
+    else, fails the handshake instead of talking to it. One context is shared by every client of
+    a run (an SSLContext may be used from several threads); building one per call would re-read
+    the files on every operation."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=ca_file)
+    if cert_file is not None:
+        ctx.load_cert_chain(cert_file, key_file)
+    ctx.set_alpn_protocols(["http/1.1"])  # what both raftkms listeners speak
+    return ctx
+
+
+def _connection(addr, tls, timeout):
+    host, port = addr.rsplit(":", 1)
+    return http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls)
 
 
 class Reply:
@@ -60,11 +89,13 @@ def tc3_authorization(secret_id, secret_key, host, body, timestamp):
 
 
 class KmsClient:
-    """Calls the KMS API of one node; one short-lived connection per call (no hidden retries)."""
+    """Calls the KMS API of one node over HTTPS (``tls``: a context from ``tls_context`` that
+    trusts the cluster CA); one short-lived connection per call (no hidden retries)."""
 
-    def __init__(self, endpoint, region, secret_id, secret_key, timeout=6.0, clock=None):
+    def __init__(self, endpoint, region, secret_id, secret_key, tls, timeout=6.0, clock=None):
         self.clock = clock or time.time  # the signer's wall clock (X-TC-Timestamp)
         self.endpoint = endpoint  # "host:port"
+        self.tls = tls
         self.region = region
         self.secret_id = secret_id
         self.secret_key = secret_key
@@ -73,7 +104,6 @@ class KmsClient:
     def call(self, action, params, write, stale=False, timeout=None):
         """Calls ``action``; ``write`` decides how errors are classified."""
         body = json.dumps(params, separators=(",", ":")).encode()
-        host, port = self.endpoint.rsplit(":", 1)
         ts = int(self.clock())
         headers = {
             "Content-Type": "application/json",
@@ -87,7 +117,7 @@ class KmsClient:
         }
         if stale:
             headers["X-Raftkms-Consistency"] = "stale"
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout or self.timeout)
+        conn = _connection(self.endpoint, self.tls, timeout or self.timeout)
         try:
             conn.request("POST", "/", body=body, headers=headers)
             resp = conn.getresponse()
@@ -96,6 +126,8 @@ class KmsClient:
             resp_headers = {k.lower(): v for k, v in resp.getheaders()}
         except (OSError, http.client.HTTPException) as e:
             # Connection refused means the request never reached a server: definitely not done.
+            # Anything later, a failed TLS handshake included (ssl.SSLError is an OSError), is
+            # classified as before TLS: the harness cannot tell how far the request got.
             if isinstance(e, ConnectionRefusedError):
                 return Reply("fail", "transport.refused", str(e))
             return Reply("info" if write else "fail", "transport", str(e))
@@ -114,18 +146,20 @@ class KmsClient:
 
 
 class AdminClient:
-    """The internal listener's admin endpoints (cluster secret as a bearer token)."""
+    """The internal listener's admin endpoints, over mutual TLS: ``tls`` is a context from
+    ``tls_context`` with the run's admin certificate (the listener admits admin routes only to
+    an admin certificate of the cluster; there is no token to send). The cluster id header is
+    still sent, as the raftkms CLI does."""
 
-    def __init__(self, addr, cluster_id, secret, timeout=5.0):
+    def __init__(self, addr, cluster_id, tls, timeout=5.0):
         self.addr = addr
         self.cluster_id = cluster_id
-        self.secret = secret
+        self.tls = tls
         self.timeout = timeout
 
     def request(self, method, path, body=None, timeout=None):
-        host, port = self.addr.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=timeout or self.timeout)
-        headers = {"Authorization": "Bearer " + self.secret, "X-Raftkms-Cluster": self.cluster_id}
+        conn = _connection(self.addr, self.tls, timeout or self.timeout)
+        headers = {"X-Raftkms-Cluster": self.cluster_id}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -135,7 +169,8 @@ class AdminClient:
             resp = conn.getresponse()
             raw = resp.read()
             if resp.status >= 300:
-                raise AdminError("%s %s -> %d %s" % (method, path, resp.status, raw[:300]))
+                raise AdminError("%s %s -> %d %s" % (method, path, resp.status, raw[:300]),
+                                 status=resp.status, leader=_leader_hint(raw))
             return json.loads(raw) if raw else None
         except (OSError, http.client.HTTPException, ValueError) as e:
             raise AdminError("%s %s on %s: %s" % (method, path, self.addr, e)) from None
@@ -149,5 +184,21 @@ class AdminClient:
         return self.request("GET", "/admin/digest", timeout=timeout)
 
 
+def _leader_hint(raw):
+    """The leader's Raft address in a refusal (a membership change sent to a follower answers
+    421 with it), or None."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return None
+    return doc.get("leader") if isinstance(doc, dict) else None
+
+
 class AdminError(Exception):
-    pass
+    """An admin call that failed: ``status`` is the HTTP status if the node answered (None for a
+    transport failure), ``leader`` the leader's Raft address if the node named one."""
+
+    def __init__(self, message, status=None, leader=None):
+        super().__init__(message)
+        self.status = status
+        self.leader = leader

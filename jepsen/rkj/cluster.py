@@ -2,6 +2,10 @@
 and TOML configs, each in its own network namespace (veth into one bridge), so partitions are
 plain iptables DROP rules inside the namespaces. Everything it creates is named ``rkj*`` and is
 torn down by ``teardown()`` (also called from signal handlers and atexit by the runner).
+
+The cluster runs as a deployment does: TLS on the API, mutual TLS on the internal listener, with a
+CA, node certificates and an admin certificate made per run by the binary under test
+(``raftkms cert``) in the work directory's ``tls/``, which goes with the work directory.
 """
 
 import json
@@ -13,7 +17,7 @@ import subprocess
 import threading
 import time
 
-from .client import AdminClient, AdminError, KmsClient
+from .client import AdminClient, AdminError, KmsClient, tls_context
 from . import lazyfs as lazyfs_mod
 from . import proxy as proxy_mod
 
@@ -33,6 +37,13 @@ REGION = "ap-singapore"
 LAZYFS_PYTHON = os.environ.get("RKJ_LAZYFS_PYTHON", "/var/cache/raftkms/jepsen-venv/bin/python")
 LAZYFS_FSNAME = "rkjlazyfs"
 JEPSEN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ADMIN_NAME = "jepsen"  # the admin certificate's name: tls/admin-jepsen.pem
+# Runs that move node clocks issue their certificates under libfaketime this far in the past: a
+# node verifies its peers' certificates by its own clock, and clock-far sets one 10 days behind
+# (raftkms backdates a certificate by one hour only). Without this every handshake that node takes
+# part in during the fault would fail (connections opened before it are reused, so a run may not
+# show it): a cut-off node, not merely a skewed one.
+CERT_BACKDATE = "-30d"
 
 
 class FaultNotApplied(Exception):
@@ -207,7 +218,10 @@ class Cluster:
         self.log = log
         self.nodes = {i: Node(self, i) for i in range(1, n + 1)}
         self.cluster_id = "rkj-%s" % secrets.token_hex(4)
-        self.secret = secrets.token_hex(24)
+        self.tls_dir = os.path.join(self.dir, "tls")
+        self.ca_file = os.path.join(self.tls_dir, "ca.pem")
+        self.api_tls = None  # client contexts (rkj/client.py), made with the certificates
+        self.admin_tls = None
         self.secret_id = None
         self.secret_key = None
         self.proxies = {}
@@ -287,18 +301,13 @@ class Cluster:
             self.partitioned = True
 
     def remove_node(self, i):
-        """Removes node i from the membership (through any other member), then stops it and
-        wipes its data directory."""
+        """Removes node i from the membership (on the leader, found through the other members),
+        then stops it and wipes its data directory."""
         others = [j for j in self.nodes if j != i and j not in self.removed]
-        last = None
-        for j in others:
-            try:
-                self.admin(j, 60).request("POST", "/admin/remove", {"id": i}, timeout=60)
-                break
-            except AdminError as e:
-                last = e
-        else:
-            raise FaultNotApplied("remove %d refused by every member: %s" % (i, last))
+        try:
+            self.membership_change(others, "/admin/remove", {"id": i}, 60)
+        except AdminError as e:
+            raise FaultNotApplied("remove %d refused by every member: %s" % (i, e)) from None
         self.removed.add(i)
         self.kill(i)
         node = self.nodes[i]
@@ -318,15 +327,41 @@ class Cluster:
                 "api_addr": node.api, "region": REGION, "voter": True}
         last = None
         for _ in range(3):
-            for j in others:
-                try:
-                    self.admin(j, 90).request("POST", "/admin/join", body, timeout=90)
-                    self.removed.discard(i)
-                    return
-                except AdminError as e:
-                    last = e
+            try:
+                self.membership_change(others, "/admin/join", body, 90)
+                self.removed.discard(i)
+                return
+            except AdminError as e:
+                last = e
             time.sleep(1)
         raise FaultNotApplied("join %d refused: %s" % (i, last))
+
+    def node_at(self, raft_addr):
+        """The node whose Raft address (or proxy address, the advertised one) is ``raft_addr``."""
+        for j, node in self.nodes.items():
+            if raft_addr in (node.raft, node.proxy_addr):
+                return j
+        return None
+
+    def membership_change(self, members, path, body, timeout):
+        """POSTs a membership change to the leader. A member that does not lead answers 421
+        with the leader's address (nodes do not pass admin calls on: a node certificate does not
+        make a node an admin), so each member is asked in turn, and a named leader is asked next.
+        Raises the last AdminError if none accepted it."""
+        last = None
+        for j in members:
+            target = j
+            for _ in range(2):  # the member, then the leader it names
+                try:
+                    return self.admin(target, timeout).request("POST", path, body,
+                                                               timeout=timeout)
+                except AdminError as e:
+                    last = e
+                    hinted = self.node_at(e.leader) if e.status == 421 and e.leader else None
+                    if hinted is None or hinted == target:
+                        break
+                    target = hinted
+        raise last
 
     def heal_partition(self):
         with self.lock:
@@ -345,14 +380,18 @@ class Cluster:
         lines = [
             "node-id = %d" % node.i,
             'cluster-id = "%s"' % self.cluster_id,
-            'cluster-secret = "%s"' % self.secret,
             'region = "%s"' % REGION,
             'data-dir = "%s"' % node.data,
             'api-listen = "%s"' % node.api,
             'raft-listen = "%s"' % node.raft,
             'raft-advertise = "%s"' % advertise,
-            # The harness's clients speak plain HTTP on the namespaces' private links.
-            "insecure-plaintext = true",
+            "",
+            # TLS on the API, mutual TLS between nodes and for the harness's admin calls: the
+            # suite tests the transport a deployment runs, not a plaintext special case.
+            "[tls]",
+            'cert-file = "%s"' % self.node_cert(node.i)[0],
+            'key-file = "%s"' % self.node_cert(node.i)[1],
+            'ca-file = "%s"' % self.ca_file,
             "",
             "[timing]",
         ] + ["%s = %d" % kv for kv in t.items()] + [
@@ -374,11 +413,71 @@ class Cluster:
                           'raft-addr = "%s"' % (other.proxy_addr if self.use_proxy else other.raft),
                           'api-addr = "%s"' % other.api, 'region = "%s"' % REGION,
                           "voter = true"]
-        with open(node.config, "w", encoding="utf-8") as f:
+        # No secret is in it any more, but a node config is an operator's file: private, and
+        # never readable even for the moment between create and chmod.
+        fd = os.open(node.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
         os.chmod(node.config, 0o600)
         if self.faketime and not os.path.exists(node.faketime_file):
             self.write_skew(node, 0)
+
+    # ------------------------------------------------------------------ certificates
+
+    def node_cert(self, i):
+        """(certificate, key) files of node i."""
+        return (os.path.join(self.tls_dir, "node%d.pem" % i),
+                os.path.join(self.tls_dir, "node%d.key" % i))
+
+    def admin_cert(self):
+        return (os.path.join(self.tls_dir, "admin-%s.pem" % ADMIN_NAME),
+                os.path.join(self.tls_dir, "admin-%s.key" % ADMIN_NAME))
+
+    def node_hosts(self, node):
+        """Every address the harness and the peers reach node's listeners by, for its
+        certificate's SANs: its namespace IP (API and internal listener), and with latency
+        proxies the proxies' host, the node's advertised Raft address. raftkms peers check the
+        node id in the certificate, not the address, so they do not need the proxy there; the
+        harness's Python clients check the address (rkj/client.py), and would if they dialled a
+        proxy."""
+        hosts = [node.ip]
+        if self.use_proxy:
+            hosts.append(node.proxy_addr.rsplit(":", 1)[0])
+        return hosts
+
+    def cert_commands(self):
+        """The `raftkms cert` command lines of a run: the CA, one certificate per node, the
+        harness's admin certificate."""
+        common = ["--dir", self.tls_dir, "--cluster-id", self.cluster_id]
+        cmds = [[self.binary, "cert", "ca"] + common]
+        for node in self.nodes.values():
+            cmd = [self.binary, "cert", "node"] + common + ["--id", str(node.i)]
+            for h in self.node_hosts(node):
+                cmd += ["--host", h]
+            cmds.append(cmd)
+        cmds.append([self.binary, "cert", "admin"] + common + ["--name", ADMIN_NAME])
+        return cmds
+
+    def make_certs(self):
+        """Makes the run's CA and certificates with the binary under test (after the network,
+        so the proxy addresses are known), and the client contexts of the harness. Under
+        libfaketime (runs that move clocks) they are issued CERT_BACKDATE in the past."""
+        os.makedirs(self.tls_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.tls_dir, 0o700)
+        env = dict(os.environ)
+        if self.faketime:
+            env.update(LD_PRELOAD=FAKETIME_LIB, FAKETIME=CERT_BACKDATE,
+                       FAKETIME_DONT_FAKE_MONOTONIC="1")
+        for cmd in self.cert_commands():
+            try:
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=env)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise HarnessError("%s: %s" % (" ".join(cmd[1:4]), e)) from None
+            if p.returncode != 0:
+                raise HarnessError("`%s` failed (%d): %s" % (
+                    " ".join(cmd), p.returncode, (p.stderr or p.stdout).strip()))
+        self.api_tls = tls_context(self.ca_file)
+        self.admin_tls = tls_context(self.ca_file, *self.admin_cert())
 
     # ------------------------------------------------------------------ the disk (lazyfs)
 
@@ -633,8 +732,8 @@ class Cluster:
         AuthFailure.SignatureExpire), None (no answer)."""
         if self.secret_id is None:
             raise HarnessError("no credential yet: the clock of node %d cannot be read" % i)
-        c = KmsClient(self.nodes[i].api, REGION, self.secret_id, self.secret_key, timeout=2.0,
-                      clock=signed_at)
+        c = KmsClient(self.nodes[i].api, REGION, self.secret_id, self.secret_key, self.api_tls,
+                      timeout=2.0, clock=signed_at)
         r = c.call("DescribeKey", {"KeyId": "rkj-clock-probe"}, write=False, stale=True)
         if r.code == "AuthFailure.SignatureExpire":
             return False
@@ -745,7 +844,9 @@ class Cluster:
     # ------------------------------------------------------------------ admin
 
     def admin(self, i, timeout=3.0):
-        return AdminClient(self.nodes[i].raft, self.cluster_id, self.secret, timeout=timeout)
+        if self.admin_tls is None:
+            raise AdminError("no admin certificate yet (make_certs runs at boot)")
+        return AdminClient(self.nodes[i].raft, self.cluster_id, self.admin_tls, timeout=timeout)
 
     def status(self, i, timeout=1.5):
         try:
@@ -796,6 +897,7 @@ class Cluster:
         """Network, configs, processes, init, and a credential for the clients."""
         check_tools(faketime=self.faketime, fiu=self.fiu, lazyfs=self.lazyfs)
         self.setup_network()
+        self.make_certs()
         for node in self.nodes.values():
             self.write_config(node)
             if self.lazyfs:
@@ -865,6 +967,8 @@ class Cluster:
     def describe(self):
         return {"nodes": self.n, "cluster_id": self.cluster_id, "binary": self.binary,
                 "plant": self.plant, "plant_nodes": self.plant_nodes, "lazyfs": self.lazyfs,
+                "tls": {"api": "tls", "internal": "mutual tls", "dir": self.tls_dir,
+                        "node_hosts": {i: self.node_hosts(n) for i, n in self.nodes.items()}},
                 "addresses": {i: {"api": n.api, "raft": n.raft} for i, n in self.nodes.items()}}
 
 

@@ -86,8 +86,8 @@ class Ctx:
             # A client on the node's host signs with the node's (skewed) clock.
             node = c.nodes[i]
             clock = lambda: time.time() + node.skew  # noqa: E731
-        return KmsClient(c.nodes[i].api, REGION, c.secret_id, c.secret_key, timeout=timeout,
-                         clock=clock)
+        return KmsClient(c.nodes[i].api, REGION, c.secret_id, c.secret_key, c.api_tls,
+                         timeout=timeout, clock=clock)
 
     def live_nodes(self):
         return [i for i in self.cluster.nodes if i not in self.cluster.removed]

@@ -134,9 +134,13 @@ async fn kms_setup(
 }
 
 impl Driver {
-    pub(super) fn http(opts: &BenchOptions, token: Option<String>) -> Self {
-        // The same settings as `KmsClient::new`.
-        let http = crate::client::http_client();
+    /// An OpenBao or etcd driver; over TLS (an `https://` endpoint) it trusts `--ca`.
+    pub(super) fn http(opts: &BenchOptions, token: Option<String>) -> anyhow::Result<Self> {
+        // The same settings as `KmsClient::new` / `KmsClient::with_ca`.
+        let http = match &opts.ca {
+            Some(ca) => crate::client::https_client(ca)?,
+            None => crate::client::http_client(),
+        };
         let bases = opts
             .endpoints
             .iter()
@@ -149,13 +153,13 @@ impl Driver {
                 }
             })
             .collect();
-        Driver::Http(Arc::new(HttpDriver {
+        Ok(Driver::Http(Arc::new(HttpDriver {
             http,
             bases,
             token: token.map(SecretString::new),
             target: opts.target,
             serializable: opts.consistency.as_deref() == Some("stale"),
-        }))
+        })))
     }
 
     pub(super) fn endpoints(&self) -> usize {

@@ -11,21 +11,16 @@ use super::leader::LeaderView;
 use crate::config::PeerConfig;
 use crate::raft::error::ClusterError;
 use crate::raft::types::{self, NodeId};
-use crate::transport::Peers;
-use crate::wire::{self, JoinRequest};
-
-/// How long a learner added through another node may take to catch up.
-const REMOTE_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::wire::JoinRequest;
 
 /// Membership changes of the cluster, run on the leader.
 pub struct Membership {
     leader: LeaderView,
-    peers: Peers,
 }
 
 impl Membership {
-    pub fn new(leader: LeaderView, peers: Peers) -> Self {
-        Membership { leader, peers }
+    pub fn new(leader: LeaderView) -> Self {
+        Membership { leader }
     }
 
     /// Makes the configured voters the first members of a new cluster.
@@ -50,45 +45,31 @@ impl Membership {
         }
     }
 
-    /// Adds the configured learners once a leader exists (through the leader's admin endpoint
-    /// when another node leads).
+    /// Adds the configured learners once a leader exists, when this node is that leader. When
+    /// another node leads, the learners are returned for the admin caller to add there (a node's
+    /// certificate does not make it an admin, so it cannot ask the leader itself).
     pub async fn add_learners(
         &self,
         configured: &[PeerConfig],
         deadline: Instant,
         waited_ms: u64,
-    ) -> Result<(), ClusterError> {
+    ) -> Result<Vec<JoinRequest>, ClusterError> {
+        let mut pending = Vec::new();
         for p in configured.iter().filter(|p| !p.voter) {
-            let (leader, node) = self.leader.wait_for_leader(deadline, waited_ms).await?;
+            let (leader, _) = self.leader.wait_for_leader(deadline, waited_ms).await?;
             if leader == self.leader.id() {
                 self.join(p.id, node_of(p), false).await?;
                 continue;
             }
-            let req = JoinRequest {
+            pending.push(JoinRequest {
                 id: p.id,
                 raft_addr: p.raft_addr.clone(),
                 api_addr: p.api_addr.clone(),
                 region: p.region.clone(),
                 voter: false,
-            };
-            let reply = self
-                .peers
-                .post_json(
-                    &node.raft_addr,
-                    wire::paths::JOIN,
-                    &req,
-                    REMOTE_JOIN_TIMEOUT,
-                )
-                .await?;
-            if !(200..300).contains(&reply.status) {
-                return Err(ClusterError::Membership(format!(
-                    "adding learner {}: {}",
-                    p.id,
-                    String::from_utf8_lossy(&reply.body)
-                )));
-            }
+            });
         }
-        Ok(())
+        Ok(pending)
     }
 
     /// Adds a node as a learner, waits until it has replicated everything the leader had when

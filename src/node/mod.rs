@@ -34,8 +34,9 @@ use crate::raft::snapshot::SnapshotDir;
 use crate::raft::state_machine::{AppliedState, StateMachine};
 use crate::raft::types::{NodeId, Raft};
 use crate::storage::{self, Identity};
+use crate::tls::reload::CertStore;
 use crate::transport::raft_network::{MetricsView, Network};
-use crate::transport::{http_client, PeerAuth, Peers};
+use crate::transport::{PeerSecurity, Peers};
 
 /// Start-up failures, each with a message an operator can act on.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +59,23 @@ pub enum StartError {
     RaftStopped(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+}
+
+/// The unseal key file to use: the configured (or default) one, except that a key found at the
+/// old default inside the data directory keeps being used, with a warning to move it out.
+fn unseal_key_file(config: &NodeConfig) -> std::path::PathBuf {
+    let file = config.unseal_key_file();
+    if let Some(legacy) = config.legacy_unseal_key_file() {
+        if !file.exists() && legacy.exists() {
+            tracing::warn!(
+                key = %legacy.display(),
+                "the unseal key is inside the data directory, so a copy of the data directory \
+                 carries it: move it out and set kms.unseal-key-file"
+            );
+            return legacy;
+        }
+    }
+    file
 }
 
 /// A started node: the Raft core and the parts request handlers use.
@@ -83,7 +101,15 @@ impl Node {
     /// Opens the unseal key and storage (the first phase of a start: a foreign or corrupt data
     /// directory is refused here, before any listener is bound).
     pub fn open(config: NodeConfig) -> Result<OpenedStorage, StartError> {
-        let unseal = UnsealKey::load_or_create(&config.unseal_key_file())?;
+        // TLS material first: a bad certificate, key or CA is a start error before anything opens.
+        let tls = match &config.tls {
+            Some(t) => Some(NodeTls {
+                cert: CertStore::open(&t.cert_file, &t.key_file)?,
+                roots: crate::tls::config::roots(&t.ca_file)?,
+            }),
+            None => None,
+        };
+        let unseal = UnsealKey::load_or_create(&unseal_key_file(&config))?;
         let identity = Identity {
             cluster_id: config.cluster_id.clone(),
             node_id: config.node_id,
@@ -95,6 +121,7 @@ impl Node {
         let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
         Ok(OpenedStorage {
             config,
+            tls,
             unseal,
             db,
             metrics,
@@ -186,8 +213,9 @@ impl Node {
     }
 
     /// Initializes a new cluster with the configured peers as its first members: the voters at
-    /// once, then the root key, then any learners once a leader exists.
-    pub async fn initialize(&self) -> Result<(), ClusterError> {
+    /// once, then the root key, then any learners once a leader exists (when this node leads;
+    /// otherwise they are returned, for the admin caller to add through the leader).
+    pub async fn initialize(&self) -> Result<Vec<crate::wire::JoinRequest>, ClusterError> {
         self.membership
             .initialize_voters(&self.config.peers)
             .await?;
@@ -238,6 +266,7 @@ impl Node {
 /// A node's storage, opened but not yet serving.
 pub struct OpenedStorage {
     config: NodeConfig,
+    tls: Option<NodeTls>,
     unseal: UnsealKey,
     db: Arc<rocksdb::DB>,
     metrics: Arc<Metrics>,
@@ -245,11 +274,24 @@ pub struct OpenedStorage {
     sm: StateMachine,
 }
 
+/// This node's certificate (both listeners and its calls to peers) and the cluster CA.
+#[derive(Clone)]
+pub struct NodeTls {
+    pub cert: Arc<CertStore>,
+    pub roots: Arc<rustls::RootCertStore>,
+}
+
 impl OpenedStorage {
+    /// The node's TLS material, when `[tls]` is set.
+    pub fn tls(&self) -> Option<NodeTls> {
+        self.tls.clone()
+    }
+
     /// Starts the Raft core over the opened storage and builds the node's parts.
     pub async fn start(self, clock: SharedClock) -> Result<Arc<Node>, StartError> {
         let OpenedStorage {
             config,
+            tls,
             unseal,
             db,
             metrics,
@@ -260,21 +302,30 @@ impl OpenedStorage {
         let initial_commit = committed.get();
         let state = sm.applied_state();
         let t = &config.timing;
-        let peers = Peers {
-            client: http_client(
-                Duration::from_millis(t.rpc_timeout_ms),
-                // Half the peers' keep-alive idle timeout (the same setting cluster-wide).
-                Duration::from_millis(config.limits.header_read_timeout_ms / 2)
-                    .min(Duration::from_secs(60)),
-            ),
-            auth: PeerAuth::new(config.cluster_id.clone(), config.cluster_secret.clone()),
+        let security = match (tls, &config.cluster_secret) {
+            (Some(t), _) => PeerSecurity::Tls {
+                cert: t.cert,
+                roots: t.roots,
+            },
+            (None, Some(secret)) => PeerSecurity::Secret(Arc::new(secret.clone())),
+            // Config validation requires one of the two.
+            (None, None) => {
+                return Err(StartError::Raft(
+                    "neither [tls] nor cluster-secret is set".into(),
+                ))
+            }
         };
+        let peers = Peers::new(
+            config.cluster_id.clone(),
+            security,
+            Duration::from_millis(t.rpc_timeout_ms),
+            // Half the peers' keep-alive idle timeout (the same setting cluster-wide).
+            Duration::from_millis(config.limits.header_read_timeout_ms / 2)
+                .min(Duration::from_secs(60)),
+        )
+        .map_err(|e| StartError::Raft(e.to_string()))?;
         let raft_metrics = MetricsView::default();
-        let network = Network::new(
-            peers.client.clone(),
-            peers.auth.clone(),
-            raft_metrics.clone(),
-        );
+        let network = Network::new(peers.clone(), raft_metrics.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config(&config)?,
@@ -305,7 +356,7 @@ impl OpenedStorage {
         };
         Ok(Arc::new(Node {
             id: config.node_id,
-            membership: Membership::new(leader.clone(), peers.clone()),
+            membership: Membership::new(leader.clone()),
             peers,
             leader,
             keyring: Keyring::new(unseal, state.clone(), clock.clone()),

@@ -182,9 +182,10 @@ impl Reads {
                     metrics.read_gate_rounds.inc();
                     match leader {
                         Some((l, _)) if l == id => own_round.await,
-                        Some((_, node)) => {
+                        Some((leader_id, node)) => {
                             peers
                                 .call::<(), Result<u64, ClusterError>>(
+                                    leader_id,
                                     &node.raft_addr,
                                     paths::READ_INDEX,
                                     &(),

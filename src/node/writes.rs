@@ -73,7 +73,7 @@ impl Writes {
                 self.propose_local(env.clone(), deadline).await
             } else {
                 self.metrics.forwarded_writes.inc();
-                self.forward_write(&node, &env, deadline).await
+                self.forward_write(leader, &node, &env, deadline).await
             };
             let retry = match attempt {
                 Ok(outcome) => return Ok(outcome),
@@ -134,6 +134,7 @@ impl Writes {
 
     async fn forward_write(
         &self,
+        leader_id: crate::raft::types::NodeId,
         leader: &types::Node,
         env: &Envelope,
         deadline: Instant,
@@ -147,12 +148,24 @@ impl Writes {
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let _: Result<Result<Outcome, ClusterError>, ClusterError> = peers
-                    .call(&addr, paths::FORWARD_WRITE, &env, Duration::from_secs(5))
+                    .call(
+                        leader_id,
+                        &addr,
+                        paths::FORWARD_WRITE,
+                        &env,
+                        Duration::from_secs(5),
+                    )
                     .await;
             });
         }
         self.peers
-            .call(&leader.raft_addr, paths::FORWARD_WRITE, env, left)
+            .call(
+                leader_id,
+                &leader.raft_addr,
+                paths::FORWARD_WRITE,
+                env,
+                left,
+            )
             .await?
     }
 }

@@ -466,7 +466,7 @@ mod tests {
             cluster_id: "c".into(),
             node_id: 1,
         };
-        let db = crate::storage::open(dir.path(), &identity).unwrap();
+        let db = crate::storage::open(&dir.path().join("data"), &identity).unwrap();
         let mut store =
             LogStore::new(db.clone(), Arc::new(crate::metrics::Metrics::new())).unwrap();
         let big: Vec<Entry> = (1..=10).map(|i| record_entry(i, 300_000)).collect();

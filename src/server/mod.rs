@@ -37,9 +37,9 @@ pub async fn run_with_clock(
 ) -> Result<(), StartError> {
     // Storage first (a foreign data directory is refused before anything else), then bind before
     // starting Raft so a busy port is reported at once and nothing half-starts.
-    // TLS material is read before anything starts: a bad certificate or key is a start error.
-    let api_tls = api_tls(&config)?;
+    // TLS material is read before anything starts: a bad certificate, key or CA is a start error.
     let storage = Node::open(config.clone())?;
+    let tls = listener_tls(&config, storage.tls())?;
     let api_listener = bind("api-listen", &config.api_listen).await?;
     let raft_listener = bind("raft-listen", &config.raft_listen).await?;
     let node = storage.start(clock).await?;
@@ -55,7 +55,7 @@ pub async fn run_with_clock(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let metrics = node.metrics_handle();
-    let reloader = api_tls.as_ref().map(|t| {
+    let reloader = tls.as_ref().map(|t| {
         tokio::spawn(reload_certificates(
             t.store.clone(),
             t.check_every,
@@ -67,7 +67,7 @@ pub async fn run_with_clock(
         crate::http::api_router(kms.clone()),
         listener::Listener {
             name: "api",
-            tls: api_tls.as_ref().map(|t| t.server.clone()),
+            tls: tls.as_ref().map(|t| t.api.clone()),
             cluster_id: None,
             limits: config.limits.clone(),
             metrics: metrics.clone(),
@@ -80,8 +80,8 @@ pub async fn run_with_clock(
         crate::http::internal::router(node.clone()),
         listener::Listener {
             name: "internal",
-            tls: None,
-            cluster_id: None,
+            tls: tls.as_ref().map(|t| t.internal.clone()),
+            cluster_id: tls.as_ref().map(|_| config.cluster_id.clone()),
             limits: config.limits.clone(),
             metrics,
         },
@@ -116,28 +116,31 @@ pub async fn run_with_clock(
     }
 }
 
-/// The API listener's TLS: its certificate store, server configuration and how often to check
-/// the files.
-struct ApiTls {
+/// The listeners' TLS: the node's certificate store (both listeners present it), the API
+/// listener's configuration (server authentication), the internal listener's (mutual TLS), and
+/// how often to check the files.
+struct ListenerTls {
     store: Arc<CertStore>,
-    server: Arc<rustls::ServerConfig>,
+    api: Arc<rustls::ServerConfig>,
+    internal: Arc<rustls::ServerConfig>,
     check_every: Duration,
 }
 
-/// The API listener's TLS when `[tls]` is set, built before anything starts: a bad certificate or
-/// key is a start error.
-fn api_tls(config: &NodeConfig) -> Result<Option<ApiTls>, StartError> {
-    let Some(t) = &config.tls else {
+/// The listeners' TLS when `[tls]` is set.
+fn listener_tls(
+    config: &NodeConfig,
+    node_tls: Option<crate::node::NodeTls>,
+) -> Result<Option<ListenerTls>, StartError> {
+    let (Some(t), Some(n)) = (&config.tls, node_tls) else {
         tracing::warn!(
-            "insecure-plaintext: the API listener serves plaintext HTTP (loopback tests only)"
+            "insecure-plaintext: both listeners serve plaintext HTTP (loopback tests only)"
         );
         return Ok(None);
     };
-    let store = CertStore::open(&t.cert_file, &t.key_file)?;
-    let server = crate::tls::config::api_server(store.clone())?;
-    Ok(Some(ApiTls {
-        store,
-        server,
+    Ok(Some(ListenerTls {
+        api: crate::tls::config::api_server(n.cert.clone())?,
+        internal: crate::tls::config::internal_server(n.cert.clone(), n.roots)?,
+        store: n.cert,
         check_every: Duration::from_millis(t.reload_check_ms),
     }))
 }

@@ -40,6 +40,11 @@ pub enum StoreError {
     Io { path: String, error: std::io::Error },
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
+    #[error(
+        "data directory {path} has mode {mode:04o}: others must have no access to a KMS's \
+         data (chmod 700 {path})"
+    )]
+    OpenDataDir { path: String, mode: u32 },
 }
 
 /// Which cluster and node a data directory was created for.
@@ -64,6 +69,21 @@ pub fn synced() -> WriteOptions {
 
 /// Opens (creating if needed) the database under `dir/db` and checks its identity.
 pub fn open(dir: &Path, identity: &Identity) -> Result<Arc<DB>, StoreError> {
+    let io = |error| StoreError::Io {
+        path: dir.display().to_string(),
+        error,
+    };
+    // The data directory is created 0700; one that others may enter or read is refused.
+    crate::durable_fs::create_dir_all_private(dir).map_err(io)?;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).map_err(io)?.permissions())
+            & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(StoreError::OpenDataDir {
+            path: dir.display().to_string(),
+            mode,
+        });
+    }
     let path = dir.join("db");
     // The directory's name must survive a power loss too: RocksDB syncs what is inside it.
     crate::durable_fs::create_dir_all(&path).map_err(|error| StoreError::Io {
@@ -114,45 +134,72 @@ mod tests {
 
     #[test]
     fn foreign_data_dir_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        // A new data directory inside the temporary one (which others may read).
+        let dir = tmp.path().join("data");
         let a = Identity {
             cluster_id: "a".into(),
             node_id: 1,
         };
-        drop(open(dir.path(), &a).unwrap());
-        drop(open(dir.path(), &a).unwrap());
+        drop(open(&dir, &a).unwrap());
+        drop(open(&dir, &a).unwrap());
         let b = Identity {
             cluster_id: "b".into(),
             node_id: 1,
         };
-        let err = open(dir.path(), &b).unwrap_err();
+        let err = open(&dir, &b).unwrap_err();
         assert!(matches!(err, StoreError::ForeignDataDir { .. }), "{err}");
         let other_node = Identity {
             cluster_id: "a".into(),
             node_id: 2,
         };
         assert!(matches!(
-            open(dir.path(), &other_node),
+            open(&dir, &other_node),
             Err(StoreError::ForeignDataDir { .. })
         ));
     }
 
     #[test]
-    fn corrupt_database_is_an_error_not_a_reset() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_data_directory_others_may_read_is_refused_and_a_new_one_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
         let a = Identity {
             cluster_id: "a".into(),
             node_id: 1,
         };
-        drop(open(dir.path(), &a).unwrap());
+        let open_dir = tmp.path().join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = open(&open_dir, &a).unwrap_err();
+        assert!(
+            matches!(err, StoreError::OpenDataDir { mode: 0o755, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("chmod 700"));
+        let new = tmp.path().join("new/data");
+        drop(open(&new, &a).unwrap());
+        let mode = std::fs::metadata(&new).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+    }
+
+    #[test]
+    fn corrupt_database_is_an_error_not_a_reset() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A new data directory inside the temporary one (which others may read).
+        let dir = tmp.path().join("data");
+        let a = Identity {
+            cluster_id: "a".into(),
+            node_id: 1,
+        };
+        drop(open(&dir, &a).unwrap());
         // Overwrite every file of the database with garbage.
-        for entry in std::fs::read_dir(dir.path().join("db")).unwrap() {
+        for entry in std::fs::read_dir(dir.join("db")).unwrap() {
             let p = entry.unwrap().path();
             let name = p.file_name().unwrap().to_string_lossy().to_string();
             if name.starts_with("MANIFEST") || name == "CURRENT" {
                 std::fs::write(&p, b"garbage garbage garbage").unwrap();
             }
         }
-        assert!(open(dir.path(), &a).is_err());
+        assert!(open(&dir, &a).is_err());
     }
 }

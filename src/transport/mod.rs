@@ -4,4 +4,4 @@
 pub mod peer;
 pub mod raft_network;
 
-pub use peer::{http_client, PeerAuth, Peers};
+pub use peer::{http_client, PeerSecurity, Peers};

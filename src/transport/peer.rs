@@ -1,16 +1,20 @@
-//! How a node talks to its peers outside openraft's own RPCs: the cluster secret it presents,
-//! the pooled HTTP client, and binary calls to a peer's internal endpoints (forwarded writes,
-//! read indexes) and JSON calls to its admin endpoints.
+//! How a node talks to its peers outside openraft's own RPCs: how it authenticates (mutual TLS
+//! with its node certificate, or the cluster secret in plaintext), the pooled HTTP clients, and
+//! binary calls to a peer's internal endpoints (forwarded writes, read indexes).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::RootCertStore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
 use crate::crypto::SecretString;
 use crate::raft::error::ClusterError;
+use crate::raft::types::NodeId;
+use crate::tls::reload::CertStore;
 
 /// Header carrying the cluster id on internal requests.
 pub const CLUSTER_HEADER: &str = "x-raftkms-cluster";
@@ -29,91 +33,136 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/read-index";
 }
 
-/// How a node authenticates to its peers.
-#[derive(Clone, Debug)]
-pub struct PeerAuth {
-    pub cluster_id: String,
-    secret: Arc<SecretString>,
+/// How a node's internal traffic is secured.
+#[derive(Clone)]
+pub enum PeerSecurity {
+    /// Plaintext (`insecure-plaintext`, loopback tests): every call carries the cluster secret.
+    Secret(Arc<SecretString>),
+    /// Mutual TLS: this node presents its certificate, and accepts only a server whose
+    /// certificate chains to the cluster CA and names the node it dialled.
+    Tls {
+        cert: Arc<CertStore>,
+        roots: Arc<RootCertStore>,
+    },
 }
 
-impl PeerAuth {
-    pub fn new(cluster_id: String, secret: SecretString) -> Self {
-        PeerAuth {
-            cluster_id,
-            secret: Arc::new(secret),
+impl std::fmt::Debug for PeerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerSecurity::Secret(_) => f.write_str("Secret(<redacted>)"),
+            PeerSecurity::Tls { cert, .. } => f.debug_struct("Tls").field("cert", cert).finish(),
         }
     }
-
-    /// Adds the secret and cluster id to a request.
-    pub fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        req.bearer_auth(self.secret.expose())
-            .header(CLUSTER_HEADER, &self.cluster_id)
-    }
-
-    /// Constant-time check of a presented secret.
-    pub fn secret_matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        let a = presented.as_bytes();
-        let b = self.secret.expose().as_bytes();
-        a.len() == b.len() && bool::from(a.ct_eq(b))
-    }
 }
 
-/// Builds the pooled HTTP client used for every internal call. `idle` must stay below the
-/// peers' keep-alive idle timeout (their `header-read-timeout-ms`), so a pooled connection is
-/// never reused at the moment the server closes it.
-pub fn http_client(connect_timeout: Duration, idle: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// Builds a pooled HTTP client for internal calls. `idle` must stay below the peers' keep-alive
+/// idle timeout (their `header-read-timeout-ms`), so a pooled connection is never reused at the
+/// moment the server closes it. `tls`: the rustls configuration (mutual TLS), or plaintext.
+pub fn http_client(
+    connect_timeout: Duration,
+    idle: Duration,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut b = reqwest::Client::builder()
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(8)
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .tcp_nodelay(true);
+    if let Some(tls) = tls {
+        b = b.use_preconfigured_tls(tls).https_only(true);
+    }
+    b.build()
 }
 
-/// The pooled client and credentials of one node, for calls to its peers.
+/// The pooled clients and credentials of one node, for calls to its peers: under mutual TLS one
+/// client per peer (each accepts only that peer's node certificate), in plaintext one shared
+/// client.
 #[derive(Clone, Debug)]
 pub struct Peers {
-    pub client: reqwest::Client,
-    pub auth: PeerAuth,
-}
-
-/// A JSON answer of a peer's admin endpoint, passed through as it came.
-pub struct JsonReply {
-    pub status: u16,
-    pub body: bytes::Bytes,
+    pub cluster_id: String,
+    security: PeerSecurity,
+    connect_timeout: Duration,
+    idle: Duration,
+    plain: reqwest::Client,
+    per_node: Arc<Mutex<HashMap<NodeId, reqwest::Client>>>,
 }
 
 impl Peers {
-    /// Posts to a peer's internal listener with the cluster credentials; the answer's status and
-    /// body. `body` puts the request body on the request.
-    async fn post(
-        &self,
-        addr: &str,
-        path: &str,
-        timeout: Duration,
-        body: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
-    ) -> Result<(reqwest::StatusCode, bytes::Bytes), ClusterError> {
-        let request = self
-            .auth
-            .apply(self.client.post(format!("http://{addr}{path}")))
-            .timeout(timeout);
-        let resp = body(request)
-            .send()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClusterError::Forward(format!("{addr}: {e}")))?;
-        Ok((status, bytes))
+    /// `connect_timeout` bounds each connection attempt (and TLS handshake); `idle` as in
+    /// [`http_client`].
+    pub fn new(
+        cluster_id: String,
+        security: PeerSecurity,
+        connect_timeout: Duration,
+        idle: Duration,
+    ) -> Result<Self, ClusterError> {
+        let plain = http_client(connect_timeout, idle, None)
+            .map_err(|e| ClusterError::Forward(format!("cannot build the peer client: {e}")))?;
+        Ok(Peers {
+            cluster_id,
+            security,
+            connect_timeout,
+            idle,
+            plain,
+            per_node: Arc::default(),
+        })
     }
 
-    /// Calls a binary internal endpoint on a peer.
+    /// Whether peers speak mutual TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.security, PeerSecurity::Tls { .. })
+    }
+
+    /// The URL of `path` on the internal listener at `addr`.
+    pub fn url(&self, addr: &str, path: &str) -> String {
+        let scheme = if self.is_tls() { "https" } else { "http" };
+        format!("{scheme}://{addr}{path}")
+    }
+
+    /// The client for calls to node `target`.
+    pub fn client_for(&self, target: NodeId) -> Result<reqwest::Client, ClusterError> {
+        let PeerSecurity::Tls { cert, roots } = &self.security else {
+            return Ok(self.plain.clone());
+        };
+        let mut clients = self.per_node.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&target) {
+            return Ok(c.clone());
+        }
+        let tls = crate::tls::config::internal_client(
+            Some(cert.clone()),
+            roots.clone(),
+            &self.cluster_id,
+            Some(target),
+        )
+        .map_err(|e| ClusterError::Forward(e.to_string()))?;
+        let client = http_client(self.connect_timeout, self.idle, Some(tls))
+            .map_err(|e| ClusterError::Forward(format!("cannot build the peer client: {e}")))?;
+        clients.insert(target, client.clone());
+        Ok(client)
+    }
+
+    /// Adds this node's credentials to a request: the cluster id, and in plaintext the cluster
+    /// secret (under mutual TLS the certificate is the credential).
+    pub fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = req.header(CLUSTER_HEADER, &self.cluster_id);
+        match &self.security {
+            PeerSecurity::Secret(secret) => req.bearer_auth(secret.expose()),
+            PeerSecurity::Tls { .. } => req,
+        }
+    }
+
+    /// Constant-time check of a presented cluster secret; always false under mutual TLS.
+    pub fn secret_matches(&self, presented: &str) -> bool {
+        match &self.security {
+            PeerSecurity::Secret(secret) => constant_time_eq(presented, secret.expose()),
+            PeerSecurity::Tls { .. } => false,
+        }
+    }
+
+    /// Calls a binary internal endpoint on node `target` at `addr`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
+        target: NodeId,
         addr: &str,
         path: &str,
         req: &Req,
@@ -121,7 +170,14 @@ impl Peers {
     ) -> Result<Resp, ClusterError> {
         let body = codec::encode("internal request", req)
             .map_err(|e| ClusterError::Codec(e.to_string()))?;
-        let (status, bytes) = self.post(addr, path, timeout, |r| r.body(body)).await?;
+        let request = self
+            .authorize(self.client_for(target)?.post(self.url(addr, path)))
+            .timeout(timeout)
+            .body(body);
+        let forward = |e: reqwest::Error| ClusterError::Forward(format!("{addr}: {e}"));
+        let resp = request.send().await.map_err(forward)?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(forward)?;
         if !status.is_success() {
             return Err(ClusterError::Forward(format!(
                 "{addr} answered {status}: {}",
@@ -133,19 +189,11 @@ impl Peers {
         codec::decode("internal reply", &bytes)
             .map_err(|e| ClusterError::Codec(format!("{addr}: {e}")))
     }
+}
 
-    /// Posts a JSON body to a peer's admin endpoint and returns its answer unchanged.
-    pub async fn post_json<T: Serialize>(
-        &self,
-        addr: &str,
-        path: &str,
-        body: &T,
-        timeout: Duration,
-    ) -> Result<JsonReply, ClusterError> {
-        let (status, body) = self.post(addr, path, timeout, |r| r.json(body)).await?;
-        Ok(JsonReply {
-            status: status.as_u16(),
-            body,
-        })
-    }
+/// Compares two secrets in time independent of where they differ.
+pub fn constant_time_eq(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let (a, b) = (presented.as_bytes(), expected.as_bytes());
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }

@@ -1,6 +1,7 @@
 //! openraft's `RaftNetwork`: append entries, vote and snapshot chunks over HTTP to a peer's
-//! internal listener. One pooled `reqwest` client per node (keep-alive connections are reused);
-//! every call has a timeout; every call presents the cluster secret.
+//! internal listener, through [`Peers`] (mutual TLS with a client per peer that accepts only that
+//! peer's node certificate, or plaintext with the cluster secret); keep-alive connections are
+//! reused and every call has a timeout.
 
 // openraft's error types (dictated by its storage and network traits) are large; they travel
 // on cold paths only.
@@ -15,7 +16,7 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::peer::{paths, PeerAuth, QUORUM_AGE_HEADER};
+use super::peer::{paths, Peers, QUORUM_AGE_HEADER};
 use crate::codec;
 use crate::raft::types::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
@@ -30,8 +31,7 @@ pub type MetricsView = Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<Raft
 /// Creates per-peer clients for openraft.
 #[derive(Clone)]
 pub struct Network {
-    client: reqwest::Client,
-    auth: PeerAuth,
+    peers: Peers,
     metrics: MetricsView,
     /// When each unreachable peer was last reported, so a down peer is logged every 10 s, not at
     /// every heartbeat.
@@ -39,10 +39,9 @@ pub struct Network {
 }
 
 impl Network {
-    pub fn new(client: reqwest::Client, auth: PeerAuth, metrics: MetricsView) -> Self {
+    pub fn new(peers: Peers, metrics: MetricsView) -> Self {
         Network {
-            client,
-            auth,
+            peers,
             metrics,
             warned: Arc::default(),
         }
@@ -55,9 +54,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         PeerClient {
             target,
-            base: format!("http://{}", node.raft_addr),
-            client: self.client.clone(),
-            auth: self.auth.clone(),
+            addr: node.raft_addr.clone(),
+            peers: self.peers.clone(),
             metrics: self.metrics.clone(),
             warned: self.warned.clone(),
         }
@@ -67,9 +65,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// A connection handle to one peer.
 pub struct PeerClient {
     target: NodeId,
-    base: String,
-    client: reqwest::Client,
-    auth: PeerAuth,
+    addr: String,
+    peers: Peers,
     metrics: MetricsView,
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
@@ -85,21 +82,21 @@ impl PeerClient {
         m.millis_since_quorum_ack
     }
 
-    fn note_unreachable(&self, e: &reqwest::Error) {
+    fn note_unreachable(&self, e: &dyn std::fmt::Display) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         let due = warned
             .get(&self.target)
             .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
         if due {
             warned.insert(self.target, Instant::now());
-            tracing::warn!(peer = self.target, addr = %self.base, error = %e, "peer unreachable; openraft keeps retrying with backoff");
+            tracing::warn!(peer = self.target, addr = %self.addr, error = %e, "peer unreachable; openraft keeps retrying with backoff");
         }
     }
 
     fn note_reachable(&self) {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.remove(&self.target).is_some() {
-            tracing::info!(peer = self.target, addr = %self.base, "peer reachable again");
+            tracing::info!(peer = self.target, addr = %self.addr, "peer reachable again");
         }
     }
 
@@ -129,9 +126,16 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let client = match self.peers.client_for(self.target) {
+            Ok(c) => c,
+            Err(e) => {
+                self.note_unreachable(&e);
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        };
         let mut request = self
-            .auth
-            .apply(self.client.post(format!("{}{}", self.base, path)))
+            .peers
+            .authorize(client.post(self.peers.url(&self.addr, path)))
             .timeout(timeout)
             .body(body);
         if let Some(age) = quorum_age_ms {

@@ -11,6 +11,33 @@ use raftkms::admin::AdminClient;
 use raftkms::config::{NodeConfig, PeerConfig, SnapshotConfig, TimingConfig};
 
 pub const SECRET: &str = "test-cluster-secret-0123456789";
+/// The admin token of a plaintext test cluster (not the peers' secret).
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Writes a node config readable by its owner only (a plaintext config holds secrets, and a
+/// node refuses to start on one that others may read).
+pub fn write_config(path: &std::path::Path, cfg: &NodeConfig) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(toml::to_string(cfg).unwrap().as_bytes())
+        .unwrap();
+}
+
+/// The TLS files of a test cluster after [`TestCluster::enable_tls`].
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
+}
 
 /// The value of a Prometheus counter or gauge in a `/metrics` text.
 pub fn counter(metrics: &str, name: &str) -> f64 {
@@ -66,6 +93,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     pub timing: TimingConfig,
     pub snapshot: SnapshotConfig,
+    /// Set by [`TestCluster::enable_tls`].
+    pub tls: Option<TlsFiles>,
 }
 
 impl TestCluster {
@@ -137,14 +166,27 @@ impl TestCluster {
         });
     }
 
-    /// Serves every node's API over TLS: a cluster CA and a certificate per node (for
-    /// 127.0.0.1) in `<dir>/tls`. Returns the CA file clients trust.
+    /// Serves both listeners of every node over TLS (mutual TLS on the internal one): a cluster
+    /// CA, a certificate per node (for 127.0.0.1) and an admin certificate in `<dir>/tls`; the
+    /// admin clients use the admin certificate from then on. Returns the CA file clients trust.
     pub fn enable_tls(&mut self) -> PathBuf {
         use raftkms::tls::issue;
         let tls = self.dir.path().join("tls");
         let ca = issue::new_ca(&self.cluster_id, 30).unwrap();
         ca.write(&tls, "ca", true).unwrap();
         let signer = issue::Signer::from_pem(&ca.cert_pem, ca.key_pem.expose()).unwrap();
+        let (admin_cert, admin_key) = signer
+            .admin(&self.cluster_id, "test", 30)
+            .unwrap()
+            .write(&tls, "admin-test", true)
+            .unwrap();
+        let ca_file = tls.join("ca.pem");
+        self.tls = Some(TlsFiles {
+            dir: tls.clone(),
+            ca: ca_file.clone(),
+            admin_cert,
+            admin_key,
+        });
         let cluster_id = self.cluster_id.clone();
         self.edit_configs(|cfg| {
             let (cert_file, key_file) = signer
@@ -153,9 +195,12 @@ impl TestCluster {
                 .write(&tls, &format!("node{}", cfg.node_id), true)
                 .unwrap();
             cfg.insecure_plaintext = false;
+            cfg.cluster_secret = None;
+            cfg.admin_token = None;
             cfg.tls = Some(raftkms::config::TlsConfig {
                 cert_file,
                 key_file,
+                ca_file: ca_file.clone(),
                 reload_check_ms: 10_000,
             });
         });
@@ -166,7 +211,7 @@ impl TestCluster {
     pub fn edit_configs(&mut self, mut edit: impl FnMut(&mut NodeConfig)) {
         for n in &mut self.nodes {
             edit(&mut n.cfg);
-            std::fs::write(&n.config_path, toml::to_string(&n.cfg).unwrap()).unwrap();
+            write_config(&n.config_path, &n.cfg);
         }
     }
 
@@ -199,6 +244,7 @@ impl TestCluster {
             nodes: Vec::new(),
             timing,
             snapshot,
+            tls: None,
         };
         let peers: Vec<PeerConfig> = (1..=n).map(|id| Self::peer(base_port, id)).collect();
         for id in 1..=n {
@@ -217,7 +263,8 @@ impl TestCluster {
         let cfg = NodeConfig {
             node_id: id,
             cluster_id: self.cluster_id.clone(),
-            cluster_secret: SECRET.into(),
+            cluster_secret: Some(SECRET.into()),
+            admin_token: Some(ADMIN_TOKEN.into()),
             region,
             data_dir: self.dir.path().join(format!("node{id}")),
             api_listen: Self::api_addr(self.base_port, id),
@@ -247,7 +294,7 @@ impl TestCluster {
             peers,
         };
         let config_path = self.dir.path().join(format!("node{id}.toml"));
-        std::fs::write(&config_path, toml::to_string(&cfg).unwrap()).unwrap();
+        write_config(&config_path, &cfg);
         let log_path = self.dir.path().join(format!("node{id}.log"));
         self.nodes.push(TestNode {
             cfg,
@@ -372,12 +419,21 @@ impl TestCluster {
         c.wait().unwrap()
     }
 
+    /// The admin client of node `id`: the admin certificate after [`Self::enable_tls`], else
+    /// the admin token.
     pub fn admin(&self, id: u64) -> AdminClient {
-        AdminClient::new(
-            Self::raft_addr(self.base_port, id),
-            self.cluster_id.clone(),
-            SECRET,
-        )
+        let addr = Self::raft_addr(self.base_port, id);
+        match &self.tls {
+            Some(t) => AdminClient::with_certificate(
+                addr,
+                self.cluster_id.clone(),
+                &t.admin_cert,
+                &t.admin_key,
+                &t.ca,
+            )
+            .unwrap(),
+            None => AdminClient::new(addr, self.cluster_id.clone(), ADMIN_TOKEN),
+        }
     }
 
     pub fn running_ids(&mut self) -> Vec<u64> {

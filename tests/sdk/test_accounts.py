@@ -2,12 +2,14 @@
 key quota is enforced with Tencent's code.
 
 A fresh account is provisioned for each test through raftkms's admin endpoints (the internal
-listener, authenticated with the cluster secret): RAFTKMS_NODE, RAFTKMS_CLUSTER_ID and
-RAFTKMS_CLUSTER_SECRET come from dev.env like the KMS_* variables.
+listener): RAFTKMS_NODE and RAFTKMS_CLUSTER_ID come from dev.env like the KMS_* variables, with the
+admin credential: RAFTKMS_CA, RAFTKMS_ADMIN_CERT and RAFTKMS_ADMIN_KEY (mutual TLS), or
+RAFTKMS_ADMIN_TOKEN (a plaintext cluster).
 """
 
 import json
 import os
+import ssl
 import urllib.request
 import uuid
 
@@ -16,23 +18,58 @@ import pytest
 import kmstest
 
 
-def admin(path, body=None):
-    for var in ("RAFTKMS_NODE", "RAFTKMS_CLUSTER_ID", "RAFTKMS_CLUSTER_SECRET"):
-        if not os.environ.get(var):
-            pytest.fail("set %s (dev.env has it)" % var)
-    req = urllib.request.Request(
-        "http://%s%s" % (os.environ["RAFTKMS_NODE"], path),
+def _tls():
+    return bool(os.environ.get("RAFTKMS_ADMIN_CERT"))
+
+
+def _opener(with_admin_certificate=True):
+    handlers = [urllib.request.ProxyHandler({})]
+    if _tls():
+        ctx = ssl.create_default_context(cafile=os.environ["RAFTKMS_CA"])
+        # Nodes are identified by their certificates' identity, not by the address dialled.
+        ctx.check_hostname = False
+        if with_admin_certificate:
+            ctx.load_cert_chain(os.environ["RAFTKMS_ADMIN_CERT"], os.environ["RAFTKMS_ADMIN_KEY"])
+        handlers.append(urllib.request.HTTPSHandler(context=ctx))
+    return urllib.request.build_opener(*handlers)
+
+
+def _request(path, body=None, token=None):
+    scheme = "https" if _tls() else "http"
+    headers = {"x-raftkms-cluster": os.environ["RAFTKMS_CLUSTER_ID"],
+               "content-type": "application/json"}
+    if token is not None:
+        headers["authorization"] = "Bearer " + token
+    return urllib.request.Request(
+        "%s://%s%s" % (scheme, os.environ["RAFTKMS_NODE"], path),
         data=None if body is None else json.dumps(body).encode(),
         method="GET" if body is None else "POST",
-        headers={
-            "authorization": "Bearer " + os.environ["RAFTKMS_CLUSTER_SECRET"],
-            "x-raftkms-cluster": os.environ["RAFTKMS_CLUSTER_ID"],
-            "content-type": "application/json",
-        },
+        headers=headers,
     )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(req, timeout=30) as resp:
+
+
+def admin(path, body=None):
+    for var in ("RAFTKMS_NODE", "RAFTKMS_CLUSTER_ID"):
+        if not os.environ.get(var):
+            pytest.fail("set %s (dev.env has it)" % var)
+    if not _tls() and not os.environ.get("RAFTKMS_ADMIN_TOKEN"):
+        pytest.fail("set RAFTKMS_ADMIN_CERT/KEY and RAFTKMS_CA, or RAFTKMS_ADMIN_TOKEN (dev.env)")
+    req = _request(path, body, token=None if _tls() else os.environ["RAFTKMS_ADMIN_TOKEN"])
+    with _opener().open(req, timeout=30) as resp:
         return json.loads(resp.read())
+
+
+def test_admin_endpoints_refuse_a_caller_without_the_admin_credential():
+    req = _request("/admin/accounts", {"name": "intruder"}, token="wrong-token-wrong-token")
+    if _tls():
+        # No admin certificate: the internal listener ends the handshake.
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _opener(with_admin_certificate=False).open(req, timeout=30)
+    else:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            _opener().open(req, timeout=30)
+        assert e.value.code == 401
+    assert all(a["name"] != "intruder" for a in admin("/admin/accounts"))
 
 
 @pytest.fixture
@@ -42,19 +79,6 @@ def other_clients(cluster):
     cred = admin("/admin/credentials", {"uin": account["uin"]})
     return [kmstest.make_client(ep, cluster.region, cred["secret_id"], cred["secret_key"])
             for ep in cluster.endpoints]
-
-
-def test_admin_endpoints_refuse_a_wrong_cluster_secret():
-    req = urllib.request.Request(
-        "http://%s/admin/accounts" % os.environ["RAFTKMS_NODE"],
-        data=b'{"name": "intruder"}', method="POST",
-        headers={"authorization": "Bearer wrong", "x-raftkms-cluster": os.environ["RAFTKMS_CLUSTER_ID"],
-                 "content-type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with pytest.raises(urllib.error.HTTPError) as e:
-        opener.open(req, timeout=30)
-    assert e.value.code == 401
-    assert all(a["name"] != "intruder" for a in admin("/admin/accounts"))
 
 
 def test_another_account_cannot_see_or_use_keys_or_ciphertexts(clients, other_clients, new_key):

@@ -1,13 +1,13 @@
 //! The admin endpoints (JSON): cluster init, join, remove, status and digest; plain records;
-//! accounts and credentials. Membership changes run on the leader (proxied there from any
-//! node).
+//! accounts and credentials. Membership changes run on the leader: another node answers `421`
+//! with the leader's address and the admin client asks there (a node does not proxy admin
+//! calls: its certificate does not make it an admin).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -19,13 +19,10 @@ use crate::raft::types;
 use crate::registry::account::Account;
 use crate::registry::{Command, Outcome, RequestId};
 use crate::wire::{
-    self, AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
-    JoinRequest, NewCredential, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
+    AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
+    InitReply, JoinRequest, NewCredential, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
     CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
-
-/// How long a membership change proxied to the leader may take.
-const LEADER_PROXY_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn admin_error(e: ClusterError) -> Response {
     let status = match e {
@@ -43,6 +40,7 @@ fn admin_error(e: ClusterError) -> Response {
         Json(AdminError {
             retryable: e.is_retryable(),
             error: e.to_string(),
+            leader: None,
         }),
     )
         .into_response()
@@ -56,41 +54,37 @@ fn json_or_error<T: Serialize>(result: Result<T, ClusterError>) -> Response {
 }
 
 pub(super) async fn init(State(s): State<Internal>) -> Response {
-    json_or_error(
-        s.node
-            .initialize()
-            .await
-            .map(|()| serde_json::json!({"initialized": true})),
-    )
+    json_or_error(s.node.initialize().await.map(|pending_learners| InitReply {
+        initialized: true,
+        pending_learners,
+    }))
 }
 
-/// Runs a membership change on the leader, proxying the JSON request there if needed.
-async fn on_leader<T: Serialize>(s: &Internal, path: &str, body: &T) -> Option<Response> {
+/// A membership change runs on the leader: from another node, `421` with the leader's address
+/// (the admin client sends it there).
+fn on_leader(s: &Internal) -> Option<Response> {
     let (leader, info) = s.node.leader()?;
     if leader == s.node.id() {
         return None;
     }
-    let reply = s
-        .node
-        .peers()
-        .post_json(&info.raft_addr, path, body, LEADER_PROXY_TIMEOUT)
-        .await;
-    Some(match reply {
-        Ok(r) => (
-            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY),
-            [(header::CONTENT_TYPE, "application/json")],
-            r.body,
+    Some(
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            Json(AdminError {
+                error: format!("node {leader} leads; membership changes run there"),
+                retryable: true,
+                leader: Some(info.raft_addr),
+            }),
         )
             .into_response(),
-        Err(e) => admin_error(e),
-    })
+    )
 }
 
 pub(super) async fn join(State(s): State<Internal>, Json(req): Json<JoinRequest>) -> Response {
     if req.id == 0 {
         return admin_error(ClusterError::BadRequest("id must be greater than 0".into()));
     }
-    if let Some(resp) = on_leader(&s, wire::paths::JOIN, &req).await {
+    if let Some(resp) = on_leader(&s) {
         return resp;
     }
     let info = types::Node {
@@ -104,7 +98,7 @@ pub(super) async fn join(State(s): State<Internal>, Json(req): Json<JoinRequest>
 }
 
 pub(super) async fn remove(State(s): State<Internal>, Json(req): Json<RemoveRequest>) -> Response {
-    if let Some(resp) = on_leader(&s, wire::paths::REMOVE, &req).await {
+    if let Some(resp) = on_leader(&s) {
         return resp;
     }
     let removed = s.node.membership().remove(req.id).await;

@@ -1,6 +1,11 @@
 //! The internal listener: Raft RPC ([`raft_rpc`]), forwarded writes and read indexes
-//! ([`cluster`]), and the admin endpoints the `raftkms cluster` commands use ([`admin`]). Every
-//! route requires the cluster secret and cluster id.
+//! ([`cluster`]), and the admin endpoints the `raftkms cluster` commands use ([`admin`]).
+//!
+//! Two kinds of caller, never interchangeable. Under mutual TLS (`[tls]`) the listener has
+//! already verified the client certificate against the cluster CA and its cluster id: the peer
+//! routes accept only a node certificate, the admin routes only an admin certificate. In
+//! plaintext (`insecure-plaintext`) the peer routes need the cluster secret and the admin routes
+//! the admin token, each with the cluster id.
 
 mod admin;
 mod cluster;
@@ -18,17 +23,19 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec;
+use crate::crypto::SecretString;
 use crate::node::Node;
-use crate::transport::peer::{paths, PeerAuth, CLUSTER_HEADER};
+use crate::tls::PeerIdentity;
+use crate::transport::peer::{constant_time_eq, paths, CLUSTER_HEADER};
 use crate::wire::paths as admin_paths;
 
 type SharedNode = Arc<Node>;
 
-/// The internal listener's state: the node and how peers authenticate to it.
+/// The internal listener's state: the node, and the admin token of a plaintext listener.
 #[derive(Clone)]
 struct Internal {
     node: SharedNode,
-    auth: PeerAuth,
+    admin_token: Option<Arc<SecretString>>,
 }
 
 /// Largest internal request (a snapshot chunk or a batch of records).
@@ -36,14 +43,16 @@ const MAX_BODY: usize = 256 << 20;
 
 /// The internal router.
 pub fn router(node: SharedNode) -> Router {
-    let auth = node.peers().auth.clone();
-    let state = Internal { node, auth };
-    Router::new()
+    let admin_token = node.config().admin_token.clone().map(Arc::new);
+    let state = Internal { node, admin_token };
+    let peer = Router::new()
         .route(paths::RAFT_APPEND, post(raft_rpc::append))
         .route(paths::RAFT_VOTE, post(raft_rpc::vote))
         .route(paths::RAFT_SNAPSHOT, post(raft_rpc::snapshot))
         .route(paths::FORWARD_WRITE, post(cluster::forwarded_write))
         .route(paths::READ_INDEX, post(cluster::read_index))
+        .layer(middleware::from_fn_with_state(state.clone(), require_peer));
+    let admin = Router::new()
         .route(admin_paths::INIT, post(admin::init))
         .route(admin_paths::JOIN, post(admin::join))
         .route(admin_paths::REMOVE, post(admin::remove))
@@ -66,15 +75,27 @@ pub fn router(node: SharedNode) -> Router {
             "/admin/records/{name}",
             put(admin::put).get(admin::get).delete(admin::delete_record),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+    peer.merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
-/// Refuses any request without the right cluster secret and cluster id, before it reaches
-/// Raft: a stray or hostile peer cannot vote, append or write.
-async fn authenticate(State(s): State<Internal>, req: Request, next: Next) -> Response {
-    let presented = req
+/// Who a request comes from, as far as the internal listener can tell.
+enum Caller<'a> {
+    /// Verified by mutual TLS.
+    Certificate(&'a PeerIdentity),
+    /// Plaintext: the bearer token presented for this cluster.
+    Token(&'a str),
+    /// Plaintext, no or an unusable credential.
+    Nobody,
+}
+
+fn caller(req: &Request) -> Caller<'_> {
+    if let Some(id) = req.extensions().get::<PeerIdentity>() {
+        return Caller::Certificate(id);
+    }
+    let token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -83,19 +104,118 @@ async fn authenticate(State(s): State<Internal>, req: Request, next: Next) -> Re
         .headers()
         .get(CLUSTER_HEADER)
         .and_then(|v| v.to_str().ok());
-    match (presented, cluster) {
-        (Some(secret), Some(cluster))
-            if cluster == s.auth.cluster_id && s.auth.secret_matches(secret) =>
-        {
-            next.run(req).await
-        }
-        (Some(_), Some(cluster)) if cluster != s.auth.cluster_id => (
-            StatusCode::UNAUTHORIZED,
-            format!("request is for cluster `{cluster}`, this node belongs to another cluster"),
-        )
-            .into_response(),
-        _ => (StatusCode::UNAUTHORIZED, "missing or wrong cluster secret").into_response(),
+    match (token, cluster) {
+        (Some(t), Some(_)) => Caller::Token(t),
+        _ => Caller::Nobody,
     }
+}
+
+/// The cluster id header must name this cluster (plaintext; a certificate's cluster was checked
+/// by the listener).
+#[allow(clippy::result_large_err)]
+fn cluster_matches(s: &Internal, req: &Request) -> Result<(), Response> {
+    if req.extensions().get::<PeerIdentity>().is_some() {
+        return Ok(());
+    }
+    let own = &s.node.peers().cluster_id;
+    match req
+        .headers()
+        .get(CLUSTER_HEADER)
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(c) if c == own => Ok(()),
+        Some(c) => Err(refuse(
+            &s.node,
+            "cluster",
+            format!("request is for cluster `{c}`, this node belongs to another cluster"),
+        )),
+        None => Err(refuse(&s.node, "credentials", "missing cluster id".into())),
+    }
+}
+
+fn refuse(node: &Node, reason: &'static str, message: String) -> Response {
+    node.metrics().internal_refused(reason);
+    tracing::debug!(reason, %message, "internal request refused");
+    (StatusCode::UNAUTHORIZED, message).into_response()
+}
+
+/// Peer routes: a node certificate of this cluster, or (plaintext) the cluster secret. A stray
+/// or hostile process cannot vote, append, write or read.
+async fn require_peer(State(s): State<Internal>, req: Request, next: Next) -> Response {
+    if let Err(r) = cluster_matches(&s, &req) {
+        return r;
+    }
+    let allowed = match caller(&req) {
+        Caller::Certificate(PeerIdentity::Node { .. }) => true,
+        Caller::Certificate(other) => {
+            let message = format!("{other} is not a node: peer routes need a node certificate");
+            return refuse(&s.node, "not-a-node", message);
+        }
+        Caller::Token(t) => s.node.peers().secret_matches(t),
+        Caller::Nobody => false,
+    };
+    if !allowed {
+        return refuse(
+            &s.node,
+            "credentials",
+            "missing or wrong cluster secret".into(),
+        );
+    }
+    next.run(req).await
+}
+
+/// Admin routes: an admin certificate of this cluster, or (plaintext) the admin token. A node
+/// certificate (or the cluster secret) does not make its holder an admin.
+async fn require_admin(State(s): State<Internal>, req: Request, next: Next) -> Response {
+    if let Err(r) = cluster_matches(&s, &req) {
+        return r;
+    }
+    let allowed = match caller(&req) {
+        Caller::Certificate(PeerIdentity::Admin { .. }) => true,
+        Caller::Certificate(other) => {
+            let message =
+                format!("{other} is not an admin: admin routes need an admin certificate");
+            return refuse(&s.node, "not-an-admin", message);
+        }
+        Caller::Token(t) => s
+            .admin_token
+            .as_ref()
+            .is_some_and(|expected| constant_time_eq(t, expected.expose())),
+        Caller::Nobody => false,
+    };
+    if !allowed {
+        return refuse(
+            &s.node,
+            "credentials",
+            "missing or wrong admin token".into(),
+        );
+    }
+    next.run(req).await
+}
+
+/// Under mutual TLS, a Raft RPC must come from the node it claims to come from (the candidate of
+/// a vote, the leader of an append or snapshot): one node's certificate cannot speak for another.
+#[allow(clippy::result_large_err)]
+fn sender_is(
+    node: &Node,
+    identity: Option<&PeerIdentity>,
+    claimed: Option<u64>,
+) -> Result<(), Response> {
+    let Some(PeerIdentity::Node { node_id, .. }) = identity else {
+        // Plaintext: the cluster secret is shared, there is no per-node identity to check.
+        return Ok(());
+    };
+    if claimed == Some(*node_id) {
+        return Ok(());
+    }
+    Err(refuse(
+        node,
+        "wrong-sender",
+        format!(
+            "the certificate names node {node_id}, the request speaks for node {}",
+            claimed.map_or("none".to_string(), |c| c.to_string())
+        ),
+    ))
 }
 
 /// A binary (versioned bincode) reply.

@@ -2,20 +2,35 @@
 //! (which first fences the read lease) and snapshot chunks.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{binary, decode_body, Internal};
+use super::{binary, decode_body, sender_is, Internal};
 use crate::raft::types::typ::{AppendEntriesRequest, VoteRequest};
+use crate::tls::PeerIdentity;
 use crate::transport::peer::QUORUM_AGE_HEADER;
 use crate::transport::raft_network::decode_snapshot_chunk;
 
-pub(super) async fn append(State(s): State<Internal>, headers: HeaderMap, body: Bytes) -> Response {
+type Identity = Option<Extension<PeerIdentity>>;
+
+pub(super) async fn append(
+    State(s): State<Internal>,
+    identity: Identity,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let req: AppendEntriesRequest = match decode_body("append entries", &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Err(r) = sender_is(
+        &s.node,
+        identity.as_deref(),
+        req.vote.leader_id().voted_for(),
+    ) {
+        return r;
+    }
     // The leader's own freshness: a leader that lost its quorum still feeds its learners, and
     // their contact with it says nothing about how current their state is.
     let quorum_age = headers
@@ -49,11 +64,18 @@ fn holds_leader_commit(req: &AppendEntriesRequest) -> bool {
     holds.is_some_and(|i| i >= commit.index)
 }
 
-pub(super) async fn vote(State(s): State<Internal>, body: Bytes) -> Response {
+pub(super) async fn vote(State(s): State<Internal>, identity: Identity, body: Bytes) -> Response {
     let req: VoteRequest = match decode_body("vote", &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    if let Err(r) = sender_is(
+        &s.node,
+        identity.as_deref(),
+        req.vote.leader_id().voted_for(),
+    ) {
+        return r;
+    }
     // Before openraft may grant it: a leader's own vote does not honour the lease its followers
     // keep, so from here on this node's read lease must not be used (see `ReadLease`).
     s.node
@@ -62,11 +84,22 @@ pub(super) async fn vote(State(s): State<Internal>, body: Bytes) -> Response {
     binary(&s.node.raft().vote(req).await)
 }
 
-pub(super) async fn snapshot(State(s): State<Internal>, body: Bytes) -> Response {
+pub(super) async fn snapshot(
+    State(s): State<Internal>,
+    identity: Identity,
+    body: Bytes,
+) -> Response {
     let req = match decode_snapshot_chunk(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
+    if let Err(r) = sender_is(
+        &s.node,
+        identity.as_deref(),
+        req.vote.leader_id().voted_for(),
+    ) {
+        return r;
+    }
     binary(&s.node.raft().install_snapshot(req).await)
 }
 
