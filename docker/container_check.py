@@ -4,9 +4,10 @@
     container_check.py STATE.json PHASE [--via N,N] [--cut N,N]
 
 Cluster coordinates come from the environment (docker/up.sh's env file): KMS_SECRET_ID,
-KMS_SECRET_KEY, KMS_REGION, RAFTKMS_CLUSTER_ID, RAFTKMS_CLUSTER_SECRET, RAFTKMS_PORT_PREFIX (node N:
-API on 127.0.0.1:<prefix>0N, internal listener on <prefix>1N). STATE.json carries the keys and
-ciphertexts acknowledged so far from one phase to the next: every phase checks that all of them
+KMS_SECRET_KEY, KMS_REGION, KMS_CA_BUNDLE (the API's CA), RAFTKMS_CLUSTER_ID, RAFTKMS_CA,
+RAFTKMS_ADMIN_CERT, RAFTKMS_ADMIN_KEY (mutual TLS on the internal listener), RAFTKMS_PORT_PREFIX
+(node N: API on 127.0.0.1:<prefix>0N, internal listener on <prefix>1N). STATE.json carries the keys
+and ciphertexts acknowledged so far from one phase to the next: every phase checks that all of them
 still decrypt to their plaintext, so nothing acknowledged may ever be lost.
 
 Phases:
@@ -18,6 +19,9 @@ Phases:
             UnsupportedOperation.ServiceTemporaryUnavailable (or the write-timeout InternalError)
   converge  every node in --via reports the same /admin/digest (waits up to 90 s), then every
             recorded ciphertext decrypts through every node
+  tls       through the nodes in --via: the internal listener serves admin routes to the admin
+            certificate, refuses a node certificate there (401) and a connection without a client
+            certificate; the API does not answer plaintext HTTP
 Normal calls go through the unmodified Tencent Cloud SDK (KmsClient); stale calls, which need a
 request header the SDK cannot read back, are signed here with TC3-HMAC-SHA256.
 """
@@ -27,8 +31,10 @@ import base64
 import datetime
 import hashlib
 import hmac
+import http.client
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -48,7 +54,6 @@ MINORITY_CODES = {
     "UnsupportedOperation.ServiceTemporaryUnavailable",
     "InternalError",  # a write that did not commit within write-timeout-ms says so with this code
 }
-NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class CheckFailed(Exception):
@@ -70,9 +75,33 @@ def internal_addr(n):
     return "127.0.0.1:%s1%d" % (env("RAFTKMS_PORT_PREFIX"), n)
 
 
+def opener(context):
+    """urllib without proxies (they would take 127.0.0.1 traffic too), with this TLS context."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                       urllib.request.HTTPSHandler(context=context))
+
+
+def api_opener():
+    # The nodes' certificates name 127.0.0.1, so the usual host name check applies.
+    return opener(ssl.create_default_context(cafile=env("KMS_CA_BUNDLE")))
+
+
+def internal_opener(cert=None, key=None):
+    """Mutual TLS to the internal listener: the cluster CA, and the client certificate if given.
+    Nodes are identified by the identity in their certificates, not by the address dialled, so the
+    host name is not checked (the chain is)."""
+    ctx = ssl.create_default_context(cafile=env("RAFTKMS_CA"))
+    ctx.check_hostname = False
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return opener(ctx)
+
+
 def client(n, timeout=20):
     cred = credential.Credential(env("KMS_SECRET_ID"), env("KMS_SECRET_KEY"))
-    http = HttpProfile(protocol="http", endpoint=api_addr(n), reqTimeout=timeout)
+    # The SDK takes the CA file only here (it ignores REQUESTS_CA_BUNDLE).
+    http = HttpProfile(protocol="https", endpoint=api_addr(n), reqTimeout=timeout,
+                       certification=env("KMS_CA_BUNDLE"))
     return kms_client.KmsClient(cred, env("KMS_REGION"), ClientProfile(httpProfile=http))
 
 
@@ -131,20 +160,21 @@ def raw_call(n, action, params, headers=None, timeout=20):
                          % (env("KMS_SECRET_ID"), scope, sig),
     }
     h.update(headers or {})
-    req = urllib.request.Request("http://%s/" % host, data=body, headers=h, method="POST")
+    req = urllib.request.Request("https://%s/" % host, data=body, headers=h, method="POST")
     try:
-        with NO_PROXY.open(req, timeout=timeout) as resp:
+        with api_opener().open(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, json.loads(resp.read())["Response"]
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read())["Response"]
 
 
-def admin_get(n, path, timeout=5):
-    req = urllib.request.Request("http://%s%s" % (internal_addr(n), path), headers={
-        "Authorization": "Bearer " + env("RAFTKMS_CLUSTER_SECRET"),
+def admin_get(n, path, timeout=5, cert=None, key=None):
+    """GET an admin route of node n with the admin certificate (or the one given)."""
+    req = urllib.request.Request("https://%s%s" % (internal_addr(n), path), headers={
         "X-Raftkms-Cluster": env("RAFTKMS_CLUSTER_ID"),
     })
-    with NO_PROXY.open(req, timeout=timeout) as resp:
+    opened = internal_opener(cert or env("RAFTKMS_ADMIN_CERT"), key or env("RAFTKMS_ADMIN_KEY"))
+    with opened.open(req, timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -268,7 +298,54 @@ def phase_converge(state, via, _cut):
         ",".join(map(str, via)), index, str(digest)[:16], len(state["sealed"]))
 
 
-PHASES = {"setup": phase_setup, "writes": phase_writes, "cut": phase_cut, "converge": phase_converge}
+def phase_tls(_state, via, _cut):
+    notes = []
+    tls_dir = os.path.dirname(env("RAFTKMS_CA"))
+    for n in via:
+        seen = []
+        admin_get(n, "/admin/status")
+        seen.append("admin certificate served on /admin/status")
+        # A node certificate authenticates a peer, not an admin.
+        node_cert, node_key = (os.path.join(tls_dir, "node%d.%s" % (n, ext)) for ext in ("pem", "key"))
+        if not os.access(node_key, os.R_OK):
+            seen.append("node certificate not tried (%s belongs to the containers' user)" % node_key)
+        else:
+            try:
+                admin_get(n, "/admin/status", cert=node_cert, key=node_key)
+                raise CheckFailed("node%d accepted a node certificate on /admin/status" % n)
+            except urllib.error.HTTPError as e:
+                if e.code != 401:
+                    raise CheckFailed("node%d answered %d to a node certificate on /admin/status, not 401"
+                                      % (n, e.code))
+            seen.append("node certificate refused there (401)")
+        # No client certificate: the handshake (or, under TLS 1.3, the first read after it) fails;
+        # no HTTP answer at all may come back.
+        req = urllib.request.Request("https://%s/admin/status" % internal_addr(n),
+                                     headers={"X-Raftkms-Cluster": env("RAFTKMS_CLUSTER_ID")})
+        try:
+            with internal_opener().open(req, timeout=5) as resp:
+                raise CheckFailed("node%d answered %d without a client certificate" % (n, resp.status))
+        except urllib.error.HTTPError as e:
+            raise CheckFailed("node%d answered %d without a client certificate, instead of ending the "
+                              "handshake" % (n, e.code))
+        except (urllib.error.URLError, ssl.SSLError, ConnectionError, http.client.HTTPException) as e:
+            cause = getattr(e, "reason", e)  # urllib wraps what the handshake raised
+            seen.append("no certificate refused (%s)" % (getattr(cause, "reason", None) or cause))
+        # The API speaks only TLS.
+        plain = urllib.request.Request("http://%s/readyz" % api_addr(n))
+        try:
+            with opener(None).open(plain, timeout=5) as resp:
+                raise CheckFailed("node%d answered plaintext HTTP on its API port (%d)" % (n, resp.status))
+        except urllib.error.HTTPError as e:
+            raise CheckFailed("node%d answered plaintext HTTP on its API port (%d)" % (n, e.code))
+        except (urllib.error.URLError, ConnectionError, http.client.HTTPException) as e:
+            seen.append("API: no answer to plaintext HTTP (%s)" % type(e).__name__)
+        notes.append("node%d: %s" % (n, "; ".join(seen)))
+    return "\n".join(notes)
+
+
+PHASES = {"setup": phase_setup, "writes": phase_writes, "cut": phase_cut, "converge": phase_converge,
+          "tls": phase_tls}
 
 
 def main():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remove a cluster started by docker/up.sh: its containers, networks and volumes (all data and the
-# unseal key), and its env file under docker/.state/.
+# unseal key), and its env file and TLS files (CA, node and admin certificates) under docker/.state/.
 #
 #   docker/down.sh single|three
 set -euo pipefail
@@ -13,4 +13,5 @@ set -euo pipefail
 cluster_setup "${1:-}"
 dc down --volumes --remove-orphans --timeout 15 2>&1 | sed 's/^/  /'
 rm -f "$STATE_ENV"
-echo "down.sh: removed project $PROJECT (containers, networks, volumes)"
+rm -rf "$TLS_DIR"
+echo "down.sh: removed project $PROJECT (containers, networks, volumes, TLS files)"

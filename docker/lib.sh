@@ -5,12 +5,16 @@
 #   NODES              node ids                      REGION_OF region of each node id
 #   PORT_PREFIX        host ports: API ${PORT_PREFIX}0N, internal ${PORT_PREFIX}1N
 #   STATE_ENV          env file written by up.sh (credential, endpoints; mode 0600)
+#   TLS_DIR            the cluster's CA, node and admin certificates (make_certificates), exported
+#                      as RAFTKMS_TLS_DIR for the compose file, which mounts it at /etc/raftkms/tls
 # Overrides: COMPOSE_PROJECT_NAME, RAFTKMS_PORT_PREFIX, RAFTKMS_STATE_DIR, RAFTKMS_IMAGE.
 
 DOCKER_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_DIR=$(cd "$DOCKER_DIR/.." && pwd -P)
 RAFTKMS_IMAGE=${RAFTKMS_IMAGE:-raftkms:latest}
 export RAFTKMS_IMAGE
+# The admin certificate the scripts administer the cluster with: admin-dev.pem/.key in TLS_DIR.
+ADMIN_NAME=dev
 
 cluster_setup() {
     declare -gA REGION_OF=()
@@ -34,9 +38,11 @@ cluster_setup() {
     esac
     LAYOUT=$1
     PROJECT=${COMPOSE_PROJECT_NAME:-raftkms-$1}
-    STATE_DIR=${RAFTKMS_STATE_DIR:-$DOCKER_DIR/.state}
+    # Absolute: the compose file bind-mounts TLS_DIR.
+    STATE_DIR=$(realpath -m "${RAFTKMS_STATE_DIR:-$DOCKER_DIR/.state}")
     STATE_ENV=$STATE_DIR/$PROJECT.env
-    export RAFTKMS_PORT_PREFIX=$PORT_PREFIX
+    TLS_DIR=$STATE_DIR/$PROJECT-tls
+    export RAFTKMS_PORT_PREFIX=$PORT_PREFIX RAFTKMS_TLS_DIR=$TLS_DIR
     DC_CMD=(docker-compose --ansi never -f "$COMPOSE_FILE_PATH" -p "$PROJECT")
 }
 
@@ -45,11 +51,49 @@ dc() {
     timeout "${DC_TIMEOUT:-300}" "${DC_CMD[@]}" "$@"
 }
 
-# Runs a raftkms admin command inside node N's container, with that node's own configuration.
+# Runs a raftkms admin command inside node N's container (where the peers' names resolve), with
+# that node's own configuration (address, cluster id, CA) and the admin certificate the compose file
+# names in RAFTKMS_ADMIN_CERT/RAFTKMS_ADMIN_KEY. As root: the admin key belongs to whoever made it on
+# the host, so the node's own user (raftkms) cannot read it.
 node_admin() {
     local n=$1
     shift
-    dc exec -T "node$n" raftkms "$@" --config /etc/raftkms/node.toml
+    dc exec -T -u 0 "node$n" raftkms "$@" --config /etc/raftkms/node.toml
+}
+
+# Makes what is missing of the cluster's TLS files in TLS_DIR, with the image's raftkms in a
+# throw-away container (the host needs no binary): the CA, a certificate per node, valid for the
+# names clients dial (the service names on the compose networks, and 127.0.0.1/localhost for the
+# published ports), and the admin certificate ADMIN_NAME. A new CA reissues everything. The node keys
+# (0600) go to the image's user raftkms, which the nodes run as; everything else to the caller.
+# Prints what it made (nothing if all was there).
+make_certificates() {
+    local cid n reissue=0 made=() script="set -e"
+    cid=$(config_value cluster-id)
+    mkdir -p "$TLS_DIR"
+    # The nodes' user must reach the files; the keys in it are 0600.
+    chmod 0755 "$TLS_DIR"
+    if [[ ! -s $TLS_DIR/ca.pem || ! -s $TLS_DIR/ca.key ]]; then
+        reissue=1
+        made+=(ca)
+        script+="; raftkms cert ca --dir /tls --cluster-id $cid --force"
+    fi
+    for n in "${NODES[@]}"; do
+        if ((reissue)) || [[ ! -s $TLS_DIR/node$n.pem || ! -s $TLS_DIR/node$n.key ]]; then
+            made+=("node$n")
+            script+="; raftkms cert node --dir /tls --cluster-id $cid --id $n --force"
+            script+=" --host node$n --host node$n-raft --host localhost --host 127.0.0.1"
+        fi
+    done
+    if ((reissue)) || [[ ! -s $TLS_DIR/admin-$ADMIN_NAME.pem || ! -s $TLS_DIR/admin-$ADMIN_NAME.key ]]; then
+        made+=("admin-$ADMIN_NAME")
+        script+="; raftkms cert admin --dir /tls --cluster-id $cid --name $ADMIN_NAME --force"
+    fi
+    ((${#made[@]})) || return 0
+    script+="; chown $(id -u):$(id -g) /tls/*; chown raftkms:raftkms /tls/node*.key"
+    docker run --rm --network none --user 0 --entrypoint /bin/bash -v "$TLS_DIR:/tls" \
+        "$RAFTKMS_IMAGE" -c "$script" >/dev/null
+    echo "${made[*]}"
 }
 
 api_port() { echo "${PORT_PREFIX}0$1"; }

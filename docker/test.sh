@@ -5,9 +5,11 @@
 #   docker/test.sh
 #
 # Builds the image from source (docker/build.sh), starts the 3-region compose cluster
-# (docker/compose-three-regions.yml, 2+2+1 voters) as its own project on its own host ports, and
-# drives it through the Tencent Cloud SDK (docker/container_check.py):
-#   1. keys and ciphertexts through every node
+# (docker/compose-three-regions.yml, 2+2+1 voters, TLS on both listeners with certificates docker/up.sh
+# makes) as its own project on its own host ports, and drives it through the Tencent Cloud SDK over
+# HTTPS (docker/container_check.py), and its internal listener with mutual TLS:
+#   1. keys and ciphertexts through every node; the internal listener takes the admin certificate
+#      on admin routes, refuses a node certificate there (401) and a client without a certificate
 #   2. `docker stop` the leader's container: writes continue through the others, every earlier
 #      ciphertext decrypts; restart it; all nodes converge to the same state digest
 #   3. `docker network disconnect` the leader's whole region from the internal network: writes
@@ -33,7 +35,7 @@ state=$work/state.json
 log=$work/log
 started=$SECONDS
 phase_no=0
-PHASES=8
+PHASES=9
 
 phase() {
     phase_no=$((phase_no + 1))
@@ -123,8 +125,11 @@ quiet "$DOCKER_DIR/up.sh" three
 cluster_env
 note "$(node_admin 1 cluster status | head -n1)"
 
-phase "keys and ciphertexts through every node (SDK)"
+phase "keys and ciphertexts through every node (SDK, HTTPS)"
 check setup --via "$(csv "${NODES[@]}")"
+
+phase "mutual TLS: admin certificate accepted, node certificate and no certificate refused"
+check tls --via "$(csv "${NODES[@]}")"
 
 # --- 3. one container stopped ---------------------------------------------------------------------
 leader=$(leader_of 1)
@@ -186,7 +191,8 @@ if "$drill_bin" drill --help >/dev/null 2>&1; then
     # shellcheck disable=SC2046
     if ! run "$drill_bin" drill --region "$drill_region" \
         --node "127.0.0.1:$(internal_port 1)" \
-        --cluster-id "$RAFTKMS_CLUSTER_ID" --secret "$RAFTKMS_CLUSTER_SECRET" \
+        --cluster-id "$RAFTKMS_CLUSTER_ID" --admin-cert "$RAFTKMS_ADMIN_CERT" \
+        --admin-key "$RAFTKMS_ADMIN_KEY" --cluster-ca "$RAFTKMS_CA" --ca "$KMS_CA_BUNDLE" \
         $(rewrite_args) \
         --cut "$compose stop --timeout 5 {services}" \
         --heal "$compose start {services}" \

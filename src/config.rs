@@ -207,7 +207,8 @@ pub struct KmsConfig {
     /// How often the leader checks for due rotations and deletions, in ms. Default 1000.
     pub scheduler_interval_ms: u64,
     /// File holding this node's unseal key (64 hex digits, mode 0600). Every node of a cluster
-    /// needs the same key. Default `<data-dir>/unseal.key`, created if missing.
+    /// needs the same key. Default `<data-dir>.unseal.key` (beside the data directory, not in it),
+    /// created if missing.
     pub unseal_key_file: Option<PathBuf>,
 }
 
