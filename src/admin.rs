@@ -15,7 +15,7 @@ use crate::raft::types::NodeId;
 use crate::tls::reload::CertStore;
 use crate::tls::TlsError;
 use crate::transport::http_client;
-use crate::transport::peer::CLUSTER_HEADER;
+use crate::transport::peer::{error_chain, CLUSTER_HEADER};
 use crate::wire::{
     AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
     InitReply, JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest,
@@ -319,18 +319,6 @@ impl AdminClient {
         })
         .await
     }
-}
-
-/// An error with its sources (reqwest hides a TLS refusal's reason in them).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// One row of `raftkms cluster status`.

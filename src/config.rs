@@ -483,6 +483,13 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(field("data-dir", "must not be empty"));
         }
+        if self.data_dir.file_name().is_none() {
+            // `.`, `..` or `/`: the default unseal key would land inside it.
+            return Err(field(
+                "data-dir",
+                "must name a directory of its own (e.g. /var/lib/raftkms/node1), not `.`, `..` or `/`",
+            ));
+        }
         Ok(())
     }
 
@@ -797,6 +804,8 @@ region = "ap-guangzhou"
             "api-listen = \"localhost\"",
         );
         assert!(parse(&bad_addr).unwrap_err().contains("api-listen"));
+        let dot = GOOD.replace("data-dir = \"/tmp/x\"", "data-dir = \".\"");
+        assert!(parse(&dot).unwrap_err().contains("data-dir"));
         let short = GOOD.replace("0123456789abcdef0123", "short");
         assert!(parse(&short).unwrap_err().contains("cluster-secret"));
         let timing = format!("{GOOD}\n[timing]\nelection-min-ms = 50\n");

@@ -127,6 +127,27 @@ fn the_data_directory_is_private_and_the_unseal_key_lives_outside_it() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(data), 0o700);
     assert_eq!(mode(&key), 0o600);
+
+    // A node with data never makes a new unseal key: a missing key is refused, nothing changes.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !data.join("db/CURRENT").exists() {
+        assert!(Instant::now() < deadline, "no database was made");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::remove_file(&key).unwrap();
+    let out = serve(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("unseal key") && stderr.contains("missing"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "a new unseal key was made for existing data");
+
+    // A group-writable data directory is refused too.
+    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let out = serve(&path);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 700"));
 }
 
 #[test]

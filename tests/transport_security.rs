@@ -983,6 +983,21 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("speaks for node 9"));
+    // The same for an append and a snapshot chunk whose leader is not the certificate's node.
+    let append = raftkms::raft::types::typ::AppendEntriesRequest {
+        vote: openraft::Vote::new_committed(before.term + 100, 9),
+        prev_log_id: None,
+        entries: Vec::new(),
+        leader_commit: None,
+    };
+    let r = node2
+        .post(format!("https://{raft}/raft/append"))
+        .body(raftkms::codec::encode("append", &append).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("speaks for node 9"));
 
     // Nothing at all without a certificate of this cluster: none, a foreign CA's, an expired
     // one, another cluster's from the same CA.
@@ -1089,7 +1104,8 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
     )
     .unwrap();
     type ReadIndex = Result<u64, raftkms::raft::error::ClusterError>;
-    let wrong = (1..=3).find(|i| *i != leader).unwrap() + 10;
+    // Dialling the leader's address while meaning another member (a stale address book): refused.
+    let wrong = (1..=3).find(|i| *i != leader).unwrap();
     let e = peers
         .call::<(), ReadIndex>(
             wrong,
@@ -1101,7 +1117,8 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
         .await
         .unwrap_err();
     assert!(
-        matches!(e, raftkms::raft::error::ClusterError::Forward(_)),
+        matches!(&e, raftkms::raft::error::ClusterError::Forward(m)
+            if m.contains(&format!("dialled node {wrong}, the certificate names node {leader}"))),
         "{e:?}"
     );
     let index = peers
@@ -1117,9 +1134,48 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
         .unwrap();
     assert!(index >= before.commit_index.unwrap_or(0));
 
+    // A node certificate of an id that is not a member gets no read index and forwards nothing.
+    signer
+        .node(&c.cluster_id, 7, &[], 30)
+        .unwrap()
+        .write(&t.dir, "node7", true)
+        .unwrap();
+    let node7 = internal_client(
+        Some((&t.dir.join("node7.pem"), &t.dir.join("node7.key"))),
+        &ca,
+        &c.cluster_id,
+    );
+    let r = node7
+        .post(format!("https://{raft}/internal/read-index"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("not a member"));
+
+    // A membership change sent to a follower is redirected to the leader (421 with its
+    // address), never proxied; the admin client follows it.
+    let follower_raft = TestCluster::raft_addr(c.base_port, follower);
+    let r = admin
+        .post(format!("https://{follower_raft}/admin/remove"))
+        .json(&serde_json::json!({"id": 99}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["leader"], raft.as_str(), "{body}");
+    // (Removing a node that is not a member: the leader answers, whatever it answers.)
+    match c.admin(follower).remove(99).await {
+        Ok(status) => assert_eq!(status.id, leader),
+        Err(e) => assert!(
+            matches!(&e, raftkms::admin::ClientError::Refused { addr, status, .. }
+                if *addr == raft && *status != 421),
+            "{e:?}"
+        ),
+    }
+
     // Nothing changed, and each refusal was counted.
-    let after = c.admin(leader).status().await.unwrap();
-    assert_eq!(after.term, before.term, "a refused vote moved the term");
     assert_eq!(
         c.admin(other)
             .get_record("intruder", "linearizable")

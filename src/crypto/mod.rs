@@ -5,6 +5,7 @@
 pub mod aead;
 pub mod asymmetric;
 pub mod blob;
+pub mod derive;
 pub mod root_key;
 pub mod secret;
 

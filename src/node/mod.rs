@@ -59,6 +59,8 @@ pub enum StartError {
     RaftStopped(String),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The unseal key file to use: the configured (or default) one, except that a key found at the
@@ -66,6 +68,14 @@ pub enum StartError {
 fn unseal_key_file(config: &NodeConfig) -> std::path::PathBuf {
     let file = config.unseal_key_file();
     if let Some(legacy) = config.legacy_unseal_key_file() {
+        if file.exists() && legacy.exists() {
+            tracing::warn!(
+                key = %file.display(),
+                legacy = %legacy.display(),
+                "an unseal key exists both beside and inside the data directory; using the one \
+                 beside it: remove the other"
+            );
+        }
         if !file.exists() && legacy.exists() {
             tracing::warn!(
                 key = %legacy.display(),
@@ -109,7 +119,21 @@ impl Node {
             }),
             None => None,
         };
-        let unseal = UnsealKey::load_or_create(&unseal_key_file(&config))?;
+        // The data directory before the unseal key: a key file configured inside it must not
+        // create it with the default mode first.
+        storage::prepare_data_dir(&config.data_dir)?;
+        let key_file = unseal_key_file(&config);
+        if !key_file.exists() && storage::has_database(&config.data_dir) {
+            // A node with data never makes a new unseal key: it could not open the root key its
+            // data is sealed under (an unseal key left behind on another volume, a typo).
+            return Err(StartError::Config(format!(
+                "the unseal key {} is missing but {} holds this node's data: restore the key \
+                 (every node of a cluster has the same one) or point kms.unseal-key-file at it",
+                key_file.display(),
+                config.data_dir.display()
+            )));
+        }
+        let unseal = UnsealKey::load_or_create(&key_file)?;
         let identity = Identity {
             cluster_id: config.cluster_id.clone(),
             node_id: config.node_id,
@@ -190,6 +214,18 @@ impl Node {
     /// Whether this node leads now.
     pub fn is_leader(&self) -> bool {
         self.leader.is_leader()
+    }
+
+    /// Whether `id` is a voter or learner in this node's latest membership.
+    pub fn is_member(&self, id: NodeId) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let member = m
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id);
+        member
     }
 
     /// The leader this node knows, with its address.
@@ -310,7 +346,7 @@ impl OpenedStorage {
             (None, Some(secret)) => PeerSecurity::Secret(Arc::new(secret.clone())),
             // Config validation requires one of the two.
             (None, None) => {
-                return Err(StartError::Raft(
+                return Err(StartError::Config(
                     "neither [tls] nor cluster-secret is set".into(),
                 ))
             }
@@ -323,7 +359,7 @@ impl OpenedStorage {
             Duration::from_millis(config.limits.header_read_timeout_ms / 2)
                 .min(Duration::from_secs(60)),
         )
-        .map_err(|e| StartError::Raft(e.to_string()))?;
+        .map_err(|e| StartError::Config(e.to_string()))?;
         let raft_metrics = MetricsView::default();
         let network = Network::new(peers.clone(), raft_metrics.clone());
         let raft = Raft::new(

@@ -131,11 +131,20 @@ fn listener_tls(
     config: &NodeConfig,
     node_tls: Option<crate::node::NodeTls>,
 ) -> Result<Option<ListenerTls>, StartError> {
-    let (Some(t), Some(n)) = (&config.tls, node_tls) else {
-        tracing::warn!(
-            "insecure-plaintext: both listeners serve plaintext HTTP (loopback tests only)"
-        );
-        return Ok(None);
+    let (t, n) = match (&config.tls, node_tls) {
+        (Some(t), Some(n)) => (t, n),
+        (None, None) => {
+            tracing::warn!(
+                "insecure-plaintext: both listeners serve plaintext HTTP (loopback tests only)"
+            );
+            return Ok(None);
+        }
+        // Never fall back to plaintext because one half is missing.
+        _ => {
+            return Err(StartError::Config(
+                "[tls] is set but its certificates were not loaded".into(),
+            ))
+        }
     };
     Ok(Some(ListenerTls {
         api: crate::tls::config::api_server(n.cert.clone())?,

@@ -42,7 +42,7 @@ pub enum StoreError {
     CorruptSnapshot(String),
     #[error(
         "data directory {path} has mode {mode:04o}: others must have no access to a KMS's \
-         data (chmod 700 {path})"
+         data, and its group no write access (chmod 700 {path})"
     )]
     OpenDataDir { path: String, mode: u32 },
 }
@@ -67,23 +67,33 @@ pub fn synced() -> WriteOptions {
     w
 }
 
-/// Opens (creating if needed) the database under `dir/db` and checks its identity.
-pub fn open(dir: &Path, identity: &Identity) -> Result<Arc<DB>, StoreError> {
+/// Creates the data directory 0700 if it is missing, and refuses one that others may read or enter
+/// or that its group may write (as PostgreSQL refuses a data directory beyond 0750). Idempotent.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
     let io = |error| StoreError::Io {
         path: dir.display().to_string(),
         error,
     };
-    // The data directory is created 0700; one that others may enter or read is refused.
     crate::durable_fs::create_dir_all_private(dir).map_err(io)?;
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir).map_err(io)?.permissions())
-            & 0o777;
-    if mode & 0o007 != 0 {
+    let mode = std::fs::metadata(dir).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o027 != 0 {
         return Err(StoreError::OpenDataDir {
             path: dir.display().to_string(),
             mode,
         });
     }
+    Ok(())
+}
+
+/// Whether the data directory already holds a database (a node that has run before).
+pub fn has_database(dir: &Path) -> bool {
+    dir.join("db").join("CURRENT").exists()
+}
+
+/// Opens (creating if needed) the database under `dir/db` and checks its identity.
+pub fn open(dir: &Path, identity: &Identity) -> Result<Arc<DB>, StoreError> {
+    prepare_data_dir(dir)?;
     let path = dir.join("db");
     // The directory's name must survive a power loss too: RocksDB syncs what is inside it.
     crate::durable_fs::create_dir_all(&path).map_err(|error| StoreError::Io {

@@ -13,4 +13,7 @@
 
 pub mod db;
 
-pub use db::{open, Identity, StoreError, CF_LOG, CF_NODE, CF_RAFT_META, CF_REGISTRY, CF_SM_META};
+pub use db::{
+    has_database, open, prepare_data_dir, Identity, StoreError, CF_LOG, CF_NODE, CF_RAFT_META,
+    CF_REGISTRY, CF_SM_META,
+};

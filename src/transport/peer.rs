@@ -67,7 +67,9 @@ pub fn http_client(
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(idle)
         .pool_max_idle_per_host(8)
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // Peers are reached directly, never through an HTTP(S)_PROXY of the environment.
+        .no_proxy();
     if let Some(tls) = tls {
         b = b.use_preconfigured_tls(tls).https_only(true);
     }
@@ -174,7 +176,8 @@ impl Peers {
             .authorize(self.client_for(target)?.post(self.url(addr, path)))
             .timeout(timeout)
             .body(body);
-        let forward = |e: reqwest::Error| ClusterError::Forward(format!("{addr}: {e}"));
+        let forward =
+            |e: reqwest::Error| ClusterError::Forward(format!("{addr}: {}", error_chain(&e)));
         let resp = request.send().await.map_err(forward)?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(forward)?;
@@ -196,4 +199,17 @@ pub fn constant_time_eq(presented: &str, expected: &str) -> bool {
     use subtle::ConstantTimeEq;
     let (a, b) = (presented.as_bytes(), expected.as_bytes());
     a.len() == b.len() && bool::from(a.ct_eq(b))
+}
+
+/// An error with its sources: reqwest's own message hides why a TLS handshake was refused (for
+/// example "dialled node 2, the certificate names node 3").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }

@@ -145,7 +145,7 @@ impl PeerClient {
             Ok(r) => r,
             Err(e) => {
                 return Err(if e.is_connect() {
-                    self.note_unreachable(&e);
+                    self.note_unreachable(&super::peer::error_chain(&e));
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
                     RPCError::Network(NetworkError::new(&e))

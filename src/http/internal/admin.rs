@@ -61,9 +61,11 @@ pub(super) async fn init(State(s): State<Internal>) -> Response {
 }
 
 /// A membership change runs on the leader: from another node, `421` with the leader's address
-/// (the admin client sends it there).
+/// (the admin client sends it there); with no leader known, a retryable `503`.
 fn on_leader(s: &Internal) -> Option<Response> {
-    let (leader, info) = s.node.leader()?;
+    let Some((leader, info)) = s.node.leader() else {
+        return Some(admin_error(ClusterError::NotLeader { leader: None }));
+    };
     if leader == s.node.id() {
         return None;
     }

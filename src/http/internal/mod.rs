@@ -146,12 +146,23 @@ async fn require_peer(State(s): State<Internal>, req: Request, next: Next) -> Re
         return r;
     }
     let allowed = match caller(&req) {
-        Caller::Certificate(PeerIdentity::Node { .. }) => true,
+        Caller::Certificate(PeerIdentity::Node { node_id, .. }) => {
+            // A forwarded write or a read index serves a member of this cluster only. (Raft's own
+            // RPCs may come from a node this one does not know yet: a new leader whose membership
+            // entry has not reached this node, so they are checked by sender, not membership.)
+            let path = req.uri().path();
+            let raft_rpc = path.starts_with("/raft/");
+            if !raft_rpc && !s.node.is_member(*node_id) {
+                let message = format!("node {node_id} is not a member of this cluster");
+                return refuse(&s.node, "not-a-member", message);
+            }
+            true
+        }
         Caller::Certificate(other) => {
             let message = format!("{other} is not a node: peer routes need a node certificate");
             return refuse(&s.node, "not-a-node", message);
         }
-        Caller::Token(t) => s.node.peers().secret_matches(t),
+        Caller::Token(t) => !s.node.peers().is_tls() && s.node.peers().secret_matches(t),
         Caller::Nobody => false,
     };
     if !allowed {
@@ -181,6 +192,7 @@ async fn require_admin(State(s): State<Internal>, req: Request, next: Next) -> R
             .admin_token
             .as_ref()
             .is_some_and(|expected| constant_time_eq(t, expected.expose())),
+        // (Under TLS there is no admin token: `admin_token` is None and a token opens nothing.)
         Caller::Nobody => false,
     };
     if !allowed {
@@ -201,9 +213,14 @@ fn sender_is(
     identity: Option<&PeerIdentity>,
     claimed: Option<u64>,
 ) -> Result<(), Response> {
-    let Some(PeerIdentity::Node { node_id, .. }) = identity else {
+    let node_id = match identity {
+        Some(PeerIdentity::Node { node_id, .. }) => node_id,
         // Plaintext: the cluster secret is shared, there is no per-node identity to check.
-        return Ok(());
+        None => return Ok(()),
+        Some(other) => {
+            let message = format!("{other} is not a node");
+            return Err(refuse(node, "not-a-node", message));
+        }
     };
     if claimed == Some(*node_id) {
         return Ok(());
