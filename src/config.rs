@@ -206,6 +206,17 @@ pub struct KmsConfig {
     pub manual_rotation_interval_secs: u64,
     /// How often the leader checks for due rotations and deletions, in ms. Default 1000.
     pub scheduler_interval_ms: u64,
+    /// Where the unseal key comes from: `key-file` (default: `unseal-key-file`) or `passphrase`
+    /// (Argon2id over a passphrase given to `raftkms serve --passphrase-fd N` or typed at its
+    /// prompt, never on the command line; its salt and check value in `unseal-kdf-file`).
+    pub unseal: UnsealSource,
+    /// With `unseal = "passphrase"`: the parameter file (salt, Argon2 costs, check value; not
+    /// secret; the same on every node). Default `<data-dir>.unseal.kdf`, made by the first start.
+    pub unseal_kdf_file: Option<PathBuf>,
+    /// The passphrase itself: set by `raftkms serve` at start, never read from the file (a
+    /// `unseal-passphrase` key in the file is refused as unknown).
+    #[serde(skip)]
+    pub unseal_passphrase: Option<crate::crypto::SecretString>,
     /// File holding this node's unseal key (64 hex digits, mode 0600). Every node of a cluster
     /// needs the same key. Default `<data-dir>.unseal.key` (beside the data directory, not in it),
     /// created if missing.
@@ -218,9 +229,23 @@ impl Default for KmsConfig {
             cmk_limit: 200,
             manual_rotation_interval_secs: 86_400,
             scheduler_interval_ms: 1000,
+            unseal: UnsealSource::KeyFile,
+            unseal_kdf_file: None,
+            unseal_passphrase: None,
             unseal_key_file: None,
         }
     }
+}
+
+/// Where a node's unseal key comes from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnsealSource {
+    /// 64 hex digits in `unseal-key-file`.
+    #[default]
+    KeyFile,
+    /// Argon2id over an operator's passphrase.
+    Passphrase,
 }
 
 /// TLS of both listeners: the API listener presents `cert-file`; the internal listener presents
@@ -233,6 +258,13 @@ pub struct TlsConfig {
     pub cert_file: PathBuf,
     /// Its PEM private key; refused if group or others may read it (chmod 600).
     pub key_file: PathBuf,
+    /// A separate certificate for the API listener only (e.g. from a public or corporate CA, or
+    /// one a TLS-terminating load balancer may hold): then the node certificate is presented on
+    /// the internal listener alone. Both or neither of `api-cert-file` / `api-key-file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
     /// The cluster CA (`raftkms cert ca`): the internal listener requires a client certificate
     /// from it (mutual TLS), and this node accepts only peers whose certificates chain to it.
     pub ca_file: PathBuf,
@@ -575,6 +607,12 @@ impl NodeConfig {
             (Some(t), false) if t.reload_check_ms == 0 => {
                 return Err(field("tls.reload-check-ms", "must be greater than 0"))
             }
+            (Some(t), false) if t.api_cert_file.is_some() != t.api_key_file.is_some() => {
+                return Err(field(
+                    "tls.api-cert-file",
+                    "api-cert-file and api-key-file go together",
+                ))
+            }
             _ => {}
         }
         for (i, h) in self.auth.require_signed_headers.iter().enumerate() {
@@ -707,6 +745,16 @@ impl NodeConfig {
         }
     }
 
+    /// The passphrase parameter file: `kms.unseal-kdf-file`, by default `<data-dir>.unseal.kdf`.
+    pub fn unseal_kdf_file(&self) -> PathBuf {
+        if let Some(f) = &self.kms.unseal_kdf_file {
+            return f.clone();
+        }
+        let mut name = self.data_dir.as_os_str().to_os_string();
+        name.push(".unseal.kdf");
+        PathBuf::from(name)
+    }
+
     /// Where versions before 0.2 kept the unseal key by default: inside the data directory.
     pub fn legacy_unseal_key_file(&self) -> Option<PathBuf> {
         match &self.kms.unseal_key_file {
@@ -832,6 +880,8 @@ region = "ap-guangzhou"
         let cfg = parse(&tls).unwrap();
         assert_eq!(cfg.tls.unwrap().reload_check_ms, 10_000);
         let both = tls.replace("[tls]", "insecure-plaintext = true\n[tls]");
+        let half = tls.replace("[tls]", "[tls]\napi-cert-file = \"/a.pem\"");
+        assert!(parse(&half).unwrap_err().contains("tls.api-cert-file"));
         let no_ca = tls.replace("ca-file = \"/ca.pem\"\n", "");
         assert!(parse(&no_ca).unwrap_err().contains("ca-file"));
         assert!(parse(&both).unwrap_err().contains("insecure-plaintext"));

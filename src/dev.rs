@@ -74,6 +74,8 @@ fn create_certificates(
             cert_file,
             key_file,
             ca_file: ca_file(dir),
+            api_cert_file: None,
+            api_key_file: None,
             reload_check_ms: 10_000,
         });
     }

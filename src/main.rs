@@ -31,6 +31,10 @@ enum Cmd {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
+        /// With `[kms] unseal = "passphrase"`: read the passphrase from this open file
+        /// descriptor (to its end; one trailing newline dropped). Without it, a terminal is asked.
+        #[arg(long)]
+        passphrase_fd: Option<i32>,
     },
     /// Start a local multi-node cluster (real processes and RocksDB directories) and print how to use it.
     Dev(DevArgs),
@@ -466,20 +470,63 @@ async fn bench(args: raftkms::bench::BenchArgs) -> anyhow::Result<()> {
 
 /// `raftkms serve`: runs one node until SIGINT/SIGTERM. An unreadable or invalid
 /// configuration exits with status 2.
-async fn serve(config: &std::path::Path) -> ExitCode {
-    let cfg = match NodeConfig::load(config) {
+async fn serve(config: &std::path::Path, passphrase_fd: Option<i32>) -> ExitCode {
+    let mut cfg = match NodeConfig::load(config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("raftkms: {e}");
             return ExitCode::from(2);
         }
     };
+    if cfg.kms.unseal == raftkms::config::UnsealSource::Passphrase {
+        match read_passphrase(passphrase_fd) {
+            Ok(p) => cfg.kms.unseal_passphrase = Some(p),
+            Err(e) => {
+                eprintln!("raftkms: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else if passphrase_fd.is_some() {
+        eprintln!("raftkms: --passphrase-fd needs `[kms] unseal = \"passphrase\"` in the config");
+        return ExitCode::from(2);
+    }
     raftkms::telemetry::init(format!("node={} region={}", cfg.node_id, cfg.region));
     exit_code(
         raftkms::run(cfg, shutdown_signal())
             .await
             .map_err(anyhow::Error::from),
     )
+}
+
+/// The unseal passphrase: from the file descriptor `fd` (read to its end, one trailing newline
+/// dropped), or asked at the terminal without echo. Never from the command line.
+fn read_passphrase(fd: Option<i32>) -> anyhow::Result<raftkms::crypto::SecretString> {
+    use std::io::{IsTerminal, Read};
+    let mut text = zeroize::Zeroizing::new(String::new());
+    match fd {
+        Some(fd) => {
+            anyhow::ensure!(fd >= 0, "--passphrase-fd {fd} is not a file descriptor");
+            // SAFETY: the caller named this descriptor as open for reading; it is read once and
+            // closed here, and nothing else in the process uses it.
+            let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            f.read_to_string(&mut text)
+                .map_err(|e| anyhow::anyhow!("cannot read the passphrase from fd {fd}: {e}"))?;
+        }
+        None if std::io::stdin().is_terminal() => {
+            *text = rpassword::prompt_password("raftkms unseal passphrase: ")
+                .map_err(|e| anyhow::anyhow!("cannot read the passphrase: {e}"))?;
+        }
+        None => anyhow::bail!(
+            "kms.unseal is `passphrase`: give it with --passphrase-fd N (e.g. 3 with `3<file`) \
+             or start at a terminal"
+        ),
+    }
+    let trimmed = text
+        .strip_suffix('\n')
+        .map(|t| t.strip_suffix('\r').unwrap_or(t))
+        .unwrap_or(&text);
+    anyhow::ensure!(!trimmed.is_empty(), "the passphrase is empty");
+    Ok(raftkms::crypto::SecretString::from(trimmed))
 }
 
 /// Success, or the error and its causes on stderr and a failure status.
@@ -621,7 +668,10 @@ async fn main() -> ExitCode {
         raftkms::telemetry::init(String::new());
     }
     let result = match cli.command {
-        Cmd::Serve { config } => return serve(&config).await,
+        Cmd::Serve {
+            config,
+            passphrase_fd,
+        } => return serve(&config, passphrase_fd).await,
         Cmd::Dev(args) => raftkms::dev::run(args.into()).await,
         Cmd::Bench(args) => bench(args).await,
         Cmd::Drill(args) => drill(args).await,

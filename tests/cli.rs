@@ -16,6 +16,7 @@ fn serve(config: &std::path::Path) -> std::process::Output {
     let mut child = Command::new(bin())
         .args(["serve", "--config"])
         .arg(config)
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -495,4 +496,130 @@ fn the_example_configs_in_cluster_config_are_valid_and_agree() {
     }
     // single-region, three-regions and their docker-* variants (docker/compose-*.yml).
     assert_eq!(dirs, 4);
+}
+
+/// A child process killed when dropped (a failing test leaves no node behind).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `raftkms serve` with `passphrase` on its standard input (`--passphrase-fd 0`).
+fn serve_with_passphrase(
+    config: &std::path::Path,
+    passphrase: &str,
+    log: &std::path::Path,
+) -> Killed {
+    use std::io::Write;
+    let mut child = Command::new(bin())
+        .args(["serve", "--passphrase-fd", "0", "--config"])
+        .arg(config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(format!("{passphrase}\n").as_bytes())
+        .unwrap();
+    drop(stdin);
+    Killed(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passphrase_unseals_a_node_and_a_wrong_one_changes_nothing() {
+    let mut c =
+        TestCluster::configure(1, 24350, TimingConfig::default(), SnapshotConfig::default());
+    c.edit_configs(|cfg| {
+        cfg.kms.unseal = raftkms::config::UnsealSource::Passphrase;
+        cfg.kms.unseal_key_file = None;
+    });
+    let cfg = c.nodes[0].cfg.clone();
+    let path = c.nodes[0].config_path.clone();
+    let params = cfg.unseal_kdf_file();
+    let log = c.dir.path().join("serve.log");
+    const GOOD: &str = "a long unseal passphrase";
+
+    // Without a passphrase (no descriptor, no terminal): refused before anything is made.
+    let out = serve(&path);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--passphrase-fd"));
+    assert!(!params.exists() && !cfg.data_dir.exists());
+
+    // First start: the parameters are made, the cluster is initialized, a key encrypts.
+    let mut node = serve_with_passphrase(&path, GOOD, &log);
+    let admin = c.admin(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while admin.status().await.is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    admin.init().await.unwrap();
+    while !admin
+        .status()
+        .await
+        .is_ok_and(|s| s.leader.is_some() && s.ready)
+    {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let account = admin.create_account("p").await.unwrap();
+    let cred = admin.create_credential(account.uin).await.unwrap();
+    let kms = raftkms::client::KmsClient::new(
+        &format!("http://{}", TestCluster::api_addr(24350, 1)),
+        "ap-guangzhou",
+        &cred.secret_id,
+        cred.secret_key.expose(),
+    );
+    let key = kms
+        .call("CreateKey", serde_json::json!({"Alias": "p"}))
+        .await
+        .unwrap();
+    let blob = kms
+        .call(
+            "Encrypt",
+            serde_json::json!({"KeyId": key["KeyId"], "Plaintext": "cGFzcw=="}),
+        )
+        .await
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
+    unsafe {
+        libc::kill(node.0.id() as i32, libc::SIGTERM);
+    }
+    node.0.wait().unwrap();
+    let text = std::fs::read_to_string(&params).unwrap();
+    assert!(!text.contains(GOOD));
+
+    // A wrong passphrase: the start fails with a clear message and nothing on disk changes.
+    let mut wrong = serve_with_passphrase(&path, "not the passphrase", &log);
+    let status = wrong.0.wait().unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("does not match"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&params).unwrap(), text);
+
+    // The right one again: the old ciphertext decrypts.
+    let _node = serve_with_passphrase(&path, GOOD, &log);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let plain = loop {
+        match kms
+            .call("Decrypt", serde_json::json!({"CiphertextBlob": blob}))
+            .await
+        {
+            Ok(r) => break r["Plaintext"].clone(),
+            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(plain, "cGFzcw==");
 }

@@ -81,6 +81,8 @@ fn make_certs(dir: &Path, cluster_id: &str) -> (PathBuf, TlsConfig) {
             cert_file: dir.join("node1.pem"),
             key_file: dir.join("node1.key"),
             ca_file: dir.join("ca.pem"),
+            api_cert_file: None,
+            api_key_file: None,
             reload_check_ms: 60_000,
         },
     )
@@ -924,9 +926,44 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
     let mut c =
         TestCluster::configure(3, 27600, TimingConfig::default(), SnapshotConfig::default());
     let ca = c.enable_tls();
-    c.edit_configs(|cfg| cfg.limits.handshake_timeout_ms = 1_000);
+    // Node 1's API presents a certificate of another CA (say a corporate one), its internal
+    // listener the node certificate: the two roles do not share a key.
+    let public = c.dir.path().join("public");
+    let pd = public.to_str().unwrap();
+    cert_cli(&["ca", "--dir", pd, "--cluster-id", "public"]);
+    cert_cli(&[
+        "node",
+        "--dir",
+        pd,
+        "--cluster-id",
+        "public",
+        "--id",
+        "1",
+        "--host",
+        "127.0.0.1",
+    ]);
+    c.edit_configs(|cfg| {
+        cfg.limits.handshake_timeout_ms = 1_000;
+        if cfg.node_id == 1 {
+            let tls = cfg.tls.as_mut().unwrap();
+            tls.api_cert_file = Some(public.join("node1.pem"));
+            tls.api_key_file = Some(public.join("node1.key"));
+        }
+    });
     let t = c.tls.clone().unwrap();
     let mut c = c.launch().await;
+    let api1 = TestCluster::api_addr(c.base_port, 1);
+    assert!(
+        handshake(&api1, &public.join("ca.pem"), &rustls::version::TLS13)
+            .await
+            .is_ok()
+    );
+    assert!(
+        handshake(&api1, &ca, &rustls::version::TLS13)
+            .await
+            .is_err(),
+        "node 1's API still presents its node certificate"
+    );
     // Raft, forwarding and reads all run over mutual TLS: a write through a follower and a
     // linearizable read on another node.
     let leader = c.wait_leader(Duration::from_secs(10)).await;
@@ -1184,7 +1221,12 @@ async fn the_internal_listener_admits_only_this_clusters_nodes_and_admins_each_t
             .value,
         None
     );
-    let metrics = kms_metrics(&api, &ca).await;
+    let api_ca = if leader == 1 {
+        public.join("ca.pem")
+    } else {
+        ca.clone()
+    };
+    let metrics = kms_metrics(&api, &api_ca).await;
     for (name, at_least) in [
         (
             "raftkms_internal_requests_refused_total{reason=\"not-an-admin\"}",

@@ -6,6 +6,7 @@ pub mod aead;
 pub mod asymmetric;
 pub mod blob;
 pub mod derive;
+pub mod passphrase;
 pub mod root_key;
 pub mod secret;
 
@@ -24,6 +25,8 @@ pub enum CryptoError {
     Version(u8),
     #[error("wrong key length {0}")]
     KeyLength(usize),
+    #[error("unseal passphrase: {0}")]
+    Passphrase(String),
     #[error("unseal key file {path}: {message}")]
     UnsealKey { path: String, message: String },
     #[error("the unseal key of this node does not open the cluster root key")]

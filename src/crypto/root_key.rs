@@ -69,6 +69,11 @@ impl RootKey {
 pub struct UnsealKey(Secret);
 
 impl UnsealKey {
+    /// The unseal key derived from a passphrase ([`super::passphrase::unseal_key`]).
+    pub fn from_passphrase(params_file: &Path, passphrase: &[u8]) -> Result<Self, CryptoError> {
+        super::passphrase::unseal_key(params_file, passphrase).map(UnsealKey)
+    }
+
     /// Reads the unseal key (64 hex digits); creates it with mode 0600 if the file is missing.
     /// A file readable by group or others is refused.
     pub fn load_or_create(path: &Path) -> Result<Self, CryptoError> {

@@ -88,6 +88,47 @@ fn unseal_key_file(config: &NodeConfig) -> std::path::PathBuf {
     file
 }
 
+/// The node's unseal key: from its key file, or derived from the passphrase given at start. A
+/// node whose data directory holds data never makes new unseal material (a new key or new
+/// passphrase parameters could not open the root key its data is sealed under).
+fn open_unseal_key(config: &NodeConfig) -> Result<UnsealKey, StartError> {
+    let has_data = storage::has_database(&config.data_dir);
+    let missing = |what: &str, file: &std::path::Path, setting: &str| {
+        StartError::Config(format!(
+            "the {what} {} is missing but {} holds this node's data: restore it (every node of \
+             a cluster has the same one) or point kms.{setting} at it",
+            file.display(),
+            config.data_dir.display()
+        ))
+    };
+    match config.kms.unseal {
+        crate::config::UnsealSource::KeyFile => {
+            let key_file = unseal_key_file(config);
+            if !key_file.exists() && has_data {
+                return Err(missing("unseal key", &key_file, "unseal-key-file"));
+            }
+            Ok(UnsealKey::load_or_create(&key_file)?)
+        }
+        crate::config::UnsealSource::Passphrase => {
+            let params = config.unseal_kdf_file();
+            if !params.exists() && has_data {
+                return Err(missing("unseal parameter file", &params, "unseal-kdf-file"));
+            }
+            let Some(passphrase) = &config.kms.unseal_passphrase else {
+                return Err(StartError::Config(
+                    "kms.unseal is `passphrase` but no passphrase was given: start with \
+                     `raftkms serve --passphrase-fd N`, or at a terminal to be asked"
+                        .into(),
+                ));
+            };
+            Ok(UnsealKey::from_passphrase(
+                &params,
+                passphrase.expose().as_bytes(),
+            )?)
+        }
+    }
+}
+
 /// A started node: the Raft core and the parts request handlers use.
 pub struct Node {
     id: NodeId,
@@ -110,7 +151,7 @@ pub struct Node {
 impl Node {
     /// Opens the unseal key and storage (the first phase of a start: a foreign or corrupt data
     /// directory is refused here, before any listener is bound).
-    pub fn open(config: NodeConfig) -> Result<OpenedStorage, StartError> {
+    pub fn open(mut config: NodeConfig) -> Result<OpenedStorage, StartError> {
         // TLS material first: a bad certificate, key or CA is a start error before anything opens.
         let tls = match &config.tls {
             Some(t) => Some(NodeTls {
@@ -122,18 +163,9 @@ impl Node {
         // The data directory before the unseal key: a key file configured inside it must not
         // create it with the default mode first.
         storage::prepare_data_dir(&config.data_dir)?;
-        let key_file = unseal_key_file(&config);
-        if !key_file.exists() && storage::has_database(&config.data_dir) {
-            // A node with data never makes a new unseal key: it could not open the root key its
-            // data is sealed under (an unseal key left behind on another volume, a typo).
-            return Err(StartError::Config(format!(
-                "the unseal key {} is missing but {} holds this node's data: restore the key \
-                 (every node of a cluster has the same one) or point kms.unseal-key-file at it",
-                key_file.display(),
-                config.data_dir.display()
-            )));
-        }
-        let unseal = UnsealKey::load_or_create(&key_file)?;
+        let unseal = open_unseal_key(&config)?;
+        // The passphrase has done its work; the node does not keep it.
+        config.kms.unseal_passphrase = None;
         let identity = Identity {
             cluster_id: config.cluster_id.clone(),
             node_id: config.node_id,

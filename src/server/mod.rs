@@ -57,7 +57,7 @@ pub async fn run_with_clock(
     let metrics = node.metrics_handle();
     let reloader = tls.as_ref().map(|t| {
         tokio::spawn(reload_certificates(
-            t.store.clone(),
+            t.stores.clone(),
             t.check_every,
             metrics.clone(),
         ))
@@ -120,7 +120,8 @@ pub async fn run_with_clock(
 /// listener's configuration (server authentication), the internal listener's (mutual TLS), and
 /// how often to check the files.
 struct ListenerTls {
-    store: Arc<CertStore>,
+    /// The node certificate, and the API's own when `api-cert-file` is set.
+    stores: Vec<Arc<CertStore>>,
     api: Arc<rustls::ServerConfig>,
     internal: Arc<rustls::ServerConfig>,
     check_every: Duration,
@@ -146,18 +147,27 @@ fn listener_tls(
             ))
         }
     };
+    let mut stores = vec![n.cert.clone()];
+    let api_cert = match (&t.api_cert_file, &t.api_key_file) {
+        (Some(cert), Some(key)) => {
+            let store = CertStore::open(cert, key)?;
+            stores.push(store.clone());
+            store
+        }
+        _ => n.cert.clone(),
+    };
     Ok(Some(ListenerTls {
-        api: crate::tls::config::api_server(n.cert.clone())?,
-        internal: crate::tls::config::internal_server(n.cert.clone(), n.roots)?,
-        store: n.cert,
+        api: crate::tls::config::api_server(api_cert)?,
+        internal: crate::tls::config::internal_server(n.cert, n.roots)?,
+        stores,
         check_every: Duration::from_millis(t.reload_check_ms),
     }))
 }
 
-/// Rereads the certificate when its files change, and at once on SIGHUP. A bad new pair is
+/// Rereads the certificates when their files change, and at once on SIGHUP. A bad new pair is
 /// logged and the one in use kept.
 async fn reload_certificates(
-    store: Arc<CertStore>,
+    stores: Vec<Arc<CertStore>>,
     period: Duration,
     metrics: Arc<crate::metrics::Metrics>,
 ) {
@@ -175,20 +185,22 @@ async fn reload_certificates(
             _ = tick.tick() => false,
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
         };
-        let outcome = if forced {
-            store.reload().map(|()| true)
-        } else {
-            store.reload_if_changed()
-        };
-        match outcome {
-            Ok(true) => {
-                metrics.tls_reloads.inc();
-                tracing::info!(forced, "TLS certificate reloaded");
-            }
-            Ok(false) => {}
-            Err(e) => {
-                metrics.tls_reload_failures.inc();
-                tracing::error!(error = %e, "TLS certificate not reloaded; keeping the one in use");
+        for store in &stores {
+            let outcome = if forced {
+                store.reload().map(|()| true)
+            } else {
+                store.reload_if_changed()
+            };
+            match outcome {
+                Ok(true) => {
+                    metrics.tls_reloads.inc();
+                    tracing::info!(forced, certificate = ?store, "TLS certificate reloaded");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    metrics.tls_reload_failures.inc();
+                    tracing::error!(error = %e, "TLS certificate not reloaded; keeping the one in use");
+                }
             }
         }
     }

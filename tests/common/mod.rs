@@ -201,6 +201,8 @@ impl TestCluster {
                 cert_file,
                 key_file,
                 ca_file: ca_file.clone(),
+                api_cert_file: None,
+                api_key_file: None,
                 reload_check_ms: 10_000,
             });
         });
