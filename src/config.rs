@@ -206,15 +206,27 @@ pub struct KmsConfig {
     pub manual_rotation_interval_secs: u64,
     /// How often the leader checks for due rotations and deletions, in ms. Default 1000.
     pub scheduler_interval_ms: u64,
-    /// Where the unseal key comes from: `key-file` (default: `unseal-key-file`) or `passphrase`
+    /// Where the unseal key comes from: `key-file` (default: `unseal-key-file`), `passphrase`
     /// (Argon2id over a passphrase given to `raftkms serve --passphrase-fd N` or typed at its
-    /// prompt, never on the command line; its salt and check value in `unseal-kdf-file`).
+    /// prompt, never on the command line; its salt and check value in `unseal-kdf-file`) or
+    /// `pkcs11` (sealed by a non-extractable AES key on a PKCS#11 token, `pkcs11-*` below; the
+    /// token's user PIN given like the passphrase; the sealed key in `unseal-sealed-file`).
     pub unseal: UnsealSource,
+    /// With `unseal = "pkcs11"`: the PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    pub pkcs11_module: Option<PathBuf>,
+    /// With `unseal = "pkcs11"`: the label of the token.
+    pub pkcs11_token: Option<String>,
+    /// With `unseal = "pkcs11"`: the label of the AES key on it (made on first start if the
+    /// token has none). Default `raftkms-unseal`.
+    pub pkcs11_key_label: Option<String>,
+    /// With `unseal = "pkcs11"`: the sealed unseal key. Default `<data-dir>.unseal.p11`.
+    pub unseal_sealed_file: Option<PathBuf>,
     /// With `unseal = "passphrase"`: the parameter file (salt, Argon2 costs, check value; not
     /// secret; the same on every node). Default `<data-dir>.unseal.kdf`, made by the first start.
     pub unseal_kdf_file: Option<PathBuf>,
-    /// The passphrase itself: set by `raftkms serve` at start, never read from the file (a
-    /// `unseal-passphrase` key in the file is refused as unknown).
+    /// The passphrase (or token PIN) itself: set by `raftkms serve` at start, never read from the
+    /// file (a `unseal-passphrase` key in the file is refused as unknown); the server takes it
+    /// out of the config before anything else sees it.
     #[serde(skip)]
     pub unseal_passphrase: Option<crate::crypto::SecretString>,
     /// File holding this node's unseal key (64 hex digits, mode 0600). Every node of a cluster
@@ -230,6 +242,10 @@ impl Default for KmsConfig {
             manual_rotation_interval_secs: 86_400,
             scheduler_interval_ms: 1000,
             unseal: UnsealSource::KeyFile,
+            pkcs11_module: None,
+            pkcs11_token: None,
+            pkcs11_key_label: None,
+            unseal_sealed_file: None,
             unseal_kdf_file: None,
             unseal_passphrase: None,
             unseal_key_file: None,
@@ -246,6 +262,8 @@ pub enum UnsealSource {
     KeyFile,
     /// Argon2id over an operator's passphrase.
     Passphrase,
+    /// Sealed by a key on a PKCS#11 token.
+    Pkcs11,
 }
 
 /// TLS of both listeners: the API listener presents `cert-file`; the internal listener presents
@@ -670,6 +688,20 @@ impl NodeConfig {
         if self.kms.scheduler_interval_ms == 0 {
             return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
         }
+        if self.kms.unseal == UnsealSource::Pkcs11 {
+            if self.kms.pkcs11_module.is_none() {
+                return Err(field(
+                    "kms.pkcs11-module",
+                    "is required with unseal = \"pkcs11\"",
+                ));
+            }
+            if self.kms.pkcs11_token.as_deref().is_none_or(str::is_empty) {
+                return Err(field(
+                    "kms.pkcs11-token",
+                    "is required with unseal = \"pkcs11\"",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -732,27 +764,39 @@ impl NodeConfig {
     /// `<data-dir>.unseal.key` beside the data directory (outside it, so a copy of the data
     /// directory does not carry the key that unseals it).
     pub fn unseal_key_file(&self) -> PathBuf {
-        if let Some(f) = &self.kms.unseal_key_file {
-            return f.clone();
+        match &self.kms.unseal_key_file {
+            Some(f) => f.clone(),
+            None => self.beside_data_dir(".unseal.key"),
         }
+    }
+
+    /// `<data-dir><suffix>`, beside the data directory (a trailing slash does not put it inside).
+    fn beside_data_dir(&self, suffix: &str) -> PathBuf {
         match (self.data_dir.parent(), self.data_dir.file_name()) {
             (Some(parent), Some(name)) => {
                 let mut file = name.to_os_string();
-                file.push(".unseal.key");
+                file.push(suffix);
                 parent.join(file)
             }
-            _ => self.data_dir.join("unseal.key"),
+            // Refused by validation (`data-dir` must name a directory of its own).
+            _ => self.data_dir.join(suffix.trim_start_matches('.')),
+        }
+    }
+
+    /// The token-sealed unseal key: `kms.unseal-sealed-file`, by default `<data-dir>.unseal.p11`.
+    pub fn unseal_sealed_file(&self) -> PathBuf {
+        match &self.kms.unseal_sealed_file {
+            Some(f) => f.clone(),
+            None => self.beside_data_dir(".unseal.p11"),
         }
     }
 
     /// The passphrase parameter file: `kms.unseal-kdf-file`, by default `<data-dir>.unseal.kdf`.
     pub fn unseal_kdf_file(&self) -> PathBuf {
-        if let Some(f) = &self.kms.unseal_kdf_file {
-            return f.clone();
+        match &self.kms.unseal_kdf_file {
+            Some(f) => f.clone(),
+            None => self.beside_data_dir(".unseal.kdf"),
         }
-        let mut name = self.data_dir.as_os_str().to_os_string();
-        name.push(".unseal.kdf");
-        PathBuf::from(name)
     }
 
     /// Where versions before 0.2 kept the unseal key by default: inside the data directory.

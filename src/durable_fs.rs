@@ -36,6 +36,38 @@ pub fn create_dir_all_private(dir: &Path) -> io::Result<()> {
     create(dir, 0o700)
 }
 
+/// Publishes a new file atomically: `contents` go to a private temporary file beside `path`,
+/// synced, then linked to `path` (a link fails if the name exists, so a concurrent creator's file
+/// wins) and the directory synced. `Ok(false)`: `path` already existed and was left as it was. A
+/// crash leaves either no file or the whole file, never a partial one.
+pub fn publish_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_dir_all(dir)?;
+    }
+    let mut tmp_name = path.as_os_str().to_os_string();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = std::path::PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_parent(path).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Creates `dir` and its missing parents with `mode` (before the umask) and syncs their names.
 fn create(dir: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;

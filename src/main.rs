@@ -31,8 +31,9 @@ enum Cmd {
     Serve {
         #[arg(long, short)]
         config: PathBuf,
-        /// With `[kms] unseal = "passphrase"`: read the passphrase from this open file
-        /// descriptor (to its end; one trailing newline dropped). Without it, a terminal is asked.
+        /// With `[kms] unseal = "passphrase"` (or "pkcs11"): read the passphrase (or the token's
+        /// user PIN) from this open file descriptor (to its end; one trailing newline dropped).
+        /// Without it, a terminal is asked.
         #[arg(long)]
         passphrase_fd: Option<i32>,
     },
@@ -478,8 +479,16 @@ async fn serve(config: &std::path::Path, passphrase_fd: Option<i32>) -> ExitCode
             return ExitCode::from(2);
         }
     };
-    if cfg.kms.unseal == raftkms::config::UnsealSource::Passphrase {
-        match read_passphrase(passphrase_fd) {
+    let secret_prompt = match cfg.kms.unseal {
+        raftkms::config::UnsealSource::Passphrase => Some((
+            "raftkms unseal passphrase: ",
+            !cfg.unseal_kdf_file().exists(),
+        )),
+        raftkms::config::UnsealSource::Pkcs11 => Some(("PKCS#11 token user PIN: ", false)),
+        raftkms::config::UnsealSource::KeyFile => None,
+    };
+    if let Some((prompt, first_time)) = secret_prompt {
+        match read_passphrase(passphrase_fd, prompt, first_time) {
             Ok(p) => cfg.kms.unseal_passphrase = Some(p),
             Err(e) => {
                 eprintln!("raftkms: {e}");
@@ -487,7 +496,9 @@ async fn serve(config: &std::path::Path, passphrase_fd: Option<i32>) -> ExitCode
             }
         }
     } else if passphrase_fd.is_some() {
-        eprintln!("raftkms: --passphrase-fd needs `[kms] unseal = \"passphrase\"` in the config");
+        eprintln!(
+            "raftkms: --passphrase-fd needs `[kms] unseal = \"passphrase\"` or \"pkcs11\" in the config"
+        );
         return ExitCode::from(2);
     }
     raftkms::telemetry::init(format!("node={} region={}", cfg.node_id, cfg.region));
@@ -500,25 +511,55 @@ async fn serve(config: &std::path::Path, passphrase_fd: Option<i32>) -> ExitCode
 
 /// The unseal passphrase: from the file descriptor `fd` (read to its end, one trailing newline
 /// dropped), or asked at the terminal without echo. Never from the command line.
-fn read_passphrase(fd: Option<i32>) -> anyhow::Result<raftkms::crypto::SecretString> {
+fn read_passphrase(
+    fd: Option<i32>,
+    prompt: &str,
+    first_time: bool,
+) -> anyhow::Result<raftkms::crypto::SecretString> {
     use std::io::{IsTerminal, Read};
-    let mut text = zeroize::Zeroizing::new(String::new());
+    /// Longest passphrase or PIN read from a descriptor.
+    const MAX: usize = 4096;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(MAX + 1));
     match fd {
         Some(fd) => {
-            anyhow::ensure!(fd >= 0, "--passphrase-fd {fd} is not a file descriptor");
-            // SAFETY: the caller named this descriptor as open for reading; it is read once and
-            // closed here, and nothing else in the process uses it.
-            let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            f.read_to_string(&mut text)
+            // 1 and 2 are where this process writes; reading them would take its logs away.
+            anyhow::ensure!(
+                fd == 0 || fd >= 3,
+                "--passphrase-fd {fd}: use 0 (standard input) or a descriptor of your own (3 and up)"
+            );
+            // Read a duplicate, so that closing it never closes a descriptor this process (or
+            // its runtime) uses under that number; a number that is not open fails here.
+            // SAFETY: dup(2) has no memory effects; the result is checked before use.
+            let dup = unsafe { libc::dup(fd) };
+            anyhow::ensure!(
+                dup >= 0,
+                "--passphrase-fd {fd} is not an open descriptor (e.g. `--passphrase-fd 3 3<file`)"
+            );
+            // SAFETY: `dup` is a new descriptor owned by nothing else; the File closes it.
+            let f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(dup) };
+            f.take(MAX as u64 + 1)
+                .read_to_string(&mut text)
                 .map_err(|e| anyhow::anyhow!("cannot read the passphrase from fd {fd}: {e}"))?;
+            anyhow::ensure!(
+                text.len() <= MAX,
+                "the passphrase is longer than {MAX} bytes"
+            );
         }
         None if std::io::stdin().is_terminal() => {
-            *text = rpassword::prompt_password("raftkms unseal passphrase: ")
+            *text = rpassword::prompt_password(prompt)
                 .map_err(|e| anyhow::anyhow!("cannot read the passphrase: {e}"))?;
+            if first_time {
+                // A typo now would become the cluster's passphrase: ask again.
+                let again = zeroize::Zeroizing::new(
+                    rpassword::prompt_password("again, to confirm: ")
+                        .map_err(|e| anyhow::anyhow!("cannot read the passphrase: {e}"))?,
+                );
+                anyhow::ensure!(*again == *text, "the two entries differ; nothing was made");
+            }
         }
         None => anyhow::bail!(
-            "kms.unseal is `passphrase`: give it with --passphrase-fd N (e.g. 3 with `3<file`) \
-             or start at a terminal"
+            "kms.unseal needs a secret (passphrase or token PIN): give it with --passphrase-fd N \
+             (e.g. 3 with `3<file`) or start at a terminal"
         ),
     }
     let trimmed = text

@@ -92,7 +92,7 @@ fn write_private(path: &std::path::Path, text: &str) {
 
 #[test]
 fn the_data_directory_is_private_and_the_unseal_key_lives_outside_it() {
-    let c = TestCluster::configure(1, 24150, TimingConfig::default(), SnapshotConfig::default());
+    let c = TestCluster::configure(1, 24600, TimingConfig::default(), SnapshotConfig::default());
     // A data directory others may enter is refused before anything opens.
     let data = &c.nodes[0].cfg.data_dir;
     std::fs::create_dir_all(data).unwrap();
@@ -501,6 +501,20 @@ fn the_example_configs_in_cluster_config_are_valid_and_agree() {
 /// A child process killed when dropped (a failing test leaves no node behind).
 struct Killed(std::process::Child);
 
+impl Killed {
+    /// Its exit status, which must come within 30 s (a start that should fail must not hang).
+    fn exit_status(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -514,10 +528,21 @@ fn serve_with_passphrase(
     passphrase: &str,
     log: &std::path::Path,
 ) -> Killed {
+    serve_with_secret(config, passphrase, log, &[])
+}
+
+/// [`serve_with_passphrase`] with extra environment variables.
+fn serve_with_secret(
+    config: &std::path::Path,
+    passphrase: &str,
+    log: &std::path::Path,
+    env: &[(&str, &std::path::Path)],
+) -> Killed {
     use std::io::Write;
     let mut child = Command::new(bin())
         .args(["serve", "--passphrase-fd", "0", "--config"])
         .arg(config)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -529,6 +554,86 @@ fn serve_with_passphrase(
         .unwrap();
     drop(stdin);
     Killed(child)
+}
+
+/// Waits until the single node of `c` (API at `base`+1) answers, initializes the cluster and
+/// encrypts `plaintext` (Base64) under a new key of a new account: the client and the blob.
+async fn init_and_encrypt(
+    c: &TestCluster,
+    base: u16,
+    plaintext: &str,
+    log: &std::path::Path,
+) -> (raftkms::client::KmsClient, serde_json::Value) {
+    let admin = c.admin(1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !admin
+        .status()
+        .await
+        .is_ok_and(|s| s.leader.is_some() && s.ready)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        if admin.status().await.is_ok_and(|s| s.voters.is_empty()) {
+            admin.init().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let account = admin.create_account("custody").await.unwrap();
+    let cred = admin.create_credential(account.uin).await.unwrap();
+    let kms = raftkms::client::KmsClient::new(
+        &format!("http://{}", TestCluster::api_addr(base, 1)),
+        "ap-guangzhou",
+        &cred.secret_id,
+        cred.secret_key.expose(),
+    );
+    let key = kms
+        .call("CreateKey", serde_json::json!({"Alias": "custody"}))
+        .await
+        .unwrap();
+    let blob = kms
+        .call(
+            "Encrypt",
+            serde_json::json!({"KeyId": key["KeyId"], "Plaintext": plaintext}),
+        )
+        .await
+        .unwrap()["CiphertextBlob"]
+        .clone();
+    (kms, blob)
+}
+
+/// Stops a node with SIGTERM and waits for it.
+fn stop(node: &mut Killed) {
+    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
+    unsafe {
+        libc::kill(node.0.id() as i32, libc::SIGTERM);
+    }
+    node.exit_status();
+}
+
+/// Decrypts `blob` once the restarted node serves it (within 30 s): its Base64 plaintext.
+async fn decrypt_when_up(
+    kms: &raftkms::client::KmsClient,
+    blob: &serde_json::Value,
+    log: &std::path::Path,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match kms
+            .call("Decrypt", serde_json::json!({"CiphertextBlob": blob}))
+            .await
+        {
+            Ok(r) => return r["Plaintext"].clone(),
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "{e:?}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -553,56 +658,14 @@ async fn a_passphrase_unseals_a_node_and_a_wrong_one_changes_nothing() {
 
     // First start: the parameters are made, the cluster is initialized, a key encrypts.
     let mut node = serve_with_passphrase(&path, GOOD, &log);
-    let admin = c.admin(1);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while admin.status().await.is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{}",
-            std::fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    admin.init().await.unwrap();
-    while !admin
-        .status()
-        .await
-        .is_ok_and(|s| s.leader.is_some() && s.ready)
-    {
-        assert!(Instant::now() < deadline, "no leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let account = admin.create_account("p").await.unwrap();
-    let cred = admin.create_credential(account.uin).await.unwrap();
-    let kms = raftkms::client::KmsClient::new(
-        &format!("http://{}", TestCluster::api_addr(24350, 1)),
-        "ap-guangzhou",
-        &cred.secret_id,
-        cred.secret_key.expose(),
-    );
-    let key = kms
-        .call("CreateKey", serde_json::json!({"Alias": "p"}))
-        .await
-        .unwrap();
-    let blob = kms
-        .call(
-            "Encrypt",
-            serde_json::json!({"KeyId": key["KeyId"], "Plaintext": "cGFzcw=="}),
-        )
-        .await
-        .unwrap()["CiphertextBlob"]
-        .clone();
-    // SAFETY: kill(2) on the pid of a child this test started; no memory is involved.
-    unsafe {
-        libc::kill(node.0.id() as i32, libc::SIGTERM);
-    }
-    node.0.wait().unwrap();
+    let (kms, blob) = init_and_encrypt(&c, 24350, "cGFzcw==", &log).await;
+    stop(&mut node);
     let text = std::fs::read_to_string(&params).unwrap();
     assert!(!text.contains(GOOD));
 
     // A wrong passphrase: the start fails with a clear message and nothing on disk changes.
     let mut wrong = serve_with_passphrase(&path, "not the passphrase", &log);
-    let status = wrong.0.wait().unwrap();
+    let status = wrong.exit_status();
     let stderr = std::fs::read_to_string(&log).unwrap();
     assert!(!status.success());
     assert!(stderr.contains("does not match"), "{stderr}");
@@ -610,16 +673,102 @@ async fn a_passphrase_unseals_a_node_and_a_wrong_one_changes_nothing() {
 
     // The right one again: the old ciphertext decrypts.
     let _node = serve_with_passphrase(&path, GOOD, &log);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let plain = loop {
-        match kms
-            .call("Decrypt", serde_json::json!({"CiphertextBlob": blob}))
-            .await
-        {
-            Ok(r) => break r["Plaintext"].clone(),
-            Err(e) => assert!(Instant::now() < deadline, "{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let plain = decrypt_when_up(&kms, &blob, &log).await;
     assert_eq!(plain, "cGFzcw==");
+}
+
+/// SoftHSM2, Debian's `softhsm2` package (`.ci/run` installs it).
+const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs11_token_key_unseals_a_node_and_never_leaves_the_token() {
+    assert!(
+        std::path::Path::new(SOFTHSM).exists(),
+        "SoftHSM2 is not installed (apt-get install softhsm2): this test must not be skipped"
+    );
+    let mut c =
+        TestCluster::configure(1, 24500, TimingConfig::default(), SnapshotConfig::default());
+    // A token of its own in the test's directory.
+    let tokens = c.dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = c.dir.path().join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", tokens.display()),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "raftkms-test",
+            "--pin",
+            "123456",
+        ])
+        .args(["--so-pin", "654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.edit_configs(|cfg| {
+        cfg.kms.unseal = raftkms::config::UnsealSource::Pkcs11;
+        cfg.kms.unseal_key_file = None;
+        cfg.kms.pkcs11_module = Some(SOFTHSM.into());
+        cfg.kms.pkcs11_token = Some("raftkms-test".into());
+    });
+    let cfg = c.nodes[0].cfg.clone();
+    let path = c.nodes[0].config_path.clone();
+    let sealed = cfg.unseal_sealed_file();
+    let log = c.dir.path().join("serve.log");
+    let env = [("SOFTHSM2_CONF", conf.as_path())];
+
+    // First start: the token makes its key, the unseal key is sealed by it, a key encrypts.
+    let mut node = serve_with_secret(&path, "123456", &log, &env);
+    let (kms, blob) = init_and_encrypt(&c, 24500, "aHNt", &log).await;
+    stop(&mut node);
+    let text = std::fs::read_to_string(&sealed).unwrap();
+    assert!(text.starts_with("raftkms-unseal-pkcs11 1\n"), "{text}");
+
+    // The token's key is sensitive and was never extractable (opensc's pkcs11-tool lists it).
+    let out = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            "raftkms-test",
+            "--login",
+        ])
+        .args(["--pin", "123456", "--list-objects", "--type", "secrkey"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("pkcs11-tool (the opensc package) must be installed");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(listing.contains("raftkms-unseal"), "{listing}");
+    assert!(
+        listing.contains("sensitive") && listing.contains("never extractable"),
+        "{listing}"
+    );
+
+    // A wrong PIN: the start fails with the token's refusal and nothing on disk changes.
+    let mut wrong = serve_with_secret(&path, "000000", &log, &env);
+    let status = wrong.exit_status();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("refused the PIN"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&sealed).unwrap(), text);
+
+    // The right PIN again: the old ciphertext decrypts.
+    let _node = serve_with_secret(&path, "123456", &log, &env);
+    let plain = decrypt_when_up(&kms, &blob, &log).await;
+    assert_eq!(plain, "aHNt");
 }

@@ -775,6 +775,19 @@ async fn signing_and_stale_read_policies_are_enforced_with_clear_errors() {
         .call("ListKeys", serde_json::json!({}))
         .await
         .unwrap();
+    // A write sent with the stale header is not served on stale authority: it passes the read
+    // gate (and the credential check on the caught-up state) before it is proposed.
+    let waits = |m: &str| common::counter(m, "raftkms_read_gate_waits_total");
+    let before = waits(&common::metrics_of(&c, 2).await);
+    stale(2)
+        .call("CreateKey", serde_json::json!({"Alias": "stale-write"}))
+        .await
+        .unwrap();
+    let after = waits(&common::metrics_of(&c, 2).await);
+    assert!(
+        after >= before + 1.0,
+        "the stale write skipped the gate: {before} -> {after}"
+    );
     // Node 2 alone: no leader contact any more; once that is older than 1.5 s its stale
     // answers stop, with the reason.
     c.kill(1);

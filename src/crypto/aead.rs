@@ -2,9 +2,10 @@
 //!
 //! AES-256-GCM for FIPS regions; SM4 in GCM mode for Chinese-standard regions. GCM (RFC 8998 also
 //! defines SM4-GCM for TLS) gives authentication of the header and encryption context, which a
-//! bare SM4-CBC/CTR would not, at one pass over the data. Nonces are 96-bit random values drawn
-//! per message; with at most 2^32 messages per material version the collision bound stays far
-//! below 2^-32 (rotation starts a new version).
+//! bare SM4-CBC/CTR would not, at one pass over the data. The key given here is, for ciphertext
+//! blobs since version 2, a per-message key (`super::derive`) with the second half of a 192-bit
+//! random nonce; version-1 blobs ran GCM under the material itself with a 96-bit random nonce,
+//! which is safe for only about 2^32 messages per material version.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::aes::cipher::consts::U12;

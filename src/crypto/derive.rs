@@ -28,9 +28,9 @@ pub fn xaes_subkey(key: &[u8; 32], n: &[u8; 12]) -> Zeroizing<[u8; 32]> {
     for i in 0..16 {
         k1[i] = (l[i] << 1) | if i < 15 { l[i + 1] >> 7 } else { 0 };
     }
-    if l[0] & 0x80 != 0 {
-        k1[15] ^= 0x87;
-    }
+    // Without a branch on the secret top bit of L.
+    k1[15] ^= 0x87 & 0u8.wrapping_sub(l[0] >> 7);
+    zeroize::Zeroize::zeroize(l.as_mut_slice());
     let mut out = Zeroizing::new([0u8; 32]);
     for (counter, half) in [(1u8, 0usize), (2, 16)] {
         // The single-block KDF input: counter (16 bits), label "X", a zero separator, context.
@@ -43,6 +43,7 @@ pub fn xaes_subkey(key: &[u8; 32], n: &[u8; 12]) -> Zeroizing<[u8; 32]> {
         }
         cipher.encrypt_block(&mut m);
         out[half..half + 16].copy_from_slice(&m);
+        zeroize::Zeroize::zeroize(m.as_mut_slice());
     }
     out
 }

@@ -7,6 +7,7 @@ pub mod asymmetric;
 pub mod blob;
 pub mod derive;
 pub mod passphrase;
+pub mod pkcs11;
 pub mod root_key;
 pub mod secret;
 
@@ -27,6 +28,8 @@ pub enum CryptoError {
     KeyLength(usize),
     #[error("unseal passphrase: {0}")]
     Passphrase(String),
+    #[error("PKCS#11 token: {0}")]
+    Token(String),
     #[error("unseal key file {path}: {message}")]
     UnsealKey { path: String, message: String },
     #[error("the unseal key of this node does not open the cluster root key")]

@@ -24,8 +24,13 @@ const DEFAULT_M_KIB: u32 = 65_536;
 const DEFAULT_T: u32 = 3;
 const DEFAULT_P: u32 = 1;
 const CHECK_LABEL: &[u8] = b"raftkms unseal check";
-/// Shortest passphrase accepted when the parameters are first made.
+/// Shortest passphrase accepted when the parameters are first made, in bytes.
 pub const MIN_LEN: usize = 12;
+/// Costs accepted from a parameter file: a damaged or hostile file must not make a start
+/// allocate terabytes or run for hours.
+const M_KIB_RANGE: std::ops::RangeInclusive<u32> = 8_192..=4_194_304;
+const T_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
+const P_RANGE: std::ops::RangeInclusive<u32> = 1..=16;
 
 /// The parameters of one cluster's passphrase derivation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +46,26 @@ fn err(path: &Path, message: impl Into<String>) -> CryptoError {
     CryptoError::UnsealKey {
         path: path.display().to_string(),
         message: message.into(),
+    }
+}
+
+/// Checks the first line of a small versioned text file: `<magic> <version>`.
+pub(super) fn check_format(
+    path: &Path,
+    first: Option<&str>,
+    magic: &str,
+    version: u32,
+    what: &str,
+) -> Result<(), CryptoError> {
+    match first.map(|l| l.split_whitespace().collect::<Vec<_>>()) {
+        Some(v) if v.len() == 2 && v[0] == magic => {
+            if v[1] == version.to_string() {
+                Ok(())
+            } else {
+                Err(err(path, format!("unknown format version {}", v[1])))
+            }
+        }
+        _ => Err(err(path, format!("is not {what}"))),
     }
 }
 
@@ -79,17 +104,13 @@ impl KdfParams {
 
     fn parse(path: &Path, text: &str) -> Result<KdfParams, CryptoError> {
         let mut lines = text.lines();
-        match lines
-            .next()
-            .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        {
-            Some(v) if v.len() == 2 && v[0] == MAGIC => {
-                if v[1] != VERSION.to_string() {
-                    return Err(err(path, format!("unknown format version {}", v[1])));
-                }
-            }
-            _ => return Err(err(path, "is not a raftkms unseal parameter file")),
-        }
+        check_format(
+            path,
+            lines.next(),
+            MAGIC,
+            VERSION,
+            "a raftkms unseal parameter file",
+        )?;
         let (mut m, mut t, mut p) = (None, None, None);
         let argon = lines.next().unwrap_or_default();
         let mut words = argon.split_whitespace();
@@ -101,17 +122,32 @@ impl KdfParams {
                 .split_once('=')
                 .ok_or_else(|| err(path, "bad Argon2 parameter"))?;
             let v: u32 = v.parse().map_err(|_| err(path, "bad Argon2 parameter"))?;
-            match k {
-                "m" => m = Some(v),
-                "t" => t = Some(v),
-                "p" => p = Some(v),
+            let (slot, range) = match k {
+                "m" => (&mut m, &M_KIB_RANGE),
+                "t" => (&mut t, &T_RANGE),
+                "p" => (&mut p, &P_RANGE),
                 _ => return Err(err(path, format!("unknown Argon2 parameter `{k}`"))),
+            };
+            if slot.is_some() {
+                return Err(err(path, format!("Argon2 parameter `{k}` given twice")));
             }
+            if !range.contains(&v) {
+                return Err(err(
+                    path,
+                    format!(
+                        "Argon2 {k}={v} is outside {}..={}",
+                        range.start(),
+                        range.end()
+                    ),
+                ));
+            }
+            *slot = Some(v);
         }
         let mut field = |name: &str| -> Result<[u8; 16], CryptoError> {
             let line = lines.next().unwrap_or_default();
             let hexed = line
                 .strip_prefix(name)
+                .and_then(|r| r.strip_prefix(' '))
                 .map(str::trim)
                 .ok_or_else(|| err(path, format!("missing `{name}`")))?;
             hex::decode(hexed)
@@ -121,6 +157,9 @@ impl KdfParams {
         };
         let salt = field("salt")?;
         let check = field("check")?;
+        if lines.any(|l| !l.trim().is_empty()) {
+            return Err(err(path, "unexpected lines after `check`"));
+        }
         match (m, t, p) {
             (Some(m_kib), Some(t), Some(p)) => Ok(KdfParams {
                 m_kib,
@@ -168,31 +207,17 @@ pub fn unseal_key(path: &Path, passphrase: &[u8]) -> Result<Secret, CryptoError>
             };
             let key = derive(passphrase, &params)?;
             params.check = check_of(&key)?;
-            write_new(path, params.render().as_bytes())?;
-            Ok(key)
+            let created = crate::durable_fs::publish_new(path, params.render().as_bytes(), 0o600)
+                .map_err(|e| err(path, e.to_string()))?;
+            if created {
+                Ok(key)
+            } else {
+                // Another process made the parameters first: theirs win, checked as usual.
+                unseal_key(path, passphrase)
+            }
         }
         Err(e) => Err(err(path, e.to_string())),
     }
-}
-
-/// Creates the file (never replacing one: another process's parameters win), synced with its
-/// directory entry.
-fn write_new(path: &Path, contents: &[u8]) -> Result<(), CryptoError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::durable_fs::create_dir_all(dir).map_err(|e| err(path, e.to_string()))?;
-    }
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| err(path, e.to_string()))?;
-    f.write_all(contents)
-        .map_err(|e| err(path, e.to_string()))?;
-    f.sync_all().map_err(|e| err(path, e.to_string()))?;
-    crate::durable_fs::sync_parent(path).map_err(|e| err(path, e.to_string()))
 }
 
 #[cfg(test)]
@@ -253,6 +278,13 @@ mod tests {
         assert_ne!(k2.expose(), key.expose());
         // A short first passphrase and a damaged file are refused.
         assert!(unseal_key(&dir.path().join("short.kdf"), b"short").is_err());
+        // Costs out of range (a damaged or hostile file) are refused before any allocation.
+        let huge = text.replace("m=65536", "m=4294967295");
+        std::fs::write(&other, &huge).unwrap();
+        let e = unseal_key(&other, b"correct horse battery").unwrap_err();
+        assert!(e.to_string().contains("outside"), "{e}");
+        std::fs::write(&other, text.replace("t=3", "t=3 t=3")).unwrap();
+        assert!(unseal_key(&other, b"correct horse battery").is_err());
         std::fs::write(&other, "raftkms-unseal-kdf 9\n").unwrap();
         assert!(unseal_key(&other, b"correct horse battery")
             .unwrap_err()

@@ -69,6 +69,14 @@ impl RootKey {
 pub struct UnsealKey(Secret);
 
 impl UnsealKey {
+    /// The unseal key opened by a PKCS#11 token key ([`super::pkcs11::unseal_key`]).
+    pub fn from_token(
+        sealed_file: &Path,
+        token: &super::pkcs11::Token,
+    ) -> Result<Self, CryptoError> {
+        super::pkcs11::unseal_key(sealed_file, token).map(UnsealKey)
+    }
+
     /// The unseal key derived from a passphrase ([`super::passphrase::unseal_key`]).
     pub fn from_passphrase(params_file: &Path, passphrase: &[u8]) -> Result<Self, CryptoError> {
         super::passphrase::unseal_key(params_file, passphrase).map(UnsealKey)

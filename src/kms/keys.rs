@@ -154,10 +154,13 @@ impl Kms {
             material_valid_to: 0,
             material_fingerprint: Vec::new(),
         };
-        self.propose(Command::CreateKey {
-            key: Box::new(record),
-            cmk_limit,
-        })
+        self.propose(
+            scope,
+            Command::CreateKey {
+                key: Box::new(record),
+                cmk_limit,
+            },
+        )
         .await?;
         Ok(CreatedKey {
             key_id,

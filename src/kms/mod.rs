@@ -366,8 +366,25 @@ impl Kms {
             .ok_or_else(|| KmsError::KeyNotFound(key_id.to_string()))
     }
 
-    /// Proposes a command; returns the proposer's time (seconds) stamped on it.
-    async fn propose(&self, command: Command) -> Result<u64, KmsError> {
+    /// Proposes a command for `scope`'s caller; returns the proposer's time (seconds) stamped on
+    /// it. A write never runs on stale authority: a request that chose `stale` (and so skipped
+    /// the gate when its scope was opened) passes the read gate now, and its credential is
+    /// checked against the caught-up state, so a revoked credential writes nothing anywhere.
+    async fn propose(&self, scope: &Scope, command: Command) -> Result<u64, KmsError> {
+        if !scope.gated {
+            self.node
+                .reads()
+                .read_barrier(Consistency::Linearizable)
+                .await?;
+            if self
+                .lookup_credential(&scope.caller.credential_id)
+                .is_none_or(|c| c.uin != scope.caller.uin)
+            {
+                return Err(KmsError::UnknownCredential(
+                    scope.caller.credential_id.clone(),
+                ));
+            }
+        }
         let writes = self.node.writes();
         let env = writes.envelope(None, command);
         let at = env.issued_at_ms / 1000;
@@ -386,12 +403,15 @@ impl Kms {
         key_ids: Vec<String>,
         op: KeyOp,
     ) -> Result<u64, KmsError> {
-        self.propose(Command::KeyOp {
-            region: scope.region.clone(),
-            uin: scope.caller.uin,
-            key_ids,
-            op,
-        })
+        self.propose(
+            scope,
+            Command::KeyOp {
+                region: scope.region.clone(),
+                uin: scope.caller.uin,
+                key_ids,
+                op,
+            },
+        )
         .await
     }
 

@@ -63,13 +63,16 @@ impl Kms {
                     })
                     .collect();
                 let created_at = self
-                    .propose(Command::ReplicateKey {
-                        uin: scope.caller.uin,
-                        key_id: req.key_id.clone(),
-                        source_region: scope.region.clone(),
-                        replicas: replicas.clone(),
-                        cmk_limit: self.node.config().kms.cmk_limit,
-                    })
+                    .propose(
+                        scope,
+                        Command::ReplicateKey {
+                            uin: scope.caller.uin,
+                            key_id: req.key_id.clone(),
+                            source_region: scope.region.clone(),
+                            replicas: replicas.clone(),
+                            cmk_limit: self.node.config().kms.cmk_limit,
+                        },
+                    )
                     .await?;
                 Ok(Replicated {
                     key_id: req.key_id.clone(),

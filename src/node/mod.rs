@@ -91,7 +91,10 @@ fn unseal_key_file(config: &NodeConfig) -> std::path::PathBuf {
 /// The node's unseal key: from its key file, or derived from the passphrase given at start. A
 /// node whose data directory holds data never makes new unseal material (a new key or new
 /// passphrase parameters could not open the root key its data is sealed under).
-fn open_unseal_key(config: &NodeConfig) -> Result<UnsealKey, StartError> {
+fn open_unseal_key(
+    config: &NodeConfig,
+    secret: Option<&crate::crypto::SecretString>,
+) -> Result<UnsealKey, StartError> {
     let has_data = storage::has_database(&config.data_dir);
     let missing = |what: &str, file: &std::path::Path, setting: &str| {
         StartError::Config(format!(
@@ -114,7 +117,7 @@ fn open_unseal_key(config: &NodeConfig) -> Result<UnsealKey, StartError> {
             if !params.exists() && has_data {
                 return Err(missing("unseal parameter file", &params, "unseal-kdf-file"));
             }
-            let Some(passphrase) = &config.kms.unseal_passphrase else {
+            let Some(passphrase) = secret else {
                 return Err(StartError::Config(
                     "kms.unseal is `passphrase` but no passphrase was given: start with \
                      `raftkms serve --passphrase-fd N`, or at a terminal to be asked"
@@ -124,6 +127,38 @@ fn open_unseal_key(config: &NodeConfig) -> Result<UnsealKey, StartError> {
             Ok(UnsealKey::from_passphrase(
                 &params,
                 passphrase.expose().as_bytes(),
+            )?)
+        }
+        crate::config::UnsealSource::Pkcs11 => {
+            let sealed = config.unseal_sealed_file();
+            if !sealed.exists() && has_data {
+                return Err(missing("sealed unseal key", &sealed, "unseal-sealed-file"));
+            }
+            let (Some(module), Some(token)) = (&config.kms.pkcs11_module, &config.kms.pkcs11_token)
+            else {
+                return Err(StartError::Config(
+                    "kms.unseal is `pkcs11` but pkcs11-module or pkcs11-token is missing".into(),
+                ));
+            };
+            let Some(pin) = secret else {
+                return Err(StartError::Config(
+                    "kms.unseal is `pkcs11` but no token PIN was given: start with \
+                     `raftkms serve --passphrase-fd N`, or at a terminal to be asked"
+                        .into(),
+                ));
+            };
+            Ok(UnsealKey::from_token(
+                &sealed,
+                &crate::crypto::pkcs11::Token {
+                    module,
+                    token_label: token,
+                    key_label: config
+                        .kms
+                        .pkcs11_key_label
+                        .as_deref()
+                        .unwrap_or("raftkms-unseal"),
+                    pin: pin.expose(),
+                },
             )?)
         }
     }
@@ -151,7 +186,12 @@ pub struct Node {
 impl Node {
     /// Opens the unseal key and storage (the first phase of a start: a foreign or corrupt data
     /// directory is refused here, before any listener is bound).
-    pub fn open(mut config: NodeConfig) -> Result<OpenedStorage, StartError> {
+    /// `unseal_secret`: the passphrase or token PIN of `[kms] unseal = "passphrase" | "pkcs11"`
+    /// (dropped once the unseal key is open).
+    pub fn open(
+        config: NodeConfig,
+        unseal_secret: Option<crate::crypto::SecretString>,
+    ) -> Result<OpenedStorage, StartError> {
         // TLS material first: a bad certificate, key or CA is a start error before anything opens.
         let tls = match &config.tls {
             Some(t) => Some(NodeTls {
@@ -163,9 +203,8 @@ impl Node {
         // The data directory before the unseal key: a key file configured inside it must not
         // create it with the default mode first.
         storage::prepare_data_dir(&config.data_dir)?;
-        let unseal = open_unseal_key(&config)?;
-        // The passphrase has done its work; the node does not keep it.
-        config.kms.unseal_passphrase = None;
+        let unseal = open_unseal_key(&config, unseal_secret.as_ref())?;
+        drop(unseal_secret);
         let identity = Identity {
             cluster_id: config.cluster_id.clone(),
             node_id: config.node_id,

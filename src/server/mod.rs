@@ -38,7 +38,11 @@ pub async fn run_with_clock(
     // Storage first (a foreign data directory is refused before anything else), then bind before
     // starting Raft so a busy port is reported at once and nothing half-starts.
     // TLS material is read before anything starts: a bad certificate, key or CA is a start error.
-    let storage = Node::open(config.clone())?;
+    // The unseal passphrase or PIN goes to the node's opening alone; no copy of the config
+    // that outlives the start keeps it.
+    let mut config = config;
+    let unseal_secret = config.kms.unseal_passphrase.take();
+    let storage = Node::open(config.clone(), unseal_secret)?;
     let tls = listener_tls(&config, storage.tls())?;
     let api_listener = bind("api-listen", &config.api_listen).await?;
     let raft_listener = bind("raft-listen", &config.raft_listen).await?;
