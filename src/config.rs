@@ -689,11 +689,19 @@ impl NodeConfig {
             return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
         }
         if self.kms.unseal == UnsealSource::Pkcs11 {
-            if self.kms.pkcs11_module.is_none() {
+            if !self
+                .kms
+                .pkcs11_module
+                .as_ref()
+                .is_some_and(|m| m.is_absolute())
+            {
                 return Err(field(
                     "kms.pkcs11-module",
-                    "is required with unseal = \"pkcs11\"",
+                    "is required with unseal = \"pkcs11\", as an absolute path",
                 ));
+            }
+            if self.kms.pkcs11_key_label.as_deref() == Some("") {
+                return Err(field("kms.pkcs11-key-label", "must not be empty"));
             }
             if self.kms.pkcs11_token.as_deref().is_none_or(str::is_empty) {
                 return Err(field(

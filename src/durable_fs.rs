@@ -46,14 +46,14 @@ pub fn publish_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<bool> 
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_dir_all(dir)?;
     }
+    // A random name opened with O_EXCL: never another writer's file, never through a symlink.
     let mut tmp_name = path.as_os_str().to_os_string();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    tmp_name.push(format!(".tmp.{:016x}", rand::random::<u64>()));
     let tmp = std::path::PathBuf::from(tmp_name);
     let written = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;

@@ -519,7 +519,7 @@ fn read_passphrase(
     use std::io::{IsTerminal, Read};
     /// Longest passphrase or PIN read from a descriptor.
     const MAX: usize = 4096;
-    let mut text = zeroize::Zeroizing::new(String::with_capacity(MAX + 1));
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(MAX + 3));
     match fd {
         Some(fd) => {
             // 1 and 2 are where this process writes; reading them would take its logs away.
@@ -566,7 +566,11 @@ fn read_passphrase(
         .strip_suffix('\n')
         .map(|t| t.strip_suffix('\r').unwrap_or(t))
         .unwrap_or(&text);
-    anyhow::ensure!(!trimmed.is_empty(), "the passphrase is empty");
+    anyhow::ensure!(!trimmed.is_empty(), "the passphrase or PIN is empty");
+    anyhow::ensure!(
+        trimmed.len() <= MAX,
+        "the passphrase or PIN is longer than {MAX} bytes"
+    );
     Ok(raftkms::crypto::SecretString::from(trimmed))
 }
 

@@ -173,23 +173,27 @@ impl KdfParams {
     }
 }
 
+/// The unseal key for `passphrase` under the parameters `text` (read from `path`), refused if
+/// the check value does not match.
+fn open_with(path: &Path, text: &str, passphrase: &[u8]) -> Result<Secret, CryptoError> {
+    let params = KdfParams::parse(path, text)?;
+    let key = derive(passphrase, &params)?;
+    use subtle::ConstantTimeEq;
+    if !bool::from(check_of(&key)?.ct_eq(&params.check)) {
+        return Err(CryptoError::Passphrase(format!(
+            "the passphrase does not match {} (nothing was changed)",
+            path.display()
+        )));
+    }
+    Ok(key)
+}
+
 /// The unseal key for `passphrase`: derived with the parameters in `path`, refused if their check
 /// value does not match (a wrong passphrase, nothing written). Without the file, new parameters
 /// are made and written (0600, synced) — the first node of a cluster; copy the file to the others.
 pub fn unseal_key(path: &Path, passphrase: &[u8]) -> Result<Secret, CryptoError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let params = KdfParams::parse(path, &text)?;
-            let key = derive(passphrase, &params)?;
-            use subtle::ConstantTimeEq;
-            if !bool::from(check_of(&key)?.ct_eq(&params.check)) {
-                return Err(CryptoError::Passphrase(format!(
-                    "the passphrase does not match {} (nothing was changed)",
-                    path.display()
-                )));
-            }
-            Ok(key)
-        }
+        Ok(text) => open_with(path, &text, passphrase),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if passphrase.len() < MIN_LEN {
                 return Err(CryptoError::Passphrase(format!(
@@ -210,11 +214,13 @@ pub fn unseal_key(path: &Path, passphrase: &[u8]) -> Result<Secret, CryptoError>
             let created = crate::durable_fs::publish_new(path, params.render().as_bytes(), 0o600)
                 .map_err(|e| err(path, e.to_string()))?;
             if created {
-                Ok(key)
-            } else {
-                // Another process made the parameters first: theirs win, checked as usual.
-                unseal_key(path, passphrase)
+                return Ok(key);
             }
+            // Another process made the parameters first: theirs win, checked as usual (read
+            // once: a name that exists but cannot be read is an error, not a loop).
+            let theirs = std::fs::read_to_string(path)
+                .map_err(|e| err(path, format!("exists but cannot be read: {e}")))?;
+            open_with(path, &theirs, passphrase)
         }
         Err(e) => Err(err(path, e.to_string())),
     }

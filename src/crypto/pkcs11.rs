@@ -14,9 +14,10 @@
 use std::path::Path;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 
@@ -50,6 +51,33 @@ fn file_err(path: &Path, message: impl Into<String>) -> CryptoError {
     }
 }
 
+/// The loaded module, finalized when dropped (after every session of it is gone: declare it
+/// before them). A module that stays loaded keeps its state otherwise, and the next initialize
+/// would fail.
+struct Module(Option<Pkcs11>);
+
+impl Drop for Module {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.0.take() {
+            let _ = ctx.finalize();
+        }
+    }
+}
+
+fn load(token: &Token) -> Result<Module, CryptoError> {
+    let ctx = Pkcs11::new(token.module).map_err(|e| {
+        CryptoError::Token(format!(
+            "cannot load the PKCS#11 module {}: {e}",
+            token.module.display()
+        ))
+    })?;
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => return Err(token_err(e)),
+    }
+    Ok(Module(Some(ctx)))
+}
+
 /// A logged-in session on the token labelled `token.token_label`.
 fn session(ctx: &Pkcs11, token: &Token) -> Result<Session, CryptoError> {
     let slots = ctx.get_slots_with_token().map_err(token_err)?;
@@ -67,21 +95,62 @@ fn session(ctx: &Pkcs11, token: &Token) -> Result<Session, CryptoError> {
             ))
         })?;
     let session = ctx.open_rw_session(slot).map_err(token_err)?;
-    session
-        .login(UserType::User, Some(&AuthPin::new(token.pin.into())))
-        .map_err(|e| CryptoError::Token(format!("the token refused the PIN: {e}")))?;
-    Ok(session)
+    match session.login(UserType::User, Some(&AuthPin::new(token.pin.into()))) {
+        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(Error::Pkcs11(
+            RvError::PinIncorrect | RvError::PinInvalid | RvError::PinLenRange,
+            _,
+        )) => Err(CryptoError::Token("the token refused the PIN".into())),
+        Err(Error::Pkcs11(RvError::PinLocked, _)) => Err(CryptoError::Token(
+            "the token's user PIN is locked (too many wrong PINs)".into(),
+        )),
+        Err(e) => Err(CryptoError::Token(format!("login failed: {e}"))),
+    }
 }
 
-/// The AES key labelled `label`, if the token has one.
-fn find_key(session: &Session, label: &str) -> Result<Option<ObjectHandle>, CryptoError> {
-    let found = session
+/// The AES keys labelled `label` on the token.
+fn find_keys(session: &Session, label: &str) -> Result<Vec<ObjectHandle>, CryptoError> {
+    session
         .find_objects(&[
             Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
             Attribute::Label(label.as_bytes().to_vec()),
         ])
+        .map_err(token_err)
+}
+
+/// Refuses a key that could leave the token, or is not AES-256: the custody claim rests on it.
+fn check_custody(session: &Session, key: ObjectHandle, label: &str) -> Result<(), CryptoError> {
+    let attrs = session
+        .get_attributes(
+            key,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+                AttributeType::ValueLen,
+            ],
+        )
         .map_err(token_err)?;
-    Ok(found.into_iter().next())
+    let (mut sensitive, mut extractable, mut never, mut len) = (false, true, false, 0u64);
+    for a in attrs {
+        match a {
+            Attribute::Sensitive(v) => sensitive = v,
+            Attribute::Extractable(v) => extractable = v,
+            Attribute::NeverExtractable(v) => never = v,
+            Attribute::ValueLen(v) => len = v.into(),
+            _ => {}
+        }
+    }
+    if sensitive && !extractable && never && len == 32 {
+        Ok(())
+    } else {
+        Err(CryptoError::Token(format!(
+            "the key `{label}` on the token is not a sensitive, never-extractable AES-256 key \
+             (sensitive {sensitive}, extractable {extractable}, never extractable {never}, \
+             {len} bytes): refusing to seal the unseal key with it"
+        )))
+    }
 }
 
 /// A new AES-256 key on the token: stored on it, sensitive, never extractable.
@@ -103,73 +172,93 @@ fn generate_key(session: &Session, label: &str) -> Result<ObjectHandle, CryptoEr
         .map_err(token_err)
 }
 
-/// The unseal key: opened by the token from `sealed_file`. Without the file (the first node,
-/// with an empty data directory), a new random unseal key is sealed by the token key (made on
-/// the token if it has none) and written; copy the file to the other nodes.
-pub fn unseal_key(sealed_file: &Path, token: &Token) -> Result<Secret, CryptoError> {
-    let ctx = Pkcs11::new(token.module).map_err(|e| {
-        CryptoError::Token(format!(
-            "cannot load the PKCS#11 module {}: {e}",
-            token.module.display()
-        ))
-    })?;
-    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-        .map_err(token_err)?;
-    let session = session(&ctx, token)?;
-    match std::fs::read_to_string(sealed_file) {
-        Ok(text) => {
-            let (mut iv, sealed) = parse(sealed_file, &text)?;
-            let key = find_key(&session, token.key_label)?.ok_or_else(|| {
-                CryptoError::Token(format!(
-                    "the token has no key labelled `{}` to open {}",
-                    token.key_label,
-                    sealed_file.display()
-                ))
-            })?;
-            let params = GcmParams::new(&mut iv, AAD, 128.into()).map_err(token_err)?;
-            let opened = session
-                .decrypt(&Mechanism::AesGcm(params), key, &sealed)
-                .map_err(|e| {
-                    CryptoError::Token(format!(
-                        "the token key `{}` does not open {}: {e}",
-                        token.key_label,
-                        sealed_file.display()
-                    ))
-                })?;
+/// Opens a sealed unseal key with whichever key of `keys` sealed it.
+fn open_sealed(
+    session: &Session,
+    keys: &[ObjectHandle],
+    path: &Path,
+    text: &str,
+    label: &str,
+) -> Result<Secret, CryptoError> {
+    let (iv, sealed) = parse(path, text)?;
+    for key in keys {
+        let mut iv = iv;
+        let params = GcmParams::new(&mut iv, AAD, 128.into()).map_err(token_err)?;
+        if let Ok(opened) = session.decrypt(&Mechanism::AesGcm(params), *key, &sealed) {
             let opened = Secret::new(opened);
             if opened.expose().len() != 32 {
                 return Err(CryptoError::KeyLength(opened.expose().len()));
             }
-            Ok(opened)
+            return Ok(opened);
         }
+    }
+    Err(CryptoError::Token(format!(
+        "no key labelled `{label}` on the token opens {}",
+        path.display()
+    )))
+}
+
+/// The unseal key: opened by the token from `sealed_file`. Without the file (the first node,
+/// with an empty data directory), a new random unseal key is sealed by the token key (made on
+/// the token if it has none) and written; copy the file to the other nodes.
+pub fn unseal_key(sealed_file: &Path, token: &Token) -> Result<Secret, CryptoError> {
+    let module = load(token)?;
+    let Some(ctx) = module.0.as_ref() else {
+        return Err(CryptoError::Token("the module was not loaded".into()));
+    };
+    let session = session(ctx, token)?;
+    let keys = find_keys(&session, token.key_label)?;
+    match std::fs::read_to_string(sealed_file) {
+        Ok(text) => open_sealed(&session, &keys, sealed_file, &text, token.key_label),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = match find_key(&session, token.key_label)? {
-                Some(k) => k,
-                None => generate_key(&session, token.key_label)?,
+            let key = match keys.as_slice() {
+                [] => generate_key(&session, token.key_label)?,
+                [one] => *one,
+                _ => {
+                    return Err(CryptoError::Token(format!(
+                        "the token holds {} keys labelled `{}`: keep one",
+                        keys.len(),
+                        token.key_label
+                    )))
+                }
             };
+            check_custody(&session, key, token.key_label)?;
             let unseal = Secret::random(32);
             let mut iv = [0u8; 12];
             rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut iv);
-            let mut iv_for_token = iv;
-            let params = GcmParams::new(&mut iv_for_token, AAD, 128.into()).map_err(token_err)?;
+            // A token may write the IV it used into the buffer: store what it left there.
+            let params = GcmParams::new(&mut iv, AAD, 128.into()).map_err(token_err)?;
             let sealed = session
                 .encrypt(&Mechanism::AesGcm(params), key, unseal.expose())
                 .map_err(token_err)?;
+            if sealed.len() != 32 + 16 {
+                return Err(CryptoError::Token(format!(
+                    "the token sealed 32 bytes into {} (expected a 16-byte tag)",
+                    sealed.len()
+                )));
+            }
             let text = format!(
                 "{MAGIC} {VERSION}\niv {}\nsealed {}\n",
                 hex::encode(iv),
                 hex::encode(&sealed)
             );
+            // Before publishing: the token must open what it sealed.
+            let back = open_sealed(&session, &[key], sealed_file, &text, token.key_label)?;
+            if back.expose() != unseal.expose() {
+                return Err(CryptoError::Token(
+                    "the token does not give back what it sealed".into(),
+                ));
+            }
             let created = crate::durable_fs::publish_new(sealed_file, text.as_bytes(), 0o600)
                 .map_err(|e| file_err(sealed_file, e.to_string()))?;
             if created {
-                Ok(unseal)
-            } else {
-                // Another process sealed one first: use theirs.
-                drop(session);
-                drop(ctx);
-                unseal_key(sealed_file, token)
+                return Ok(unseal);
             }
+            // Another process sealed one first: use theirs (read once; no loop).
+            let theirs = std::fs::read_to_string(sealed_file)
+                .map_err(|e| file_err(sealed_file, format!("exists but cannot be read: {e}")))?;
+            let keys = find_keys(&session, token.key_label)?;
+            open_sealed(&session, &keys, sealed_file, &theirs, token.key_label)
         }
         Err(e) => Err(file_err(sealed_file, e.to_string())),
     }
@@ -188,6 +277,7 @@ fn parse(path: &Path, text: &str) -> Result<([u8; 12], Vec<u8>), CryptoError> {
         lines
             .next()
             .and_then(|l| l.strip_prefix(name))
+            .and_then(|l| l.strip_prefix(' '))
             .and_then(|h| hex::decode(h.trim()).ok())
             .ok_or_else(|| file_err(path, format!("missing or bad `{name}`")))
     };
@@ -195,6 +285,9 @@ fn parse(path: &Path, text: &str) -> Result<([u8; 12], Vec<u8>), CryptoError> {
         .try_into()
         .map_err(|_| file_err(path, "`iv` must be 24 hex digits"))?;
     let sealed = field("sealed")?;
+    if lines.any(|l| !l.trim().is_empty()) {
+        return Err(file_err(path, "unexpected lines after `sealed`"));
+    }
     if sealed.len() != 32 + 16 {
         return Err(file_err(path, "`sealed` must be 96 hex digits"));
     }
