@@ -271,6 +271,31 @@ mod tests {
         }
     }
 
+    /// Version-1 blobs as earlier releases wrote them, fixed: key 0x42…, KeyId 0x11…, material
+    /// version 2, nonce 0x24…, Uin 1234, context `{}`, plaintext "v1 kat". The AES one was
+    /// computed independently with Python's `cryptography` AESGCM over the same header and AAD.
+    #[test]
+    fn version_1_known_answers_still_open() {
+        for (alg, hexed) in [
+            (
+                SymmetricAlgorithm::Aes256Gcm,
+                "0101111111111111111111111111111111110000000224242424242424242424242463a0e42a88b25ae82298cc97e38525a1d5ce40c94eb8",
+            ),
+            (
+                SymmetricAlgorithm::Sm4Gcm,
+                "010211111111111111111111111111111111000000022424242424242424242424247f5b2b2bbdc7d2fe0aa7938c5eaa5d845f1f423b38a3",
+            ),
+        ] {
+            let blob = hex::decode(hexed).unwrap();
+            let material = Secret::new(vec![0x42; alg.key_len()]);
+            let h = parse(&blob).unwrap();
+            assert_eq!((h.algorithm, h.version), (alg, 2));
+            assert_eq!(h.nonce, BlobNonce::V1([0x24; 12]));
+            assert_eq!(open(&blob, &material, 1234, b"{}").unwrap().expose(), b"v1 kat");
+            assert!(open(&blob, &material, 1235, b"{}").is_err());
+        }
+    }
+
     #[test]
     fn new_blobs_are_version_2_and_version_1_blobs_still_open() {
         for alg in [SymmetricAlgorithm::Aes256Gcm, SymmetricAlgorithm::Sm4Gcm] {
