@@ -5,8 +5,7 @@
 //! be moved to another record. The root key itself is replicated only sealed under the unseal key,
 //! which each node reads from a 0600 file that never leaves the machine.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use super::aead::{self, SymmetricAlgorithm, NONCE_LEN};
@@ -114,35 +113,14 @@ impl UnsealKey {
                 Ok(UnsealKey(Secret::new(bytes)))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    crate::durable_fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-                }
-                // Write a private temp file, then link it into place: the link is atomic and
-                // fails if another process created the key first, whose key then wins.
+                // Published atomically (a private temporary file linked into place, the
+                // directory synced: the key that seals the cluster's root key survives a power
+                // loss); if another process created the key first, its key wins.
                 let key = Secret::random(32);
-                let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&tmp)
-                    .map_err(|e| err(e.to_string()))?;
                 let text = zeroize::Zeroizing::new(format!("{}\n", hex::encode(key.expose())));
-                f.write_all(text.as_bytes())
-                    .and_then(|_| f.sync_all())
-                    .map_err(|e| err(e.to_string()))?;
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    // The link is the key's name: durable only once the directory is synced
-                    // (else a power loss could lose the key that seals the cluster's root key).
-                    Ok(()) => crate::durable_fs::sync_parent(path)
-                        .map(|_| UnsealKey(key))
-                        .map_err(|e| err(e.to_string())),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                        Self::load_or_create(path)
-                    }
+                match crate::durable_fs::publish_new(path, text.as_bytes(), 0o600) {
+                    Ok(true) => Ok(UnsealKey(key)),
+                    Ok(false) => Self::load_or_create(path),
                     Err(e) => Err(err(e.to_string())),
                 }
             }
