@@ -12,14 +12,16 @@ use serde::Serialize;
 
 use crate::crypto::SecretString;
 use crate::raft::types::NodeId;
+use crate::registry::iam::{Identity, IdentityKind};
 use crate::tls::reload::CertStore;
 use crate::tls::TlsError;
 use crate::transport::http_client;
 use crate::transport::peer::{error_chain, CLUSTER_HEADER};
 use crate::wire::{
-    AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
-    InitReply, JoinRequest, NewCredential, NodeStatus, PutManyRequest, ReadReply, RemoveRequest,
-    WriteReply, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    AdminError, AttachRequest, AuditCheckpointInfo, CreateAccountRequest, CreateCredentialRequest,
+    CreateIdentityRequest, CredentialInfo, DigestReply, InitReply, JoinRequest, NewCredential,
+    NodeStatus, PolicyInfo, PolicyRequest, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
+    CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
 
 /// How many times a call follows a `421` to the leader.
@@ -269,6 +271,92 @@ impl AdminClient {
     ) -> Result<serde_json::Value, ClientError> {
         let path = format!("/admin/credentials/{secret_id}");
         self.call(Method::DELETE, &path, |r| r).await
+    }
+
+    /// Creates a sub-user or role of an account.
+    pub async fn create_identity(
+        &self,
+        uin: u64,
+        req: &CreateIdentityRequest,
+    ) -> Result<Identity, ClientError> {
+        self.post_json(&format!("/admin/accounts/{uin}/identities"), req)
+            .await
+    }
+
+    /// The sub-users and roles of an account.
+    pub async fn identities(&self, uin: u64) -> Result<Vec<Identity>, ClientError> {
+        self.get(&format!("/admin/accounts/{uin}/identities")).await
+    }
+
+    /// Deletes a sub-user or role and revokes its credentials.
+    pub async fn delete_identity(
+        &self,
+        uin: u64,
+        kind: IdentityKind,
+        name: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/admin/accounts/{uin}/{}s/{name}", kind.as_str());
+        self.call(Method::DELETE, &path, |r| r).await
+    }
+
+    /// A new credential that speaks for a sub-user or role.
+    pub async fn create_identity_credential(
+        &self,
+        uin: u64,
+        kind: IdentityKind,
+        name: &str,
+    ) -> Result<NewCredential, ClientError> {
+        let path = format!(
+            "/admin/accounts/{uin}/{}s/{name}/credentials",
+            kind.as_str()
+        );
+        self.call(Method::POST, &path, |r| r).await
+    }
+
+    /// Creates (`replace` false) or replaces a policy from its CAM document.
+    pub async fn put_policy(
+        &self,
+        uin: u64,
+        req: &PolicyRequest,
+        replace: bool,
+    ) -> Result<PolicyInfo, ClientError> {
+        if replace {
+            let path = format!("/admin/accounts/{uin}/policies/{}", req.name);
+            self.call(Method::PUT, &path, |r| r.json(req)).await
+        } else {
+            self.post_json(&format!("/admin/accounts/{uin}/policies"), req)
+                .await
+        }
+    }
+
+    /// The policies of an account, with whom each is attached to.
+    pub async fn policies(&self, uin: u64) -> Result<Vec<PolicyInfo>, ClientError> {
+        self.get(&format!("/admin/accounts/{uin}/policies")).await
+    }
+
+    /// Deletes a policy (detaching it from everyone).
+    pub async fn delete_policy(
+        &self,
+        uin: u64,
+        name: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let path = format!("/admin/accounts/{uin}/policies/{name}");
+        self.call(Method::DELETE, &path, |r| r).await
+    }
+
+    /// Attaches (or detaches) a policy to (from) a sub-user or role.
+    pub async fn attach_policy(
+        &self,
+        uin: u64,
+        req: &AttachRequest,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post_json(&format!("/admin/accounts/{uin}/attachments"), req)
+            .await
+    }
+
+    /// Every node's retained audit checkpoints.
+    pub async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpointInfo>, ClientError> {
+        self.get("/admin/audit/checkpoints").await
     }
 
     pub async fn digest(&self) -> Result<DigestReply, ClientError> {

@@ -367,6 +367,46 @@ impl Default for RateLimitsConfig {
     }
 }
 
+/// The audit trail (docs/security.md, "Audit trail"): one record per API request, hash-chained
+/// per node, chain heads checkpointed through Raft.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Keep the trail at all. Default true.
+    pub enabled: bool,
+    /// Where the segment files go. Default `<data-dir>/audit`.
+    pub dir: Option<PathBuf>,
+    /// Records of reads and crypto reach disk within this many ms (a write's record is on disk
+    /// before the write is acknowledged). Default 100.
+    pub flush_interval_ms: u64,
+    /// A new segment file after this many MiB. Default 64.
+    pub segment_mib: u64,
+    /// Delete whole segments older than this many days; 0 = keep everything. Default 0.
+    pub retention_days: u64,
+    /// Also send every record to this syslog socket (e.g. `/dev/log`), best effort.
+    pub syslog: Option<PathBuf>,
+    /// When the trail cannot be written, refuse requests (true, the default) or serve them
+    /// unrecorded (false; every such request is counted in `/metrics`).
+    pub fail_closed: bool,
+    /// How often the node checkpoints its chain head through Raft, in seconds. Default 30.
+    pub checkpoint_interval_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            dir: None,
+            flush_interval_ms: 100,
+            segment_mib: 64,
+            retention_days: 0,
+            syslog: None,
+            fail_closed: true,
+            checkpoint_interval_s: 30,
+        }
+    }
+}
+
 /// What stale reads (`X-Raftkms-Consistency: stale`) this node answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -456,6 +496,8 @@ pub struct NodeConfig {
     pub snapshot: SnapshotConfig,
     #[serde(default)]
     pub kms: KmsConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Regions served besides those of the peers, with optional algorithm overrides.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
@@ -465,6 +507,14 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// Where this node's audit trail is kept.
+    pub fn audit_dir(&self) -> PathBuf {
+        self.audit
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit"))
+    }
+
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
@@ -687,6 +737,18 @@ impl NodeConfig {
         }
         if self.kms.scheduler_interval_ms == 0 {
             return Err(field("kms.scheduler-interval-ms", "must be greater than 0"));
+        }
+        if !(1..=60_000).contains(&self.audit.flush_interval_ms) {
+            return Err(field("audit.flush-interval-ms", "must be 1 to 60000"));
+        }
+        if !(1..=4096).contains(&self.audit.segment_mib) {
+            return Err(field("audit.segment-mib", "must be 1 to 4096"));
+        }
+        if self.audit.checkpoint_interval_s == 0 {
+            return Err(field(
+                "audit.checkpoint-interval-s",
+                "must be greater than 0",
+            ));
         }
         if self.kms.unseal == UnsealSource::Pkcs11 {
             if !self

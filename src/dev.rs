@@ -224,6 +224,7 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
                 unseal_key_file: Some(dir.join("unseal.key")),
                 ..Default::default()
             },
+            audit: Default::default(),
             regions: Vec::new(),
             peers: peers.clone(),
         };

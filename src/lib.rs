@@ -8,6 +8,7 @@
 //! [`dev`], [`drill`], [`bench`]).
 
 pub mod admin;
+pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod http;
 pub mod kms;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod raft;
 pub mod registry;
 pub mod scheduler;

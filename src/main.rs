@@ -9,6 +9,7 @@ use raftkms::admin::{cluster_status, render_status, AdminClient};
 use raftkms::config::NodeConfig;
 use raftkms::dev::DevOptions;
 use raftkms::drill::DrillOptions;
+use raftkms::registry::iam::IdentityKind;
 use raftkms::wire::JoinRequest;
 
 #[global_allocator]
@@ -52,6 +53,35 @@ enum Cmd {
         target: Target,
         #[command(subcommand)]
         action: CredentialCmd,
+    },
+    /// Manage sub-users of an account (identities with their own credentials and policies).
+    User {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: IdentityCmd,
+    },
+    /// Manage roles of an account (like sub-users; a role with `--service` acts for a cloud
+    /// product, and the keys it creates are product-managed).
+    Role {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: IdentityCmd,
+    },
+    /// Manage CAM-style policies of an account and attach them to users and roles.
+    Policy {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: PolicyCmd,
+    },
+    /// Read, verify and export a node's audit trail (run where its files are).
+    Audit {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: AuditCmd,
     },
     /// Load-test a cluster through the KMS API with real TC3-signed requests.
     Bench(raftkms::bench::BenchArgs),
@@ -369,6 +399,456 @@ enum CredentialCmd {
     },
 }
 
+/// Which trail: `--dir` (and `--node-id`), or both from the node's `--config`.
+#[derive(clap::Args)]
+struct TrailArgs {
+    /// The trail's directory (default: `[audit] dir` of --config, else <data-dir>/audit).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The node whose trail it is (default: --config's node-id).
+    #[arg(long)]
+    node_id: Option<u64>,
+}
+
+impl TrailArgs {
+    fn resolve(&self, target: &Target) -> anyhow::Result<(PathBuf, Option<u64>)> {
+        let cfg = target.config.as_deref().map(NodeConfig::load).transpose()?;
+        let dir = match (&self.dir, &cfg) {
+            (Some(d), _) => d.clone(),
+            (None, Some(c)) => c.audit_dir(),
+            (None, None) => anyhow::bail!("give --dir DIR, or --config node.toml"),
+        };
+        Ok((dir, self.node_id.or(cfg.map(|c| c.node_id))))
+    }
+}
+
+/// What `audit export` selects (every given condition must hold).
+#[derive(clap::Args)]
+struct AuditFilterArgs {
+    /// Records at or after this time (Unix milliseconds).
+    #[arg(long)]
+    from_ms: Option<u64>,
+    /// Records at or before this time (Unix milliseconds).
+    #[arg(long)]
+    to_ms: Option<u64>,
+    #[arg(long)]
+    key_id: Option<String>,
+    #[arg(long)]
+    uin: Option<u64>,
+    /// `root`, `user/<name>` or `role/<name>`.
+    #[arg(long)]
+    principal: Option<String>,
+    #[arg(long)]
+    secret_id: Option<String>,
+    /// `kms:Encrypt`, …
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long)]
+    request_id: Option<String>,
+    /// `Success` or an error code.
+    #[arg(long)]
+    result: Option<String>,
+    /// The client's IP address.
+    #[arg(long)]
+    source_ip: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Print the newest records (JSON lines, oldest first).
+    Tail {
+        #[command(flatten)]
+        trail: TrailArgs,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+    },
+    /// Check every record's hash and link, and the trail against the chain heads the cluster
+    /// checkpointed (fetched through the admin endpoint unless --offline). Exits 1 on a problem.
+    Verify {
+        #[command(flatten)]
+        trail: TrailArgs,
+        /// Check the chain alone, without the cluster's checkpoints.
+        #[arg(long)]
+        offline: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write matching records as JSON lines (the stored lines: an export verifies like the trail).
+    Export {
+        #[command(flatten)]
+        trail: TrailArgs,
+        #[command(flatten)]
+        filter: Box<AuditFilterArgs>,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+async fn audit(target: Target, action: AuditCmd) -> anyhow::Result<()> {
+    use raftkms::audit;
+    match action {
+        AuditCmd::Tail { trail, lines } => {
+            let (dir, _) = trail.resolve(&target)?;
+            for r in audit::tail(&dir, lines)? {
+                print!("{}", String::from_utf8_lossy(&r.to_line()?));
+            }
+        }
+        AuditCmd::Verify {
+            trail,
+            offline,
+            json,
+        } => {
+            let (dir, node_id) = trail.resolve(&target)?;
+            let checkpoints = if offline {
+                Vec::new()
+            } else {
+                let node_id = node_id.ok_or_else(|| {
+                    anyhow::anyhow!("give --node-id (or --config) to check the trail against its checkpoints, or --offline")
+                })?;
+                let client = admin_client(&target)?;
+                let mut heads = Vec::new();
+                for c in client
+                    .audit_checkpoints()
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.node_id == node_id)
+                {
+                    let mut hash = [0u8; 32];
+                    hex::decode_to_slice(&c.hash, &mut hash)
+                        .map_err(|e| anyhow::anyhow!("checkpoint {} has a bad hash: {e}", c.seq))?;
+                    heads.push(audit::Head { seq: c.seq, hash });
+                }
+                heads
+            };
+            let report = audit::verify(&dir, &checkpoints)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} records in {} segments (seq {}..={}), {} checkpoints checked, {} before the oldest record",
+                    report.records,
+                    report.segments,
+                    report.first_seq.unwrap_or(0),
+                    report.last_seq.unwrap_or(0),
+                    report.checkpoints_checked,
+                    report.checkpoints_pruned
+                );
+            }
+            match &report.problem {
+                None => {
+                    if !json {
+                        println!(
+                            "OK: the trail is intact{}",
+                            if offline {
+                                " (chain only, --offline)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
+                }
+                Some(p) => anyhow::bail!("the audit trail in {} is not intact: {p}", dir.display()),
+            }
+        }
+        AuditCmd::Export { trail, filter, out } => {
+            let (dir, _) = trail.resolve(&target)?;
+            let filter = *filter;
+            let filter = audit::Filter {
+                from_ms: filter.from_ms,
+                to_ms: filter.to_ms,
+                key_id: filter.key_id,
+                uin: filter.uin,
+                principal: filter.principal,
+                secret_id: filter.secret_id,
+                action: filter.action,
+                request_id: filter.request_id,
+                result: filter.result,
+                source_ip: filter.source_ip,
+            };
+            let n = match out {
+                Some(path) => {
+                    let file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&path)
+                        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+                    audit::export(&dir, &filter, std::io::BufWriter::new(file))?
+                }
+                None => audit::export(&dir, &filter, std::io::stdout().lock())?,
+            };
+            eprintln!("{n} records exported");
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// Create one (with no policy: it may do nothing until a policy is attached).
+    Create {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+        /// Roles only: the cloud product this role acts for.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// List them, with their attached policies.
+    List {
+        #[arg(long)]
+        uin: u64,
+    },
+    /// Delete one and revoke every credential it has.
+    Delete {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+    },
+    /// Create a SecretId/SecretKey pair that speaks for it. The SecretKey is shown only once.
+    Credential {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Create a policy from a CAM policy document (JSON, version 2.0); `-` reads standard input.
+    Create {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Replace a policy's document (binds everyone it is attached to once acknowledged).
+    Update {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the account's policies and whom each is attached to.
+    List {
+        #[arg(long)]
+        uin: u64,
+    },
+    /// Show one policy's document.
+    Get {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a policy (detached from everyone first).
+    Delete {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        name: String,
+    },
+    /// Attach a policy to a user (`--user`) or role (`--role`).
+    Attach(AttachArgs),
+    /// Detach a policy from a user or role.
+    Detach(AttachArgs),
+}
+
+#[derive(clap::Args)]
+struct AttachArgs {
+    #[arg(long)]
+    uin: u64,
+    /// The policy's name.
+    #[arg(long)]
+    policy: String,
+    /// The sub-user (or give --role).
+    #[arg(long, conflicts_with = "role")]
+    user: Option<String>,
+    /// The role (or give --user).
+    #[arg(long)]
+    role: Option<String>,
+}
+
+impl AttachArgs {
+    fn request(self, attach: bool) -> anyhow::Result<(u64, raftkms::wire::AttachRequest)> {
+        let (kind, name) = match (self.user, self.role) {
+            (Some(u), None) => (IdentityKind::User, u),
+            (None, Some(r)) => (IdentityKind::Role, r),
+            _ => anyhow::bail!("give --user NAME or --role NAME"),
+        };
+        Ok((
+            self.uin,
+            raftkms::wire::AttachRequest {
+                kind,
+                name,
+                policy: self.policy,
+                attach,
+            },
+        ))
+    }
+}
+
+async fn identity(target: Target, kind: IdentityKind, action: IdentityCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    let what = kind.as_str();
+    match action {
+        IdentityCmd::Create { uin, name, service } => {
+            if kind == IdentityKind::User && service.is_some() {
+                anyhow::bail!("--service is for roles: a role acts for a cloud product");
+            }
+            let req = raftkms::wire::CreateIdentityRequest {
+                kind,
+                name: name.clone(),
+                service,
+            };
+            client.create_identity(uin, &req).await?;
+            println!("created {what} `{name}` in account {uin} (no policy attached: it may do nothing yet)");
+            println!("next: raftkms policy attach --uin {uin} --{what} {name} --policy <name>; raftkms {what} credential --uin {uin} --name {name}");
+        }
+        IdentityCmd::List { uin } => {
+            println!("{:<6} {:<24} {:<12} POLICIES", "KIND", "NAME", "SERVICE");
+            for i in client
+                .identities(uin)
+                .await?
+                .iter()
+                .filter(|i| i.kind == kind)
+            {
+                let policies: Vec<&str> = i.policies.iter().map(String::as_str).collect();
+                println!(
+                    "{:<6} {:<24} {:<12} {}",
+                    i.kind.as_str(),
+                    i.name,
+                    i.service.as_deref().unwrap_or("-"),
+                    policies.join(",")
+                );
+            }
+        }
+        IdentityCmd::Delete { uin, name } => {
+            client.delete_identity(uin, kind, &name).await?;
+            println!("deleted {what} `{name}` and revoked its credentials");
+        }
+        IdentityCmd::Credential { uin, name } => {
+            let c = client.create_identity_credential(uin, kind, &name).await?;
+            println!("SecretId:  {}", c.secret_id);
+            println!("SecretKey: {}", c.secret_key.expose());
+            println!("(speaks for {what} `{name}`; the SecretKey cannot be shown again)");
+        }
+    }
+    Ok(())
+}
+
+/// A policy document from a file, or from standard input for `-`.
+fn read_document(file: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    if file.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text)?;
+    } else {
+        text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+    }
+    Ok(text)
+}
+
+/// Creates or replaces a policy from its document file.
+async fn put_policy(
+    client: &AdminClient,
+    uin: u64,
+    name: &str,
+    file: &std::path::Path,
+    description: String,
+    replace: bool,
+) -> anyhow::Result<()> {
+    let req = raftkms::wire::PolicyRequest {
+        name: name.to_string(),
+        description,
+        document: read_document(file)?,
+    };
+    client.put_policy(uin, &req, replace).await?;
+    Ok(())
+}
+
+async fn policy(target: Target, action: PolicyCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    match action {
+        PolicyCmd::Create {
+            uin,
+            name,
+            file,
+            description,
+        } => {
+            put_policy(&client, uin, &name, &file, description, false).await?;
+            println!("created policy `{name}` in account {uin}");
+        }
+        PolicyCmd::Update {
+            uin,
+            name,
+            file,
+            description,
+        } => {
+            put_policy(&client, uin, &name, &file, description, true).await?;
+            println!("replaced policy `{name}`: it binds every node now");
+        }
+        PolicyCmd::List { uin } => {
+            println!("{:<32} {:<10} ATTACHED TO", "NAME", "UPDATED");
+            for p in client.policies(uin).await? {
+                println!(
+                    "{:<32} {:<10} {}",
+                    p.name,
+                    p.updated_at,
+                    p.attached_to.join(",")
+                );
+            }
+        }
+        PolicyCmd::Get { uin, name } => {
+            let p = client
+                .policies(uin)
+                .await?
+                .into_iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| anyhow::anyhow!("no policy `{name}` in account {uin}"))?;
+            println!("{}", p.document);
+        }
+        PolicyCmd::Delete { uin, name } => {
+            client.delete_policy(uin, &name).await?;
+            println!("deleted policy `{name}` (detached from everyone)");
+        }
+        PolicyCmd::Attach(args) => {
+            let (uin, req) = args.request(true)?;
+            client.attach_policy(uin, &req).await?;
+            println!(
+                "attached `{}` to {} `{}`",
+                req.policy,
+                req.kind.as_str(),
+                req.name
+            );
+        }
+        PolicyCmd::Detach(args) => {
+            let (uin, req) = args.request(false)?;
+            client.attach_policy(uin, &req).await?;
+            println!(
+                "detached `{}` from {} `{}`",
+                req.policy,
+                req.kind.as_str(),
+                req.name
+            );
+        }
+    }
+    Ok(())
+}
+
 async fn account(target: Target, action: AccountCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
@@ -400,9 +880,15 @@ async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()>
             println!("(the SecretKey is stored only wrapped by the cluster root key and cannot be shown again)");
         }
         CredentialCmd::List => {
-            println!("{:<14} {:<40} CREATED", "UIN", "SECRETID");
+            println!(
+                "{:<14} {:<40} {:<12} PRINCIPAL",
+                "UIN", "SECRETID", "CREATED"
+            );
             for c in client.credentials().await? {
-                println!("{:<14} {:<40} {}", c.uin, c.secret_id, c.created_at);
+                println!(
+                    "{:<14} {:<40} {:<12} {}",
+                    c.uin, c.secret_id, c.created_at, c.principal
+                );
             }
         }
         CredentialCmd::Revoke { secret_id } => {
@@ -722,6 +1208,10 @@ async fn main() -> ExitCode {
         Cmd::Drill(args) => drill(args).await,
         Cmd::Account { target, action } => account(target, action).await,
         Cmd::Credential { target, action } => credential(target, action).await,
+        Cmd::User { target, action } => identity(target, IdentityKind::User, action).await,
+        Cmd::Role { target, action } => identity(target, IdentityKind::Role, action).await,
+        Cmd::Policy { target, action } => policy(target, action).await,
+        Cmd::Audit { target, action } => audit(target, action).await,
         Cmd::Cert { action } => cert(action),
         Cmd::Cluster { target, action } => cluster(target, action).await,
     };

@@ -32,6 +32,14 @@ pub struct Metrics {
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
     pub key_pairs_generated: Counter,
+    /// Audit records appended to the trail.
+    pub audit_records: Counter,
+    /// Requests refused because the audit trail could not record them (`audit.fail-closed`).
+    pub audit_refusals: Counter,
+    /// Requests served without a record because the trail failed and `audit.fail-closed` is off.
+    pub audit_unrecorded: Counter,
+    /// Audit chain heads this node checkpointed through Raft.
+    pub audit_checkpoints: Counter,
     /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
     pub listeners: ListenerMetrics,
     /// Internal requests refused, by reason (`credentials`, `cluster`, `not-a-node`,
@@ -99,6 +107,10 @@ impl Metrics {
             tls_reloads: Counter::default(),
             tls_reload_failures: Counter::default(),
             key_pairs_generated: Counter::default(),
+            audit_records: Counter::default(),
+            audit_refusals: Counter::default(),
+            audit_unrecorded: Counter::default(),
+            audit_checkpoints: Counter::default(),
             listeners: ListenerMetrics::default(),
             internal_refusals: Family::default(),
         };
@@ -156,6 +168,26 @@ impl Metrics {
                 "forwarded_writes",
                 "Writes this node forwarded to the leader",
                 &m.forwarded_writes,
+            ),
+            (
+                "audit_records",
+                "Audit records appended to this node's trail",
+                &m.audit_records,
+            ),
+            (
+                "audit_refusals",
+                "Requests refused because the audit trail could not record them",
+                &m.audit_refusals,
+            ),
+            (
+                "audit_unrecorded",
+                "Requests served unrecorded (trail failed, audit.fail-closed = false)",
+                &m.audit_unrecorded,
+            ),
+            (
+                "audit_checkpoints",
+                "Audit chain heads checkpointed through Raft",
+                &m.audit_checkpoints,
             ),
             (
                 "forward_failures",

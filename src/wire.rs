@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::iam::IdentityKind;
+
 use crate::config::Consistency;
 use crate::crypto::SecretString;
 use crate::raft::types::{self, NodeId};
@@ -157,6 +159,62 @@ pub struct CredentialInfo {
     pub uin: u64,
     pub secret_id: String,
     pub created_at: u64,
+    /// Who it speaks for: `root`, `user/<name>` or `role/<name>`.
+    #[serde(default)]
+    pub principal: String,
+}
+
+/// Body of `POST /admin/accounts/{uin}/identities`: a new sub-user or role.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateIdentityRequest {
+    pub kind: IdentityKind,
+    pub name: String,
+    /// For a role that a cloud product acts as: the product's name.
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
+/// Body of `POST /admin/accounts/{uin}/policies` (create) and `PUT …/policies/{name}` (replace;
+/// `name` is then taken from the path).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyRequest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// The CAM policy document (JSON text, version 2.0).
+    pub document: String,
+}
+
+/// A policy as shown to operators.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub description: String,
+    pub document: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// `user/<name>` and `role/<name>` it is attached to.
+    pub attached_to: Vec<String>,
+}
+
+/// A checkpointed audit chain head, as `GET /admin/audit/checkpoints` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditCheckpointInfo {
+    pub node_id: u64,
+    pub seq: u64,
+    /// The record's hash, hex.
+    pub hash: String,
+    pub at_ms: u64,
+}
+
+/// Body of `POST /admin/accounts/{uin}/attachments`: attach or detach a policy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttachRequest {
+    pub kind: IdentityKind,
+    pub name: String,
+    pub policy: String,
+    pub attach: bool,
 }
 
 #[cfg(test)]

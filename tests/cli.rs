@@ -225,14 +225,43 @@ fn read_env(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
-fn start_dev(dir: &std::path::Path) -> std::process::Child {
-    Command::new(bin())
+/// `raftkms dev`, stopped (SIGINT: it stops its nodes) if the test ends without stopping it, so
+/// a failed test leaves no cluster holding the dev ports.
+struct Dev(std::process::Child);
+
+impl std::ops::Deref for Dev {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Dev {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling a child process this test started and has not reaped.
+            unsafe {
+                libc::kill(self.0.id() as i32, libc::SIGINT);
+            }
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start_dev(dir: &std::path::Path) -> Dev {
+    Dev(Command::new(bin())
         .args(["dev", "--port", "24201", "--data-dir"])
         .arg(dir)
         .stdout(std::fs::File::create(dir.with_extension("out")).unwrap())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap()
+        .unwrap())
 }
 
 async fn wait_env(dir: &std::path::Path, child: &mut std::process::Child) -> Vec<(String, String)> {
@@ -411,6 +440,124 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         .await
         .unwrap_err();
     assert_eq!(foreign.code(), Some("ResourceUnavailable.CmkNotFound"));
+    // Least privilege through the CLI: a sub-user with a policy file allowing Encrypt on one key.
+    let root_key = team
+        .call("CreateKey", serde_json::json!({"Alias": "team-key"}))
+        .await
+        .unwrap()["KeyId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let policy_file = tmp.path().join("encrypt-one.json");
+    std::fs::write(
+        &policy_file,
+        format!(
+            r#"{{"version":"2.0","statement":[{{"effect":"allow","action":"kms:Encrypt",
+                "resource":"qcs::kms:ap-guangzhou:uin/{uin}:key/{root_key}"}}]}}"#
+        ),
+    )
+    .unwrap();
+    cli(&["user", "create", "--uin", &uin, "--name", "alice"]);
+    cli(&[
+        "policy",
+        "create",
+        "--uin",
+        &uin,
+        "--name",
+        "encrypt-one",
+        "--file",
+        policy_file.to_str().unwrap(),
+    ]);
+    cli(&[
+        "policy",
+        "attach",
+        "--uin",
+        &uin,
+        "--policy",
+        "encrypt-one",
+        "--user",
+        "alice",
+    ]);
+    assert!(cli(&["user", "list", "--uin", &uin]).contains("encrypt-one"));
+    assert!(cli(&["policy", "list", "--uin", &uin]).contains("user/alice"));
+    assert!(cli(&["policy", "get", "--uin", &uin, "--name", "encrypt-one"]).contains(&root_key));
+    let alice_cred = cli(&["user", "credential", "--uin", &uin, "--name", "alice"]);
+    let alice_field = |name: &str| {
+        alice_cred
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert!(cli(&["credential", "list"]).contains("user/alice"));
+    let alice = raftkms::client::KmsClient::new(
+        "127.0.0.1:24203",
+        "ap-guangzhou",
+        &alice_field("SecretId:"),
+        &alice_field("SecretKey:"),
+    )
+    .with_ca(&ca)
+    .unwrap();
+    alice
+        .call(
+            "Encrypt",
+            serde_json::json!({"KeyId": root_key, "Plaintext": "eA=="}),
+        )
+        .await
+        .unwrap();
+    let denied = alice
+        .call("DisableKey", serde_json::json!({"KeyId": root_key}))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Some("AuthFailure.UnauthorizedOperation"));
+    // A malformed policy file is refused with the parser's message, and nothing changes.
+    std::fs::write(
+        &policy_file,
+        r#"{"version":"2.0","statement":[{"effect":"allow","action":"kms:Nope","resource":"*"}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args([
+            "policy",
+            "update",
+            "--uin",
+            &uin,
+            "--name",
+            "encrypt-one",
+            "--file",
+            policy_file.to_str().unwrap(),
+        ])
+        .envs(env.clone())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown action `kms:Nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cli(&[
+        "policy",
+        "detach",
+        "--uin",
+        &uin,
+        "--policy",
+        "encrypt-one",
+        "--user",
+        "alice",
+    ]);
+    let detached = alice
+        .call(
+            "Encrypt",
+            serde_json::json!({"KeyId": root_key, "Plaintext": "eA=="}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(detached.code(), Some("AuthFailure.UnauthorizedOperation"));
+    cli(&["user", "delete", "--uin", &uin, "--name", "alice"]);
+    assert!(!cli(&["credential", "list"]).contains("user/alice"));
+
     cli(&["credential", "revoke", "--secret-id", &id]);
     let refused = team
         .call("ListKeys", serde_json::json!({}))

@@ -372,6 +372,360 @@ def check_deletion(ops, clock_timeline, wall_of, tolerance_s=305, liveness_grace
     return out
 
 
+# ---------------------------------------------------------------------- policy revocation
+
+# An Encrypt refused by the authorizer: no allowing statement for the action
+# (AuthFailure.UnauthorizedOperation), or none for this resource (UnauthorizedOperation).
+UNAUTHORIZED_CODES = ("AuthFailure.UnauthorizedOperation", "UnauthorizedOperation")
+
+
+def _outcomes(ops):
+    out = {"ok": 0, "fail": 0, "info": 0}
+    for o in ops:
+        out[o.type] += 1
+    return out
+
+
+def check_policy_revocation(ops):
+    """A revoked permission stays revoked. ``revoke`` / ``grant`` replace the sub-user's policy
+    with one that does not / does allow kms:Encrypt; ``encrypt`` is an Encrypt signed by the
+    sub-user. A revoke acknowledged at T_ack (its completion) is in force until the invocation
+    of the next grant: an ``encrypt`` invoked after T_ack and completed before that grant's
+    invocation that succeeded is an anomaly (*revoked-permission-used*).
+
+    Outcomes, conservatively: only an acknowledged revoke opens a window (an unknown or failed
+    one is not a known revocation). The next grant is the first one, acknowledged or unknown,
+    that may be ordered after the revoke: invoked after it was, or acknowledged and still
+    running when it was invoked; the window ends at that grant's invocation (it may have taken
+    effect any time after). A failed grant did not happen and ends nothing. An unknown grant
+    invoked before the revoke may also have taken effect late, after the revoke, but only once:
+    each such grant excuses the successful encrypts of at most one point in time (the fewest
+    points that cover them are chosen, each given a grant invoked before it); what they cannot
+    cover is reported.
+
+    A history in which no encrypt completed inside a window, or in which none of those was
+    refused by the authorizer (``UNAUTHORIZED_CODES``), is unknown (``valid`` None): the
+    revocation was never exercised."""
+    revokes = [o for o in ops if o.f == "revoke"]
+    grants = [o for o in ops if o.f == "grant"]
+    encrypts = [o for o in ops if o.f == "encrypt"]
+    may_have_granted = [g for g in grants if g.type in ("ok", "info")]
+    windows = []  # (revoke, end, next grant or None)
+    for r in sorted((o for o in revokes if o.type == "ok"), key=lambda o: o.end):
+        nxt = [g for g in may_have_granted
+               if g.start > r.start or (g.type == "ok" and g.end > r.start)]
+        g = min(nxt, key=lambda o: o.start, default=None)
+        end = g.start if g is not None else INF
+        if end > r.end:
+            windows.append((r, end, g))
+    # encrypt index -> (encrypt, the window of the latest-invoked revoke whose window has it:
+    # a grant excusing the encrypt must take effect after every such revoke)
+    inside = {}
+    for e in encrypts:
+        if e.type not in ("ok", "fail"):
+            continue
+        for r, end, g in windows:
+            if r.end < e.start and e.end < end:
+                prev = inside.get(e.index)
+                if prev is None or r.start > prev[1][0].start:
+                    inside[e.index] = (e, (r, end, g))
+    refused = [e for e, _ in inside.values() if e.type == "fail" and e.error in UNAUTHORIZED_CODES]
+    used = sorted(((e, w) for e, w in inside.values() if e.type == "ok"), key=lambda x: x[0].end)
+    # Unknown grants invoked before a window's revoke may have taken effect inside it, once each.
+    # An encrypt is excused by a grant taking effect after its revoke was invoked and before the
+    # encrypt completed. Greedy by completion: a point just before each uncovered encrypt's end,
+    # as late as possible, covers the most; any unused unknown grant invoked before the point
+    # may be it (the eligible grants only grow as the points move on).
+    unknown_grants = sorted(g.start for g in grants if g.type == "info")
+    spare = 0
+    k = 0
+    point = None
+    excused = 0
+    anomalies = []
+    for e, (r, end, g) in used:
+        if point is not None and r.start < point:
+            excused += 1
+            continue
+        while k < len(unknown_grants) and unknown_grants[k] < e.end:
+            spare += 1
+            k += 1
+        if spare > 0:
+            spare -= 1
+            point = e.end
+            excused += 1
+            continue
+        anomalies.append({
+            "type": "revoked-permission-used",
+            "detail": "a revoked permission allowed a request that started after the "
+                      "revocation was acknowledged",
+            "node": e.node, "encrypt": e.to_json(), "revoke": r.to_json(),
+            "window_end": None if end == INF else end,
+            "next_grant": g.to_json() if g is not None else None})
+    # Informational, not judged: refusals that began after a grant was acknowledged and ended
+    # before the next revoke was invoked (a stale denial; an unknown revoke may explain one).
+    refused_after_grant = 0
+    revoke_starts = sorted(o.start for o in revokes if o.type in ("ok", "info"))
+    granted = [(g.end, min((t for t in revoke_starts if t > g.start), default=INF))
+               for g in grants if g.type == "ok"]
+    for e in encrypts:
+        if e.type != "fail" or e.error not in UNAUTHORIZED_CODES:
+            continue
+        for acked, nxt in granted:
+            if acked < e.start and e.end < nxt:
+                refused_after_grant += 1
+                break
+    out = _result(anomalies, encrypts=_outcomes(encrypts), revokes=_outcomes(revokes),
+                  grants=_outcomes(grants), windows=len(windows),
+                  encrypts_in_windows=len(inside), refused_in_windows=len(refused),
+                  ok_in_windows=len(used), excused_by_unknown_grants=excused,
+                  refused_after_acknowledged_grant=refused_after_grant)
+    if not anomalies:
+        if not inside:
+            out["valid"] = None
+            out["unknown"] = ("no encrypt completed inside a revocation window: nothing was "
+                              "checked")
+        elif not refused:
+            out["valid"] = None
+            out["unknown"] = ("no encrypt inside a revocation window was refused by the "
+                              "authorizer: the revocation was never observed")
+    return out
+
+
+# ---------------------------------------------------------------------- audit trail
+
+# API actions whose record raftkms makes durable (fsynced) before it answers: the writes
+# (src/kms/audit.rs, Action::is_write: every action but reads, crypto and queries). The harness's
+# workloads use CreateKey, EnableKey, DisableKey, UpdateKeyDescription, RotateKey and
+# ScheduleKeyDeletion; the others are listed for completeness.
+AUDIT_WRITE_ACTIONS = frozenset((
+    "CreateKey", "UpdateAlias", "UpdateKeyDescription", "EnableKey", "DisableKey",
+    "EnableKeyRotation", "DisableKeyRotation", "RotateKey", "ScheduleKeyDeletion",
+    "CancelKeyDeletion", "ArchiveKey", "CancelKeyArchive", "GetParametersForImport",
+    "ImportKeyMaterial", "DeleteImportedKeyMaterial", "ReplicateKey", "EnableKeys",
+    "DisableKeys", "BindCloudResource", "UnbindCloudResource"))
+# Records of other requests reach the disk within [audit] flush-interval-ms (100) of the answer;
+# a crash inside that window (plus a write and sync under way: 1 s of slack) may lose them.
+AUDIT_FLUSH_NS = 100_000_000
+AUDIT_SLACK_NS = 1_000_000_000
+# Faults that kill a node's process between the start event's requested_t and t (the start is
+# recorded once the process is known to be gone): kill -9, power loss, the membership removal
+# (the node is killed, then wiped; its trail was archived before the wipe).
+AUDIT_KILL_FAULTS = frozenset(("kill", "kill-all", "power", "power-all", "membership"))
+# Faults during the whole of which a node may lose the records it has not synced: fsync restarts
+# the node under libfiu (a kill at its start and at its end), and a failed sync fails the trail,
+# losing the records of the batch (src/audit/mod.rs, "Failure"; the node may also exit).
+AUDIT_WINDOW_FAULTS = frozenset(("fsync",))
+
+
+def audit_loss_windows(events, t_end=INF):
+    """When each node may have lost records it had not synced, from the nemesis timeline
+    (``nemesis.json``): ``{node: [(from_ns, to_ns, fault)]}``. A kill-like fault (``kill``,
+    ``kill-all``, ``power``, ``power-all``, ``membership``) spans its start event's
+    ``requested_t`` .. ``t``; ``fsync`` spans its requested start .. its stop (or ``t_end``); the
+    heal at the end of a run kills a node still running under libfiu (the ``heal`` event's
+    ``killed``, until the ``healed`` event). Pauses, partitions, clocks and latency lose
+    nothing."""
+    out = defaultdict(list)
+    open_ = {}
+    heal = None
+    for ev in events:
+        kind, fault = ev.get("event"), ev.get("fault")
+        start = ev.get("requested_t", ev["t"])
+        if kind == "start" and fault in AUDIT_KILL_FAULTS:
+            for n in ev.get("nodes", []):
+                out[n].append((start, ev["t"], fault))
+        elif kind == "start" and fault in AUDIT_WINDOW_FAULTS:
+            open_[(fault, ev.get("id"))] = ev
+        elif kind == "stop" and (fault, ev.get("id")) in open_:
+            s = open_.pop((fault, ev.get("id")))
+            for n in s.get("nodes", []):
+                out[n].append((s.get("requested_t", s["t"]), ev["t"], fault))
+        elif kind == "heal" and ev.get("killed"):
+            heal = ev
+        elif kind == "healed" and heal is not None:
+            for n in heal["killed"]:
+                out[n].append((heal["t"], ev["t"], "heal"))
+            heal = None
+    for s in open_.values():
+        for n in s.get("nodes", []):
+            out[n].append((s.get("requested_t", s["t"]), t_end, s["fault"]))
+    if heal is not None:
+        for n in heal["killed"]:
+            out[n].append((heal["t"], t_end, "heal"))
+    return dict(out)
+
+
+def _record_excerpt(trail, rec):
+    return {"trail": trail, "file": rec.get("_file"), "line": rec.get("_line"),
+            "seq": rec.get("seq"), "node_id": rec.get("node_id"), "action": rec.get("action"),
+            "result": rec.get("result"), "write": rec.get("write"), "at_ms": rec.get("at_ms"),
+            "request_id": rec.get("request_id")}
+
+
+def check_audit(ops, nemesis_events, artifacts, t_end=INF):
+    """The nodes' audit trails against the history (rkj/audit.py collects ``artifacts``).
+
+    Every call a node answered (``requests`` of an op: request id, node, action, the code
+    answered, when the answer was read) must have exactly one record, in the trail of that node
+    (``node_id`` too), with that request id, action ``kms:<Action>`` and result (``Success`` or
+    the code). Missing:
+
+    - the record of an acknowledged write (``AUDIT_WRITE_ACTIONS``, answered Success) is synced
+      before the answer: missing is an anomaly whatever happened to the node
+      (*missing-write-record*), and a found one must say ``"write": true``
+      (*write-record-not-durable*);
+    - any other record (reads, crypto, refusals, failed writes, whose records may or may not
+      have been synced first) may be missing only if its node may have lost unsynced records
+      (``audit_loss_windows``) from 1.1 s before the answer was read (flush interval and slack)
+      to the answer: *excused*; otherwise *missing-record*.
+
+    A request id in more than one record, anywhere, is a *duplicate*. Every trail must verify
+    (``raftkms audit verify``, exit status 0, against the cluster's checkpoints or at least
+    offline): *trail-not-intact* names the problem it reported. Every checkpoint the cluster holds
+    must name a record of one of its node's trails (*checkpoint-unmatched*; the CLI checks the
+    same for trails it verified online, this also covers wiped and rejoined nodes).
+
+    UNKNOWN: nothing collected, no answered call with a request id (nothing checked), a trail
+    that could not be copied (its node's missing records are counted ``unchecked``), or a
+    verify that could not run."""
+    if not artifacts:
+        return {"valid": None, "anomaly_count": 0, "anomalies": [],
+                "unknown": "no audit artifacts were collected"}
+    trails = artifacts.get("trails", {})
+    unchecked_nodes = {e.get("node") for e in artifacts.get("errors", [])}
+    by_rid = defaultdict(list)
+    records_found = 0
+    bad_lines = 0
+    for name, t in sorted(trails.items()):
+        bad_lines += t.get("bad_lines", 0)
+        if t.get("unreadable"):
+            unchecked_nodes.add(t["node"])
+        for rec in t.get("records", []):
+            records_found += 1
+            by_rid[rec.get("request_id")].append((name, rec))
+    windows = audit_loss_windows(nemesis_events, t_end)
+    anomalies = []
+    duplicates = {rid: entries for rid, entries in by_rid.items() if len(entries) > 1}
+    calls_of = {}
+    counts = {"answered_calls": 0, "answered_ops": 0, "records_matched": 0, "writes_checked": 0,
+              "reads_excused": 0, "missing": 0, "unchecked": 0}
+    excused_by = defaultdict(int)
+    for o in ops:
+        reqs = o.extra.get("requests") or []
+        if reqs:
+            counts["answered_ops"] += 1
+        for c in reqs:
+            counts["answered_calls"] += 1
+            calls_of[c["id"]] = (o, c)
+            node = c.get("node")
+            found = by_rid.get(c["id"], [])
+            durable = c.get("action") in AUDIT_WRITE_ACTIONS and c.get("code") is None
+            base = {"request_id": c["id"], "node": node, "action": c.get("action"),
+                    "code": c.get("code"), "answered_at": c.get("t"), "op": o.to_json()}
+            if not found:
+                if node in unchecked_nodes:
+                    counts["unchecked"] += 1
+                    continue
+                if durable:
+                    counts["missing"] += 1
+                    anomalies.append(dict(base, type="missing-write-record",
+                                          windows=windows.get(node, [])))
+                    continue
+                t = c.get("t", o.end)
+                hit = [w for w in windows.get(node, [])
+                       if w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]]
+                if hit:
+                    counts["reads_excused"] += 1
+                    excused_by[hit[0][2]] += 1
+                else:
+                    counts["missing"] += 1
+                    anomalies.append(dict(base, type="missing-record",
+                                          windows=windows.get(node, [])))
+                continue
+            if len(found) > 1:
+                continue  # reported below, once per request id
+            name, rec = found[0]
+            counts["records_matched"] += 1
+            problems = []
+            if node is not None and (trails[name]["node"] != node or rec.get("node_id") != node):
+                problems.append("wrong-node")
+            if rec.get("result") != (c.get("code") or "Success"):
+                problems.append("result-mismatch")
+            if c.get("action") and rec.get("action") != "kms:" + c["action"]:
+                problems.append("action-mismatch")
+            if durable:
+                counts["writes_checked"] += 1
+                if rec.get("write") is not True:
+                    problems.append("write-record-not-durable")
+            for p in problems:
+                anomalies.append(dict(base, type=p, record=_record_excerpt(name, rec)))
+    for rid, entries in sorted(duplicates.items(), key=lambda kv: str(kv[0])):
+        d = {"type": "duplicate", "request_id": rid,
+             "records": [_record_excerpt(n, r) for n, r in entries]}
+        if rid in calls_of:
+            d["op"] = calls_of[rid][0].to_json()
+        anomalies.append(d)
+    # The trails themselves: raftkms audit verify.
+    unknown = []
+    verify_summary = {}
+    for name, t in sorted(trails.items()):
+        if t.get("absent"):
+            verify_summary[name] = "absent"
+            continue
+        v = (artifacts.get("verify") or {}).get(name)
+        if v is None or v.get("report") is None:
+            unknown.append("trail %s was not verified: %s" % (
+                name, (v or {}).get("stderr") or "no verify result"))
+            verify_summary[name] = "not verified"
+            continue
+        rep = v["report"]
+        verify_summary[name] = {"mode": v.get("mode"), "status": v.get("status"),
+                                "records": rep.get("records"),
+                                "checkpoints_checked": rep.get("checkpoints_checked"),
+                                "problem": rep.get("problem")}
+        if v.get("status") != 0 or rep.get("problem") is not None:
+            anomalies.append({"type": "trail-not-intact", "trail": name, "node": t["node"],
+                              "mode": v.get("mode"), "problem": rep.get("problem"),
+                              "stderr": v.get("stderr"), "records": rep.get("records")})
+    # The cluster's checkpoints name records of the trails (also those of wiped nodes).
+    checkpoints = artifacts.get("checkpoints")
+    cp_checked = 0
+    if checkpoints is not None:
+        heads = defaultdict(set)
+        for name, t in trails.items():
+            for rec in t.get("records", []):
+                heads[t["node"]].add((rec.get("seq"), rec.get("hash")))
+        for cp in checkpoints:
+            n = cp.get("node_id")
+            if n in unchecked_nodes:
+                continue
+            cp_checked += 1
+            if (cp.get("seq"), cp.get("hash")) not in heads.get(n, set()):
+                anomalies.append({"type": "checkpoint-unmatched", "checkpoint": cp,
+                                  "trails": sorted(k for k, t in trails.items()
+                                                   if t["node"] == n)})
+    if unchecked_nodes:
+        errors = [e.get("error", "?") for e in artifacts.get("errors", [])]
+        unknown.append("trails not collected (nodes %s): %s" % (
+            sorted(unchecked_nodes, key=str), "; ".join(errors)))
+    without_op = sum(len(e) for rid, e in by_rid.items() if rid not in calls_of)
+    out = _result(anomalies, trails=len(trails), records_found=records_found,
+                  records_without_op=without_op, duplicates=len(duplicates),
+                  bad_lines=bad_lines, excused_by=dict(excused_by),
+                  checkpoints_checked=cp_checked, verify=verify_summary, **counts)
+    if checkpoints is None:
+        # The cluster was down: the trails were verified offline (the chain alone).
+        out["checkpoints"] = "unavailable: %s" % artifacts.get("checkpoints_error")
+    if counts["answered_calls"] == 0:
+        out["valid"] = None if not anomalies else False
+        unknown.insert(0, "no answered op carried a request id: nothing was checked")
+    if unknown:
+        out["unknown_reasons"] = unknown
+        if not anomalies:
+            out["valid"] = None
+    return out
+
+
 # ---------------------------------------------------------------------- convergence
 
 

@@ -16,6 +16,7 @@ import hmac
 import http.client
 import json
 import ssl
+import threading
 import time
 
 SERVICE = "kms"
@@ -52,17 +53,50 @@ def _connection(addr, tls, timeout):
     return http.client.HTTPSConnection(host, int(port), timeout=timeout, context=tls)
 
 
+# The answered calls of the op running on this thread (see ``capture_calls``).
+_captured = threading.local()
+
+
+def capture_calls():
+    """From now on, every KMS API call made on this thread that a node answered (a response
+    envelope with a ``RequestId``, success or Tencent error) is noted, until
+    ``captured_calls``. The runner brackets each op with the two, so the history names the
+    request ids of the op's calls and the node each was sent to (the audit checker looks them up
+    in the nodes' trails). Calls without an answer (refused connection, timeout, reset, TLS
+    failure, a body that is not an envelope) have no request id and are not noted."""
+    _captured.calls = []
+
+
+def captured_calls():
+    """The calls noted since ``capture_calls`` on this thread, oldest first, and stops noting:
+    dicts ``{"request_id", "endpoint", "action", "code", "mono_ns"}`` (``code`` None for a
+    success; ``mono_ns`` is ``time.monotonic_ns()`` when the answer had been read)."""
+    calls = getattr(_captured, "calls", None)
+    _captured.calls = None
+    return calls or []
+
+
+def _note_call(request_id, endpoint, action, code):
+    calls = getattr(_captured, "calls", None)
+    if calls is not None and isinstance(request_id, str) and request_id:
+        calls.append({"request_id": request_id, "endpoint": endpoint, "action": action,
+                      "code": code, "mono_ns": time.monotonic_ns()})
+
+
 class Reply:
-    """One API answer: ``kind`` is ok / fail / info; ``code`` the Tencent error code if any."""
+    """One API answer: ``kind`` is ok / fail / info; ``code`` the Tencent error code if any;
+    ``request_id`` the envelope's ``RequestId`` (None if no envelope came back)."""
 
-    __slots__ = ("kind", "code", "message", "fields", "headers")
+    __slots__ = ("kind", "code", "message", "fields", "headers", "request_id")
 
-    def __init__(self, kind, code=None, message=None, fields=None, headers=None):
+    def __init__(self, kind, code=None, message=None, fields=None, headers=None,
+                 request_id=None):
         self.kind = kind
         self.code = code
         self.message = message
         self.fields = fields or {}
         self.headers = headers or {}
+        self.request_id = request_id
 
     def __repr__(self):
         return "Reply(%s, %s)" % (self.kind, self.code)
@@ -137,12 +171,20 @@ class KmsClient:
             doc = json.loads(data)["Response"]
         except (ValueError, KeyError, TypeError):
             return Reply("info" if write else "fail", "http.%d" % status, data[:200].decode("utf-8", "replace"))
+        if not isinstance(doc, dict):
+            return Reply("info" if write else "fail", "http.%d" % status,
+                         data[:200].decode("utf-8", "replace"))
+        # Every answer, an error included, carries the RequestId the node's audit record has.
+        request_id = doc.get("RequestId")
         err = doc.get("Error")
         if err:
-            code = err.get("Code", "")
+            code = err.get("Code", "") if isinstance(err, dict) else str(err)
+            _note_call(request_id, self.endpoint, action, code)
             kind = "info" if (write and code in INDETERMINATE_CODES) else "fail"
-            return Reply(kind, code, err.get("Message", ""), headers=resp_headers)
-        return Reply("ok", fields=doc, headers=resp_headers)
+            return Reply(kind, code, err.get("Message", "") if isinstance(err, dict) else "",
+                         headers=resp_headers, request_id=request_id)
+        _note_call(request_id, self.endpoint, action, None)
+        return Reply("ok", fields=doc, headers=resp_headers, request_id=request_id)
 
 
 class AdminClient:

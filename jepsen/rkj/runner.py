@@ -11,8 +11,8 @@ import sys
 import threading
 import time
 
-from . import checkers, plot
-from .client import KmsClient
+from . import audit, checkers, plot
+from .client import KmsClient, capture_calls, captured_calls
 from .cluster import Cluster, FaultNotApplied, REGION, dump_json
 from .history import History, pair
 from .nemesis import Nemesis, Timeline
@@ -54,6 +54,7 @@ QUICK = [
     ("register", "latency", 25),
     ("key-set", "power-all", 25),
     ("crypto", "power", 25),
+    ("policy", "partition", 30),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
@@ -109,8 +110,28 @@ class Ctx:
     def final_op(self, node, f, value, fn):
         self.final_seq += 1
         inv = self.history.invoke("final-%d" % self.final_seq, f, value, node)
-        kind, result, error = fn(self.client(node, timeout=10))
-        self.history.complete(inv, kind if kind != "info" else "fail", result, error)
+        capture_calls()
+        try:
+            kind, result, error = fn(self.client(node, timeout=10))
+        finally:
+            calls = self.answered_calls()
+        self.history.complete(inv, kind if kind != "info" else "fail", result, error,
+                              extra=calls)
+
+    def answered_calls(self):
+        """The history fields of the calls the op on this thread made that a node answered
+        (``capture_calls`` began them): ``request_id`` (the last answer's) and ``requests``,
+        one ``{"id", "node", "action", "code", "t"}`` per answered call (``code`` None for a
+        success, ``t`` when the answer had been read, in history time). None if no call was
+        answered."""
+        calls = captured_calls()
+        if not calls:
+            return None
+        node_of = {n.api: i for i, n in self.cluster.nodes.items()}
+        reqs = [{"id": c["request_id"], "node": node_of.get(c["endpoint"]),
+                 "action": c["action"], "code": c["code"],
+                 "t": c["mono_ns"] - self.history.t0} for c in calls]
+        return {"request_id": reqs[-1]["id"], "requests": reqs}
 
     def clock_timeline(self):
         return self.nemesis.clock_changes if self.nemesis else []
@@ -153,12 +174,14 @@ def worker(ctx, wl, w, nworkers, stop, rate, rng):
         f, value = wl.next_op(rng)
         node = rng.choice(nodes)
         inv = ctx.history.invoke(process, f, value, node)
+        capture_calls()
         try:
             kind, result, error = wl.invoke(clients[node], f, value)
         except Exception as e:  # a harness bug must not hide as a pass: record and re-raise
-            ctx.history.complete(inv, "info", error="harness: %r" % e)
+            ctx.history.complete(inv, "info", error="harness: %r" % e,
+                                 extra=ctx.answered_calls())
             raise
-        ctx.history.complete(inv, kind, result, error)
+        ctx.history.complete(inv, kind, result, error, extra=ctx.answered_calls())
         if kind == "info":
             process += nworkers  # the process is retired: its op may still take effect
         stop.wait(rng.expovariate(rate))
@@ -236,20 +259,32 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         threads = []
         errors = []
 
-        def guarded(w):
+        def guarded(fn, *fn_args):
             try:
-                worker(ctx, wl, w, nworkers, stop, rate, random.Random(seed * 1000 + w))
+                fn(*fn_args)
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
         for w in range(nworkers):
-            t = threading.Thread(target=guarded, args=(w,), daemon=True, name="client-%d" % w)
+            t = threading.Thread(target=guarded, daemon=True, name="client-%d" % w,
+                                 args=(worker, ctx, wl, w, nworkers, stop, rate,
+                                       random.Random(seed * 1000 + w)))
+            t.start()
+            threads.append(t)
+        # The workload's own processes (e.g. the policy workload's revoke/grant process).
+        for n, (name, fn) in enumerate(wl.dedicated()):
+            t = threading.Thread(target=guarded, daemon=True, name=name,
+                                 args=(fn, stop, random.Random(seed * 1000 + 999 - n)))
             t.start()
             threads.append(t)
         nem.start()
         stop.wait(seconds)
         nem.stop()
-        timeline.add("heal", "all")
+        # The heal kills a node still running under libfiu (to restart it without): a kill for
+        # the audit checker, between this event and the next.
+        timeline.add("heal", "all", killed=[i for i, n in cluster.nodes.items()
+                                            if n.fiu and n.alive() and i not in cluster.removed])
         cluster.heal_all()
+        timeline.add("healed", "all")
         stop.set()
         for t in threads:
             t.join(timeout=15)
@@ -268,12 +303,16 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
             if len(vals) == 1 and all("error" not in d for d in samples.values()):
                 break
             time.sleep(0.5)
+        # The nodes' audit trails, copied into the run directory and verified with the binary
+        # (against the cluster's checkpoints: the cluster still runs).
+        audit.collect(cluster, run_dir, log)
         history.close()
         t_end = history.now()
         ops = pair(history.events)
         results = wl.check(ops)
         results["convergence"] = checkers.check_convergence(samples)
         results["recovery"] = recovery
+        results["audit"] = checkers.check_audit(ops, timeline.events, audit.load(run_dir), t_end)
         # The faults themselves: one not applied fails the run, a harness that could not act
         # makes it UNKNOWN (see nemesis.py).
         results["nemesis"] = nem.result()
@@ -346,7 +385,7 @@ def main(argv=None):
     p.add_argument("--nemesis", choices=sorted(NEMESES), default="mix")
     p.add_argument("--time", type=int, default=40, help="seconds of operations per run")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="the CI tier (about 6 runs)")
+    p.add_argument("--quick", action="store_true", help="the CI tier (12 runs)")
     p.add_argument("--matrix", action="store_true",
                    help="every workload x every nemesis (nightly), --runs times each")
     p.add_argument("--workloads", default=None,

@@ -5,6 +5,8 @@ write is ever retried (the TiDB lesson): an unknown outcome is ``info`` and the 
 """
 
 import base64
+import http.client
+import json
 import os
 import random
 import struct
@@ -13,6 +15,7 @@ import time
 import uuid
 
 from . import checkers
+from .client import KmsClient, _connection
 
 MAX_OPS_PER_REGISTER_KEY = 120  # keeps each key's linearizability search small
 
@@ -47,6 +50,13 @@ class Workload:
 
     def final(self):
         pass
+
+    def dedicated(self):
+        """Processes of the workload's own besides the clients: ``[(name, fn)]``; the runner runs
+        each ``fn(stop, rng)`` in a thread alongside the clients until ``stop`` is set, and fn
+        records its ops in the history itself (process numbers that are not integers, so they
+        never meet a client's)."""
+        return []
 
     def check(self, ops):
         raise NotImplementedError
@@ -410,4 +420,221 @@ class Deletion(Workload):
                                                     self.ctx.history.wall)}
 
 
-WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, Crypto, Deletion)}
+# ---------------------------------------------------------------------- policy
+
+
+def allow_document(action):
+    """A CAM policy document allowing ``action`` on every resource."""
+    return json.dumps({"version": "2.0",
+                       "statement": [{"effect": "allow", "action": action, "resource": "*"}]},
+                      separators=(",", ":"))
+
+
+class Policy(Workload):
+    """Policies changed under faults. A sub-user (``jepsen-user``, with its own credential)
+    encrypts with one key through random nodes (linearizable, no retries), allowed by the policy
+    ``toggle`` attached to it; one dedicated process replaces that policy's document every
+    0.5-1 s, alternately with one that allows only kms:DescribeKey (``revoke``) and one that
+    allows kms:Encrypt again (``grant``), through the leader's admin endpoint. Checked by
+    ``policy-revocation``: no Encrypt that began after a revoke was acknowledged succeeds before
+    the next grant is invoked."""
+
+    name = "policy"
+    USER = "jepsen-user"
+    POLICY = "toggle"
+    GRANT = allow_document("kms:Encrypt")
+    REVOKE = allow_document("kms:DescribeKey")
+    ADMIN_TIMEOUT_S = 6.0  # as the clients' op timeout (the nodes' write timeout is 4 s)
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.uin = None
+        self.key = None
+        self.secret_id = None
+        self.secret_key = None
+
+    # ------------------------------------------------------------------ admin calls
+
+    def admin_call(self, i, method, path, body):
+        """One admin request to node i's internal listener (mutual TLS with the run's admin
+        certificate): ``(status, document, error)``; status None if nothing came back, -1 if
+        the connection was refused (the request never reached a server)."""
+        c = self.ctx.cluster
+        conn = _connection(c.nodes[i].raft, c.admin_tls, self.ADMIN_TIMEOUT_S)
+        headers = {"X-Raftkms-Cluster": c.cluster_id}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            status = resp.status
+        except ConnectionRefusedError as e:
+            return -1, None, "transport.refused: %s" % e
+        except (OSError, http.client.HTTPException) as e:  # a TLS failure is an OSError
+            return None, None, "transport: %s" % e
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(raw) if raw else None
+        except ValueError:
+            doc = None
+        err = None
+        if status >= 300:
+            err = "http.%d: %s" % (status, (doc or {}).get("error") if isinstance(doc, dict)
+                                   else raw[:200].decode("utf-8", "replace"))
+        return status, doc, err
+
+    def admin_targets(self):
+        """The leader first (found as the harness's other admin writes find it), then the other
+        running nodes; paused ones last (they would only time out)."""
+        c = self.ctx.cluster
+        live = [i for i in self.ctx.live_nodes() if c.nodes[i].alive()]
+        live.sort(key=lambda i: c.nodes[i].paused)
+        lead = c.leader(timeout=1.0)
+        first = [lead] if lead in live and not c.nodes[lead].paused else []
+        return first + [i for i in live if i != lead]
+
+    def admin_write(self, method, path, body, targets):
+        """One admin write as an op, sent to ``targets`` (``admin_targets``) in turn:
+        ``(kind, result, error)``. A node that did not lead and
+        named the leader (421), or refused the connection, definitely did nothing: the request
+        goes to the named leader or the next node. Otherwise 200 is ok, a transport failure or
+        5xx unknown (``info``: the change may or may not have happened), any other refusal
+        ``fail``."""
+        c = self.ctx.cluster
+        targets = list(targets)
+        tried = []
+        last = "no live node"
+        while targets and len(tried) < 2 * len(c.nodes):
+            i = targets.pop(0)
+            tried.append(i)
+            status, doc, err = self.admin_call(i, method, path, body)
+            if status == 200:
+                return "ok", {"via": i}, None
+            last = err
+            if status == -1:
+                continue
+            if status == 421:
+                hinted = c.node_at((doc or {}).get("leader")) if isinstance(doc, dict) else None
+                if hinted is not None and hinted not in tried:
+                    targets.insert(0, hinted)
+                continue
+            if status is None or status >= 500:
+                return "info", {"via": i}, err
+            return "fail", {"via": i}, err
+        return "fail", {"tried": tried}, last
+
+    def setup_admin(self, method, path, body, deadline_s=60):
+        """A setup call (not in the history), retried until the cluster takes it. A retried
+        create that answers 409 was taken by an earlier attempt whose answer was lost."""
+        deadline = time.time() + deadline_s
+        last = None
+        attempts = 0
+        while time.time() < deadline:
+            for i in self.admin_targets():
+                status, doc, err = self.admin_call(i, method, path, body)
+                if status == 200:
+                    return doc
+                if status == 409 and attempts > 0:
+                    return None
+                attempts += 1
+                last = err
+            time.sleep(0.5)
+        raise RuntimeError("setup %s %s failed: %s" % (method, path, last))
+
+    # ------------------------------------------------------------------ setup
+
+    def find_uin(self):
+        """The account of the run's credential (made at boot), from the credential list."""
+        for cred in self.setup_admin("GET", "/admin/credentials", None) or []:
+            if cred.get("secret_id") == self.ctx.cluster.secret_id:
+                return int(cred["uin"])
+        raise RuntimeError("the run's credential is not in /admin/credentials")
+
+    def setup(self):
+        self.uin = self.find_uin()
+        r = self.setup_call("CreateKey", {"Alias": "pol-%s" % uuid.uuid4().hex[:6]})
+        self.key = r.fields["KeyId"]
+        base = "/admin/accounts/%d" % self.uin
+        self.setup_admin("POST", base + "/identities", {"kind": "user", "name": self.USER})
+        cred = self.setup_admin("POST", "%s/users/%s/credentials" % (base, self.USER), {})
+        self.secret_id, self.secret_key = cred["secret_id"], cred["secret_key"]
+        self.setup_admin("POST", base + "/policies", {"name": self.POLICY,
+                                                      "document": self.GRANT})
+        self.setup_admin("POST", base + "/attachments", {"kind": "user", "name": self.USER,
+                                                         "policy": self.POLICY, "attach": True})
+        # The sub-user can encrypt through every node before the run starts (the attachment is
+        # acknowledged, so a linearizable Encrypt anywhere must see it): a setup that did not
+        # take fails here, not as a vacuous run.
+        for i in self.ctx.live_nodes():
+            deadline = time.time() + 30
+            while True:
+                r = self.user_client(self.ctx.client(i)).call(
+                    "Encrypt", {"KeyId": self.key, "Plaintext": b64(b"setup")}, write=False)
+                if r.kind == "ok":
+                    break
+                if time.time() > deadline:
+                    raise RuntimeError("the sub-user cannot encrypt through node %d after "
+                                       "setup: %s %s" % (i, r.code, r.message))
+                time.sleep(0.5)
+
+    def user_client(self, root_client):
+        """A client of the same node and clock as ``root_client``, signing as the sub-user."""
+        return KmsClient(root_client.endpoint, root_client.region, self.secret_id,
+                         self.secret_key, root_client.tls, timeout=root_client.timeout,
+                         clock=root_client.clock)
+
+    # ------------------------------------------------------------------ ops
+
+    def next_op(self, rng):
+        return "encrypt", {"key": self.key}
+
+    def invoke(self, client, f, value):
+        if f != "encrypt":
+            raise ValueError(f)
+        r = self.user_client(client).call(
+            "Encrypt", {"KeyId": value["key"], "Plaintext": b64(b"policy")}, write=False)
+        if r.kind == "ok":
+            return "ok", None, None
+        # A lost answer leaves unknown whether the node let the request through; any answer of
+        # the node (AuthFailure.UnauthorizedOperation included) or a refused connection is a
+        # definite fail.
+        if r.code == "transport" or (r.code or "").startswith("http."):
+            return "info", None, r.code
+        return "fail", None, r.code
+
+    def dedicated(self):
+        return [("policy-admin", self.toggle_policy)]
+
+    def toggle_policy(self, stop, rng):
+        """The dedicated process: revoke, grant, revoke, ... every 0.5-1 s, each a PUT of the
+        policy's document recorded as an op. After an unknown outcome the process retires and
+        goes on under a new name (its op stays open)."""
+        h = self.ctx.history
+        path = "/admin/accounts/%d/policies/%s" % (self.uin, self.POLICY)
+        generation = 0
+        f = "revoke"
+        while not stop.wait(rng.uniform(0.5, 1.0)):
+            doc = self.REVOKE if f == "revoke" else self.GRANT
+            body = {"name": self.POLICY, "document": doc}
+            targets = self.admin_targets()
+            inv = h.invoke("policy-admin-%d" % generation, f, {"policy": self.POLICY},
+                           targets[0] if targets else None)
+            try:
+                kind, result, error = self.admin_write("PUT", path, body, targets)
+            except Exception as e:  # a harness bug must not hide as a pass: record and re-raise
+                h.complete(inv, "info", error="harness: %r" % e)
+                raise
+            h.complete(inv, kind, result, error)
+            if kind == "info":
+                generation += 1
+            f = "grant" if f == "revoke" else "revoke"
+
+    def check(self, ops):
+        return {"policy-revocation": checkers.check_policy_revocation(ops)}
+
+
+WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, Crypto, Deletion, Policy)}

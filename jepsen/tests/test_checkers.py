@@ -226,6 +226,145 @@ class CheckerTest(unittest.TestCase):
         self.assertFalse(checkers.check_convergence(diff)["valid"])
 
 
+DENIED = "AuthFailure.UnauthorizedOperation"
+
+
+def policy_ops(spec):
+    """spec: (process, f, type, start, end[, error]) of revoke / grant / encrypt ops; an end of
+    None is an op that never completed (info)."""
+    events = []
+    for p, f, typ, start, end, *error in spec:
+        value = {"key": "k"} if f == "encrypt" else {"policy": "toggle"}
+        events.append({"type": "invoke", "process": p, "f": f, "value": value, "node": 1,
+                       "t": start})
+        if end is not None:
+            ev = {"type": typ, "process": p, "f": f, "value": value, "node": 1, "t": end}
+            if error:
+                ev["error"] = error[0]
+            events.append(ev)
+    events.sort(key=lambda e: e["t"])
+    for i, e in enumerate(events):
+        e["index"] = i
+    return pair(events)
+
+
+def denied(p, start, end):
+    return (p, "encrypt", "fail", start, end, DENIED)
+
+
+def allowed(p, start, end):
+    return (p, "encrypt", "ok", start, end)
+
+
+class PolicyRevocationTest(unittest.TestCase):
+    def check(self, spec):
+        return checkers.check_policy_revocation(policy_ops(spec))
+
+    def test_clean_history_passes(self):
+        out = self.check([
+            allowed(1, 0, 5),
+            ("a0", "revoke", "ok", 10, 20),
+            allowed(2, 12, 25),   # concurrent with the revoke: either way
+            allowed(3, 15, 18),   # completed before the revoke was acknowledged
+            denied(1, 21, 22),
+            denied(2, 30, 31),
+            ("a0", "grant", "ok", 40, 50),
+            allowed(1, 38, 45),   # completed after the grant was invoked: it may have seen it
+            denied(3, 42, 44),    # the grant may not have taken effect yet
+            allowed(2, 51, 52),
+            ("a0", "revoke", "ok", 60, 70),
+            denied(3, 71, 72),
+            (4, "encrypt", "fail", 73, 74, "transport.refused"),
+            (5, "encrypt", "info", 75, None),  # unknown: never judged
+        ])
+        self.assertIs(out["valid"], True, out)
+        self.assertEqual(out["windows"], 2)
+        # Inside a window: 21-22, 30-31 (first), 71-72 and 73-74 (second, never ends).
+        self.assertEqual(out["encrypts_in_windows"], 4)
+        self.assertEqual(out["refused_in_windows"], 3)
+        self.assertEqual(out["encrypts"], {"ok": 5, "fail": 5, "info": 1})
+        self.assertEqual(out["revokes"], {"ok": 2, "fail": 0, "info": 0})
+        self.assertEqual(out["grants"], {"ok": 1, "fail": 0, "info": 0})
+
+    def test_encrypt_allowed_after_acknowledged_revoke_is_an_anomaly(self):
+        out = self.check([
+            ("a0", "revoke", "ok", 10, 20),
+            denied(1, 21, 22),
+            allowed(2, 25, 30),   # began after the ack, ended before the grant was invoked
+            ("a0", "grant", "ok", 40, 50),
+        ])
+        self.assertIs(out["valid"], False)
+        a = out["anomalies"][0]
+        self.assertEqual(a["type"], "revoked-permission-used")
+        self.assertEqual((a["encrypt"]["start"], a["revoke"]["end"], a["window_end"]),
+                         (25, 20, 40))
+        # With no grant after it, the revocation holds to the end of the history.
+        out = self.check([("a0", "revoke", "ok", 10, 20), denied(1, 21, 22),
+                          allowed(2, 500, 501)])
+        self.assertIs(out["valid"], False)
+        self.assertIsNone(out["anomalies"][0]["window_end"])
+
+    def test_unknown_and_failed_revokes_and_grants(self):
+        # An unknown revoke is not a known revocation: an Encrypt allowed after it is no anomaly
+        # (and, with no other window, nothing was checked).
+        out = self.check([("a0", "revoke", "info", 10, None), allowed(1, 30, 31)])
+        self.assertIsNone(out["valid"])
+        self.assertEqual(out["windows"], 0)
+        out = self.check([("a0", "revoke", "info", 10, 20), allowed(1, 30, 31)])
+        self.assertIsNone(out["valid"])
+        # A failed revoke did not happen either.
+        out = self.check([("a0", "revoke", "fail", 10, 20), allowed(1, 30, 31)])
+        self.assertIsNone(out["valid"])
+        # An unknown grant ends the window at its invocation: before it is checked, after it not.
+        base = [("a0", "revoke", "ok", 10, 20), denied(1, 21, 22),
+                ("a1", "grant", "info", 40, None)]
+        self.assertIs(self.check(base + [allowed(2, 41, 42)])["valid"], True)
+        self.assertIs(self.check(base + [allowed(2, 30, 45)])["valid"], True)
+        self.assertIs(self.check(base + [allowed(2, 30, 35)])["valid"], False)
+        # A failed grant did not happen: it ends nothing.
+        out = self.check([("a0", "revoke", "ok", 10, 20), ("a0", "grant", "fail", 30, 31),
+                          denied(1, 32, 33), allowed(2, 40, 41)])
+        self.assertIs(out["valid"], False)
+        # An acknowledged grant still running when the revoke was invoked may be ordered after
+        # it: no window.
+        out = self.check([("a1", "grant", "ok", 5, 15), ("a0", "revoke", "ok", 10, 20),
+                          allowed(2, 30, 31)])
+        self.assertEqual(out["windows"], 0)
+        self.assertIsNone(out["valid"])
+        # An unknown grant invoked before the revoke may take effect after it, once: it excuses
+        # the allowed Encrypts of one window, not of two.
+        one = [("a1", "grant", "info", 0, None), ("a2", "revoke", "ok", 10, 20),
+               denied(1, 21, 22), allowed(2, 30, 31), allowed(3, 32, 33)]
+        out = self.check(one)
+        self.assertIs(out["valid"], True, out)
+        self.assertEqual(out["excused_by_unknown_grants"], 2)
+        two = one + [("a2", "grant", "ok", 40, 41), ("a2", "revoke", "ok", 50, 60),
+                     denied(1, 61, 62), allowed(2, 70, 71)]
+        out = self.check(two)
+        self.assertIs(out["valid"], False)
+        self.assertEqual(out["anomaly_count"], 1)
+        self.assertEqual(out["anomalies"][0]["encrypt"]["start"], 70)
+        # ... unless a second unknown grant could be the one.
+        out = self.check(two + [("a3", "grant", "info", 45, None)])
+        self.assertIs(out["valid"], True, out)
+
+    def test_no_encrypt_inside_a_window_is_unknown(self):
+        # Revocations acknowledged, but every Encrypt completed outside the windows.
+        out = self.check([allowed(1, 0, 5), ("a0", "revoke", "ok", 10, 20), allowed(2, 12, 25),
+                          ("a0", "grant", "ok", 30, 40), allowed(1, 41, 42)])
+        self.assertIsNone(out["valid"])
+        self.assertEqual(out["encrypts_in_windows"], 0)
+        self.assertIn("nothing was checked", out["unknown"])
+        # Encrypts inside a window that all failed for other reasons (nodes down) observed no
+        # revocation either.
+        out = self.check([("a0", "revoke", "ok", 10, 20),
+                          (1, "encrypt", "fail", 21, 22, "transport.refused")])
+        self.assertIsNone(out["valid"])
+        self.assertEqual(out["encrypts_in_windows"], 1)
+        # An empty history.
+        self.assertIsNone(self.check([])["valid"])
+
+
 class HistoryTest(unittest.TestCase):
     def test_history_round_trip(self):
         import tempfile

@@ -1,67 +1,79 @@
-//! The audit seam: one [`AuditRecord`] for every request that reaches the KMS core, refused ones
-//! included, and for every request a dialect refused before it (bad signature, unknown
-//! credential). The default sink writes them to the node's debug log under the
-//! `raftkms::audit` target; a tamper-evident trail plugs in here.
+//! The audit seam: one record for every API request, refused ones included. The core notes what
+//! an operation did (its action, the keys it touched, whether it proposed a write) in the
+//! request's [`Scope`](super::Scope) while it runs; the dialect, where the request ends, calls
+//! [`Kms::finish`](super::Kms::finish) with the code it answers, and the record goes to the node's
+//! tamper-evident trail ([`crate::audit`]) or, with `[audit] enabled = false`, to the debug log.
 
-use super::authorize::{Action, Caller, Resource};
-use super::error::KmsError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
-/// What happened to one request. Borrowed from the request, so building one costs nothing; a
-/// sink that keeps records copies what it keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuditRecord<'a> {
-    /// Wall-clock milliseconds when the request ended.
-    pub at_ms: u64,
-    /// The authenticated caller, if authentication got that far.
-    pub caller: Option<&'a Caller>,
-    /// The core's action, or the dialect's action name when the request never reached the core.
+use super::authorize::Action;
+use crate::audit::AuditLog;
+
+/// Where a node's audit records go.
+pub enum Trail {
+    /// `[audit] enabled = false`: the debug log only (target `raftkms::audit`).
+    Log,
+    /// The node's hash-chained trail.
+    File {
+        log: Arc<AuditLog>,
+        /// Refuse requests the trail cannot record (`[audit] fail-closed`).
+        fail_closed: bool,
+    },
+}
+
+/// What the core noted about a request while it ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Noted {
+    /// The core's operation, once one ran (or was refused by the authorizer).
+    pub action: Option<Action>,
+    /// The keys it acted on, as far as known.
+    pub key_ids: Vec<String>,
+    /// Whether it proposes (or would have proposed) a replicated write: its record must be
+    /// durable before the answer leaves.
+    pub write: bool,
+}
+
+/// A request as it ended, told by the dialect.
+pub struct Finished<'a> {
+    /// The request's scope, if authentication got that far.
+    pub scope: Option<&'a super::Scope>,
+    /// Without a scope: the SecretId the request claimed (not verified), for the record.
+    pub claimed_secret_id: Option<&'a str>,
+    /// `"tencent"`, …
+    pub dialect: &'static str,
+    /// The action as policies name it (`kms:Encrypt`), from what the client sent.
     pub action: &'a str,
-    /// What it acted on, if known.
-    pub resource: Option<&'a Resource>,
-    /// `None` = succeeded; otherwise the error's kind (`KmsError::kind`) or the dialect's code.
-    pub refused: Option<&'a str>,
+    pub request_id: &'a str,
+    /// `None` when it succeeded, else the code answered.
+    pub error_code: Option<&'a str>,
+    pub source: Option<SocketAddr>,
+    /// When the request arrived (monotonic).
+    pub started: Instant,
 }
 
-impl<'a> AuditRecord<'a> {
-    /// A record of an operation of the core.
-    pub fn of_operation(
-        at_ms: u64,
-        caller: &'a Caller,
-        action: Action,
-        resource: &'a Resource,
-        result: Result<(), &KmsError>,
-    ) -> Self {
-        AuditRecord {
-            at_ms,
-            caller: Some(caller),
-            action: action.name(),
-            resource: Some(resource),
-            refused: result.err().map(KmsError::kind),
-        }
-    }
-}
-
-/// Receives every audit record.
-pub trait AuditSink: Send + Sync + 'static {
-    fn record(&self, record: &AuditRecord<'_>);
-}
-
-/// Writes audit records to the log (target `raftkms::audit`, level debug: enable it with
-/// `RUST_LOG=raftkms::audit=debug`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LogAudit;
-
-impl AuditSink for LogAudit {
-    fn record(&self, r: &AuditRecord<'_>) {
-        tracing::debug!(
-            target: "raftkms::audit",
-            at_ms = r.at_ms,
-            uin = r.caller.as_ref().map(|c| c.uin),
-            credential = r.caller.as_ref().map(|c| c.credential_id.as_str()),
-            action = r.action,
-            resource = r.resource.map(tracing::field::display),
-            refused = r.refused,
-            "request"
-        );
+impl Action {
+    /// Whether the operation proposes a replicated write.
+    pub fn is_write(self) -> bool {
+        !matches!(
+            self,
+            Action::DescribeKey
+                | Action::ListKeys
+                | Action::GetRotationStatus
+                | Action::Encrypt
+                | Action::Decrypt
+                | Action::ReEncrypt
+                | Action::GenerateDataKey
+                | Action::GenerateRandom
+                | Action::GetPublicKey
+                | Action::AsymmetricDecrypt
+                | Action::Sign
+                | Action::Verify
+                | Action::GetServiceStatus
+                | Action::ListRegions
+                | Action::ListAlgorithms
+                | Action::LookUpEvents
+        )
     }
 }

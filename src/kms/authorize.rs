@@ -1,11 +1,19 @@
 //! The authorization seam: every operation of the KMS core asks an [`Authorizer`] whether the
 //! caller may perform the action on the resource before anything is read or proposed.
 //!
-//! Today's rule ([`AccountScope`]): a credential may do everything within its own account, and
-//! every resource is looked up within the caller's account and region, so another account's key
-//! is never found. Policies (CAM-style) plug in here.
+//! The rule ([`Policies`]): an account's root identity (a credential with no user or role bound
+//! to it) may do everything within its own account; a sub-user or role may do only what the
+//! CAM-style policies attached to it allow, evaluated from this node's applied registry on every
+//! request (deny wins; no allowing statement, no access). Every resource is looked up within the
+//! caller's account and region, so another account's key is never found whatever a policy says.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::node::Node;
+use crate::policy::{self, Decision, Facts};
+use crate::registry::iam::{Effect, Principal};
 
 /// Who is calling, as a dialect authenticated them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +22,8 @@ pub struct Caller {
     pub uin: u64,
     /// The credential (SecretId / access key) that signed the request.
     pub credential_id: String,
+    /// Who the credential speaks for: the account's root, or one of its users or roles.
+    pub principal: Principal,
 }
 
 /// The operations of the KMS core, by dialect-neutral name.
@@ -50,6 +60,8 @@ pub enum Action {
     GetServiceStatus,
     ListRegions,
     ListAlgorithms,
+    /// Querying the audit trail (CloudAudit's LookUpEvents).
+    LookUpEvents,
 }
 
 impl Action {
@@ -87,6 +99,7 @@ impl Action {
             Action::GetServiceStatus => "kms:GetServiceStatus",
             Action::ListRegions => "kms:ListRegions",
             Action::ListAlgorithms => "kms:ListAlgorithms",
+            Action::LookUpEvents => "cloudaudit:LookUpEvents",
         }
     }
 }
@@ -120,10 +133,20 @@ impl fmt::Display for Resource {
     }
 }
 
+/// Whether a refusal concerns the action as a whole or the particular resource.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalScope {
+    /// No policy of the caller allows the action on anything (or one denies it everywhere).
+    Action,
+    /// The action is allowed somewhere, but not on this resource or not under these conditions.
+    Resource,
+}
+
 /// Why an authorizer refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: String,
+    pub scope: RefusalScope,
 }
 
 impl fmt::Display for Refusal {
@@ -132,23 +155,130 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// One request to authorize.
+#[derive(Clone, Copy, Debug)]
+pub struct AuthRequest<'a> {
+    pub caller: &'a Caller,
+    /// The core's operation.
+    pub action: Action,
+    /// The action as policies name it (`kms:EnableKeys`): the API action the caller invoked.
+    pub policy_action: &'a str,
+    pub resource: &'a Resource,
+    /// The request's region.
+    pub region: &'a str,
+    /// The client's address, if the dialect knows it.
+    pub source_ip: Option<IpAddr>,
+}
+
 /// Decides whether a caller may perform an action on a resource.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize(
-        &self,
-        caller: &Caller,
-        action: Action,
-        resource: &Resource,
-    ) -> Result<(), Refusal>;
+    fn authorize(&self, request: &AuthRequest<'_>) -> Result<(), Refusal>;
 }
 
 /// Every credential may do everything within its own account (resources are always looked up
-/// within the caller's account, so this grants nothing across accounts).
+/// within the caller's account, so this grants nothing across accounts). For tests of the core.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AccountScope;
 
 impl Authorizer for AccountScope {
-    fn authorize(&self, _: &Caller, _: Action, _: &Resource) -> Result<(), Refusal> {
+    fn authorize(&self, _: &AuthRequest<'_>) -> Result<(), Refusal> {
         Ok(())
+    }
+}
+
+/// The account's root may do everything in its account; users and roles what their attached
+/// policies allow, read from the node's applied registry (so a policy change binds a node as
+/// soon as it applies it, and every node once the change is acknowledged: linearizable
+/// requests pass the read gate before they are authorized).
+pub struct Policies {
+    node: Arc<Node>,
+}
+
+impl Policies {
+    pub fn new(node: Arc<Node>) -> Self {
+        Policies { node }
+    }
+}
+
+impl Authorizer for Policies {
+    fn authorize(&self, r: &AuthRequest<'_>) -> Result<(), Refusal> {
+        let Principal::Identity { kind, name } = &r.caller.principal else {
+            return Ok(());
+        };
+        let uin = r.caller.uin;
+        let state = self.node.state().read();
+        let registry = &state.registry;
+        let iam = registry.iam();
+        let denied = |scope, reason: String| Err(Refusal { reason, scope });
+        let Some(identity) = iam.identity(uin, *kind, name) else {
+            return denied(
+                RefusalScope::Action,
+                format!("{} no longer exists", r.caller.principal),
+            );
+        };
+        let statements: Vec<_> = identity
+            .policies
+            .iter()
+            .filter_map(|p| iam.policy(uin, p))
+            .flat_map(|p| p.statements.iter())
+            .collect();
+        // Whether any allowing statement names the action at all decides which code a refusal
+        // gets (AuthFailure.UnauthorizedOperation vs UnauthorizedOperation).
+        let scope_of_refusal = if statements.iter().any(|s| {
+            s.effect == Effect::Allow
+                && s.actions
+                    .iter()
+                    .any(|a| policy::wildcard(a, r.policy_action))
+        }) {
+            RefusalScope::Resource
+        } else {
+            RefusalScope::Action
+        };
+        let now_ms = self.node.clock().wall_ms();
+        let check = |resource: &str, tags: Option<&[String]>| {
+            let facts = Facts {
+                ip: r.source_ip,
+                now_ms,
+                resource_tags: tags,
+            };
+            match policy::evaluate(
+                statements.iter().copied(),
+                r.policy_action,
+                resource,
+                &facts,
+            ) {
+                Decision::Allow => Ok(()),
+                Decision::Deny => denied(
+                    scope_of_refusal,
+                    format!(
+                        "{} is denied {} on {resource} by a policy",
+                        r.caller.principal, r.policy_action
+                    ),
+                ),
+                Decision::NoMatch => denied(
+                    scope_of_refusal,
+                    format!(
+                        "no policy allows {} {} on {resource}",
+                        r.caller.principal, r.policy_action
+                    ),
+                ),
+            }
+        };
+        match r.resource {
+            Resource::Keys { region, key_ids } => {
+                for id in key_ids {
+                    let tags: Option<Vec<String>> = registry
+                        .keys()
+                        .get(region, uin, id)
+                        .map(|k| k.tags.iter().map(|(k, v)| format!("{k}&{v}")).collect());
+                    check(&policy::key_resource(region, uin, id), tags.as_deref())?;
+                }
+                Ok(())
+            }
+            Resource::Ciphertext { region } | Resource::Account { region } => {
+                check(&policy::account_resource(region, uin), None)
+            }
+            Resource::Service => check(&policy::account_resource(r.region, uin), None),
+        }
     }
 }

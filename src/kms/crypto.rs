@@ -110,7 +110,23 @@ impl Kms {
             .run(
                 scope,
                 Action::ReEncrypt,
-                blob_resource(scope, &req.ciphertext),
+                match (
+                    blob_resource(scope, &req.ciphertext),
+                    &req.destination_key_id,
+                ) {
+                    // Both keys are used: the policy must allow ReEncrypt on each.
+                    (
+                        Resource::Keys {
+                            region,
+                            mut key_ids,
+                        },
+                        Some(dest),
+                    ) if !key_ids.contains(dest) => {
+                        key_ids.push(dest.clone());
+                        Resource::Keys { region, key_ids }
+                    }
+                    (resource, _) => resource,
+                },
                 async {
                     self.gate(scope).await?;
                     let (source, version, plaintext) =

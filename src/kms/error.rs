@@ -141,6 +141,9 @@ pub enum KmsError {
     Crypto(CryptoError),
     #[error("internal error: {0}")]
     Internal(String),
+    /// This node's audit trail cannot record requests (`audit.fail-closed`): it answers none.
+    #[error("this node's audit trail cannot be written, so it answers no request (audit.fail-closed); a write may have been applied — read before retrying, on another node")]
+    AuditUnavailable,
 }
 
 impl From<CryptoError> for KmsError {
@@ -185,6 +188,7 @@ impl KmsError {
             KmsError::Cluster(_) => "unavailable",
             KmsError::Crypto(_) => "crypto",
             KmsError::Internal(_) => "internal",
+            KmsError::AuditUnavailable => "audit-unavailable",
         }
     }
 
@@ -193,7 +197,10 @@ impl KmsError {
     pub fn is_internal(&self) -> bool {
         matches!(
             self,
-            KmsError::Cluster(_) | KmsError::Crypto(_) | KmsError::Internal(_)
+            KmsError::Cluster(_)
+                | KmsError::Crypto(_)
+                | KmsError::Internal(_)
+                | KmsError::AuditUnavailable
         )
     }
 }

@@ -2,9 +2,10 @@
 
 use super::{one_key, Action, Kms, KmsError, Page, Resource, Scope};
 use crate::crypto::asymmetric::AsymmetricSpec;
+use crate::registry::iam::Principal;
 use crate::registry::key::{KeyOp, KeyRecord, KeyState, KeyUsage, Origin};
-use crate::registry::replica::{Replicas, Role};
-use crate::registry::Command;
+use crate::registry::replica::Role;
+use crate::registry::{Command, Registry};
 
 /// A new key.
 #[derive(Clone, Debug)]
@@ -41,6 +42,8 @@ pub enum Replication {
 pub struct KeyDescription {
     pub key: KeyRecord,
     pub replication: Replication,
+    /// The cloud product that created the key (product-managed), or `None`: the user did.
+    pub product: Option<String>,
 }
 
 /// Which keys a detailed listing returns.
@@ -48,7 +51,7 @@ pub struct KeyDescription {
 pub struct KeyFilter {
     pub offset: usize,
     pub limit: usize,
-    /// Keys the caller created (0) or was granted (1; raftkms has no grants: always empty).
+    /// Keys the user created (false) or cloud products created on the user's behalf (true).
     pub granted: bool,
     pub newest_last: bool,
     pub state: Option<KeyState>,
@@ -59,8 +62,8 @@ pub struct KeyFilter {
     pub tags: Vec<(String, Vec<String>)>,
 }
 
-fn describe(k: &KeyRecord, replicas: &Replicas) -> KeyDescription {
-    let replication = match replicas.role(&k.region, k.owner_uin, &k.key_id) {
+fn describe(k: &KeyRecord, registry: &Registry) -> KeyDescription {
+    let replication = match registry.replicas().role(&k.region, k.owner_uin, &k.key_id) {
         Role::Single => Replication::Single,
         Role::Primary(_) => Replication::Primary,
         Role::Replica(set) => Replication::Replica {
@@ -70,7 +73,20 @@ fn describe(k: &KeyRecord, replicas: &Replicas) -> KeyDescription {
     KeyDescription {
         key: k.clone(),
         replication,
+        product: registry
+            .iam()
+            .product_of(&k.region, k.owner_uin, &k.key_id)
+            .map(str::to_string),
     }
+}
+
+/// Whether a key belongs in a listing of product-managed keys (`granted`) or of the user's own.
+fn in_listing(registry: &Registry, k: &KeyRecord, granted: bool) -> bool {
+    registry
+        .iam()
+        .product_of(&k.region, k.owner_uin, &k.key_id)
+        .is_some()
+        == granted
 }
 
 impl Kms {
@@ -154,14 +170,29 @@ impl Kms {
             material_valid_to: 0,
             material_fingerprint: Vec::new(),
         };
-        self.propose(
-            scope,
-            Command::CreateKey {
-                key: Box::new(record),
+        // A role that acts for a cloud product creates product-managed keys.
+        let product = match &scope.caller.principal {
+            Principal::Identity { kind, name } => self
+                .node
+                .state()
+                .read()
+                .registry
+                .iam()
+                .identity(uin, *kind, name)
+                .and_then(|i| i.service.clone()),
+            Principal::Root => None,
+        };
+        let key = Box::new(record);
+        let command = match product {
+            Some(product) => Command::CreateProductKey {
+                key,
                 cmk_limit,
+                product,
             },
-        )
-        .await?;
+            None => Command::CreateKey { key, cmk_limit },
+        };
+        self.propose(scope, command).await?;
+        scope.note_key(&key_id);
         Ok(CreatedKey {
             key_id,
             alias: req.alias,
@@ -207,7 +238,7 @@ impl Kms {
                 self.gate(scope).await?;
                 let k = self.key(scope, key_id)?;
                 let state = self.node.state().read();
-                Ok(describe(&k, state.registry.replicas()))
+                Ok(describe(&k, &state.registry))
             })
             .await
     }
@@ -234,7 +265,7 @@ impl Kms {
                             .keys()
                             .get(&scope.region, scope.caller.uin, id)
                     })
-                    .map(|k| describe(k, state.registry.replicas()))
+                    .map(|k| describe(k, &state.registry))
                     .collect())
             })
             .await
@@ -255,22 +286,18 @@ impl Kms {
             .run(scope, Action::ListKeys, resource, async {
                 self.gate(scope).await?;
                 let state = self.node.state().read();
-                let keys: Vec<&KeyRecord> = if granted {
-                    Vec::new()
-                } else {
-                    state
-                        .registry
-                        .keys()
-                        .list(&scope.region, scope.caller.uin)
-                        .into_iter()
-                        .filter(|k| {
-                            matches!(
-                                k.state,
-                                KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport
-                            )
-                        })
-                        .collect()
-                };
+                let keys: Vec<&KeyRecord> = state
+                    .registry
+                    .keys()
+                    .list(&scope.region, scope.caller.uin)
+                    .into_iter()
+                    .filter(|k| {
+                        matches!(
+                            k.state,
+                            KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport
+                        ) && in_listing(&state.registry, k, granted)
+                    })
+                    .collect();
                 let items = keys
                     .iter()
                     .skip(offset)
@@ -298,12 +325,11 @@ impl Kms {
             .run(scope, Action::ListKeys, resource, async {
                 self.gate(scope).await?;
                 let state = self.node.state().read();
-                let mut keys: Vec<&KeyRecord> = if filter.granted {
-                    Vec::new()
-                } else {
-                    state.registry.keys().list(&scope.region, scope.caller.uin)
-                };
-                keys.retain(|k| matches_filter(k, &filter));
+                let mut keys: Vec<&KeyRecord> =
+                    state.registry.keys().list(&scope.region, scope.caller.uin);
+                keys.retain(|k| {
+                    matches_filter(k, &filter) && in_listing(&state.registry, k, filter.granted)
+                });
                 if filter.newest_last {
                     keys.reverse();
                 }
@@ -311,7 +337,7 @@ impl Kms {
                     .iter()
                     .skip(filter.offset)
                     .take(filter.limit)
-                    .map(|k| describe(k, state.registry.replicas()))
+                    .map(|k| describe(k, &state.registry))
                     .collect();
                 Ok(Page {
                     items,

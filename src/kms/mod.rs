@@ -3,12 +3,14 @@
 //! authenticates the caller, parses its parameters into the typed requests of this module,
 //! calls one operation and renders the typed result.
 //!
-//! Every operation passes two seams: [`Authorizer`] before anything is read or proposed, and
-//! [`AuditSink`] with one record when it ends, refused or not. The consistency of a request's
-//! reads is a field of its [`Scope`].
+//! Every operation passes two seams: [`Authorizer`] before anything is read or proposed, and the
+//! audit seam ([`audit`]): the operation notes what it did in the request's [`Scope`], and the
+//! dialect calls [`Kms::finish`] when the request ends, refused or not, which writes its one
+//! record. The consistency of a request's reads is a field of its [`Scope`].
 
 pub mod asymmetric;
 pub mod audit;
+pub mod audit_query;
 pub mod authorize;
 pub mod crypto;
 pub mod error;
@@ -20,11 +22,13 @@ pub mod replica;
 pub mod service;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-pub use audit::{AuditRecord, AuditSink, LogAudit};
-pub use authorize::{AccountScope, Action, Authorizer, Caller, Refusal, Resource};
+pub use audit::{Finished, Noted, Trail};
+pub use authorize::{
+    AccountScope, Action, AuthRequest, Authorizer, Caller, Policies, Refusal, RefusalScope,
+    Resource,
+};
 pub use error::KmsError;
 
 use crate::clock::SharedClock;
@@ -34,17 +38,27 @@ use crate::node::Node;
 use crate::registry::key::{KeyOp, KeyRecord};
 use crate::registry::{Command, Outcome};
 
+/// What a dialect knows about a request before the core sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The action as policies name it: `kms:<API action>` of the dialect's action.
+    pub policy_action: String,
+    /// The client's address.
+    pub source: Option<std::net::SocketAddr>,
+}
+
 /// The scope of one authenticated request: who, in which region, how consistent its reads are.
 #[derive(Debug)]
 pub struct Scope {
     caller: Caller,
+    request: RequestInfo,
     region: String,
     consistency: Consistency,
     /// Whether the read gate already ran for this request (a linearizable request passes it once,
     /// when its scope is opened).
     gated: bool,
-    /// Whether an operation of the core has written this request's audit record.
-    audited: AtomicBool,
+    /// What the core's operation did, for the audit record.
+    noted: Mutex<Noted>,
 }
 
 impl Scope {
@@ -63,10 +77,26 @@ impl Scope {
         self.consistency
     }
 
-    /// Whether the core has recorded this request in the audit trail (if not, the dialect
-    /// records its refusal when the request ends).
-    pub fn audited(&self) -> bool {
-        self.audited.load(Ordering::Relaxed)
+    /// What the dialect said about the request.
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
+    }
+
+    /// Notes a key the operation made (CreateKey: its id is known only once it exists).
+    fn note_key(&self, key_id: &str) {
+        self.noted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .key_ids
+            .push(key_id.to_string());
+    }
+
+    /// What the core noted about the request so far.
+    pub fn noted(&self) -> Noted {
+        self.noted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -119,12 +149,13 @@ impl Drop for Creating<'_> {
 /// The two seams every operation passes, and the clock that dates its audit record.
 struct Seams {
     authorizer: Arc<dyn Authorizer>,
-    audit: Arc<dyn AuditSink>,
+    trail: Trail,
     clock: SharedClock,
 }
 
 impl Seams {
-    /// Authorizes, then runs the operation (only if allowed), then writes one audit record.
+    /// Authorizes, then runs the operation (only if allowed), noting what it did for the audit
+    /// record the dialect writes when the request ends.
     async fn run<T>(
         &self,
         scope: &Scope,
@@ -132,45 +163,41 @@ impl Seams {
         resource: Resource,
         operation: impl Future<Output = Result<T, KmsError>>,
     ) -> Result<T, KmsError> {
-        let result = match self.authorizer.authorize(&scope.caller, action, &resource) {
+        let request = AuthRequest {
+            caller: &scope.caller,
+            action,
+            policy_action: &scope.request.policy_action,
+            resource: &resource,
+            region: &scope.region,
+            source_ip: scope.request.source.map(|a| a.ip()),
+        };
+        {
+            let mut noted = scope
+                .noted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            noted.action = Some(action);
+            noted.write = action.is_write();
+            if let Resource::Keys { key_ids, .. } = &resource {
+                noted.key_ids = key_ids.clone();
+            }
+        }
+        match self.authorizer.authorize(&request) {
             Ok(()) => operation.await,
             Err(refusal) => Err(KmsError::Denied(refusal)),
-        };
-        scope.audited.store(true, Ordering::Relaxed);
-        self.audit.record(&AuditRecord::of_operation(
-            self.clock.wall_ms(),
-            &scope.caller,
-            action,
-            &resource,
-            result.as_ref().map(|_| ()),
-        ));
-        result
-    }
-
-    /// Records a request refused before it reached an operation.
-    fn refused(&self, caller: Option<&Caller>, action: &str, code: &str) {
-        self.audit.record(&AuditRecord {
-            at_ms: self.clock.wall_ms(),
-            caller,
-            action,
-            resource: None,
-            refused: Some(code),
-        });
+        }
     }
 }
 
 impl Kms {
-    /// The core with today's seams: account-scoped authorization, audit records in the log.
-    pub fn new(node: Arc<Node>) -> Self {
-        Kms::with_seams(node, Arc::new(AccountScope), Arc::new(LogAudit))
+    /// The core with the node's seams: policies of users and roles, records to `trail`.
+    pub fn new(node: Arc<Node>, trail: Trail) -> Self {
+        let policies = Arc::new(Policies::new(node.clone()));
+        Kms::with_seams(node, policies, trail)
     }
 
-    /// The core with the given authorizer and audit sink.
-    pub fn with_seams(
-        node: Arc<Node>,
-        authorizer: Arc<dyn Authorizer>,
-        audit: Arc<dyn AuditSink>,
-    ) -> Self {
+    /// The core with the given authorizer and audit trail.
+    pub fn with_seams(node: Arc<Node>, authorizer: Arc<dyn Authorizer>, trail: Trail) -> Self {
         let clock = node.clock().clone();
         let rates = rate::RateLimits::new(&node.config().rate_limits);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -181,7 +208,7 @@ impl Kms {
             creating: std::sync::Mutex::new(std::collections::HashMap::new()),
             seams: Seams {
                 authorizer,
-                audit,
+                trail,
                 clock,
             },
         }
@@ -203,13 +230,14 @@ impl Kms {
     }
 
     /// Finds an API credential and unwraps its secret key, for a dialect to check a signature
-    /// with. A credential this node has not applied yet (created a moment ago through another
-    /// node) is looked for again after the read gate.
+    /// with: the account, who the credential speaks for, and the secret key. A credential this
+    /// node has not applied yet (created a moment ago through another node) is looked for again
+    /// after the read gate.
     pub async fn credential(
         &self,
         secret_id: &str,
         consistency: Consistency,
-    ) -> Result<(u64, Secret), KmsError> {
+    ) -> Result<(u64, crate::registry::iam::Principal, Secret), KmsError> {
         let credential = match self.lookup_credential(secret_id) {
             Some(c) => c,
             None => {
@@ -219,7 +247,8 @@ impl Kms {
             }
         };
         let secret = self.node.keyring().credential_secret(&credential)?;
-        Ok((credential.uin, secret))
+        let principal = self.node.state().read().registry.iam().principal(secret_id);
+        Ok((credential.uin, principal, secret))
     }
 
     fn lookup_credential(&self, secret_id: &str) -> Option<crate::registry::account::Credential> {
@@ -241,6 +270,7 @@ impl Kms {
     pub async fn open_scope(
         &self,
         caller: Caller,
+        request: RequestInfo,
         region: Option<String>,
         consistency: Consistency,
     ) -> Result<Scope, KmsError> {
@@ -285,10 +315,11 @@ impl Kms {
         }
         Ok(Scope {
             caller,
+            request,
             region,
             consistency,
             gated,
-            audited: AtomicBool::new(false),
+            noted: Mutex::new(Noted::default()),
         })
     }
 
@@ -340,10 +371,89 @@ impl Kms {
         self.rates.admit(caller, class)
     }
 
-    /// Records a request that a dialect refused before it reached the core (bad signature,
-    /// unknown credential, unknown action …).
-    pub fn audit_refused(&self, caller: Option<&Caller>, action: &str, code: &str) {
-        self.seams.refused(caller, action, code);
+    /// Whether this node may take a request at all: with `[audit] fail-closed` (the default), a
+    /// node whose audit trail has failed refuses every request before anything is done.
+    pub fn audit_gate(&self) -> Result<(), KmsError> {
+        match &self.seams.trail {
+            Trail::File {
+                log,
+                fail_closed: true,
+            } if !log.is_healthy() => {
+                log.note_refusal();
+                self.node.metrics().audit_refusals.inc();
+                Err(KmsError::AuditUnavailable)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the one audit record of a request that ended (the dialect calls it with the code
+    /// it is about to answer). The record of a write is durable before this returns; others reach
+    /// disk within `audit.flush-interval-ms`. When the trail cannot take the record and
+    /// `audit.fail-closed` is on, the answer must not leave: `Err`, and the dialect answers the
+    /// error instead (a write may have been applied).
+    pub async fn finish(&self, f: Finished<'_>) -> Result<(), KmsError> {
+        let noted = f.scope.map(Scope::noted).unwrap_or_default();
+        let caller = f.scope.map(Scope::caller);
+        let event = crate::audit::Event {
+            at_ms: self.seams.clock.wall_ms(),
+            node_id: self.node.id(),
+            region: f
+                .scope
+                .map_or_else(|| self.node.config().region.clone(), |s| s.region.clone()),
+            uin: caller.map(|c| c.uin),
+            principal: caller.map(|c| c.principal.to_string()),
+            secret_id: caller
+                .map(|c| c.credential_id.clone())
+                .or_else(|| f.claimed_secret_id.map(str::to_string)),
+            source: f.source.map(|a| a.to_string()),
+            dialect: f.dialect.to_string(),
+            action: f.scope.map_or_else(
+                || f.action.chars().take(128).collect::<String>(),
+                |s| s.request.policy_action.clone(),
+            ),
+            key_ids: noted.key_ids,
+            request_id: f.request_id.to_string(),
+            result: f.error_code.unwrap_or("Success").to_string(),
+            consistency: f.scope.map(|s| {
+                match s.consistency {
+                    Consistency::Linearizable => "linearizable",
+                    Consistency::Stale => "stale",
+                }
+                .to_string()
+            }),
+            latency_us: u64::try_from(f.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            write: noted.write,
+        };
+        let (log, fail_closed) = match &self.seams.trail {
+            Trail::Log => {
+                tracing::debug!(target: "raftkms::audit", event = ?event, "request");
+                return Ok(());
+            }
+            Trail::File { log, fail_closed } => (log, *fail_closed),
+        };
+        let recorded = match log.append(event, noted.write) {
+            Ok(ticket) if noted.write => ticket.durable().await,
+            Ok(_) => Ok(()),
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(()) => {
+                self.node.metrics().audit_records.inc();
+                Ok(())
+            }
+            Err(e) if fail_closed => {
+                tracing::error!(error = %e, request_id = f.request_id, "audit trail failed: the answer is withheld");
+                log.note_refusal();
+                self.node.metrics().audit_refusals.inc();
+                Err(KmsError::AuditUnavailable)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, request_id = f.request_id, "audit trail failed: answered unrecorded (audit.fail-closed = false)");
+                self.node.metrics().audit_unrecorded.inc();
+                Ok(())
+            }
+        }
     }
 
     /// The read gate for reads and crypto (linearizable unless the request chose stale).
@@ -437,37 +547,18 @@ fn one_key(scope: &Scope, key_id: &str) -> Resource {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
     use crate::clock::ManualClock;
-
-    /// Keeps every record as text.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
-
-    impl AuditSink for Recorder {
-        fn record(&self, r: &AuditRecord<'_>) {
-            let line = format!(
-                "{} {:?} {} {:?} {:?}",
-                r.at_ms,
-                r.caller.map(|c| c.uin),
-                r.action,
-                r.resource.map(ToString::to_string),
-                r.refused
-            );
-            self.0.lock().unwrap().push(line);
-        }
-    }
 
     /// Refuses every action on the service itself.
     struct NoService;
 
     impl Authorizer for NoService {
-        fn authorize(&self, _: &Caller, _: Action, resource: &Resource) -> Result<(), Refusal> {
-            match resource {
+        fn authorize(&self, r: &AuthRequest<'_>) -> Result<(), Refusal> {
+            match r.resource {
                 Resource::Service => Err(Refusal {
                     reason: "not on the service".into(),
+                    scope: RefusalScope::Action,
                 }),
                 _ => Ok(()),
             }
@@ -479,26 +570,27 @@ mod tests {
             caller: Caller {
                 uin: 7,
                 credential_id: "AKIDx".into(),
+                principal: crate::registry::iam::Principal::Root,
             },
+            request: RequestInfo::default(),
             region: "ap-guangzhou".into(),
             consistency: Consistency::Stale,
             gated: false,
-            audited: AtomicBool::new(false),
+            noted: Mutex::new(Noted::default()),
         }
     }
 
-    fn seams(audit: Arc<Recorder>) -> Seams {
+    fn seams() -> Seams {
         Seams {
             authorizer: Arc::new(NoService),
-            audit,
+            trail: Trail::Log,
             clock: ManualClock::new(5_000),
         }
     }
 
     #[tokio::test]
-    async fn every_operation_leaves_one_record_and_a_refusal_runs_nothing() {
-        let audit = Arc::new(Recorder::default());
-        let seams = seams(audit.clone());
+    async fn every_operation_is_noted_and_a_refusal_runs_nothing() {
+        let seams = seams();
         let keys = Resource::Keys {
             region: "ap-guangzhou".into(),
             key_ids: vec!["k1".into()],
@@ -509,39 +601,34 @@ mod tests {
             .run(&s, Action::Encrypt, keys.clone(), async { Ok(1) })
             .await;
         assert_eq!(out, Ok(1));
-        assert!(s.audited());
+        assert_eq!(
+            s.noted(),
+            Noted {
+                action: Some(Action::Encrypt),
+                key_ids: vec!["k1".into()],
+                write: false
+            }
+        );
 
         let s = scope();
-        let ran = AtomicBool::new(false);
+        let ran = std::sync::atomic::AtomicBool::new(false);
         let out: Result<(), _> = seams
             .run(&s, Action::GenerateRandom, Resource::Service, async {
-                ran.store(true, Ordering::SeqCst);
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(())
             })
             .await;
         assert!(matches!(out, Err(KmsError::Denied(_))), "{out:?}");
-        assert!(!ran.load(Ordering::SeqCst), "a refused operation ran");
-        assert!(s.audited());
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "a refused operation ran"
+        );
+        assert_eq!(s.noted().action, Some(Action::GenerateRandom));
 
         let s = scope();
-        let out: Result<(), _> = seams
-            .run(&s, Action::Decrypt, keys, async {
-                Err(KmsError::KeyNotFound("k1".into()))
-            })
+        let _ = seams
+            .run(&s, Action::DisableKey, keys, async { Ok(()) })
             .await;
-        assert!(out.is_err());
-
-        seams.refused(None, "NoSuchAction", "InvalidAction");
-
-        let lines = audit.0.lock().unwrap().clone();
-        assert_eq!(
-            lines,
-            vec![
-                "5000 Some(7) kms:Encrypt Some(\"keys k1 in ap-guangzhou\") None",
-                "5000 Some(7) kms:GenerateRandom Some(\"the service\") Some(\"denied\")",
-                "5000 Some(7) kms:Decrypt Some(\"keys k1 in ap-guangzhou\") Some(\"key-not-found\")",
-                "5000 None NoSuchAction None Some(\"InvalidAction\")",
-            ]
-        );
+        assert!(s.noted().write, "DisableKey is a write");
     }
 }

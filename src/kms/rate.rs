@@ -107,6 +107,7 @@ mod tests {
         Caller {
             uin,
             credential_id: id.into(),
+            principal: crate::registry::iam::Principal::Root,
         }
     }
 

@@ -38,6 +38,9 @@ use crate::tls::reload::CertStore;
 use crate::transport::raft_network::{MetricsView, Network};
 use crate::transport::{PeerSecurity, Peers};
 
+/// The internal endpoints of peers (for callers that reach them through [`Node::ask_members`]).
+pub use crate::transport::peer::paths as peer_paths;
+
 /// Start-up failures, each with a message an operator can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -61,6 +64,8 @@ pub enum StartError {
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]
     Config(String),
+    #[error("cannot open the audit trail: {0}")]
+    Audit(String),
 }
 
 /// The unseal key file to use: the configured (or default) one, except that a key found at the
@@ -297,6 +302,34 @@ impl Node {
             .nodes()
             .any(|(n, _)| *n == id);
         member
+    }
+
+    /// Calls a binary internal endpoint on every other member of this node's latest membership
+    /// at once; each answer (or failure) with the member's id.
+    pub async fn ask_members<Req, Resp>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: std::time::Duration,
+    ) -> Vec<(NodeId, Result<Resp, ClusterError>)>
+    where
+        Req: serde::Serialize + Sync,
+        Resp: serde::de::DeserializeOwned,
+    {
+        let others: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.id())
+                .map(|(id, n)| (*id, n.raft_addr.clone()))
+                .collect()
+        };
+        let calls = others.iter().map(|(id, addr)| async move {
+            (*id, self.peers.call(*id, addr, path, req, timeout).await)
+        });
+        futures::future::join_all(calls).await
     }
 
     /// The leader this node knows, with its address.

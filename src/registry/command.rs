@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::account::{Account, Credential};
+use super::iam::{Identity, IdentityKind, Policy};
 use super::key::{KeyOp, KeyRecord};
 use super::replica::ReplicaSpec;
 use super::RegistryError;
@@ -84,6 +85,42 @@ pub enum Command {
         source_region: String,
         replicas: Vec<ReplicaSpec>,
         cmk_limit: u32,
+    },
+    /// Creates a sub-user or role of an account (with no policy attached).
+    CreateIdentity { identity: Identity },
+    /// Removes a sub-user or role and revokes every credential bound to it.
+    DeleteIdentity {
+        uin: u64,
+        kind: IdentityKind,
+        name: String,
+    },
+    /// Adds an API credential that speaks for a sub-user or role (secret key already wrapped).
+    CreateIdentityCredential {
+        credential: Credential,
+        kind: IdentityKind,
+        name: String,
+    },
+    /// Creates (`replace` false) or replaces (`replace` true) a policy, already parsed.
+    PutPolicy { policy: Policy, replace: bool },
+    /// Deletes a policy, detaching it from every identity of the account.
+    DeletePolicy { uin: u64, name: String },
+    /// Attaches (`attach` true) or detaches a policy of the account to or from an identity.
+    AttachPolicy {
+        uin: u64,
+        kind: IdentityKind,
+        name: String,
+        policy: String,
+        attach: bool,
+    },
+    /// Creates a key on behalf of a cloud product (a role with a `service`): product-managed.
+    CreateProductKey {
+        key: Box<KeyRecord>,
+        cmk_limit: u32,
+        product: String,
+    },
+    /// Records a node's audit-trail chain head.
+    AuditCheckpoint {
+        checkpoint: super::audit_heads::Checkpoint,
     },
 }
 

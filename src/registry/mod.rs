@@ -6,9 +6,11 @@
 //! changes is the caller's job (see `raft::state_machine`).
 
 pub mod account;
+pub mod audit_heads;
 pub mod command;
 pub mod dedup;
 pub mod due;
+pub mod iam;
 pub mod key;
 pub mod record;
 pub mod replica;
@@ -107,6 +109,28 @@ pub enum RegistryError {
     /// encoder library's wording. Appended last: the variant index is persisted.
     #[error("internal error: cannot encode the {0} to store (a bug in this build, not in the request); nothing was changed")]
     Encoding(String),
+    #[error("a user or role with this name already exists in the account")]
+    IdentityExists,
+    #[error("no such user or role in the account")]
+    IdentityNotFound,
+    #[error("a user, role or product name must be 1 to 64 letters, digits or +=,.@_- (and only a role acts for a product)")]
+    InvalidIdentityName,
+    #[error("a policy with this name already exists in the account")]
+    PolicyExists,
+    #[error("no such policy in the account")]
+    PolicyNotFound,
+    #[error("the policy is not attached to this user or role")]
+    PolicyNotAttached,
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(String),
+    #[error("too many policies (at most 1000 per account and 200 attached to one user or role)")]
+    PolicyLimitExceeded,
+    #[error(
+        "the key was created by a cloud product: it cannot be disabled or scheduled for deletion"
+    )]
+    NotUserCreatedCmk,
+    #[error("node {node_id}'s audit trail was already checkpointed at sequence {seq}; a checkpoint must move it forward")]
+    StaleAuditCheckpoint { node_id: u64, seq: u64 },
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -126,6 +150,8 @@ enum Staged {
     Account(account::Staged),
     Key(key::Staged),
     Replica(replica::Staged),
+    Iam(iam::Staged),
+    AuditHead(audit_heads::Staged),
 }
 
 /// Encodes a value a command is about to store: the one place where an encoding failure becomes
@@ -197,6 +223,8 @@ pub struct Registry {
     accounts: account::Accounts,
     keys: key::Keys,
     replicas: replica::Replicas,
+    iam: iam::Iam,
+    audit_heads: audit_heads::AuditHeads,
 }
 
 impl Registry {
@@ -223,6 +251,16 @@ impl Registry {
     /// Multi-region links between primary and replica keys.
     pub fn replicas(&self) -> &replica::Replicas {
         &self.replicas
+    }
+
+    /// Sub-users, roles, policies, credential bindings and product-managed keys.
+    pub fn iam(&self) -> &iam::Iam {
+        &self.iam
+    }
+
+    /// The checkpointed heads of the nodes' audit trails.
+    pub fn audit_heads(&self) -> &audit_heads::AuditHeads {
+        &self.audit_heads
     }
 
     /// Applies one command at `index`. Pure: the same registry, index and envelope always give the
@@ -273,6 +311,8 @@ impl Registry {
             Staged::Account(s) => self.accounts.commit(s, changes),
             Staged::Key(s) => self.keys.commit(s, changes),
             Staged::Replica(s) => self.replicas.commit(s, changes),
+            Staged::Iam(s) => self.iam.commit(s, changes),
+            Staged::AuditHead(s) => self.audit_heads.commit(s, changes),
         }
     }
 
@@ -312,15 +352,90 @@ impl Registry {
                 )]
             }
             Command::RevokeCredential { secret_id } => {
-                vec![Staged::Account(
+                let mut staged = vec![Staged::Account(
                     self.accounts.stage_revoke_credential(secret_id)?,
-                )]
+                )];
+                staged.extend(self.iam.stage_unbind(secret_id).map(Staged::Iam));
+                staged
             }
             Command::CreateKey { key, cmk_limit } => {
                 if self.accounts.account(key.owner_uin).is_none() {
                     return Err(RegistryError::AccountNotFound);
                 }
                 vec![Staged::Key(self.keys.stage_create(key, *cmk_limit)?)]
+            }
+            Command::CreateIdentity { identity } => {
+                if self.accounts.account(identity.uin).is_none() {
+                    return Err(RegistryError::AccountNotFound);
+                }
+                vec![Staged::Iam(self.iam.stage_create_identity(identity)?)]
+            }
+            Command::DeleteIdentity { uin, kind, name } => {
+                let mut staged = vec![Staged::Iam(
+                    self.iam.stage_delete_identity(*uin, *kind, name)?,
+                )];
+                for secret_id in self.iam.bound_to(*uin, *kind, name) {
+                    staged.push(Staged::Account(
+                        self.accounts.stage_revoke_credential(&secret_id)?,
+                    ));
+                    staged.extend(self.iam.stage_unbind(&secret_id).map(Staged::Iam));
+                }
+                staged
+            }
+            Command::CreateIdentityCredential {
+                credential,
+                kind,
+                name,
+            } => vec![
+                Staged::Iam(self.iam.stage_bind(&iam::Binding {
+                    secret_id: credential.secret_id.clone(),
+                    uin: credential.uin,
+                    kind: *kind,
+                    name: name.clone(),
+                })?),
+                Staged::Account(self.accounts.stage_create_credential(credential)?),
+            ],
+            Command::PutPolicy { policy, replace } => {
+                if self.accounts.account(policy.uin).is_none() {
+                    return Err(RegistryError::AccountNotFound);
+                }
+                vec![Staged::Iam(self.iam.stage_put_policy(policy, *replace)?)]
+            }
+            Command::DeletePolicy { uin, name } => self
+                .iam
+                .stage_delete_policy(*uin, name)?
+                .into_iter()
+                .map(Staged::Iam)
+                .collect(),
+            Command::AttachPolicy {
+                uin,
+                kind,
+                name,
+                policy,
+                attach,
+            } => vec![Staged::Iam(
+                self.iam.stage_attach(*uin, *kind, name, policy, *attach)?,
+            )],
+            Command::AuditCheckpoint { checkpoint } => {
+                vec![Staged::AuditHead(self.audit_heads.stage(checkpoint)?)]
+            }
+            Command::CreateProductKey {
+                key,
+                cmk_limit,
+                product,
+            } => {
+                if self.accounts.account(key.owner_uin).is_none() {
+                    return Err(RegistryError::AccountNotFound);
+                }
+                vec![
+                    Staged::Key(self.keys.stage_create(key, *cmk_limit)?),
+                    Staged::Iam(self.iam.stage_product_key(&iam::ProductKey {
+                        region: key.region.clone(),
+                        uin: key.owner_uin,
+                        key_id: key.key_id.clone(),
+                        product: product.clone(),
+                    })?),
+                ]
             }
             Command::KeyOp {
                 region,
@@ -355,6 +470,13 @@ impl Registry {
             op,
             KeyOp::Rotate { .. } | KeyOp::EnableRotation { .. } | KeyOp::DisableRotation
         );
+        if matches!(op, KeyOp::Disable | KeyOp::ScheduleDeletion { .. })
+            && key_ids
+                .iter()
+                .any(|id| self.iam.product_of(region, uin, id).is_some())
+        {
+            return Err(RegistryError::NotUserCreatedCmk);
+        }
         let mut primaries = Vec::new();
         let mut removed_replicas = Vec::new();
         for id in key_ids {
@@ -503,7 +625,9 @@ impl Registry {
                 reg.keys.load(&value)?;
             } else if key.starts_with(replica::PREFIX) {
                 reg.replicas.load(&value)?;
-            } else if reg.accounts.load(&key, &value)? {
+            } else if key.starts_with(audit_heads::PREFIX) {
+                reg.audit_heads.load(&value)?;
+            } else if reg.accounts.load(&key, &value)? || reg.iam.load(&key, &value)? {
             } else {
                 return Err(CodecError::Version {
                     what: "registry key prefix",
@@ -523,6 +647,8 @@ impl Registry {
         self.accounts.dump(&mut out)?;
         self.keys.dump(&mut out)?;
         self.replicas.dump(&mut out)?;
+        self.iam.dump(&mut out)?;
+        self.audit_heads.dump(&mut out)?;
         out.sort();
         Ok(out)
     }

@@ -2,6 +2,7 @@
 //! before authentication), started in order and shut down in order (listeners drained, Raft
 //! stopped, WAL synced).
 
+mod audit;
 pub mod listener;
 
 use std::future::Future;
@@ -46,8 +47,15 @@ pub async fn run_with_clock(
     let tls = listener_tls(&config, storage.tls())?;
     let api_listener = bind("api-listen", &config.api_listen).await?;
     let raft_listener = bind("raft-listen", &config.raft_listen).await?;
+    let audit_log = audit::open(&config)?;
     let node = storage.start(clock).await?;
-    let kms = Arc::new(Kms::new(node.clone()));
+    let kms = Arc::new(Kms::new(
+        node.clone(),
+        audit::trail(&config, audit_log.as_ref()),
+    ));
+    let auditor = audit_log
+        .clone()
+        .map(|log| tokio::spawn(audit::run(node.clone(), log)));
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
     let watcher = tokio::spawn(node.clone().watch_raft());
     tracing::info!(
@@ -81,7 +89,7 @@ pub async fn run_with_clock(
     );
     let internal = listener::serve(
         raft_listener,
-        crate::http::internal::router(node.clone()),
+        crate::http::internal::router(node.clone(), audit_log.clone()),
         listener::Listener {
             name: "internal",
             tls: tls.as_ref().map(|t| t.internal.clone()),
@@ -106,8 +114,16 @@ pub async fn run_with_clock(
     }
     let _ = stop_tx.send(true);
     drain(api, internal).await;
-    // The scheduler proposes through Raft: stop it before Raft stops.
+    // The scheduler and the audit checkpoints propose through Raft: stop them before Raft stops.
     scheduler.abort();
+    if let Some(a) = auditor {
+        a.abort();
+    }
+    if let Some(log) = &audit_log {
+        if let Err(e) = log.close() {
+            tracing::error!(error = %e, "the audit trail could not be flushed at shutdown");
+        }
+    }
     if let Some(r) = reloader {
         r.abort();
     }

@@ -31,6 +31,8 @@ pub mod paths {
     pub const RAFT_SNAPSHOT: &str = "/raft/snapshot";
     pub const FORWARD_WRITE: &str = "/internal/write";
     pub const READ_INDEX: &str = "/internal/read-index";
+    /// A member's part of an audit query (its own trail).
+    pub const AUDIT_QUERY: &str = "/internal/audit-query";
 }
 
 /// How a node's internal traffic is secured.

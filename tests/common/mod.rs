@@ -292,6 +292,7 @@ impl TestCluster {
                 unseal_key_file: Some(self.dir.path().join("unseal.key")),
                 ..Default::default()
             },
+            audit: Default::default(),
             regions: Vec::new(),
             peers,
         };

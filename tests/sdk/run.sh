@@ -11,6 +11,8 @@ set -euo pipefail
 PINNED=(
     "tencentcloud-sdk-python-kms==3.1.192"
     "tencentcloud-sdk-python-common==3.1.195"
+    # LookUpEvents (the audit trail's query) through CloudAudit's own client.
+    "tencentcloud-sdk-python-cloudaudit==3.1.39"
     "tccli==3.1.189.1"
     "pytest==9.2.0"
 )

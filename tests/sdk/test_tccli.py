@@ -22,7 +22,8 @@ TCCLI = os.path.join(os.path.dirname(sys.executable), "tccli")  # the venv's tcc
 
 @pytest.fixture
 def tccli(cluster, tmp_path):
-    """tccli(node_index, "Action", "--Param", "value", ..., secret_key=None) -> CompletedProcess."""
+    """tccli(node_index, "Action", "--Param", "value", ..., secret_key=None, secret_id=None)
+    -> CompletedProcess (the cluster's credential unless another is given)."""
     if not os.path.exists(TCCLI):
         pytest.fail("no tccli next to %s; run the tests through tests/sdk/run.sh" % sys.executable)
     env = {k: v for k, v in os.environ.items()
@@ -31,12 +32,12 @@ def tccli(cluster, tmp_path):
     if cluster.scheme == "https":
         env["PYTHONPATH"] = certifi_with_ca(tmp_path, cluster.ca_bundle)
 
-    def run(node, action, *args, secret_key=None):
+    def run(node, action, *args, secret_key=None, secret_id=None):
         endpoint = cluster.endpoints[node]
         if cluster.scheme == "http":
             endpoint = "http://" + endpoint
         cmd = [TCCLI, "kms", action, *args,
-               "--secretId", cluster.secret_id,
+               "--secretId", secret_id or cluster.secret_id,
                "--secretKey", secret_key or cluster.secret_key,
                "--region", cluster.region,
                "--endpoint", endpoint]

@@ -24,7 +24,7 @@ use crate::wire::{
     CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
 
-fn admin_error(e: ClusterError) -> Response {
+pub(super) fn admin_error(e: ClusterError) -> Response {
     let status = match e {
         ClusterError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ClusterError::AlreadyInitialized | ClusterError::Membership(_) => StatusCode::CONFLICT,
@@ -46,7 +46,7 @@ fn admin_error(e: ClusterError) -> Response {
         .into_response()
 }
 
-fn json_or_error<T: Serialize>(result: Result<T, ClusterError>) -> Response {
+pub(super) fn json_or_error<T: Serialize>(result: Result<T, ClusterError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => admin_error(e),
@@ -242,7 +242,7 @@ fn outcome_result(o: Outcome) -> Result<(), ClusterError> {
 }
 
 /// Proposes a command stamped by this node and expects it applied.
-async fn apply(s: &Internal, command: Command) -> Result<(), ClusterError> {
+pub(super) async fn apply(s: &Internal, command: Command) -> Result<(), ClusterError> {
     let writes = s.node.writes();
     writes
         .propose(writes.envelope(None, command))
@@ -274,7 +274,7 @@ pub(super) async fn create_account(
 }
 
 /// Answers with `f` of the registry once a linearizable read has passed the read gate.
-async fn read_linearizable<T: Serialize>(
+pub(super) async fn read_linearizable<T: Serialize>(
     s: &Internal,
     f: impl FnOnce(&crate::registry::Registry) -> T,
 ) -> Response {
@@ -290,26 +290,39 @@ pub(super) async fn create_credential(
     State(s): State<Internal>,
     Json(req): Json<CreateCredentialRequest>,
 ) -> Response {
-    let created = async {
-        s.node.keyring().ensure_root_key(s.node.writes()).await?;
-        s.node
-            .reads()
-            .read_barrier(Consistency::Linearizable)
-            .await?;
-        let (credential, secret_key) = s
-            .node
-            .keyring()
-            .new_credential(req.uin)
-            .map_err(|e| ClusterError::Seal(e.to_string()))?;
-        let secret_id = credential.secret_id.clone();
-        apply(&s, Command::CreateCredential { credential }).await?;
-        Ok(NewCredential {
-            uin: req.uin,
-            secret_id,
-            secret_key,
+    json_or_error(
+        issue_credential(&s, req.uin, |credential| Command::CreateCredential {
+            credential,
         })
-    };
-    json_or_error(created.await)
+        .await,
+    )
+}
+
+/// Makes a credential of account `uin` (its secret key wrapped by the root key, installed first
+/// if need be) and proposes the command `command` builds around it: the only time the secret key
+/// is shown.
+pub(super) async fn issue_credential(
+    s: &Internal,
+    uin: u64,
+    command: impl FnOnce(crate::registry::account::Credential) -> Command,
+) -> Result<NewCredential, ClusterError> {
+    s.node.keyring().ensure_root_key(s.node.writes()).await?;
+    s.node
+        .reads()
+        .read_barrier(Consistency::Linearizable)
+        .await?;
+    let (credential, secret_key) = s
+        .node
+        .keyring()
+        .new_credential(uin)
+        .map_err(|e| ClusterError::Seal(e.to_string()))?;
+    let secret_id = credential.secret_id.clone();
+    apply(s, command(credential)).await?;
+    Ok(NewCredential {
+        uin,
+        secret_id,
+        secret_key,
+    })
 }
 
 pub(super) async fn list_credentials(State(s): State<Internal>) -> Response {
@@ -320,6 +333,7 @@ pub(super) async fn list_credentials(State(s): State<Internal>) -> Response {
                 uin: c.uin,
                 secret_id: c.secret_id.clone(),
                 created_at: c.created_at,
+                principal: r.iam().principal(&c.secret_id).to_string(),
             })
             .collect::<Vec<_>>()
     })

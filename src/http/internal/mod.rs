@@ -9,6 +9,7 @@
 
 mod admin;
 mod cluster;
+mod iam;
 mod raft_rpc;
 
 use std::sync::Arc;
@@ -36,21 +37,28 @@ type SharedNode = Arc<Node>;
 struct Internal {
     node: SharedNode,
     admin_token: Option<Arc<SecretString>>,
+    /// This node's audit trail, for members' audit queries (`None`: no trail kept).
+    audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// Largest internal request (a snapshot chunk or a batch of records).
 const MAX_BODY: usize = 256 << 20;
 
 /// The internal router.
-pub fn router(node: SharedNode) -> Router {
+pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> Router {
     let admin_token = node.config().admin_token.clone().map(Arc::new);
-    let state = Internal { node, admin_token };
+    let state = Internal {
+        node,
+        admin_token,
+        audit,
+    };
     let peer = Router::new()
         .route(paths::RAFT_APPEND, post(raft_rpc::append))
         .route(paths::RAFT_VOTE, post(raft_rpc::vote))
         .route(paths::RAFT_SNAPSHOT, post(raft_rpc::snapshot))
         .route(paths::FORWARD_WRITE, post(cluster::forwarded_write))
         .route(paths::READ_INDEX, post(cluster::read_index))
+        .route(paths::AUDIT_QUERY, post(cluster::audit_query))
         .layer(middleware::from_fn_with_state(state.clone(), require_peer));
     let admin = Router::new()
         .route(admin_paths::INIT, post(admin::init))
@@ -71,6 +79,36 @@ pub fn router(node: SharedNode) -> Router {
             "/admin/credentials/{secret_id}",
             delete(admin::revoke_credential),
         )
+        .route(
+            "/admin/accounts/{uin}/identities",
+            post(iam::create_identity).get(iam::list_identities),
+        )
+        .route(
+            "/admin/accounts/{uin}/users/{name}",
+            delete(iam::delete_user),
+        )
+        .route(
+            "/admin/accounts/{uin}/roles/{name}",
+            delete(iam::delete_role),
+        )
+        .route(
+            "/admin/accounts/{uin}/users/{name}/credentials",
+            post(iam::user_credential),
+        )
+        .route(
+            "/admin/accounts/{uin}/roles/{name}/credentials",
+            post(iam::role_credential),
+        )
+        .route(
+            "/admin/accounts/{uin}/policies",
+            post(iam::create_policy).get(iam::list_policies),
+        )
+        .route(
+            "/admin/accounts/{uin}/policies/{name}",
+            put(iam::replace_policy).delete(iam::delete_policy),
+        )
+        .route("/admin/accounts/{uin}/attachments", post(iam::attach))
+        .route("/admin/audit/checkpoints", get(iam::audit_checkpoints))
         .route(
             "/admin/records/{name}",
             put(admin::put).get(admin::get).delete(admin::delete_record),

@@ -12,7 +12,7 @@ use super::error_code::ApiError;
 use super::params::Params;
 use super::{query, tc3, Request, MAX_BODY, VERSION};
 use crate::config::Consistency;
-use crate::kms::{Caller, Kms};
+use crate::kms::{Caller, Kms, RequestInfo};
 use crate::wire::CONSISTENCY_HEADER;
 
 /// How much of an oversized body is still read, so the client receives the error envelope
@@ -33,6 +33,7 @@ pub async fn request<'a>(
     uri: &Uri,
     headers: &HeaderMap,
     body: Body,
+    source: Option<std::net::SocketAddr>,
 ) -> Result<Request<'a>, ApiError> {
     check_action_and_version(headers)?;
     let (auth, timestamp) = authorization(kms, headers)?;
@@ -58,23 +59,45 @@ pub async fn request<'a>(
     let action = header_str(headers, "x-tc-action").unwrap_or_default();
     kms.admit(&caller, super::actions::class_of(&action))?;
     let region = header_str(headers, "x-tc-region");
-    let scope = kms.open_scope(caller, region, consistency).await?;
+    let request = RequestInfo {
+        policy_action: format!("{}:{action}", service_of(&action).0),
+        source,
+    };
+    let scope = kms.open_scope(caller, request, region, consistency).await?;
     let params = parameters(method, query, &body)?;
     Ok(Request { kms, scope, params })
 }
 
-/// `X-TC-Action` is present and `X-TC-Version`, if given, is the one served.
+/// The SecretId an `Authorization` header names, verified or not (for the audit record of a
+/// request refused before its caller was known). Bounded: at most 128 characters are kept.
+pub fn claimed_secret_id(headers: &HeaderMap) -> Option<String> {
+    let authz = header_str(headers, "authorization")?;
+    let auth = tc3::parse_authorization(&authz).ok()?;
+    Some(auth.secret_id.chars().take(128).collect())
+}
+
+/// The service (TC3 credential scope) and API version of an action: KMS 2019-01-18, except the
+/// audit query, which is CloudAudit's (2019-03-19), so its own SDK client calls it unchanged.
+pub fn service_of(action: &str) -> (&'static str, &'static str) {
+    match action {
+        "LookUpEvents" => ("cloudaudit", "2019-03-19"),
+        _ => (tc3::SERVICE, VERSION),
+    }
+}
+
+/// `X-TC-Action` is present and `X-TC-Version`, if given, is the one served for it.
 fn check_action_and_version(headers: &HeaderMap) -> Result<(), ApiError> {
-    if header_str(headers, "x-tc-action").is_none_or(|a| a.is_empty()) {
+    let Some(action) = header_str(headers, "x-tc-action").filter(|a| !a.is_empty()) else {
         return Err(ApiError::new(
             "InvalidAction",
             "the X-TC-Action header is missing",
         ));
-    }
+    };
+    let (_, version) = service_of(&action);
     match header_str(headers, "x-tc-version") {
-        Some(v) if v != VERSION => Err(ApiError::new(
+        Some(v) if v != version => Err(ApiError::new(
             "NoSuchVersion",
-            format!("API version `{v}` is not served; use {VERSION}"),
+            format!("API version `{v}` is not served for {action}; use {version}"),
         )),
         _ => Ok(()),
     }
@@ -167,7 +190,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 
 /// Checks the TC3 signature with the credential's secret key; the caller it names.
 fn verify(
-    (uin, secret): (u64, crate::crypto::Secret),
+    (uin, principal, secret): (u64, crate::registry::iam::Principal, crate::crypto::Secret),
     method: &Method,
     query: &str,
     headers: &HeaderMap,
@@ -185,10 +208,12 @@ fn verify(
         unsigned_payload: header_str(headers, "x-tc-content-sha256").as_deref()
             == Some("UNSIGNED-PAYLOAD"),
     };
-    tc3::verify_signature(auth, &signed, secret.expose())?;
+    let action = header_str(headers, "x-tc-action").unwrap_or_default();
+    tc3::verify_signature_for(service_of(&action).0, auth, &signed, secret.expose())?;
     Ok(Caller {
         uin,
         credential_id: auth.secret_id.clone(),
+        principal,
     })
 }
 

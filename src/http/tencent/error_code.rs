@@ -84,7 +84,17 @@ fn registry_code(e: &RegistryError) -> &'static str {
         | CredentialExists
         | CredentialNotFound
         | KeyExists
-        | Encoding(_) => "InternalError",
+        | Encoding(_)
+        | IdentityExists
+        | IdentityNotFound
+        | InvalidIdentityName
+        | PolicyExists
+        | PolicyNotFound
+        | PolicyNotAttached
+        | InvalidPolicy(_)
+        | PolicyLimitExceeded
+        | StaleAuditCheckpoint { .. } => "InternalError",
+        NotUserCreatedCmk => "UnsupportedOperation.NotUserCreatedCmk",
     }
 }
 
@@ -190,7 +200,10 @@ impl From<KmsError> for ApiError {
             StaleNotAllowed => "UnsupportedOperation",
             RateLimited { .. } => "RequestLimitExceeded",
             StaleTooOld { .. } => "UnsupportedOperation.ServiceTemporaryUnavailable",
-            Denied(_) => "AuthFailure.UnauthorizedOperation",
+            Denied(r) => match r.scope {
+                crate::kms::authorize::RefusalScope::Action => "AuthFailure.UnauthorizedOperation",
+                crate::kms::authorize::RefusalScope::Resource => "UnauthorizedOperation",
+            },
             Registry(r) => registry_code(r),
             Cluster(crate::raft::error::ClusterError::BadRequest(_)) => "InvalidParameter",
             Cluster(crate::raft::error::ClusterError::WriteTimeout(ms)) => {
@@ -215,6 +228,7 @@ impl From<KmsError> for ApiError {
             Internal(_) => {
                 return ApiError::internal("InternalError", "internal error on this node; see its log", &e)
             }
+            AuditUnavailable => "InternalError",
         };
         let message = tencent_message(&e).unwrap_or_else(|| e.to_string());
         ApiError::new(code, message)

@@ -14,12 +14,13 @@ pub mod tc3;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
 use axum::response::Response;
+use axum::Extension;
 
 use crate::config::Consistency;
-use crate::kms::{Kms, Scope};
+use crate::kms::{Finished, Kms, Scope};
 use crate::wire;
 use error_code::ApiError;
 use params::Params;
@@ -39,21 +40,53 @@ pub struct Request<'a> {
 /// `POST /` and `GET /`: authenticate, run the action, answer in the envelope.
 pub async fn serve(
     State(kms): State<Arc<Kms>>,
+    connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let started = std::time::Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let action = headers
         .get("x-tc-action")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let request = authenticate::request(&kms, &method, &uri, &headers, body).await;
-    let (result, scope) = match request {
-        Ok(req) => (actions::dispatch(&action, &req).await, Some(req.scope)),
-        Err(e) => (Err(e), None),
+    let source = connect.map(|Extension(ConnectInfo(a))| a);
+    let (result, scope) = match kms.audit_gate() {
+        Err(e) => (Err(e.into()), None),
+        Ok(()) => match authenticate::request(&kms, &method, &uri, &headers, body, source).await {
+            Ok(req) => (actions::dispatch(&action, &req).await, Some(req.scope)),
+            Err(e) => (Err(e), None),
+        },
+    };
+    let named = format!("{}:{action}", authenticate::service_of(&action).0);
+    let finished = |error_code| Finished {
+        scope: scope.as_ref(),
+        claimed_secret_id: None,
+        dialect: "tencent",
+        action: &named,
+        request_id: &request_id,
+        error_code,
+        source,
+        started,
+    };
+    let result = match result {
+        // The answer leaves only once the request is on the record.
+        Ok(fields) => match kms.finish(finished(None)).await {
+            Ok(()) => Ok(fields),
+            Err(e) => Err(ApiError::from(e)),
+        },
+        Err(e) => {
+            let mut f = finished(Some(e.code));
+            let claimed = authenticate::claimed_secret_id(&headers);
+            f.claimed_secret_id = claimed.as_deref();
+            match kms.finish(f).await {
+                Ok(()) => Err(e),
+                Err(audit) => Err(ApiError::from(audit)),
+            }
+        }
     };
     match result {
         Ok(fields) => {
@@ -64,7 +97,7 @@ pub async fn serve(
             resp
         }
         Err(e) => {
-            refused(&kms, &action, &request_id, scope.as_ref(), &e);
+            log_refusal(&action, &request_id, &e);
             envelope::error(&e, &request_id)
         }
     }
@@ -88,16 +121,12 @@ fn stale_headers(kms: &Kms, h: &mut HeaderMap) {
     }
 }
 
-/// Where a refused request ends: its log line (with the internal detail, never sent to the
-/// client) and, if the core did not record it, its audit record.
-fn refused(kms: &Kms, action: &str, request_id: &str, scope: Option<&Scope>, e: &ApiError) {
+/// The log line of a refused request (with the internal detail, never sent to the client).
+fn log_refusal(action: &str, request_id: &str, e: &ApiError) {
     match &e.detail {
         Some(detail) => {
             tracing::warn!(action, code = e.code, request_id, error = %detail, "request failed on this node")
         }
         None => tracing::debug!(action, code = e.code, request_id, "request refused"),
-    }
-    if !scope.is_some_and(Scope::audited) {
-        kms.audit_refused(scope.map(Scope::caller), action, e.code);
     }
 }

@@ -173,13 +173,24 @@ pub fn verify(
     verify_signature(auth, req, secret_key)
 }
 
-/// Checks scope and signature only (no clock).
+/// Checks scope and signature only (no clock), for the KMS service.
 pub fn verify_signature(
     auth: &Authorization,
     req: &SignedRequest<'_>,
     secret_key: &[u8],
 ) -> Result<(), Tc3Error> {
-    if auth.service != SERVICE || utc_date(req.timestamp).as_deref() != Some(auth.date.as_str()) {
+    verify_signature_for(SERVICE, auth, req, secret_key)
+}
+
+/// Checks scope and signature only (no clock), for the service the action belongs to (`kms`;
+/// `cloudaudit` for LookUpEvents).
+pub fn verify_signature_for(
+    service: &str,
+    auth: &Authorization,
+    req: &SignedRequest<'_>,
+    secret_key: &[u8],
+) -> Result<(), Tc3Error> {
+    if auth.service != service || utc_date(req.timestamp).as_deref() != Some(auth.date.as_str()) {
         return Err(Tc3Error::Mismatch);
     }
     let expected = signature(auth, req, secret_key)?;

@@ -4,6 +4,7 @@ use super::*;
 
 mod encoding;
 mod idempotency;
+mod identities;
 mod lifecycle;
 mod model;
 mod replicas;

@@ -126,6 +126,89 @@ fn arb_command() -> impl Strategy<Value = Command> {
                     cmk_limit,
                 }
             }),
+        3 => arb_iam_command(),
+    ]
+}
+
+/// Identities, policies, attachments, identity credentials, revocations and product keys.
+fn arb_iam_command() -> impl Strategy<Value = Command> {
+    use iam::{IdentityKind, Policy, Statement};
+    let kind = prop_oneof![Just(IdentityKind::User), Just(IdentityKind::Role)];
+    let who = prop::sample::select(vec!["alice", "bob", "bad name"]).prop_map(String::from);
+    let policy = prop::sample::select(vec!["p1", "p2"]).prop_map(String::from);
+    let secret = prop::sample::select(vec!["AKID1", "AKID2", "AKID3"]).prop_map(String::from);
+    prop_oneof![
+        (1u64..3, kind.clone(), who.clone(), any::<bool>()).prop_map(|(uin, kind, name, svc)| {
+            Command::CreateIdentity {
+                identity: iam::Identity {
+                    uin,
+                    kind,
+                    name,
+                    service: svc.then(|| "cbs".to_string()),
+                    policies: Default::default(),
+                    created_at: 1,
+                },
+            }
+        }),
+        (1u64..3, kind.clone(), who.clone())
+            .prop_map(|(uin, kind, name)| Command::DeleteIdentity { uin, kind, name }),
+        (1u64..3, kind.clone(), who.clone(), secret.clone()).prop_map(
+            |(uin, kind, name, secret_id)| Command::CreateIdentityCredential {
+                credential: account::Credential {
+                    secret_id,
+                    uin,
+                    wrapped_secret_key: vec![1, 2],
+                    created_at: 2,
+                },
+                kind,
+                name,
+            }
+        ),
+        secret.prop_map(|secret_id| Command::RevokeCredential { secret_id }),
+        (1u64..3, policy.clone(), any::<bool>(), 0usize..3).prop_map(|(uin, name, replace, n)| {
+            Command::PutPolicy {
+                policy: Policy {
+                    uin,
+                    name,
+                    description: String::new(),
+                    statements: (0..n)
+                        .map(|i| Statement {
+                            effect: iam::Effect::Allow,
+                            actions: vec![format!("kms:Encrypt{i}")],
+                            resources: vec!["*".into()],
+                            conditions: vec![],
+                        })
+                        .collect(),
+                    text: "{}".into(),
+                    created_at: 3,
+                    updated_at: 4,
+                },
+                replace,
+            }
+        }),
+        (1u64..3, policy.clone()).prop_map(|(uin, name)| Command::DeletePolicy { uin, name }),
+        (1u64..3, kind, who, policy, any::<bool>()).prop_map(
+            |(uin, kind, name, policy, attach)| Command::AttachPolicy {
+                uin,
+                kind,
+                name,
+                policy,
+                attach,
+            }
+        ),
+        (1u64..3, 1u64..20).prop_map(|(node_id, seq)| Command::AuditCheckpoint {
+            checkpoint: audit_heads::Checkpoint {
+                node_id,
+                seq,
+                hash: [seq as u8; 32],
+                at_ms: 1,
+            },
+        }),
+        (0u8..4, 1u64..3, 1u32..4).prop_map(|(id, uin, cmk_limit)| Command::CreateProductKey {
+            key: Box::new(key_record(id, uin, format!("prod{id}"))),
+            cmk_limit,
+            product: "cbs".into(),
+        }),
     ]
 }
 

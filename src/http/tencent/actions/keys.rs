@@ -84,7 +84,7 @@ fn key_metadata(d: &KeyDescription) -> Value {
         },
         "CreatorUin": k.owner_uin,
         "KeyRotationEnabled": k.rotation_enabled,
-        "Owner": "user",
+        "Owner": d.product.as_deref().unwrap_or("user"),
         "NextRotateTime": k.next_rotate_time,
         "DeletionDate": k.deletion_date,
         "Origin": k.origin.as_str(),

@@ -3,6 +3,7 @@
 //! maps the action name to its adapter in one `match` (docs/api.md links each action here).
 
 mod asymmetric;
+mod audit;
 mod crypto;
 mod import;
 mod keys;
@@ -74,6 +75,7 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "GetRegions" => service::get_regions(r).await,
         "ListAlgorithms" => service::list_algorithms(r).await,
         "ReplicateKey" => replica::replicate_key(r).await,
+        "LookUpEvents" => audit::look_up_events(r).await,
         other => Err(ApiError::new(
             "InvalidAction",
             format!("action `{other}` is not supported by raftkms (see docs/api.md)"),
