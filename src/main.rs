@@ -412,13 +412,23 @@ struct TrailArgs {
 
 impl TrailArgs {
     fn resolve(&self, target: &Target) -> anyhow::Result<(PathBuf, Option<u64>)> {
+        let (dir, node_id, _) = self.resolve_with_retention(target)?;
+        Ok((dir, node_id))
+    }
+
+    /// Also the node's `[audit] retention-days`, when its config is given.
+    fn resolve_with_retention(
+        &self,
+        target: &Target,
+    ) -> anyhow::Result<(PathBuf, Option<u64>, Option<u64>)> {
         let cfg = target.config.as_deref().map(NodeConfig::load).transpose()?;
         let dir = match (&self.dir, &cfg) {
             (Some(d), _) => d.clone(),
             (None, Some(c)) => c.audit_dir(),
             (None, None) => anyhow::bail!("give --dir DIR, or --config node.toml"),
         };
-        Ok((dir, self.node_id.or(cfg.map(|c| c.node_id))))
+        let retention = cfg.as_ref().map(|c| c.audit.retention_days);
+        Ok((dir, self.node_id.or(cfg.map(|c| c.node_id)), retention))
     }
 }
 
@@ -500,7 +510,7 @@ async fn audit(target: Target, action: AuditCmd) -> anyhow::Result<()> {
             offline,
             json,
         } => {
-            let (dir, node_id) = trail.resolve(&target)?;
+            let (dir, node_id, retention) = trail.resolve_with_retention(&target)?;
             let checkpoints = if offline {
                 Vec::new()
             } else {
@@ -534,6 +544,15 @@ async fn audit(target: Target, action: AuditCmd) -> anyhow::Result<()> {
                     report.last_seq.unwrap_or(0),
                     report.checkpoints_checked,
                     report.checkpoints_pruned
+                );
+            }
+            // Whole segments at the start are gone: pruning, unless this node never prunes.
+            if retention == Some(0) && report.first_seq.is_some_and(|f| f > 1) {
+                anyhow::bail!(
+                    "the audit trail in {} starts at seq {} but this node keeps everything (audit.retention-days = 0): records 1..={} were deleted",
+                    dir.display(),
+                    report.first_seq.unwrap_or(0),
+                    report.first_seq.unwrap_or(1).saturating_sub(1)
                 );
             }
             match &report.problem {

@@ -176,6 +176,20 @@ async fn every_request_has_one_record_that_survives_a_crash_and_verifies() {
         }
         assert!(r.event.source.is_some());
     }
+    // Admin requests are on the record too (the account and credential made above, by node 1).
+    let admin_records: Vec<StoredRecord> = records(&audit_dir(&c, 1))
+        .into_iter()
+        .filter(|r| r.event.dialect == "admin")
+        .collect();
+    assert!(
+        admin_records
+            .iter()
+            .any(|r| r.event.action == "admin:POST /admin/accounts"
+                && r.event.result == "Success"
+                && r.event.principal.as_deref() == Some("admin-token")
+                && r.event.write),
+        "{admin_records:?}"
+    );
     // Nothing secret: no plaintext, no secret key in any trail file.
     for node in 1..=3 {
         for entry in std::fs::read_dir(audit_dir(&c, node)).unwrap() {
@@ -263,17 +277,60 @@ async fn every_request_has_one_record_that_survives_a_crash_and_verifies() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_whose_trail_cannot_be_written_refuses_requests() {
-    let c = TestCluster::configure(1, 27900, Default::default(), Default::default());
-    // A real fault: the trail's first segment is /dev/full, where every write fails (ENOSPC).
-    let dir = c.nodes[0].cfg.audit_dir();
-    std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink("/dev/full", dir.join(format!("seg-{:020}.jsonl", 1))).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for d in [&dir, &c.nodes[0].cfg.data_dir] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+/// A tmpfs mounted for one test, unmounted when dropped (needs root, as CI runs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
     }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system of `dir` until a write fails: a real full disk.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_trail_cannot_be_written_refuses_requests_and_recovers() {
+    let mut c = TestCluster::configure(1, 27900, Default::default(), Default::default());
+    c.edit_configs(|cfg| cfg.audit.checkpoint_interval_s = 1);
+    let dir = c.nodes[0].cfg.audit_dir();
+    let data = c.nodes[0].cfg.data_dir.clone();
+    std::fs::create_dir_all(&data).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    // The trail on a small disk of its own.
+    let _disk = Tmpfs::mount(&dir, "2m");
     let c = c.launch().await;
     let account = c.admin(1).create_account("full").await.unwrap();
     let cred = c.admin(1).create_credential(account.uin).await.unwrap();
@@ -283,29 +340,75 @@ async fn a_node_whose_trail_cannot_be_written_refuses_requests() {
         &cred.secret_id,
         cred.secret_key.expose(),
     );
-    // A write's record must be durable before its answer: the first write cannot be answered.
-    let first = api.call("CreateKey", json!({"Alias": "full"})).await;
-    match &first {
-        Err(raftkms::client::KmsError::Api { code, message, .. }) => {
+    api.call("CreateKey", json!({"Alias": "before"}))
+        .await
+        .unwrap();
+    let filler = fill(&dir);
+
+    // A write's record must be durable before its answer. The disk is full, but the trail's last
+    // page may still hold a record or two: every write answered has its record on disk, and the
+    // first whose record cannot be written is not answered.
+    let mut answered = Vec::new();
+    let mut refused = None;
+    for i in 0..200 {
+        match api
+            .call("CreateKey", json!({"Alias": format!("full{i}")}))
+            .await
+        {
+            Ok(v) => answered.push(v["RequestId"].as_str().unwrap().to_string()),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    match &refused {
+        Some(raftkms::client::KmsError::Api { code, message, .. }) => {
             assert_eq!(code, "InternalError");
             assert!(message.contains("audit trail"), "{message}");
         }
-        other => panic!("a write was answered without its record: {other:?}"),
+        other => panic!("200 writes on a full disk, and none refused: {other:?}"),
+    }
+    let on_disk: Vec<String> = records(&dir)
+        .into_iter()
+        .map(|r| r.event.request_id)
+        .collect();
+    for id in &answered {
+        assert!(
+            on_disk.contains(id),
+            "write {id} answered without its record"
+        );
     }
     // From then on every request is refused before anything runs, and counted.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let r = api.call("ListKeys", json!({})).await;
-        if let Err(raftkms::client::KmsError::Api { code, .. }) = &r {
-            assert_eq!(code, "InternalError");
-            break;
-        }
-        assert!(Instant::now() < deadline, "still answering: {r:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = api.call("ListKeys", json!({})).await;
+    assert!(
+        matches!(&r, Err(raftkms::client::KmsError::Api { code, .. }) if code == "InternalError"),
+        "{r:?}"
+    );
     let metrics = common::metrics_of(&c, 1).await;
     assert!(
         common::counter(&metrics, "raftkms_audit_refusals_total") >= 2.0,
         "{metrics}"
+    );
+
+    // Space again: the node recovers its trail and serves, and the trail verifies.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match api.call("ListKeys", json!({})).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "never recovered: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = Command::new(bin())
+        .args(["audit", "verify", "--offline", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -107,6 +107,12 @@ impl Kms {
                     limit,
                     after: req.after,
                 };
+                // One query at a time on this node: each scans files on every member.
+                let _permit = self
+                    .audit_queries
+                    .acquire()
+                    .await
+                    .map_err(|e| KmsError::Internal(e.to_string()))?;
                 // Records appended so far (this request's own peers' included) are read back.
                 log.sync()
                     .await
@@ -129,7 +135,12 @@ impl Kms {
                     .await
                 {
                     match answer.and_then(|a| a) {
-                        Ok(mut r) => rows.append(&mut r),
+                        // A member's rows are checked again: only the caller's account, only
+                        // what matches.
+                        Ok(r) => rows.extend(r.into_iter().filter(|row| {
+                            q.filter.matches(&row.event)
+                                && q.after.is_none_or(|c| row.cursor() < c)
+                        })),
                         Err(e) => {
                             return Err(KmsError::Cluster(ClusterError::Forward(format!(
                                     "the audit trail of node {id} could not be read, so the answer would be incomplete: {e}"

@@ -265,6 +265,9 @@ impl Authorizer for Policies {
             }
         };
         match r.resource {
+            Resource::Keys { region, key_ids } if key_ids.is_empty() => {
+                check(&policy::account_resource(region, uin), None)
+            }
             Resource::Keys { region, key_ids } => {
                 for id in key_ids {
                     let tags: Option<Vec<String>> = registry

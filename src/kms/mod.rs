@@ -59,6 +59,8 @@ pub struct Scope {
     gated: bool,
     /// What the core's operation did, for the audit record.
     noted: Mutex<Noted>,
+    /// Whether a stale request was brought up to date for a write ([`catch_up`]).
+    caught_up: std::sync::atomic::AtomicBool,
 }
 
 impl Scope {
@@ -119,7 +121,12 @@ pub struct Kms {
     /// Asymmetric CreateKeys in progress per account, counted against the quota with the keys
     /// already applied.
     creating: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
+    /// Audit queries (LookUpEvents) running at once on this node: one.
+    audit_queries: tokio::sync::Semaphore,
 }
+
+/// The longest KeyId a request may name.
+const MAX_KEY_ID: usize = 128;
 
 /// How long a request may wait for a key-generation permit before `RequestLimitExceeded`.
 const KEY_GENERATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -151,9 +158,60 @@ struct Seams {
     authorizer: Arc<dyn Authorizer>,
     trail: Trail,
     clock: SharedClock,
+    /// The node whose caught-up state a write is authorized against (`None` in unit tests of
+    /// the seams alone).
+    node: Option<Arc<Node>>,
+}
+
+/// Brings a request that skipped the read gate (it chose `stale`) up to date before it writes:
+/// the read gate, then its credential checked again on the caught-up state. A write is never
+/// authorized or proposed on stale authority (a revoked credential or permission writes nothing
+/// anywhere once its revocation was acknowledged).
+async fn catch_up(node: &Node, scope: &Scope) -> Result<(), KmsError> {
+    if scope.gated || scope.caught_up.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(());
+    }
+    node.reads().read_barrier(Consistency::Linearizable).await?;
+    let known = node
+        .state()
+        .read()
+        .registry
+        .accounts()
+        .credential(&scope.caller.credential_id)
+        .is_some_and(|c| c.uin == scope.caller.uin);
+    if !known {
+        return Err(KmsError::UnknownCredential(
+            scope.caller.credential_id.clone(),
+        ));
+    }
+    scope
+        .caught_up
+        .store(true, std::sync::atomic::Ordering::Release);
+    Ok(())
 }
 
 impl Seams {
+    /// Authorizes one more resource of an operation already running (e.g. the destination keys
+    /// of ReplicateKey, in other regions).
+    fn authorize_also(
+        &self,
+        scope: &Scope,
+        action: Action,
+        resource: &Resource,
+    ) -> Result<(), KmsError> {
+        let request = AuthRequest {
+            caller: &scope.caller,
+            action,
+            policy_action: &scope.request.policy_action,
+            resource,
+            region: &scope.region,
+            source_ip: scope.request.source.map(|a| a.ip()),
+        };
+        self.authorizer
+            .authorize(&request)
+            .map_err(KmsError::Denied)
+    }
+
     /// Authorizes, then runs the operation (only if allowed), noting what it did for the audit
     /// record the dialect writes when the request ends.
     async fn run<T>(
@@ -182,6 +240,17 @@ impl Seams {
                 noted.key_ids = key_ids.clone();
             }
         }
+        if let Resource::Keys { key_ids, .. } = &resource {
+            // No KeyId is this long (they are UUIDs): refused before it costs anything.
+            if let Some(id) = key_ids.iter().find(|id| id.len() > MAX_KEY_ID) {
+                return Err(KmsError::KeyNotFound(id.chars().take(MAX_KEY_ID).collect()));
+            }
+        }
+        if action.is_write() {
+            if let Some(node) = &self.node {
+                catch_up(node, scope).await?;
+            }
+        }
         match self.authorizer.authorize(&request) {
             Ok(()) => operation.await,
             Err(refusal) => Err(KmsError::Denied(refusal)),
@@ -199,6 +268,7 @@ impl Kms {
     /// The core with the given authorizer and audit trail.
     pub fn with_seams(node: Arc<Node>, authorizer: Arc<dyn Authorizer>, trail: Trail) -> Self {
         let clock = node.clock().clone();
+        let node_for_seams = node.clone();
         let rates = rate::RateLimits::new(&node.config().rate_limits);
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Kms {
@@ -206,10 +276,12 @@ impl Kms {
             rates,
             key_generation: Arc::new(tokio::sync::Semaphore::new(cores)),
             creating: std::sync::Mutex::new(std::collections::HashMap::new()),
+            audit_queries: tokio::sync::Semaphore::new(1),
             seams: Seams {
                 authorizer,
                 trail,
                 clock,
+                node: Some(node_for_seams),
             },
         }
     }
@@ -238,8 +310,8 @@ impl Kms {
         secret_id: &str,
         consistency: Consistency,
     ) -> Result<(u64, crate::registry::iam::Principal, Secret), KmsError> {
-        let credential = match self.lookup_credential(secret_id) {
-            Some(c) => c,
+        let (credential, principal) = match self.lookup_credential(secret_id) {
+            Some(found) => found,
             None => {
                 self.node.reads().read_barrier(consistency).await?;
                 self.lookup_credential(secret_id)
@@ -247,18 +319,21 @@ impl Kms {
             }
         };
         let secret = self.node.keyring().credential_secret(&credential)?;
-        let principal = self.node.state().read().registry.iam().principal(secret_id);
         Ok((credential.uin, principal, secret))
     }
 
-    fn lookup_credential(&self, secret_id: &str) -> Option<crate::registry::account::Credential> {
-        self.node
-            .state()
-            .read()
-            .registry
-            .accounts()
-            .credential(secret_id)
-            .cloned()
+    /// A credential and who it speaks for, read under one guard (a revocation or an identity's
+    /// deletion removes both in one apply, so they are never seen apart).
+    fn lookup_credential(
+        &self,
+        secret_id: &str,
+    ) -> Option<(
+        crate::registry::account::Credential,
+        crate::registry::iam::Principal,
+    )> {
+        let state = self.node.state().read();
+        let credential = state.registry.accounts().credential(secret_id)?.clone();
+        Some((credential, state.registry.iam().principal(secret_id)))
     }
 
     /// Opens the scope of a request whose signature the dialect has verified. Linearizable
@@ -301,7 +376,7 @@ impl Kms {
             self.node.reads().read_barrier(consistency).await?;
             if self
                 .lookup_credential(&caller.credential_id)
-                .is_none_or(|c| c.uin != caller.uin)
+                .is_none_or(|(c, p)| c.uin != caller.uin || p != caller.principal)
             {
                 return Err(KmsError::UnknownCredential(caller.credential_id));
             }
@@ -320,6 +395,7 @@ impl Kms {
             consistency,
             gated,
             noted: Mutex::new(Noted::default()),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -371,6 +447,18 @@ impl Kms {
         self.rates.admit(caller, class)
     }
 
+    /// How an unverified SecretId is recorded: as itself when such a credential exists, else
+    /// only by a digest (a client that put its secret key where the SecretId goes must not
+    /// have it written to the trail and to syslog).
+    fn claimed(&self, secret_id: &str) -> String {
+        if self.lookup_credential(secret_id).is_some() {
+            return secret_id.to_string();
+        }
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(secret_id.as_bytes());
+        format!("unknown:sha256:{}", hex::encode(&digest[..8]))
+    }
+
     /// Whether this node may take a request at all: with `[audit] fail-closed` (the default), a
     /// node whose audit trail has failed refuses every request before anything is done.
     pub fn audit_gate(&self) -> Result<(), KmsError> {
@@ -405,7 +493,7 @@ impl Kms {
             principal: caller.map(|c| c.principal.to_string()),
             secret_id: caller
                 .map(|c| c.credential_id.clone())
-                .or_else(|| f.claimed_secret_id.map(str::to_string)),
+                .or_else(|| f.claimed_secret_id.map(|id| self.claimed(id))),
             source: f.source.map(|a| a.to_string()),
             dialect: f.dialect.to_string(),
             action: f.scope.map_or_else(
@@ -481,20 +569,7 @@ impl Kms {
     /// the gate when its scope was opened) passes the read gate now, and its credential is
     /// checked against the caught-up state, so a revoked credential writes nothing anywhere.
     async fn propose(&self, scope: &Scope, command: Command) -> Result<u64, KmsError> {
-        if !scope.gated {
-            self.node
-                .reads()
-                .read_barrier(Consistency::Linearizable)
-                .await?;
-            if self
-                .lookup_credential(&scope.caller.credential_id)
-                .is_none_or(|c| c.uin != scope.caller.uin)
-            {
-                return Err(KmsError::UnknownCredential(
-                    scope.caller.credential_id.clone(),
-                ));
-            }
-        }
+        catch_up(&self.node, scope).await?;
         let writes = self.node.writes();
         let env = writes.envelope(None, command);
         let at = env.issued_at_ms / 1000;
@@ -577,6 +652,7 @@ mod tests {
             consistency: Consistency::Stale,
             gated: false,
             noted: Mutex::new(Noted::default()),
+            caught_up: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -585,6 +661,7 @@ mod tests {
             authorizer: Arc::new(NoService),
             trail: Trail::Log,
             clock: ManualClock::new(5_000),
+            node: None,
         }
     }
 

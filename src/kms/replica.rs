@@ -1,6 +1,6 @@
 //! Multi-region replica keys of a primary key, sharing its KeyId and material.
 
-use super::{one_key, Action, Kms, KmsError, Scope};
+use super::{one_key, Action, Kms, KmsError, Resource, Scope};
 use crate::registry::replica::ReplicaSpec;
 use crate::registry::Command;
 
@@ -44,6 +44,16 @@ impl Kms {
                     if r == &scope.region {
                         return Err(KmsError::OwnRegion(r.clone()));
                     }
+                    // The replica is a key of the destination region: the caller must be allowed
+                    // to replicate there too.
+                    self.seams.authorize_also(
+                        scope,
+                        Action::ReplicateKey,
+                        &Resource::Keys {
+                            region: r.clone(),
+                            key_ids: vec![req.key_id.clone()],
+                        },
+                    )?;
                 }
                 // Defaults come from the primary as this node sees it; the material itself is
                 // copied by apply from the committed state, never from here.

@@ -17,9 +17,10 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PolicyError> {
     Err(PolicyError(msg.into()))
 }
 
-/// Parses a policy document, refusing anything this build would not evaluate exactly as CAM
-/// describes it (unknown elements, actions, condition keys or operators; malformed resources).
-pub fn parse(text: &str) -> Result<Vec<Statement>, PolicyError> {
+/// Parses a policy document of account `owner_uin`, refusing anything this build would not
+/// evaluate exactly as CAM describes it (unknown elements, actions, condition keys or operators;
+/// malformed resources). Resources are stored normalized (see [`resource`]).
+pub fn parse(text: &str, owner_uin: u64) -> Result<Vec<Statement>, PolicyError> {
     if text.len() > MAX_POLICY_TEXT {
         return err(format!(
             "the policy document is {} bytes; at most {MAX_POLICY_TEXT}",
@@ -58,11 +59,13 @@ pub fn parse(text: &str) -> Result<Vec<Statement>, PolicyError> {
     statements
         .iter()
         .enumerate()
-        .map(|(i, s)| statement(s).map_err(|e| PolicyError(format!("statement {i}: {}", e.0))))
+        .map(|(i, s)| {
+            statement(s, owner_uin).map_err(|e| PolicyError(format!("statement {i}: {}", e.0)))
+        })
         .collect()
 }
 
-fn statement(v: &Value) -> Result<Statement, PolicyError> {
+fn statement(v: &Value, owner_uin: u64) -> Result<Statement, PolicyError> {
     let Value::Object(s) = v else {
         return err("a statement must be a JSON object");
     };
@@ -97,7 +100,7 @@ fn statement(v: &Value) -> Result<Statement, PolicyError> {
         .collect::<Result<Vec<_>, _>>()?;
     let resources = strings(s, "resource")?
         .into_iter()
-        .map(|r| resource(&r).map(|()| r))
+        .map(|r| resource(&r, owner_uin))
         .collect::<Result<Vec<_>, _>>()?;
     let conditions = match s.get("condition") {
         None => Vec::new(),
@@ -158,15 +161,24 @@ fn action(a: &str) -> Result<String, PolicyError> {
     Ok(a.to_string())
 }
 
-/// Checks a resource: `*`, or `qcs:<project>:<service>:<region>:<account>:<resource>`.
-fn resource(r: &str) -> Result<(), PolicyError> {
+/// Checks a resource and normalizes it to the form requests are matched against,
+/// `qcs::kms:<region>:uin/<owner-uin>:key/<KeyId>`, as CAM reads it:
+/// - `*` stays `*`;
+/// - six segments `qcs:<project>:<service>:<region>:<account>:<resource>`; an empty service or
+///   region means every one (`*`), an empty account means the policy's own account;
+/// - Tencent's key form `key/creatorUin/<creator-uin>/<KeyId>` names the key `<KeyId>` (a key's
+///   creator is its owner account here), as `key/<KeyId>` does.
+///
+/// A project is refused (raftkms has none), and so is anything that could never match a key.
+fn resource(r: &str, owner_uin: u64) -> Result<String, PolicyError> {
     if r == "*" {
-        return Ok(());
+        return Ok(r.to_string());
     }
     let parts: Vec<&str> = r.split(':').collect();
     let bad = |why: &str| {
         err(format!(
-            "resource `{r}`: {why} (expected qcs::kms:<region>:uin/<owner-uin>:key/<KeyId>, or *)"
+            "resource `{r}`: {why} (expected qcs::kms:<region>:uin/<owner-uin>:key/<KeyId>, \
+             qcs::kms:<region>:uin/<owner-uin>:key/creatorUin/<uin>/<KeyId>, or *)"
         ))
     };
     if parts.len() != 6 {
@@ -175,23 +187,49 @@ fn resource(r: &str) -> Result<(), PolicyError> {
     if parts[0] != "qcs" {
         return bad("it must start with `qcs`");
     }
-    if !matches!(parts[2], "kms" | "*" | "cloudaudit") {
-        return bad("the service segment must be `kms`");
+    if !(parts[1].is_empty() || parts[1] == "*") {
+        return bad("raftkms has no projects: leave the project segment empty");
     }
-    let account = parts[4];
-    if !(account.is_empty() || account == "*") {
-        let Some(uin) = account.strip_prefix("uin/") else {
-            return bad("the account segment must be `uin/<owner-uin>`");
-        };
-        if uin.is_empty() || !uin.bytes().all(|b| b.is_ascii_digit() || b == b'*') {
-            return bad("the owner uin must be digits (or *)");
+    let service = match parts[2] {
+        "" | "*" => "*",
+        "kms" => "kms",
+        "cloudaudit" => "cloudaudit",
+        _ => return bad("the service segment must be `kms` (or empty)"),
+    };
+    let region = if parts[3].is_empty() { "*" } else { parts[3] };
+    let account = match parts[4] {
+        "" => format!("uin/{owner_uin}"),
+        "*" => "*".to_string(),
+        a => {
+            let Some(uin) = a.strip_prefix("uin/") else {
+                return bad("the account segment must be `uin/<owner-uin>`");
+            };
+            if uin.is_empty() || !uin.bytes().all(|b| b.is_ascii_digit() || b == b'*') {
+                return bad("the owner uin must be digits (or *)");
+            }
+            a.to_string()
         }
-    }
+    };
     let res = parts[5];
-    if !(res == "*" || res.starts_with("key/") && res.len() > 4) {
+    let key = if res == "*" {
+        "*".to_string()
+    } else if let Some(rest) = res.strip_prefix("key/creatorUin/") {
+        match rest.split_once('/') {
+            Some((creator, id))
+                if !id.is_empty()
+                    && !creator.is_empty()
+                    && creator.bytes().all(|b| b.is_ascii_digit() || b == b'*') =>
+            {
+                format!("key/{id}")
+            }
+            _ => return bad("`key/creatorUin/` must be followed by `<uin>/<KeyId>`"),
+        }
+    } else if res.starts_with("key/") && res.len() > 4 {
+        res.to_string()
+    } else {
         return bad("the resource segment must be `key/<KeyId>` (wildcards allowed) or `*`");
-    }
-    Ok(())
+    };
+    Ok(format!("qcs::{service}:{region}:{account}:{key}"))
 }
 
 fn conditions(c: &Map<String, Value>) -> Result<Vec<Condition>, PolicyError> {

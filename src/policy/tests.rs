@@ -14,9 +14,10 @@ fn key(id: &str) -> String {
 }
 
 fn doc(statements: &str) -> Vec<Statement> {
-    parse(&format!(
-        r#"{{"version":"2.0","statement":[{statements}]}}"#
-    ))
+    parse(
+        &format!(r#"{{"version":"2.0","statement":[{statements}]}}"#),
+        100,
+    )
     .unwrap()
 }
 
@@ -161,6 +162,11 @@ fn resource_tag_and_time_conditions() {
         Some(0)
     );
     assert_eq!(super::evaluate::parse_time("2030-13-01T00:00:00Z"), None);
+    // Years that would overflow the day count are refused, not computed.
+    assert_eq!(
+        super::evaluate::parse_time("9000000000000000000-01-01T00:00:00Z"),
+        None
+    );
 }
 
 #[test]
@@ -220,7 +226,7 @@ fn malformed_policies_are_refused_precisely() {
         ),
     ];
     for (text, want) in cases {
-        let e = parse(text).unwrap_err();
+        let e = parse(text, 100).unwrap_err();
         assert!(e.0.contains(want), "{text}: {e}");
     }
 }
@@ -234,4 +240,44 @@ fn a_policy_naming_a_missing_key_is_accepted_and_matches_nothing_else() {
         evaluate(&s, "kms:Encrypt", &key("real"), &facts("1.1.1.1")),
         Decision::NoMatch
     );
+}
+
+#[test]
+fn tencent_resource_forms_and_empty_segments_match_as_cam_reads_them() {
+    let f = facts("10.0.0.1");
+    // Tencent's own form of a key: key/creatorUin/<uin>/<KeyId>.
+    let s = doc(
+        r#"{"effect":"deny","action":"kms:Decrypt","resource":"qcs::kms:ap-guangzhou:uin/100:key/creatorUin/100/k1"},
+           {"effect":"allow","action":"kms:*","resource":"*"}"#,
+    );
+    assert_eq!(evaluate(&s, "kms:Decrypt", &key("k1"), &f), Decision::Deny);
+    assert_eq!(evaluate(&s, "kms:Decrypt", &key("k2"), &f), Decision::Allow);
+    // Empty region (every region) and empty account (the policy's own).
+    let s = doc(r#"{"effect":"deny","action":"kms:Encrypt","resource":"qcs::kms:::key/*"}"#);
+    assert_eq!(evaluate(&s, "kms:Encrypt", &key("k1"), &f), Decision::Deny);
+    assert_eq!(
+        evaluate(
+            &s,
+            "kms:Encrypt",
+            &key_resource("ap-shanghai", 100, "k9"),
+            &f
+        ),
+        Decision::Deny
+    );
+    assert_eq!(
+        evaluate(
+            &s,
+            "kms:Encrypt",
+            &key_resource("ap-shanghai", 101, "k9"),
+            &f
+        ),
+        Decision::NoMatch
+    );
+    // A project is refused rather than never matching.
+    let e = parse(
+        r#"{"version":"2.0","statement":[{"effect":"deny","action":"kms:*","resource":"qcs:id/7:kms:::key/*"}]}"#,
+        100,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("no projects"), "{e}");
 }

@@ -470,10 +470,15 @@ impl Registry {
             op,
             KeyOp::Rotate { .. } | KeyOp::EnableRotation { .. } | KeyOp::DisableRotation
         );
-        if matches!(op, KeyOp::Disable | KeyOp::ScheduleDeletion { .. })
-            && key_ids
-                .iter()
-                .any(|id| self.iam.product_of(region, uin, id).is_some())
+        if matches!(
+            op,
+            KeyOp::Disable
+                | KeyOp::ScheduleDeletion { .. }
+                | KeyOp::Archive
+                | KeyOp::DeleteImportedMaterial
+        ) && key_ids
+            .iter()
+            .any(|id| self.iam.product_of(region, uin, id).is_some())
         {
             return Err(RegistryError::NotUserCreatedCmk);
         }
@@ -599,6 +604,19 @@ impl Registry {
         let mut staged = Vec::with_capacity(records.len() + 1);
         for k in &records {
             staged.push(Staged::Key(self.keys.stage_create(k, cmk_limit)?));
+        }
+        // Replicas of a product-managed key are product-managed too.
+        if let Some(product) = self.iam.product_of(source_region, uin, key_id) {
+            for k in &records {
+                staged.push(Staged::Iam(self.iam.stage_product_key(
+                    &iam::ProductKey {
+                        region: k.region.clone(),
+                        uin,
+                        key_id: key_id.to_string(),
+                        product: product.to_string(),
+                    },
+                )?));
+            }
         }
         let regions: Vec<&str> = records.iter().map(|k| k.region.as_str()).collect();
         staged.push(Staged::Replica(self.replicas.stage_add(

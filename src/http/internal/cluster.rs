@@ -3,17 +3,43 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 
 use super::{binary, decode_body, Internal};
 use crate::raft::error::ClusterError;
-use crate::registry::Envelope;
+use crate::registry::{Command, Envelope};
+use crate::tls::PeerIdentity;
 
-pub(super) async fn forwarded_write(State(s): State<Internal>, body: Bytes) -> Response {
+pub(super) async fn forwarded_write(
+    State(s): State<Internal>,
+    sender: Option<Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
     let env: Envelope = match decode_body("forwarded write", &body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    // A node checkpoints only its own audit trail: under mutual TLS, a checkpoint forwarded by
+    // another node than the one it names is refused (it could otherwise fence that node's
+    // checkpoints for good with a huge sequence number).
+    if let (
+        Command::AuditCheckpoint { checkpoint },
+        Some(Extension(PeerIdentity::Node { node_id, .. })),
+    ) = (&env.command, &sender)
+    {
+        if checkpoint.node_id != *node_id {
+            return (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node {node_id} may not checkpoint node {}'s audit trail",
+                    checkpoint.node_id
+                ),
+            )
+                .into_response();
+        }
+    }
     binary(&s.node.writes().accept_forwarded(env).await)
 }
 

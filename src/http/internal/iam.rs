@@ -91,7 +91,7 @@ fn parsed(
     name: String,
     req: PolicyRequest,
 ) -> Result<Policy, ClusterError> {
-    let statements = policy::parse(&req.document)
+    let statements = policy::parse(&req.document, uin)
         .map_err(|e| ClusterError::BadRequest(format!("policy `{name}`: {e}")))?;
     let now = s.node.clock().wall_secs();
     Ok(Policy {

@@ -19,7 +19,7 @@ use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
-use axum::Router;
+use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -29,6 +29,7 @@ use crate::node::Node;
 use crate::tls::PeerIdentity;
 use crate::transport::peer::{constant_time_eq, paths, CLUSTER_HEADER};
 use crate::wire::paths as admin_paths;
+use crate::wire::AdminError;
 
 type SharedNode = Arc<Node>;
 
@@ -113,7 +114,8 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
             "/admin/records/{name}",
             put(admin::put).get(admin::get).delete(admin::delete_record),
         )
-        .layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .layer(middleware::from_fn_with_state(state.clone(), require_admin))
+        .layer(middleware::from_fn_with_state(state.clone(), record_admin));
     peer.merge(admin)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -241,6 +243,85 @@ async fn require_admin(State(s): State<Internal>, req: Request, next: Next) -> R
         );
     }
     next.run(req).await
+}
+
+/// Every admin request, refused ones included, leaves one record in the node's audit trail
+/// (dialect `admin`; a change's record is durable before its answer leaves): identity, policy,
+/// credential and membership changes are what least privilege is audited on.
+async fn record_admin(State(s): State<Internal>, req: Request, next: Next) -> Response {
+    let Some(log) = s.audit.clone() else {
+        return next.run(req).await;
+    };
+    let started = std::time::Instant::now();
+    let write = req.method() != axum::http::Method::GET;
+    let principal = match caller(&req) {
+        Caller::Certificate(PeerIdentity::Admin { name, .. }) => format!("admin/{name}"),
+        Caller::Certificate(PeerIdentity::Node { node_id, .. }) => format!("node/{node_id}"),
+        Caller::Token(_) => "admin-token".to_string(),
+        Caller::Nobody => "anonymous".to_string(),
+    };
+    let action = format!(
+        "admin:{} {}",
+        req.method(),
+        req.uri().path().chars().take(256).collect::<String>()
+    );
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.to_string());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let event = crate::audit::Event {
+        at_ms: s.node.clock().wall_ms(),
+        node_id: s.node.id(),
+        region: s.node.config().region.clone(),
+        uin: None,
+        principal: Some(principal),
+        secret_id: None,
+        source,
+        dialect: "admin".into(),
+        action,
+        key_ids: Vec::new(),
+        request_id: uuid::Uuid::new_v4().to_string(),
+        result: if status.is_success() {
+            "Success".into()
+        } else {
+            format!("HTTP {}", status.as_u16())
+        },
+        consistency: None,
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        write,
+    };
+    let recorded = match log.append(event, write) {
+        Ok(ticket) if write => ticket.durable().await,
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(()) => {
+            s.node.metrics().audit_records.inc();
+            resp
+        }
+        Err(e) if s.node.config().audit.fail_closed => {
+            log.note_refusal();
+            s.node.metrics().audit_refusals.inc();
+            tracing::error!(error = %e, "audit trail failed: an admin answer is withheld");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(AdminError {
+                    error: format!("this node's audit trail cannot be written ({e}); the change may have been applied"),
+                    retryable: true,
+                    leader: None,
+                }),
+            )
+                .into_response()
+        }
+        Err(e) => {
+            s.node.metrics().audit_unrecorded.inc();
+            tracing::error!(error = %e, "audit trail failed: an admin request answered unrecorded");
+            resp
+        }
+    }
 }
 
 /// Under mutual TLS, a Raft RPC must come from the node it claims to come from (the candidate of

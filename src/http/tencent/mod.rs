@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use crate::config::Consistency;
@@ -37,10 +37,30 @@ pub struct Request<'a> {
     pub params: Params,
 }
 
-/// `POST /` and `GET /`: authenticate, run the action, answer in the envelope.
+/// `POST /` and `GET /`: authenticate, run the action, answer in the envelope. The request runs
+/// in a task of its own, so a client that hangs up does not cut it short: a write it started is
+/// still recorded in the audit trail (hyper drops the connection's future on a mid-request EOF).
 pub async fn serve(
     State(kms): State<Arc<Kms>>,
     connect: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let source = connect.map(|Extension(ConnectInfo(a))| a);
+    match tokio::spawn(serve_request(kms, source, method, uri, headers, body)).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "a request's task failed");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+async fn serve_request(
+    kms: Arc<Kms>,
+    source: Option<std::net::SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -53,14 +73,17 @@ pub async fn serve(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let source = connect.map(|Extension(ConnectInfo(a))| a);
-    let (result, scope) = match kms.audit_gate() {
-        Err(e) => (Err(e.into()), None),
-        Ok(()) => match authenticate::request(&kms, &method, &uri, &headers, body, source).await {
+    if let Err(e) = kms.audit_gate() {
+        // Nothing can be recorded: refused before anything runs (counted by the gate).
+        let e = ApiError::from(e);
+        log_refusal(&action, &request_id, &e);
+        return envelope::error(&e, &request_id);
+    }
+    let (result, scope) =
+        match authenticate::request(&kms, &method, &uri, &headers, body, source).await {
             Ok(req) => (actions::dispatch(&action, &req).await, Some(req.scope)),
             Err(e) => (Err(e), None),
-        },
-    };
+        };
     let named = format!("{}:{action}", authenticate::service_of(&action).0);
     let finished = |error_code| Finished {
         scope: scope.as_ref(),
