@@ -4,19 +4,22 @@ Every raftkms node keeps a hash-chained trail of one JSON record per API request
 (``<data-dir>/audit/seg-<20-digit first seq>.jsonl``; src/audit/). After the final reads and the
 convergence wait, while the cluster still runs, ``collect``:
 
-1. copies every member's trail into the run directory, ``audit/n<I>/`` (the trail of a node the
-   membership nemesis wiped was archived there as ``audit/n<I>-wiped-<K>/`` before the wipe, see
-   ``archive``), so the verdict can be re-derived from the run directory alone;
-2. fetches the chain heads the nodes checkpointed through Raft (``GET /admin/audit/checkpoints``)
+1. fetches the chain heads the nodes checkpointed through Raft (``GET /admin/audit/checkpoints``)
    into ``audit/checkpoints.json``;
-3. runs the binary under test on each copy: ``raftkms audit verify --dir audit/n<I> --node-id I
-   --json`` with the harness's admin connection (``--node --cluster-id --admin-cert --admin-key
-   --cluster-ca``), so it checks the chain and the cluster's checkpoints; ``--offline`` (the chain
-   alone) when the checkpoints cannot be fetched, and for the trails of a node wiped in the run
-   (its node id's checkpoints then name records of two trails; the checker matches them against
-   both);
+2. runs the binary under test on each member's live trail: ``raftkms audit verify --dir <trail>
+   --node-id I --json`` with the harness's admin connection (``--node --cluster-id --admin-cert
+   --admin-key --cluster-ca``), so it checks the chain and the cluster's checkpoints;
+   ``--offline`` (the chain alone) when the checkpoints cannot be fetched, and for the trails of
+   a node wiped in the run (its node id's checkpoints then name records of two trails; the
+   checker matches them against both);
+3. copies every member's trail into the run directory, ``audit/n<I>/``, and verifies the copy
+   ``--offline`` (the trail of a node the membership nemesis wiped was archived there as
+   ``audit/n<I>-wiped-<K>/`` before the wipe, see ``archive``, and is verified offline), so the
+   verdict can be re-derived from the run directory alone;
 4. writes ``audit/manifest.json``: the trails (node, wiped or not), each verify's exit status,
-   report and stderr, the checkpoints, and what could not be done.
+   report and stderr (``copy``: the copy's; for the live trail of a wiped node also its verify
+   against the checkpoints, ``online_not_judged``), the checkpoints, and what could not be
+   done.
 
 ``load`` reads those artifacts back for the checker. Standard library only.
 """
@@ -102,10 +105,11 @@ def cut_torn_tail(d):
 def archive(cluster, i):
     """Keeps node i's trail in the run directory before the membership nemesis wipes the node's
     data directory (the node is dead by then; its trail holds the records of every request it
-    answered before the removal): ``audit/n<i>-wiped-<k>``, with a note ``audit/n<i>-wiped-<k>.json``.
-    As the node would when opening it, a torn last line is cut. A node without a trail is noted
-    ``absent`` (the checker then finds none of its records); a copy that failed is noted as an
-    error (the checker leaves that node's records unchecked: UNKNOWN, not FAIL)."""
+    answered before the removal): ``audit/n<i>-wiped-<k>``, with a note
+    ``audit/n<i>-wiped-<k>.json``. As the node would when opening it, a torn last line is cut. A
+    node without a trail is noted ``absent`` (the checker then finds none of its records); a copy
+    that failed is noted as an error (the checker leaves that node's records unchecked: UNKNOWN,
+    not FAIL)."""
     base = os.path.join(cluster.run_dir, AUDIT)
     os.makedirs(base, exist_ok=True)
     k = 1
@@ -157,9 +161,16 @@ def run_verify(cmd, timeout=VERIFY_TIMEOUT_S):
 
 
 def collect(cluster, run_dir, log=print):
-    """Copies, fetches and verifies (module docstring); writes ``audit/manifest.json`` and
+    """Fetches, verifies and copies (module docstring); writes ``audit/manifest.json`` and
     returns its content. Never raises for what the nodes did: every failure is noted in the
-    manifest (the checker turns a harness failure into UNKNOWN)."""
+    manifest (the checker turns a harness failure into UNKNOWN).
+
+    The order matters, since a node keeps appending records (the harness's own admin calls are
+    recorded too) and checkpoints its head every 2 s: the checkpoints are fetched first, then
+    each live trail is verified (``audit verify`` fetches the checkpoints and only then reads the
+    trail, so every checkpoint it compares names a record already on disk), then copied (the
+    copy holds every record verified and every record ``checkpoints.json`` names), then the copy
+    is verified ``--offline`` (the artifact's own chain)."""
     base = os.path.join(run_dir, AUDIT)
     os.makedirs(base, exist_ok=True)
     manifest = {"trails": {}, "verify": {}, "checkpoints": None, "checkpoints_error": None,
@@ -178,17 +189,6 @@ def collect(cluster, run_dir, log=print):
         else:
             manifest["trails"][name[:-5]] = note
     members = [i for i in sorted(cluster.nodes) if i not in cluster.removed]
-    for i in members:
-        name = "n%d" % i
-        try:
-            copy_trail(trail_dir(cluster.nodes[i]), os.path.join(base, name))
-            manifest["trails"][name] = {"node": i, "wiped": False}
-        except FileNotFoundError:
-            # A member without a trail: the checker reports every record of it missing.
-            manifest["trails"][name] = {"node": i, "wiped": False, "absent": True}
-        except OSError as e:
-            manifest["errors"].append({"node": i,
-                                       "error": "copy of node %d's trail failed: %s" % (i, e)})
     # The checkpoints, from the first member that answers (a linearizable read on the node).
     via = None
     for i in members:
@@ -203,22 +203,46 @@ def collect(cluster, run_dir, log=print):
         manifest["checkpoints_error"] = None
         with open(os.path.join(base, CHECKPOINTS), "w", encoding="utf-8") as f:
             json.dump(manifest["checkpoints"], f, indent=1)
+    # Archived trails: the chain alone (the node is gone; its id's checkpoints span two trails).
     for name, t in sorted(manifest["trails"].items()):
-        if t.get("absent"):
+        if not t.get("absent"):
+            manifest["verify"][name] = run_verify(
+                verify_command(cluster, os.path.join(base, name), t["node"], None))
+    # Live trails of the members: verified, copied, the copy verified.
+    for i in members:
+        name = "n%d" % i
+        live = trail_dir(cluster.nodes[i])
+        if not os.path.isdir(live):
+            # A member without a trail: the checker reports every record of it missing.
+            manifest["trails"][name] = {"node": i, "wiped": False, "absent": True}
             continue
-        d = os.path.join(base, name)
-        online = via is not None and t["node"] not in wiped_nodes
-        res = run_verify(verify_command(cluster, d, t["node"], via if online else None))
+        online = via is not None and i not in wiped_nodes
+        res = run_verify(verify_command(cluster, live, i, via if online else None))
         if online and res["report"] is None:
             # Nothing verified (the checkpoints could not be fetched): the chain alone, at least.
-            res = dict(run_verify(verify_command(cluster, d, t["node"], None)),
-                       online_attempt=res)
+            res = dict(run_verify(verify_command(cluster, live, i, None)), online_attempt=res)
+        elif via is not None and not online:
+            # The live trail of a node wiped in the run, against its node id's checkpoints
+            # (which name records of the archived trail too): kept for the record, not judged.
+            res["online_not_judged"] = run_verify(verify_command(cluster, live, i, via))
+        try:
+            copy_trail(live, os.path.join(base, name))
+        except OSError as e:
+            manifest["errors"].append({"node": i,
+                                       "error": "copy of node %d's trail failed: %s" % (i, e)})
+            manifest["verify"][name] = res
+            continue
+        manifest["trails"][name] = {"node": i, "wiped": False}
+        res["copy"] = run_verify(verify_command(cluster, os.path.join(base, name), i, None))
         manifest["verify"][name] = res
+    for name, res in sorted(manifest["verify"].items()):
         rep = res.get("report") or {}
-        log("audit: %s %s: %s (%s records, %s checkpoints checked)" % (
+        log("audit: %s %s: %s (%s records, %s checkpoints checked)%s" % (
             name, res["mode"], "intact" if res["status"] == 0 else
             (rep.get("problem") or res.get("stderr") or "not verified"),
-            rep.get("records", "?"), rep.get("checkpoints_checked", "-")))
+            rep.get("records", "?"), rep.get("checkpoints_checked", "-"),
+            "" if "copy" not in res else "; copy %s" % (
+                "intact" if res["copy"]["status"] == 0 else "NOT intact")))
     with open(os.path.join(base, MANIFEST), "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=1, sort_keys=True, default=str)
     return manifest
@@ -267,3 +291,20 @@ def load(run_dir):
             t["unreadable"] = str(e)
             t["records"], t["bad_lines"] = [], 0
     return manifest
+
+
+def recheck(run_dir):
+    """The audit checker's verdict from a run directory alone (history.jsonl, nemesis.json and
+    the audit artifacts): ``python3 -m rkj.audit RUN_DIR`` from jepsen/."""
+    from . import checkers, history
+    ops = history.pair(history.load(os.path.join(run_dir, "history.jsonl")))
+    with open(os.path.join(run_dir, "nemesis.json"), encoding="utf-8") as f:
+        events = json.load(f)
+    return checkers.check_audit(ops, events, load(run_dir))
+
+
+if __name__ == "__main__":
+    import sys
+    for d in sys.argv[1:] or sys.exit("usage: python3 -m rkj.audit RUN_DIR..."):
+        out = recheck(d)
+        print(json.dumps({d: out}, indent=1, sort_keys=True, default=str))

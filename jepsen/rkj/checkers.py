@@ -274,8 +274,14 @@ def check_durability(ops):
     error but "not answering" (``NOT_A_DECRYPT_ANSWER``: transport errors,
     ServiceTemporaryUnavailable, a TC3 clock refusal, rate limits), is an anomaly, even if later
     decrypts of the blob succeed: InvalidCiphertext (*lost-ciphertext*), CmkNotFound and the
-    rest (*decrypt-refused*). At the end, any failure is an anomaly."""
+    rest (*decrypt-refused*). At the end, any failure is an anomaly.
+
+    Not an answer either: an ``InternalError`` that a node whose audit trail had failed gave
+    instead of its result (fail closed; ``audit_withheld`` marks such ops ``audit_withheld``
+    from the audit artifacts: no record, an fsync fault on that node); counted
+    ``withheld_by_audit``."""
     anomalies = []
+    withheld = 0
     enc_end = {}
     for o in ops:
         if o.f == "encrypt" and o.type == "ok":
@@ -294,6 +300,8 @@ def check_durability(ops):
                 enc_end.get(blob, INF) < o.start:
             anomalies.append({"type": "lost-ciphertext", "node": o.node, "key": o.value["key"],
                               "op": o.to_json()})
+        elif o.f == "decrypt" and o.extra.get("audit_withheld"):
+            withheld += 1
         elif o.f == "decrypt" and enc_end.get(blob, INF) < o.start and \
                 _decrypt_answered(o.error):
             anomalies.append({"type": "decrypt-refused", "node": o.node, "key": o.value["key"],
@@ -301,7 +309,8 @@ def check_durability(ops):
         elif o.f == "final-decrypt":
             anomalies.append({"type": "final-decrypt-failed", "node": o.node,
                               "key": o.value["key"], "error": o.error})
-    return _result(anomalies, acknowledged_encrypts=len(enc_end), final_decrypts_ok=final_seen)
+    return _result(anomalies, acknowledged_encrypts=len(enc_end), final_decrypts_ok=final_seen,
+                   withheld_by_audit=withheld)
 
 
 # ---------------------------------------------------------------------- deletion
@@ -493,16 +502,16 @@ def check_policy_revocation(ops):
 
 # ---------------------------------------------------------------------- audit trail
 
-# API actions whose record raftkms makes durable (fsynced) before it answers: the writes
-# (src/kms/audit.rs, Action::is_write: every action but reads, crypto and queries). The harness's
-# workloads use CreateKey, EnableKey, DisableKey, UpdateKeyDescription, RotateKey and
-# ScheduleKeyDeletion; the others are listed for completeness.
+# API actions whose record raftkms makes durable (fsynced) before it answers: the writes of the
+# Tencent dialect (src/http/tencent/actions/mod.rs; Action::is_write in src/kms/audit.rs: every
+# action but reads, crypto and queries). The workloads use CreateKey, EnableKey, DisableKey,
+# UpdateKeyDescription, RotateKey and ScheduleKeyDeletion.
 AUDIT_WRITE_ACTIONS = frozenset((
     "CreateKey", "UpdateAlias", "UpdateKeyDescription", "EnableKey", "DisableKey",
-    "EnableKeyRotation", "DisableKeyRotation", "RotateKey", "ScheduleKeyDeletion",
-    "CancelKeyDeletion", "ArchiveKey", "CancelKeyArchive", "GetParametersForImport",
-    "ImportKeyMaterial", "DeleteImportedKeyMaterial", "ReplicateKey", "EnableKeys",
-    "DisableKeys", "BindCloudResource", "UnbindCloudResource"))
+    "EnableKeys", "DisableKeys", "EnableKeyRotation", "DisableKeyRotation", "RotateKey",
+    "ScheduleKeyDeletion", "CancelKeyDeletion", "ArchiveKey", "CancelKeyArchive",
+    "GetParametersForImport", "ImportKeyMaterial", "DeleteImportedKeyMaterial",
+    "ReplicateKey"))
 # Records of other requests reach the disk within [audit] flush-interval-ms (100) of the answer;
 # a crash inside that window (plus a write and sync under way: 1 s of slack) may lose them.
 AUDIT_FLUSH_NS = 100_000_000
@@ -555,6 +564,73 @@ def audit_loss_windows(events, t_end=INF):
     return dict(out)
 
 
+# How long after its invocation a request whose answer never came may still be running on its
+# node: the client's timeout (6 s), then the write timeout (4 s) of a request the node goes on
+# with, then the flush interval and slack.
+AUDIT_UNANSWERED_SPAN_NS = 12_000_000_000
+
+
+def applied_unanswered_writes(ops):
+    """Writes whose answer never reached the client (``info`` with no answered call: a timeout
+    or a reset) but which the history shows took effect, with the key each one names:
+    ``[(op, action, key_id)]``. A ``create`` (key-set) whose alias a final list shows (the
+    final list maps it to its KeyId); a ``schedule`` (deletion) whose key some DescribeKey saw
+    pending deletion or gone (each key is scheduled once)."""
+    created = {}
+    scheduled = set()
+    for o in ops:
+        if o.type != "ok" or not isinstance(o.result, dict):
+            continue
+        if o.f == "final-list":
+            created.update(o.result.get("key_ids") or {})
+        elif o.f == "describe" and o.result.get("state") in ("PendingDelete", "Gone"):
+            scheduled.add((o.value or {}).get("key"))
+    out = []
+    for o in ops:
+        if o.type != "info" or o.extra.get("requests") or not isinstance(o.value, dict):
+            continue
+        if o.f == "create" and o.value.get("alias") in created:
+            out.append((o, "CreateKey", created[o.value["alias"]]))
+        elif o.f == "schedule" and o.value.get("key") in scheduled:
+            out.append((o, "ScheduleKeyDeletion", o.value["key"]))
+    return out
+
+
+def audit_withheld(ops, nemesis_events, artifacts, t_end=INF):
+    """The request ids of answers a node withheld because its audit trail had failed: raftkms
+    refuses a request it cannot record with ``InternalError`` and writes no record of it
+    (docs/security.md, "Fail closed"). So: answered ``InternalError``, no record of the request
+    in any trail, on a node inside an ``fsync`` fault (the only fault that fails a trail; from
+    100 ms + 1 s before its requested start to its stop). Other checkers must not read such an
+    answer as the node's verdict on the request (``check_durability``)."""
+    if not artifacts:
+        return set()
+    recorded = {rec.get("request_id") for t in artifacts.get("trails", {}).values()
+                for rec in t.get("records", [])}
+    fsync = {n: [w for w in ws if w[2] in AUDIT_WINDOW_FAULTS]
+             for n, ws in audit_loss_windows(nemesis_events, t_end).items()}
+    out = set()
+    for o in ops:
+        for c in o.extra.get("requests") or []:
+            t = c.get("t", o.end)
+            if c.get("code") == "InternalError" and c["id"] not in recorded and any(
+                    w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]
+                    for w in fsync.get(c.get("node"), [])):
+                out.add(c["id"])
+    return out
+
+
+def mark_audit_withheld(ops, withheld):
+    """Marks ``extra["audit_withheld"]`` on the ops whose last answer was withheld (see
+    ``audit_withheld``); returns how many."""
+    n = 0
+    for o in ops:
+        if o.extra.get("request_id") in withheld:
+            o.extra["audit_withheld"] = True
+            n += 1
+    return n
+
+
 def _record_excerpt(trail, rec):
     return {"trail": trail, "file": rec.get("_file"), "line": rec.get("_line"),
             "seq": rec.get("seq"), "node_id": rec.get("node_id"), "action": rec.get("action"),
@@ -578,6 +654,12 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
       have been synced first) may be missing only if its node may have lost unsynced records
       (``audit_loss_windows``) from 1.1 s before the answer was read (flush interval and slack)
       to the answer: *excused*; otherwise *missing-record*.
+
+    A write whose answer never came (a timeout or reset: no request id) but which took effect
+    (``applied_unanswered_writes``: a create whose alias a final list shows, a deletion
+    schedule whose key was seen pending or gone) was run by the node it was sent to: that node's
+    trail has a record of the action naming the key, unless the node was killed within 12 s of
+    the invocation (*applied-write-unrecorded*).
 
     A request id in more than one record, anywhere, is a *duplicate*. Every trail must verify
     (``raftkms audit verify``, exit status 0, against the cluster's checkpoints or at least
@@ -608,8 +690,11 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
     duplicates = {rid: entries for rid, entries in by_rid.items() if len(entries) > 1}
     calls_of = {}
     counts = {"answered_calls": 0, "answered_ops": 0, "records_matched": 0, "writes_checked": 0,
-              "reads_excused": 0, "missing": 0, "unchecked": 0}
+              "reads_excused": 0, "answers_withheld": 0, "missing": 0, "unchecked": 0,
+              "unanswered_writes_applied": 0, "unanswered_writes_recorded": 0,
+              "unanswered_writes_excused": 0}
     excused_by = defaultdict(int)
+    excused = []  # the first few, as examples
     for o in ops:
         reqs = o.extra.get("requests") or []
         if reqs:
@@ -636,7 +721,14 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
                        if w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]]
                 if hit:
                     counts["reads_excused"] += 1
+                    if c.get("code") == "InternalError" and hit[0][2] in AUDIT_WINDOW_FAULTS:
+                        counts["answers_withheld"] += 1
                     excused_by[hit[0][2]] += 1
+                    if len(excused) < 5:
+                        excused.append({"request_id": c["id"], "node": node,
+                                        "action": c.get("action"), "code": c.get("code"),
+                                        "answered_at": t, "window": hit[0],
+                                        "answer_to_fault_ms": round((hit[0][0] - t) / 1e6, 1)})
                 else:
                     counts["missing"] += 1
                     anomalies.append(dict(base, type="missing-record",
@@ -659,6 +751,31 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
                     problems.append("write-record-not-durable")
             for p in problems:
                 anomalies.append(dict(base, type=p, record=_record_excerpt(name, rec)))
+    # Writes that took effect although their answer never came (no request id to look up): the
+    # node that received the request ran it, so it has a record of it naming the key, unless it
+    # was killed while the request could still be running (then excused).
+    by_action_key = defaultdict(list)
+    for name, t in trails.items():
+        for rec in t.get("records", []):
+            for k in rec.get("key_ids") or []:
+                by_action_key[(rec.get("action"), k)].append((name, rec))
+    for o, action, key_id in applied_unanswered_writes(ops):
+        counts["unanswered_writes_applied"] += 1
+        found = by_action_key.get(("kms:" + action, key_id), [])
+        base = {"node": o.node, "action": action, "key_id": key_id, "op": o.to_json()}
+        if any(trails[name]["node"] == o.node for name, _ in found):
+            counts["unanswered_writes_recorded"] += 1
+        elif found:
+            anomalies.append(dict(base, type="wrong-node",
+                                  record=_record_excerpt(*found[0])))
+        elif o.node in unchecked_nodes:
+            counts["unchecked"] += 1
+        elif any(w[0] <= o.start + AUDIT_UNANSWERED_SPAN_NS and o.start <= w[1]
+                 for w in windows.get(o.node, [])):
+            counts["unanswered_writes_excused"] += 1
+        else:
+            anomalies.append(dict(base, type="applied-write-unrecorded",
+                                  windows=windows.get(o.node, [])))
     for rid, entries in sorted(duplicates.items(), key=lambda kv: str(kv[0])):
         d = {"type": "duplicate", "request_id": rid,
              "records": [_record_excerpt(n, r) for n, r in entries]}
@@ -687,6 +804,18 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
             anomalies.append({"type": "trail-not-intact", "trail": name, "node": t["node"],
                               "mode": v.get("mode"), "problem": rep.get("problem"),
                               "stderr": v.get("stderr"), "records": rep.get("records")})
+        copy = v.get("copy")
+        if copy is not None:  # the artifact's own chain (the live trail was verified above)
+            crep = copy.get("report")
+            verify_summary[name]["copy"] = None if crep is None else crep.get("problem")
+            if crep is None:
+                unknown.append("the copy of trail %s was not verified: %s" % (
+                    name, copy.get("stderr")))
+            elif copy.get("status") != 0 or crep.get("problem") is not None:
+                anomalies.append({"type": "trail-not-intact", "trail": name,
+                                  "node": t["node"], "mode": "offline (the copy)",
+                                  "problem": crep.get("problem"), "stderr": copy.get("stderr"),
+                                  "records": crep.get("records")})
     # The cluster's checkpoints name records of the trails (also those of wiped nodes).
     checkpoints = artifacts.get("checkpoints")
     cp_checked = 0
@@ -709,9 +838,12 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
         unknown.append("trails not collected (nodes %s): %s" % (
             sorted(unchecked_nodes, key=str), "; ".join(errors)))
     without_op = sum(len(e) for rid, e in by_rid.items() if rid not in calls_of)
+    admin_records = sum(1 for entries in by_rid.values() for _, r in entries
+                        if r.get("dialect") == "admin")
     out = _result(anomalies, trails=len(trails), records_found=records_found,
-                  records_without_op=without_op, duplicates=len(duplicates),
-                  bad_lines=bad_lines, excused_by=dict(excused_by),
+                  records_without_op=without_op, admin_records=admin_records,
+                  duplicates=len(duplicates),
+                  bad_lines=bad_lines, excused_by=dict(excused_by), excused_examples=excused,
                   checkpoints_checked=cp_checked, verify=verify_summary, **counts)
     if checkpoints is None:
         # The cluster was down: the trails were verified offline (the chain alone).

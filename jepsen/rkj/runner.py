@@ -309,10 +309,15 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         history.close()
         t_end = history.now()
         ops = pair(history.events)
+        trails = audit.load(run_dir)
+        # Answers a node withheld because its audit trail had failed (InternalError, fail
+        # closed) say nothing about the request: marked for the workload's checkers.
+        checkers.mark_audit_withheld(ops, checkers.audit_withheld(ops, timeline.events, trails,
+                                                                  t_end))
         results = wl.check(ops)
         results["convergence"] = checkers.check_convergence(samples)
         results["recovery"] = recovery
-        results["audit"] = checkers.check_audit(ops, timeline.events, audit.load(run_dir), t_end)
+        results["audit"] = checkers.check_audit(ops, timeline.events, trails, t_end)
         # The faults themselves: one not applied fails the run, a harness that could not act
         # makes it UNKNOWN (see nemesis.py).
         results["nemesis"] = nem.result()

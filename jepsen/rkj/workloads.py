@@ -88,7 +88,9 @@ class KeySet(Workload):
         return "create", {"alias": "%s-%d" % (self.prefix, n)}
 
     def list_all(self, client):
-        aliases = []
+        """Pages through the keys of this run: ``(last reply, [(alias, KeyId)])``, None for the
+        list if a page failed."""
+        keys = []
         offset = 0
         while True:
             r = client.call("ListKeyDetail", {"Offset": offset, "Limit": 200, "OrderType": 1,
@@ -97,12 +99,12 @@ class KeySet(Workload):
             if r.kind != "ok":
                 return r, None
             metas = r.fields.get("KeyMetadatas") or []
-            aliases += [m.get("Alias") for m in metas]
+            keys += [(m.get("Alias"), m.get("KeyId")) for m in metas]
             if len(metas) < 200:
-                return r, aliases
+                return r, keys
             offset += 200
             if offset > 100_000:
-                return r, aliases
+                return r, keys
 
     def invoke(self, client, f, value):
         if f == "create":
@@ -111,14 +113,20 @@ class KeySet(Workload):
             if r.kind == "ok":
                 return "ok", {"key_id": r.fields.get("KeyId")}, None
             return r.kind, None, r.code
-        r, aliases = self.list_all(client)
-        if aliases is None:
+        r, keys = self.list_all(client)
+        if keys is None:
             return "fail", None, r.code
-        return "ok", {"aliases": [a for a in aliases if a and a.startswith(self.prefix)]}, None
+        ours = [(a, k) for a, k in keys if a and a.startswith(self.prefix)]
+        out = {"aliases": [a for a, _ in ours]}
+        if f == "final-list":
+            # Which key each alias names: the audit checker looks for the CreateKey record of
+            # a create whose answer was lost but which took effect.
+            out["key_ids"] = dict(ours)
+        return "ok", out, None
 
     def final(self):
         for i in self.ctx.live_nodes():
-            self.ctx.final_op(i, "final-list", None, lambda c: self.invoke(c, "list", None))
+            self.ctx.final_op(i, "final-list", None, lambda c: self.invoke(c, "final-list", None))
 
     def check(self, ops):
         return {"key-set": checkers.check_set(ops)}

@@ -30,12 +30,15 @@ def call(rid, node, action, code=None, t=None):
 
 
 def ops_from(spec):
-    """spec: (process, f, type, start, end, [call, ...]); a call's t defaults to the end."""
+    """spec: (process, f, type, start, end, [call, ...]); a call's t defaults to the end; an
+    end of None leaves the op without a completion."""
     events = []
     for p, f, typ, start, end, calls in spec:
         node = calls[0]["node"] if calls else 1
         events.append({"type": "invoke", "process": p, "f": f, "value": None, "node": node,
                        "t": start})
+        if end is None:  # no completion: the op stays open (info)
+            continue
         reqs = [dict(c, t=end if c["t"] is None else c["t"]) for c in calls]
         ev = {"type": typ, "process": p, "f": f, "value": None, "node": node, "t": end}
         if reqs:
@@ -232,6 +235,15 @@ class AuditCheckerTest(unittest.TestCase):
         out = checkers.check_audit(ops, [], artifacts({"n1": (1, [R1])}, verify=none))
         self.assertIsNone(out["valid"])
         self.assertEqual(out["verify"]["n1"], "not verified")
+        # The live trail verified, its copy (the artifact) does not: an anomaly too.
+        live = {"mode": "checkpoints", "status": 0, "report": {"problem": None, "records": 1}}
+        bad_copy = {"n1": dict(live, copy=bad["n1"])}
+        out = checkers.check_audit(ops, [], artifacts({"n1": (1, [R1])}, verify=bad_copy))
+        self.assertEqual(types(out), ["trail-not-intact"])
+        self.assertEqual(out["anomalies"][0]["mode"], "offline (the copy)")
+        no_copy = {"n1": dict(live, copy=none["n1"])}
+        self.assertIsNone(checkers.check_audit(ops, [], artifacts({"n1": (1, [R1])},
+                                                                  verify=no_copy))["valid"])
 
     def test_checkpoints_name_records_of_a_wiped_and_rejoined_node(self):
         """Node 2 was wiped and joined back under the same id: its checkpoints name records of
@@ -264,6 +276,100 @@ class AuditCheckerTest(unittest.TestCase):
         arts = artifacts({"n1": (1, [R1]), "n2": (2, [])})
         arts["trails"]["n2"]["absent"] = True
         self.assertEqual(types(checkers.check_audit(ops, [], arts)), ["missing-record"])
+
+
+class UnansweredWritesTest(unittest.TestCase):
+    """A create whose answer never came (timeout: no request id) but whose alias the final list
+    shows took effect: the node it was sent to ran it and must have recorded it."""
+
+    def history(self, node=2):
+        ops = ops_from([(1, "create", "info", 0, None, []),
+                        (2, "final-list", "ok", 20 * S, 21 * S, [call("f", 1, "ListKeyDetail")])])
+        create = next(o for o in ops if o.f == "create")
+        create.value, create.node = {"alias": "a-1"}, node
+        final = next(o for o in ops if o.f == "final-list")
+        final.result = {"aliases": ["a-1"], "key_ids": {"a-1": "K1"}}
+        return ops
+
+    def trails(self, n2):
+        return artifacts({"n1": (1, [rec(1, "f", 1, "kms:ListKeyDetail")]), "n2": (2, n2)})
+
+    def test_recorded(self):
+        created = dict(rec(1, "lost", 2, "kms:CreateKey", write=True), key_ids=["K1"])
+        out = checkers.check_audit(self.history(), [], self.trails([created]))
+        self.assertIs(out["valid"], True, out["anomalies"])
+        self.assertEqual((out["unanswered_writes_applied"], out["unanswered_writes_recorded"]),
+                         (1, 1))
+
+    def test_unrecorded_is_an_anomaly_unless_its_node_was_killed(self):
+        out = checkers.check_audit(self.history(), [], self.trails([]))
+        self.assertEqual(types(out), ["applied-write-unrecorded"])
+        self.assertEqual(out["anomalies"][0]["key_id"], "K1")
+        out = checkers.check_audit(self.history(), [kill(2, 3 * S)], self.trails([]))
+        self.assertIs(out["valid"], True)
+        self.assertEqual(out["unanswered_writes_excused"], 1)
+        # A kill of another node, or one long after the request, excuses nothing.
+        for ev in (kill(1, 3 * S), kill(2, 15 * S)):
+            self.assertEqual(types(checkers.check_audit(self.history(), [ev],
+                                                        self.trails([]))),
+                             ["applied-write-unrecorded"])
+
+    def test_a_schedule_seen_pending(self):
+        ops = ops_from([(1, "schedule", "info", 0, None, []),
+                        (2, "describe", "ok", 20 * S, 21 * S, [call("f", 1, "DescribeKey")])])
+        sched = next(o for o in ops if o.f == "schedule")
+        sched.value, sched.node = {"key": "K9", "days": 7}, 2
+        desc = next(o for o in ops if o.f == "describe")
+        desc.value, desc.result = {"key": "K9"}, {"state": "PendingDelete"}
+        self.assertEqual([(a, k) for _, a, k in checkers.applied_unanswered_writes(ops)],
+                         [("ScheduleKeyDeletion", "K9")])
+        arts = artifacts({"n1": (1, [rec(1, "f", 1, "kms:DescribeKey")]), "n2": (2, [])})
+        self.assertEqual(types(checkers.check_audit(ops, [], arts)),
+                         ["applied-write-unrecorded"])
+        desc.result = {"state": "Disabled"}  # not seen scheduled: nothing to say
+        self.assertEqual(checkers.applied_unanswered_writes(ops), [])
+
+
+class WithheldAnswersTest(unittest.TestCase):
+    """A node whose audit trail failed (fsync) refuses what it cannot record with InternalError
+    and writes no record: such an answer is not the node's verdict on a ciphertext."""
+
+    FSYNC = [{"t": 5 * MS, "event": "start", "fault": "fsync", "nodes": [2], "id": 1,
+              "requested_t": 1 * MS},
+             {"t": 9 * S, "event": "stop", "fault": "fsync", "nodes": [2], "id": 1}]
+
+    def history(self):
+        enc = (1, "encrypt", "ok", 0, 10 * MS, [call("e", 1, "Encrypt")])
+        dec = (2, "decrypt", "fail", 20 * MS, 30 * MS, [call("d", 2, "Decrypt", "InternalError")])
+        ops = ops_from([enc, dec])
+        ops[0].value = {"key": "k", "pt": "p"}
+        ops[0].result = {"blob": "B", "version": 1}
+        ops[1].value = {"key": "k", "blob": "B", "pt": "p"}
+        ops[1].error = "InternalError"
+        return ops
+
+    def test_unrecorded_internal_error_under_fsync_is_withheld(self):
+        ops = self.history()
+        arts = artifacts({"n1": (1, [rec(1, "e", 1, "kms:Encrypt")]), "n2": (2, [])})
+        self.assertEqual(checkers.check_durability(ops)["anomaly_count"], 1)
+        withheld = checkers.audit_withheld(ops, self.FSYNC, arts)
+        self.assertEqual(withheld, {"d"})
+        self.assertEqual(checkers.mark_audit_withheld(ops, withheld), 1)
+        out = checkers.check_durability(ops)
+        self.assertIs(out["valid"], True)
+        self.assertEqual(out["withheld_by_audit"], 1)
+        self.assertEqual(checkers.check_audit(ops, self.FSYNC, arts)["answers_withheld"], 1)
+
+    def test_recorded_or_outside_fsync_is_an_answer(self):
+        ops = self.history()
+        recorded = artifacts({"n1": (1, [rec(1, "e", 1, "kms:Encrypt")]),
+                              "n2": (2, [rec(1, "d", 2, "kms:Decrypt", "InternalError")])})
+        self.assertEqual(checkers.audit_withheld(ops, self.FSYNC, recorded), set())
+        unrecorded = artifacts({"n1": (1, [rec(1, "e", 1, "kms:Encrypt")]), "n2": (2, [])})
+        self.assertEqual(checkers.audit_withheld(ops, [kill(2, 40 * MS)], unrecorded), set())
+        other_node = [dict(e, nodes=[1]) for e in self.FSYNC]
+        self.assertEqual(checkers.audit_withheld(ops, other_node, unrecorded), set())
+        self.assertEqual(checkers.audit_withheld(ops, self.FSYNC, None), set())
 
 
 class LossWindowsTest(unittest.TestCase):
@@ -358,6 +464,31 @@ class ArtifactsTest(unittest.TestCase):
                                "/tls/admin-jepsen.pem", "--admin-key", "/tls/admin-jepsen.key",
                                "--cluster-ca", "/tls/ca.pem"])
         self.assertEqual(audit.verify_command(FakeCluster(), "/t", 1)[-1], "--offline")
+
+
+class HistoryFieldsTest(unittest.TestCase):
+    def test_answered_calls_become_history_fields(self):
+        """The runner turns the calls the client noted into the completion's ``request_id``
+        and ``requests`` (node by API address, time in history time)."""
+        from rkj import runner
+
+        class Node:
+            def __init__(self, api):
+                self.api = api
+        cluster = type("C", (), {"nodes": {1: Node("10.0.0.1:1"), 2: Node("10.0.0.2:1")}})()
+        history = type("H", (), {"t0": 1000})()
+        ctx = runner.Ctx(cluster, history, 0, None)
+        self.assertIsNone(ctx.answered_calls())
+        client.capture_calls()
+        client._note_call("a", "10.0.0.2:1", "ListKeyDetail", None)
+        client._note_call(None, "10.0.0.2:1", "ListKeyDetail", None)  # no RequestId: not noted
+        client._note_call("b", "10.0.0.2:1", "ListKeyDetail", "InternalError")
+        out = ctx.answered_calls()
+        self.assertEqual(out["request_id"], "b")
+        self.assertEqual([(r["id"], r["node"], r["action"], r["code"]) for r in out["requests"]],
+                         [("a", 2, "ListKeyDetail", None), ("b", 2, "ListKeyDetail",
+                                                            "InternalError")])
+        self.assertTrue(all(r["t"] > 0 for r in out["requests"]))
 
 
 @unittest.skipUnless(shutil.which("openssl"), "no openssl")

@@ -223,17 +223,24 @@ impl Authorizer for Policies {
             .flat_map(|p| p.statements.iter())
             .collect();
         // Whether any allowing statement names the action at all decides which code a refusal
-        // gets (AuthFailure.UnauthorizedOperation vs UnauthorizedOperation).
-        let scope_of_refusal = if statements.iter().any(|s| {
-            s.effect == Effect::Allow
-                && s.actions
-                    .iter()
-                    .any(|a| policy::wildcard(a, r.policy_action))
-        }) {
-            RefusalScope::Resource
-        } else {
-            RefusalScope::Action
+        // gets (AuthFailure.UnauthorizedOperation vs UnauthorizedOperation): worked out only
+        // when refusing.
+        let scope_of_refusal = || {
+            if statements.iter().any(|s| {
+                s.effect == Effect::Allow
+                    && s.actions
+                        .iter()
+                        .any(|a| policy::wildcard(a, r.policy_action))
+            }) {
+                RefusalScope::Resource
+            } else {
+                RefusalScope::Action
+            }
         };
+        // The key's tags are looked up only if a statement has a condition on them.
+        let needs_tags = statements
+            .iter()
+            .any(|s| s.conditions.iter().any(|c| c.key == "qcs:resource_tag"));
         let now_ms = self.node.clock().wall_ms();
         let check = |resource: &str, tags: Option<&[String]>| {
             let facts = Facts {
@@ -249,14 +256,14 @@ impl Authorizer for Policies {
             ) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => denied(
-                    scope_of_refusal,
+                    scope_of_refusal(),
                     format!(
                         "{} is denied {} on {resource} by a policy",
                         r.caller.principal, r.policy_action
                     ),
                 ),
                 Decision::NoMatch => denied(
-                    scope_of_refusal,
+                    scope_of_refusal(),
                     format!(
                         "no policy allows {} {} on {resource}",
                         r.caller.principal, r.policy_action
@@ -270,9 +277,9 @@ impl Authorizer for Policies {
             }
             Resource::Keys { region, key_ids } => {
                 for id in key_ids {
-                    let tags: Option<Vec<String>> = registry
-                        .keys()
-                        .get(region, uin, id)
+                    let tags: Option<Vec<String>> = needs_tags
+                        .then(|| registry.keys().get(region, uin, id))
+                        .flatten()
                         .map(|k| k.tags.iter().map(|(k, v)| format!("{k}&{v}")).collect());
                     check(&policy::key_resource(region, uin, id), tags.as_deref())?;
                 }

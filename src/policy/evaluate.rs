@@ -37,6 +37,10 @@ pub fn evaluate<'a>(
 ) -> Decision {
     let mut decision = Decision::NoMatch;
     for s in statements {
+        // Once allowed, only a deny can change the answer.
+        if decision == Decision::Allow && s.effect == Effect::Allow {
+            continue;
+        }
         let applies = s.actions.iter().any(|a| wildcard(a, action))
             && s.resources.iter().any(|r| wildcard(r, resource))
             && s.conditions.iter().all(|c| holds(c, facts));

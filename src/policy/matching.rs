@@ -6,6 +6,12 @@ use std::net::IpAddr;
 /// empty) and every other character for itself. Linear in practice: the classic greedy matcher
 /// with one backtracking point.
 pub fn wildcard(pattern: &str, text: &str) -> bool {
+    // The common shapes without the general loop: a literal, `prefix*`, `*`.
+    match pattern.find('*') {
+        None => return pattern == text,
+        Some(i) if i + 1 == pattern.len() => return text.starts_with(&pattern[..i]),
+        _ => {}
+    }
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0, 0);

@@ -171,8 +171,11 @@ pub(super) enum Staged {
 /// Identities, policies, bindings and product-managed keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Iam {
-    identities: BTreeMap<(u64, IdentityKind, String), Identity>,
-    policies: BTreeMap<(u64, String), Policy>,
+    /// By account and kind, then name (looked up by `&str`, without allocating, on every
+    /// request of a sub-user).
+    identities: BTreeMap<(u64, IdentityKind), BTreeMap<String, Identity>>,
+    /// By account, then name.
+    policies: BTreeMap<u64, BTreeMap<String, Policy>>,
     bindings: BTreeMap<String, Binding>,
     product_keys: BTreeMap<(String, u64, String), ProductKey>,
 }
@@ -247,28 +250,27 @@ fn check_policy(p: &Policy) -> Result<(), RegistryError> {
 impl Iam {
     /// An identity of an account.
     pub fn identity(&self, uin: u64, kind: IdentityKind, name: &str) -> Option<&Identity> {
-        self.identities.get(&(uin, kind, name.to_string()))
+        self.identities.get(&(uin, kind))?.get(name)
     }
 
     /// The identities of an account.
     pub fn identities(&self, uin: u64) -> impl Iterator<Item = &Identity> {
         self.identities
-            .range((uin, IdentityKind::User, String::new())..)
-            .take_while(move |((u, _, _), _)| *u == uin)
-            .map(|(_, i)| i)
+            .range((uin, IdentityKind::User)..=(uin, IdentityKind::Role))
+            .flat_map(|(_, by_name)| by_name.values())
     }
 
     /// A policy of an account.
     pub fn policy(&self, uin: u64, name: &str) -> Option<&Policy> {
-        self.policies.get(&(uin, name.to_string()))
+        self.policies.get(&uin)?.get(name)
     }
 
     /// The policies of an account.
     pub fn policies(&self, uin: u64) -> impl Iterator<Item = &Policy> {
         self.policies
-            .range((uin, String::new())..)
-            .take_while(move |((u, _), _)| *u == uin)
-            .map(|(_, p)| p)
+            .get(&uin)
+            .into_iter()
+            .flat_map(BTreeMap::values)
     }
 
     /// Who a credential speaks for (credentials without a binding: the account's root).
@@ -457,23 +459,35 @@ impl Iam {
                     identity_key(identity.uin, identity.kind, &identity.name),
                     stored,
                 ));
-                self.identities.insert(
-                    (identity.uin, identity.kind, identity.name.clone()),
-                    identity,
-                );
+                self.identities
+                    .entry((identity.uin, identity.kind))
+                    .or_default()
+                    .insert(identity.name.clone(), identity);
             }
             Staged::DeleteIdentity { uin, kind, name } => {
                 changes.push(Change::Delete(identity_key(uin, kind, &name)));
-                self.identities.remove(&(uin, kind, name));
+                if let Some(by_name) = self.identities.get_mut(&(uin, kind)) {
+                    by_name.remove(&name);
+                    if by_name.is_empty() {
+                        self.identities.remove(&(uin, kind));
+                    }
+                }
             }
             Staged::PutPolicy { policy, stored } => {
                 changes.push(Change::Put(policy_key(policy.uin, &policy.name), stored));
                 self.policies
-                    .insert((policy.uin, policy.name.clone()), policy);
+                    .entry(policy.uin)
+                    .or_default()
+                    .insert(policy.name.clone(), policy);
             }
             Staged::DeletePolicy { uin, name } => {
                 changes.push(Change::Delete(policy_key(uin, &name)));
-                self.policies.remove(&(uin, name));
+                if let Some(by_name) = self.policies.get_mut(&uin) {
+                    by_name.remove(&name);
+                    if by_name.is_empty() {
+                        self.policies.remove(&uin);
+                    }
+                }
             }
             Staged::Bind { binding, stored } => {
                 changes.push(Change::Put(binding_key(&binding.secret_id), stored));
@@ -497,10 +511,16 @@ impl Iam {
     pub(super) fn load(&mut self, key: &[u8], value: &[u8]) -> Result<bool, CodecError> {
         if key.starts_with(IDENTITY_PREFIX) {
             let i: Identity = codec::decode("identity", value)?;
-            self.identities.insert((i.uin, i.kind, i.name.clone()), i);
+            self.identities
+                .entry((i.uin, i.kind))
+                .or_default()
+                .insert(i.name.clone(), i);
         } else if key.starts_with(POLICY_PREFIX) {
             let p: Policy = codec::decode("policy", value)?;
-            self.policies.insert((p.uin, p.name.clone()), p);
+            self.policies
+                .entry(p.uin)
+                .or_default()
+                .insert(p.name.clone(), p);
         } else if key.starts_with(BINDING_PREFIX) {
             let b: Binding = codec::decode("credential binding", value)?;
             self.bindings.insert(b.secret_id.clone(), b);
@@ -515,13 +535,13 @@ impl Iam {
     }
 
     pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), CodecError> {
-        for i in self.identities.values() {
+        for i in self.identities.values().flat_map(BTreeMap::values) {
             out.push((
                 identity_key(i.uin, i.kind, &i.name),
                 codec::encode("identity", i)?,
             ));
         }
-        for p in self.policies.values() {
+        for p in self.policies.values().flat_map(BTreeMap::values) {
             out.push((policy_key(p.uin, &p.name), codec::encode("policy", p)?));
         }
         for b in self.bindings.values() {
