@@ -9,7 +9,35 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::authorize::Action;
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog, Ticket};
+
+/// The longest a request waits for its audit record (or a query for the trail) to reach the
+/// disk: a disk that hangs (a stuck device, a hung network file system) then refuses requests
+/// like a failed one instead of holding them forever.
+pub const DURABLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Waits for a record to be on disk, at most [`DURABLE_WAIT`].
+pub async fn durable_within(ticket: &Ticket) -> Result<(), AuditError> {
+    match tokio::time::timeout(DURABLE_WAIT, ticket.durable()).await {
+        Ok(done) => done,
+        Err(_) => Err(AuditError::Unavailable(format!(
+            "audit record {} was not on disk within {} s",
+            ticket.seq(),
+            DURABLE_WAIT.as_secs()
+        ))),
+    }
+}
+
+/// Waits until everything appended to `log` is on disk, at most [`DURABLE_WAIT`].
+pub async fn sync_within(log: &AuditLog) -> Result<(), AuditError> {
+    match tokio::time::timeout(DURABLE_WAIT, log.sync()).await {
+        Ok(done) => done,
+        Err(_) => Err(AuditError::Unavailable(format!(
+            "the audit trail was not synced within {} s",
+            DURABLE_WAIT.as_secs()
+        ))),
+    }
+}
 
 /// Where a node's audit records go.
 pub enum Trail {

@@ -114,7 +114,7 @@ impl Kms {
                     .await
                     .map_err(|e| KmsError::Internal(e.to_string()))?;
                 // Records appended so far (this request's own peers' included) are read back.
-                log.sync()
+                super::audit::sync_within(log)
                     .await
                     .map_err(|_| KmsError::AuditUnavailable)?;
                 let dir = log.dir().to_path_buf();

@@ -521,7 +521,7 @@ impl Kms {
             Trail::File { log, fail_closed } => (log, *fail_closed),
         };
         let recorded = match log.append(event, noted.write) {
-            Ok(ticket) if noted.write => ticket.durable().await,
+            Ok(ticket) if noted.write => audit::durable_within(&ticket).await,
             Ok(_) => Ok(()),
             Err(e) => Err(e),
         };

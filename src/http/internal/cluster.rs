@@ -55,7 +55,7 @@ pub(super) async fn audit_query(State(s): State<Internal>, body: Bytes) -> Respo
     };
     let answer: Result<Vec<crate::kms::audit_query::AuditRow>, ClusterError> = match s.audit {
         None => Ok(Vec::new()),
-        Some(log) => match log.sync().await {
+        Some(log) => match crate::kms::audit::sync_within(&log).await {
             Err(e) => Err(ClusterError::Forward(format!("its audit trail: {e}"))),
             Ok(()) => {
                 let dir = log.dir().to_path_buf();

@@ -293,7 +293,7 @@ async fn record_admin(State(s): State<Internal>, req: Request, next: Next) -> Re
         write,
     };
     let recorded = match log.append(event, write) {
-        Ok(ticket) if write => ticket.durable().await,
+        Ok(ticket) if write => crate::kms::audit::durable_within(&ticket).await,
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     };
