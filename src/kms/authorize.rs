@@ -210,18 +210,12 @@ impl Authorizer for Policies {
         let registry = &state.registry;
         let iam = registry.iam();
         let denied = |scope, reason: String| Err(Refusal { reason, scope });
-        let Some(identity) = iam.identity(uin, *kind, name) else {
+        let Some(statements) = iam.statements_of(uin, *kind, name) else {
             return denied(
                 RefusalScope::Action,
                 format!("{} no longer exists", r.caller.principal),
             );
         };
-        let statements: Vec<_> = identity
-            .policies
-            .iter()
-            .filter_map(|p| iam.policy(uin, p))
-            .flat_map(|p| p.statements.iter())
-            .collect();
         // Whether any allowing statement names the action at all decides which code a refusal
         // gets (AuthFailure.UnauthorizedOperation vs UnauthorizedOperation): worked out only
         // when refusing.
@@ -249,7 +243,7 @@ impl Authorizer for Policies {
                 resource_tags: tags,
             };
             match policy::evaluate(
-                statements.iter().copied(),
+                statements.iter(),
                 r.policy_action,
                 resource,
                 &facts,

@@ -653,6 +653,7 @@ impl Registry {
                 });
             }
         }
+        reg.iam.rebuild();
         Ok(reg)
     }
 
