@@ -609,15 +609,22 @@ async fn slow_idle_stalled_and_excess_connections_are_cut_off_while_others_are_s
         "{text}"
     );
     // At max-connections, one more is closed at once; the slots come back when they close.
+    // The kernel completes a connection before the node accepts it, so which of the 49 the node
+    // accepts last (and refuses) is not known: exactly one of them must be closed at once (the
+    // others are closed only by the 1.5 s header-read timeout).
     let mut held = Vec::new();
-    for _ in 0..48 {
+    for _ in 0..49 {
         held.push(TcpStream::connect(&api).await.unwrap());
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut extra = TcpStream::connect(&api).await.unwrap();
-    assert!(
-        closed_within(&mut extra, Duration::from_millis(800)).await,
-        "a connection over max-connections was kept"
+    let closed = futures::future::join_all(
+        held.iter_mut()
+            .map(|s| closed_within(s, Duration::from_millis(800))),
+    )
+    .await;
+    assert_eq!(
+        closed.iter().filter(|c| **c).count(),
+        1,
+        "not exactly one of 49 connections was refused at max-connections 48: {closed:?}"
     );
     drop(held);
     wait_metric(

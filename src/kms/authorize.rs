@@ -242,12 +242,7 @@ impl Authorizer for Policies {
                 now_ms,
                 resource_tags: tags,
             };
-            match policy::evaluate(
-                statements.iter(),
-                r.policy_action,
-                resource,
-                &facts,
-            ) {
+            match policy::evaluate(statements.iter(), r.policy_action, resource, &facts) {
                 Decision::Allow => Ok(()),
                 Decision::Deny => denied(
                     scope_of_refusal(),
