@@ -639,27 +639,9 @@ enum IdentityCmd {
 #[derive(Subcommand)]
 enum PolicyCmd {
     /// Create a policy from a CAM policy document (JSON, version 2.0); `-` reads standard input.
-    Create {
-        #[arg(long)]
-        uin: u64,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long, default_value = "")]
-        description: String,
-    },
+    Create(PolicyArgs),
     /// Replace a policy's document (binds everyone it is attached to once acknowledged).
-    Update {
-        #[arg(long)]
-        uin: u64,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        file: PathBuf,
-        #[arg(long, default_value = "")]
-        description: String,
-    },
+    Update(PolicyArgs),
     /// List the account's policies and whom each is attached to.
     List {
         #[arg(long)]
@@ -683,6 +665,19 @@ enum PolicyCmd {
     Attach(AttachArgs),
     /// Detach a policy from a user or role.
     Detach(AttachArgs),
+}
+
+/// A policy and its document, for `policy create` and `policy update`.
+#[derive(clap::Args)]
+struct PolicyArgs {
+    #[arg(long)]
+    uin: u64,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    file: PathBuf,
+    #[arg(long, default_value = "")]
+    description: String,
 }
 
 #[derive(clap::Args)]
@@ -782,43 +777,26 @@ fn read_document(file: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// Creates or replaces a policy from its document file.
-async fn put_policy(
-    client: &AdminClient,
-    uin: u64,
-    name: &str,
-    file: &std::path::Path,
-    description: String,
-    replace: bool,
-) -> anyhow::Result<()> {
+async fn put_policy(client: &AdminClient, p: &PolicyArgs, replace: bool) -> anyhow::Result<()> {
     let req = raftkms::wire::PolicyRequest {
-        name: name.to_string(),
-        description,
-        document: read_document(file)?,
+        name: p.name.clone(),
+        description: p.description.clone(),
+        document: read_document(&p.file)?,
     };
-    client.put_policy(uin, &req, replace).await?;
+    client.put_policy(p.uin, &req, replace).await?;
     Ok(())
 }
 
 async fn policy(target: Target, action: PolicyCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
-        PolicyCmd::Create {
-            uin,
-            name,
-            file,
-            description,
-        } => {
-            put_policy(&client, uin, &name, &file, description, false).await?;
-            println!("created policy `{name}` in account {uin}");
+        PolicyCmd::Create(p) => {
+            put_policy(&client, &p, false).await?;
+            println!("created policy `{}` in account {}", p.name, p.uin);
         }
-        PolicyCmd::Update {
-            uin,
-            name,
-            file,
-            description,
-        } => {
-            put_policy(&client, uin, &name, &file, description, true).await?;
-            println!("replaced policy `{name}`: it binds every node now");
+        PolicyCmd::Update(p) => {
+            put_policy(&client, &p, true).await?;
+            println!("replaced policy `{}`: it binds every node now", p.name);
         }
         PolicyCmd::List { uin } => {
             println!("{:<32} {:<10} ATTACHED TO", "NAME", "UPDATED");

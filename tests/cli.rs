@@ -225,6 +225,15 @@ fn read_env(path: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The value after `name` on the line of `text` (the CLI's `SecretId:` / `SecretKey:` output).
+fn field(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 /// `raftkms dev`, stopped (SIGINT: it stops its nodes) if the test ends without stopping it, so
 /// a failed test leaves no cluster holding the dev ports.
 struct Dev(std::process::Child);
@@ -416,14 +425,7 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         .to_string();
     assert!(cli(&["account", "list"]).contains("team-a"));
     let cred = cli(&["credential", "create", "--uin", &uin]);
-    let field = |name: &str| {
-        cred.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
-    let (id, secret) = (field("SecretId:"), field("SecretKey:"));
+    let (id, secret) = (field(&cred, "SecretId:"), field(&cred, "SecretKey:"));
     assert!(cli(&["credential", "list"]).contains(&id));
     let team = raftkms::client::KmsClient::new("127.0.0.1:24202", "ap-guangzhou", &id, &secret)
         .with_ca(&ca)
@@ -482,20 +484,12 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     assert!(cli(&["policy", "list", "--uin", &uin]).contains("user/alice"));
     assert!(cli(&["policy", "get", "--uin", &uin, "--name", "encrypt-one"]).contains(&root_key));
     let alice_cred = cli(&["user", "credential", "--uin", &uin, "--name", "alice"]);
-    let alice_field = |name: &str| {
-        alice_cred
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
     assert!(cli(&["credential", "list"]).contains("user/alice"));
     let alice = raftkms::client::KmsClient::new(
         "127.0.0.1:24203",
         "ap-guangzhou",
-        &alice_field("SecretId:"),
-        &alice_field("SecretKey:"),
+        &field(&alice_cred, "SecretId:"),
+        &field(&alice_cred, "SecretKey:"),
     )
     .with_ca(&ca)
     .unwrap();

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::authorize::Action;
-use crate::audit::{AuditError, AuditLog, Ticket};
+use crate::audit::{AuditError, AuditLog, Event, Ticket};
+use crate::node::Node;
 
 /// The longest a request waits for its audit record (or a query for the trail) to reach the
 /// disk: a disk that hangs (a stuck device, a hung network file system) then refuses requests
@@ -103,5 +104,41 @@ impl Action {
                 | Action::ListAlgorithms
                 | Action::LookUpEvents
         )
+    }
+}
+
+/// Appends one request's record to `log` (durable first when it is a write's, within
+/// [`DURABLE_WAIT`]) and counts it. `Err` when the record could not be written and `fail_closed`:
+/// the answer must not leave. With `fail_closed` off, a failure is counted as unrecorded and the
+/// answer goes out. Shared by the API dialects (through `Kms::finish`) and the admin endpoints.
+pub async fn record(
+    node: &Node,
+    log: &AuditLog,
+    event: Event,
+    fail_closed: bool,
+) -> Result<(), AuditError> {
+    let write = event.write;
+    let request_id = event.request_id.clone();
+    let recorded = match log.append(event, write) {
+        Ok(ticket) if write => durable_within(&ticket).await,
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    };
+    match recorded {
+        Ok(()) => {
+            node.metrics().audit_records.inc();
+            Ok(())
+        }
+        Err(e) if fail_closed => {
+            tracing::error!(error = %e, request_id, "audit trail failed: the answer is withheld");
+            log.note_refusal();
+            node.metrics().audit_refusals.inc();
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, request_id, "audit trail failed: answered unrecorded (audit.fail-closed = false)");
+            node.metrics().audit_unrecorded.inc();
+            Ok(())
+        }
     }
 }

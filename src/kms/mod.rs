@@ -520,28 +520,9 @@ impl Kms {
             }
             Trail::File { log, fail_closed } => (log, *fail_closed),
         };
-        let recorded = match log.append(event, noted.write) {
-            Ok(ticket) if noted.write => audit::durable_within(&ticket).await,
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        };
-        match recorded {
-            Ok(()) => {
-                self.node.metrics().audit_records.inc();
-                Ok(())
-            }
-            Err(e) if fail_closed => {
-                tracing::error!(error = %e, request_id = f.request_id, "audit trail failed: the answer is withheld");
-                log.note_refusal();
-                self.node.metrics().audit_refusals.inc();
-                Err(KmsError::AuditUnavailable)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, request_id = f.request_id, "audit trail failed: answered unrecorded (audit.fail-closed = false)");
-                self.node.metrics().audit_unrecorded.inc();
-                Ok(())
-            }
-        }
+        audit::record(&self.node, log, event, fail_closed)
+            .await
+            .map_err(|_| KmsError::AuditUnavailable)
     }
 
     /// The read gate for reads and crypto (linearizable unless the request chose stale).

@@ -292,35 +292,20 @@ async fn record_admin(State(s): State<Internal>, req: Request, next: Next) -> Re
         latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         write,
     };
-    let recorded = match log.append(event, write) {
-        Ok(ticket) if write => crate::kms::audit::durable_within(&ticket).await,
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
-    match recorded {
-        Ok(()) => {
-            s.node.metrics().audit_records.inc();
-            resp
-        }
-        Err(e) if s.node.config().audit.fail_closed => {
-            log.note_refusal();
-            s.node.metrics().audit_refusals.inc();
-            tracing::error!(error = %e, "audit trail failed: an admin answer is withheld");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(AdminError {
-                    error: format!("this node's audit trail cannot be written ({e}); the change may have been applied"),
-                    retryable: true,
-                    leader: None,
-                }),
-            )
-                .into_response()
-        }
-        Err(e) => {
-            s.node.metrics().audit_unrecorded.inc();
-            tracing::error!(error = %e, "audit trail failed: an admin request answered unrecorded");
-            resp
-        }
+    let fail_closed = s.node.config().audit.fail_closed;
+    match crate::kms::audit::record(&s.node, &log, event, fail_closed).await {
+        Ok(()) => resp,
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(AdminError {
+                error: format!(
+                    "this node's audit trail cannot be written ({e}); the change may have been applied"
+                ),
+                retryable: true,
+                leader: None,
+            }),
+        )
+            .into_response(),
     }
 }
 
