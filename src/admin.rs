@@ -17,11 +17,13 @@ use crate::tls::reload::CertStore;
 use crate::tls::TlsError;
 use crate::transport::http_client;
 use crate::transport::peer::{error_chain, CLUSTER_HEADER};
+use crate::wire::paths;
 use crate::wire::{
     AdminError, AttachRequest, AuditCheckpointInfo, CreateAccountRequest, CreateCredentialRequest,
     CreateIdentityRequest, CredentialInfo, DigestReply, InitReply, JoinRequest, NewCredential,
-    NodeStatus, PolicyInfo, PolicyRequest, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
-    CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    NodeStatus, PolicyInfo, PolicyRequest, PutManyRequest, ReadReply, RemoveRequest,
+    RetireRootKeyRequest, RootKeyStatus, RotateRootKeyRequest, WriteReply, CONSISTENCY_HEADER,
+    REQUEST_ID_HEADER,
 };
 
 /// How many times a call follows a `421` to the leader.
@@ -351,6 +353,27 @@ impl AdminClient {
         req: &AttachRequest,
     ) -> Result<serde_json::Value, ClientError> {
         self.post_json(&format!("/admin/accounts/{uin}/attachments"), req)
+            .await
+    }
+
+    /// The root-key versions and what each still protects.
+    pub async fn root_key_status(&self) -> Result<RootKeyStatus, ClientError> {
+        self.get(paths::ROOT_KEY).await
+    }
+
+    /// Installs the next root-key version (the leader then re-wraps every stored value). With
+    /// `version` (the current one + 1), a retried call does not rotate twice.
+    pub async fn rotate_root_key(
+        &self,
+        version: Option<u32>,
+    ) -> Result<RootKeyStatus, ClientError> {
+        self.post_json(paths::ROOT_KEY_ROTATE, &RotateRootKeyRequest { version })
+            .await
+    }
+
+    /// Retires an older root-key version that no stored value uses any more.
+    pub async fn retire_root_key(&self, version: u32) -> Result<RootKeyStatus, ClientError> {
+        self.post_json(paths::ROOT_KEY_RETIRE, &RetireRootKeyRequest { version })
             .await
     }
 

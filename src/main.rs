@@ -76,6 +76,14 @@ enum Cmd {
         #[command(subcommand)]
         action: PolicyCmd,
     },
+    /// Rotate the cluster root key: install a new version, watch every stored value be re-wrapped
+    /// under it (no downtime), retire the old version.
+    RootKey {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: RootKeyCmd,
+    },
     /// Read, verify and export a node's audit trail (run where its files are).
     Audit {
         #[command(flatten)]
@@ -381,6 +389,30 @@ enum AccountCmd {
     },
     /// List accounts.
     List,
+}
+
+#[derive(Subcommand)]
+enum RootKeyCmd {
+    /// Show the installed root-key versions and how many stored values each still protects.
+    Status {
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a new root-key version; the leader re-wraps every stored value under it while
+    /// the cluster keeps serving. Waits and shows progress until nothing is left under an older
+    /// version (Ctrl-C stops only the waiting).
+    Rotate {
+        /// Return once the new version is installed, without waiting for the re-wrap.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Retire an older root-key version that no stored value uses any more (its sealed copy
+    /// leaves the registry; snapshots taken later no longer hold it).
+    Retire {
+        #[arg(long)]
+        version: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -867,6 +899,91 @@ async fn account(target: Target, action: AccountCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn print_root_key_status(s: &raftkms::wire::RootKeyStatus) {
+    println!("{:<8} {:>12}  STATE", "VERSION", "VALUES");
+    for v in &s.versions {
+        let state = if v.version == s.current {
+            "current"
+        } else if v.values == 0 {
+            "unused (can be retired)"
+        } else {
+            "being re-wrapped"
+        };
+        println!("{:<8} {:>12}  {state}", v.version, v.values);
+    }
+}
+
+async fn root_key(target: Target, action: RootKeyCmd) -> anyhow::Result<()> {
+    let client = admin_client(&target)?;
+    match action {
+        RootKeyCmd::Status { json } => {
+            let s = client.root_key_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_root_key_status(&s);
+            }
+        }
+        RootKeyCmd::Rotate { no_wait } => {
+            let before = client.root_key_status().await?;
+            let target = before.current.saturating_add(1);
+            let s = client.rotate_root_key(Some(target)).await?;
+            println!(
+                "installed root-key version {}: new values are wrapped under it",
+                s.current
+            );
+            let total = s.pending;
+            let mut last = (s.pending, std::time::Instant::now());
+            let mut shown = None;
+            let mut status = s;
+            while !no_wait && status.pending > 0 {
+                if shown != Some(status.pending) {
+                    println!(
+                        "re-wrapping: {} of {} values done, {} left",
+                        total.saturating_sub(status.pending),
+                        total,
+                        status.pending
+                    );
+                    shown = Some(status.pending);
+                }
+                if status.pending != last.0 {
+                    last = (status.pending, std::time::Instant::now());
+                } else if last.1.elapsed() > std::time::Duration::from_secs(120) {
+                    anyhow::bail!(
+                        "the re-wrap made no progress for 120 s ({} values left under older versions); \
+                         version {} is installed and current. See raftkms_root_key_rewrap_failures_total \
+                         and the leader's log, then `raftkms root-key status`",
+                        status.pending,
+                        status.current
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                status = client.root_key_status().await?;
+            }
+            if !no_wait {
+                println!(
+                    "re-wrapped {total} values: every stored value is under version {}",
+                    status.current
+                );
+            }
+            print_root_key_status(&status);
+            for v in status
+                .versions
+                .iter()
+                .filter(|v| v.version != status.current)
+            {
+                println!("next: raftkms root-key retire --version {}", v.version);
+            }
+        }
+        RootKeyCmd::Retire { version } => {
+            let s = client.retire_root_key(version).await?;
+            println!("retired root-key version {version}");
+            print_root_key_status(&s);
+        }
+    }
+    Ok(())
+}
+
 async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
@@ -1209,6 +1326,7 @@ async fn main() -> ExitCode {
         Cmd::Role { target, action } => identity(target, IdentityKind::Role, action).await,
         Cmd::Policy { target, action } => policy(target, action).await,
         Cmd::Audit { target, action } => audit(target, action).await,
+        Cmd::RootKey { target, action } => root_key(target, action).await,
         Cmd::Cert { action } => cert(action),
         Cmd::Cluster { target, action } => cluster(target, action).await,
     };

@@ -40,6 +40,14 @@ pub struct Metrics {
     pub audit_unrecorded: Counter,
     /// Audit chain heads this node checkpointed through Raft.
     pub audit_checkpoints: Counter,
+    /// The current root-key version in this node's registry.
+    pub root_key_version: Gauge,
+    /// Stored values still wrapped under an older root-key version.
+    pub root_key_pending: Gauge,
+    /// Values this node (as leader) re-wrapped under the current root-key version.
+    pub root_key_rewrapped: Counter,
+    /// Values the re-wrap could not open (left as they are, retried on the next pass).
+    pub root_key_rewrap_failures: Counter,
     /// Per listener (`listener="api"` or `"internal"`): what its connection limits did.
     pub listeners: ListenerMetrics,
     /// Internal requests refused, by reason (`credentials`, `cluster`, `not-a-node`,
@@ -111,6 +119,10 @@ impl Metrics {
             audit_refusals: Counter::default(),
             audit_unrecorded: Counter::default(),
             audit_checkpoints: Counter::default(),
+            root_key_version: Gauge::default(),
+            root_key_pending: Gauge::default(),
+            root_key_rewrapped: Counter::default(),
+            root_key_rewrap_failures: Counter::default(),
             listeners: ListenerMetrics::default(),
             internal_refusals: Family::default(),
         };
@@ -156,6 +168,16 @@ impl Metrics {
                 "Highest log index in the local log",
                 &m.last_log_index,
             ),
+            (
+                "root_key_version",
+                "Current root-key version in this node's registry",
+                &m.root_key_version,
+            ),
+            (
+                "root_key_pending_values",
+                "Stored values still wrapped under an older root-key version",
+                &m.root_key_pending,
+            ),
         ] {
             registry.register(name, help, gauge.clone());
         }
@@ -188,6 +210,16 @@ impl Metrics {
                 "audit_checkpoints",
                 "Audit chain heads checkpointed through Raft",
                 &m.audit_checkpoints,
+            ),
+            (
+                "root_key_rewrapped",
+                "Values this node re-wrapped under the current root-key version, as leader",
+                &m.root_key_rewrapped,
+            ),
+            (
+                "root_key_rewrap_failures",
+                "Values the re-wrap could not open (left as they are, retried later)",
+                &m.root_key_rewrap_failures,
             ),
             (
                 "forward_failures",

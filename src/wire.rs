@@ -31,6 +31,9 @@ pub mod paths {
     pub const RECORDS: &str = "/admin/records";
     pub const ACCOUNTS: &str = "/admin/accounts";
     pub const CREDENTIALS: &str = "/admin/credentials";
+    pub const ROOT_KEY: &str = "/admin/root-key";
+    pub const ROOT_KEY_ROTATE: &str = "/admin/root-key/rotate";
+    pub const ROOT_KEY_RETIRE: &str = "/admin/root-key/retire";
 }
 
 /// Where a read was served from, reported with every answer.
@@ -215,6 +218,40 @@ pub struct AttachRequest {
     pub name: String,
     pub policy: String,
     pub attach: bool,
+}
+
+/// `GET /admin/root-key`: the installed root-key versions and what each still protects.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootKeyStatus {
+    /// The version new values are wrapped under (0: no root key yet).
+    pub current: u32,
+    /// Every installed version, oldest first.
+    pub versions: Vec<RootKeyVersionInfo>,
+    /// Stored values still wrapped under an older version (the re-wrap's work left).
+    pub pending: u64,
+}
+
+/// One installed root-key version.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RootKeyVersionInfo {
+    pub version: u32,
+    /// Stored values (key material, import keys, credentials' secret keys) wrapped under it.
+    pub values: u64,
+}
+
+/// Body of `POST /admin/root-key/rotate`. With `version`, the call is idempotent: it installs
+/// `version` if the current one is `version - 1`, and answers the status unchanged if `version`
+/// is already installed (a retried call whose first answer was lost).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RotateRootKeyRequest {
+    #[serde(default)]
+    pub version: Option<u32>,
+}
+
+/// Body of `POST /admin/root-key/retire`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RetireRootKeyRequest {
+    pub version: u32,
 }
 
 #[cfg(test)]

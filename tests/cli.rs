@@ -830,32 +830,7 @@ async fn a_pkcs11_token_key_unseals_a_node_and_never_leaves_the_token() {
     let mut c =
         TestCluster::configure(1, 24500, TimingConfig::default(), SnapshotConfig::default());
     // A token of its own in the test's directory.
-    let tokens = c.dir.path().join("tokens");
-    std::fs::create_dir_all(&tokens).unwrap();
-    let conf = c.dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!("directories.tokendir = {}\n", tokens.display()),
-    )
-    .unwrap();
-    let out = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "raftkms-test",
-            "--pin",
-            "123456",
-        ])
-        .args(["--so-pin", "654321"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let conf = common::softhsm_token(c.dir.path(), "raftkms-test", "123456");
     c.edit_configs(|cfg| {
         cfg.kms.unseal = raftkms::config::UnsealSource::Pkcs11;
         cfg.kms.unseal_key_file = None;

@@ -112,8 +112,9 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     {
         let applied = state.read();
         let reg = &applied.registry;
+        let current = reg.root_keys().current().unwrap();
         let root = unseal
-            .unseal(reg.accounts().sealed_root().unwrap())
+            .unseal(current, reg.root_keys().sealed(current).unwrap())
             .unwrap();
         for k in reg.keys().all() {
             for v in &k.versions {

@@ -819,6 +819,62 @@ class Cluster:
                     i, "not " if voter else "still ", last))
             time.sleep(0.3)
 
+    # ------------------------------------------------------------------ root key
+
+    def _admin_retrying(self, i, method, path, body=None, timeout=20.0):
+        """An admin call to node i, retried on transport errors and 5xx answers (a node that
+        has just restarted, a leader change) until ``timeout``."""
+        deadline = time.time() + timeout
+        while True:
+            try:
+                return self.admin(i, timeout=10.0).request(method, path, body)
+            except AdminError as e:
+                if (e.status is not None and e.status < 500) or time.time() > deadline:
+                    raise
+            time.sleep(0.3)
+
+    def root_key_status(self, i):
+        return self._admin_retrying(i, "GET", "/admin/root-key")
+
+    def rotate_root_key(self, i):
+        """Installs the next root-key version through node i; returns it. The call names the
+        version it installs, so a retry after a lost answer does not rotate twice."""
+        target = self.root_key_status(i)["current"] + 1
+        self._admin_retrying(i, "POST", "/admin/root-key/rotate", {"version": target})
+        return target
+
+    def verify_rewrapped(self, i, version, timeout=60.0):
+        """Every stored value is under root version ``version`` (the leader's re-wrap is done)."""
+        deadline = time.time() + timeout
+        while True:
+            st = self.root_key_status(i)
+            if st["current"] == version and st["pending"] == 0:
+                return st
+            if time.time() > deadline:
+                raise FaultNotApplied("the re-wrap to root version %d did not finish: %r" % (version, st))
+            time.sleep(0.3)
+
+    def retire_root_keys(self, i, timeout=30.0):
+        """Retires every root version but the current one; checks that only it is left. A
+        version already gone (a retried call that had taken effect) is done; one a late write
+        still uses is retried until the next re-wrap pass has moved it."""
+        deadline = time.time() + timeout
+        while True:
+            st = self.root_key_status(i)
+            old = [v["version"] for v in st["versions"] if v["version"] != st["current"]]
+            if not old:
+                return
+            for v in old:
+                try:
+                    self._admin_retrying(i, "POST", "/admin/root-key/retire", {"version": v})
+                except AdminError as e:
+                    if e.status is None or e.status >= 500:
+                        raise
+                    # 4xx: retired meanwhile, or still in use; the status says which.
+            if time.time() > deadline:
+                raise FaultNotApplied("older root versions are still installed: %r" % st)
+            time.sleep(0.3)
+
     def signal(self, i, sig):
         node = self.nodes[i]
         if node.alive():

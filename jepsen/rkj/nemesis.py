@@ -143,6 +143,25 @@ class Nemesis:
         self.undo("kill", fid, [target], lambda: self.c.start(target))
         self.sleep(self.rng.uniform(4, 7))
 
+    def root_rotate(self):
+        """A root-key rotation under load, through a random live member: the next version
+        installed, the leader's re-wrap of every stored value waited for (at most 60 s; the fault
+        is in effect once nothing is under an older version), then the older versions retired
+        (the undo; checked: only the new version is left). Clients keep going throughout; the
+        workload's checkers say whether any request failed because of it."""
+        target = self.rng.choice([i for i in self.members()
+                                  if self.c.nodes[i].alive() and not self.c.nodes[i].paused])
+        rotated = {}
+
+        def apply():
+            rotated["version"] = self.c.rotate_root_key(target)
+
+        fid = self.inject("root-rotate", [target], apply,
+                          lambda: self.c.verify_rewrapped(target, rotated["version"]))
+        self.sleep(self.rng.uniform(1, 2))
+        self.undo("root-rotate", fid, [target], lambda: self.c.retire_root_keys(target))
+        self.sleep(self.rng.uniform(2, 4))
+
     def kill_all(self):
         """kill -9 of every node at once; the old leader comes back last, so the others elect a
         leader among themselves from whatever they had made durable."""
@@ -374,7 +393,7 @@ class Nemesis:
     # -------------------------------------------------------------- loop
 
     FAULTS = ("kill", "kill-all", "power", "power-all", "pause", "partition", "isolate", "isolate-clock", "clock",
-              "clock-far", "fsync", "membership", "latency")
+              "clock-far", "fsync", "membership", "latency", "root-rotate")
 
     def run_fault(self, fault):
         """One fault, applied, checked and undone. Returns False (and notes a problem) if it could
@@ -404,11 +423,17 @@ class Nemesis:
     def run(self):
         if self.faults not in (["clock"], ["clock-far"]):
             self.sleep(self.rng.uniform(2, 4))
+        # Every requested fault in turn, in a fresh random order each round: a short run with
+        # several faults applies each of them (a random choice per step could miss one).
         while not self.stop_ev.is_set():
-            fault = self.rng.choice(self.faults)
-            if not self.run_fault(fault):
-                self.log("nemesis: no more faults in this run (the heal undoes what is left)")
-                return
+            order = list(self.faults)
+            self.rng.shuffle(order)
+            for fault in order:
+                if self.stop_ev.is_set():
+                    return
+                if not self.run_fault(fault):
+                    self.log("nemesis: no more faults in this run (the heal undoes what is left)")
+                    return
 
     def start(self):
         if not self.faults:

@@ -39,6 +39,8 @@ NEMESES = {
     "membership": ["membership"],
     "latency": ["latency"],
     "mix": ["kill", "pause", "partition"],
+    "root-rotate": ["root-rotate"],
+    "root-rotate-kill": ["root-rotate", "kill"],
 }
 
 # The CI tier: (workload, nemesis, seconds of operations).
@@ -55,6 +57,7 @@ QUICK = [
     ("key-set", "power-all", 25),
     ("crypto", "power", 25),
     ("policy", "partition", 30),
+    ("crypto", "root-rotate-kill", 30),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
@@ -390,7 +393,7 @@ def main(argv=None):
     p.add_argument("--nemesis", choices=sorted(NEMESES), default="mix")
     p.add_argument("--time", type=int, default=40, help="seconds of operations per run")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="the CI tier (12 runs)")
+    p.add_argument("--quick", action="store_true", help="the CI tier (13 runs)")
     p.add_argument("--matrix", action="store_true",
                    help="every workload x every nemesis (nightly), --runs times each")
     p.add_argument("--workloads", default=None,

@@ -40,6 +40,10 @@ class FakeNode:
         self.i = i
         self.fiu = None
         self.skew = 0
+        self.paused = False
+
+    def alive(self):
+        return True
 
 
 class FakeCluster:
@@ -64,9 +68,13 @@ class FakeCluster:
         if name in ("kill", "start", "verify_gone", "pause", "resume", "verify_stopped",
                     "partition", "cut_pairs", "verify_cut", "heal_partition", "verify_healed",
                     "verify_clock", "set_latency", "verify_latency", "remove_node",
-                    "rejoin_node", "verify_membership"):
+                    "rejoin_node", "verify_membership", "verify_rewrapped", "retire_root_keys"):
             return lambda *a, **k: self._do(name, *a)
         raise AttributeError(name)
+
+    def rotate_root_key(self, i):
+        self._do("rotate_root_key", i)
+        return 2
 
     def write_skew(self, node, secs):
         self._do("write_skew", node.i, secs)
@@ -118,6 +126,27 @@ class NemesisBookkeepingTest(unittest.TestCase):
         names = [name for _, name, *_ in c.calls if name in ("kill", "power_cut")]
         self.assertEqual(names[:3], ["kill"] * 3)
         self.assertIs(nem.result()["valid"], True)
+
+    def test_root_rotation_recorded_once_the_rewrap_finished_and_undone_by_retiring(self):
+        nem, c = nemesis(["root-rotate"])
+        self.assertTrue(nem.run_fault("root-rotate"))
+        (ev,) = starts(nem)
+        names = [name for _, name, *_ in c.calls]
+        self.assertEqual(names, ["rotate_root_key", "verify_rewrapped", "retire_root_keys"])
+        verified = next(t for t, name, *_ in c.calls if name == "verify_rewrapped")
+        self.assertGreater(ev["t"], verified)
+        # The re-wrap was checked for the version the rotation installed.
+        self.assertEqual(next(a for _, name, *a in c.calls if name == "verify_rewrapped"), [ev["nodes"][0], 2])
+        self.assertEqual([e["event"] for e in nem.tl.events], ["start", "stop"])
+        self.assertIs(nem.result()["valid"], True)
+
+    def test_root_rotation_whose_rewrap_never_finishes_fails_the_run(self):
+        nem, c = nemesis(["root-rotate"],
+                         fail={"verify_rewrapped": FaultNotApplied("pending 12 after 60 s")})
+        self.assertFalse(nem.run_fault("root-rotate"))
+        self.assertEqual(starts(nem), [])
+        self.assertIs(nem.result()["valid"], False)
+        self.assertNotIn("retire_root_keys", [name for _, name, *_ in c.calls])
 
     def test_power_cut_that_did_not_happen_fails_the_run(self):
         nem, c = nemesis(["power"], fail={"verify_power_cut": FaultNotApplied("no cut")})

@@ -36,4 +36,8 @@ pub enum CryptoError {
     WrongUnsealKey,
     #[error("the cluster root key is not installed yet (run `raftkms cluster init`)")]
     NoRootKey,
+    /// A value wrapped under a root-key version this node does not hold (retired, or installed by
+    /// a command this node has not applied yet).
+    #[error("no root key version {0} in this node's registry (retired, or not applied here yet)")]
+    RootKeyVersion(u32),
 }

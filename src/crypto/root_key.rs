@@ -1,9 +1,18 @@
 //! The cluster root key (KEK) and the unseal key that protects it at rest.
 //!
-//! Every stored secret (key material, API secret keys) is `wrap(root, bytes, aad)`: AES-256-GCM
-//! with a random nonce, where the AAD names what the bytes are and whose, so a wrapped value cannot
-//! be moved to another record. The root key itself is replicated only sealed under the unseal key,
-//! which each node reads from a 0600 file that never leaves the machine.
+//! Every stored secret (key material, API secret keys, import wrapping keys) is
+//! `wrap(root, bytes, aad)`: AES-256-GCM with a random nonce, where the AAD names what the bytes
+//! are and whose, so a wrapped value cannot be moved to another record. The root key itself is
+//! replicated only sealed under the unseal key, which each node reads from a 0600 file (or derives
+//! from a passphrase, or opens with a PKCS#11 token) that never leaves the machine.
+//!
+//! The root key has versions (root-key rotation adds one, re-wraps every stored value under it,
+//! then retires the old one). Wrapped formats:
+//! - v1: `[1] ‖ nonce(12) ‖ ciphertext ‖ tag`, always under root version 1 (what every value
+//!   wrapped before rotation existed looks like, and still what root version 1 writes, so a
+//!   cluster that never rotates keeps the format an earlier release reads);
+//! - v2: `[2] ‖ root version (u32, big-endian) ‖ nonce(12) ‖ ciphertext ‖ tag`, for root
+//!   versions 2 and later; the 5-byte header is authenticated (prefixed to the AAD).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -12,9 +21,26 @@ use super::aead::{self, SymmetricAlgorithm, NONCE_LEN};
 use super::{CryptoError, Secret};
 
 const WRAP_V1: u8 = 1;
+const WRAP_V2: u8 = 2;
+const V2_HEADER: usize = 5;
+const TAG_LEN: usize = 16;
 const ROOT_AAD: &[u8] = b"raftkms/root-key/v1";
 
-/// Wraps `plaintext` under a 256-bit key: `[1] ‖ nonce ‖ ciphertext ‖ tag`.
+/// The root-key version a wrapped value was made under, read from its header (`None` if the
+/// bytes are no wrapped value of a known format). Pure: the registry uses it to refuse values
+/// wrapped under a retired root version and to count what each version still protects.
+pub fn root_version_of(wrapped: &[u8]) -> Option<u32> {
+    match *wrapped.first()? {
+        WRAP_V1 if wrapped.len() >= 1 + NONCE_LEN + TAG_LEN => Some(1),
+        WRAP_V2 if wrapped.len() >= V2_HEADER + NONCE_LEN + TAG_LEN => {
+            let v = u32::from_be_bytes(wrapped[1..V2_HEADER].try_into().ok()?);
+            (v >= 2).then_some(v)
+        }
+        _ => None,
+    }
+}
+
+/// Seals `plaintext` under a 256-bit key in format v1: `[1] ‖ nonce ‖ ciphertext ‖ tag`.
 fn wrap_with(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
     let nonce = aead::random_nonce();
     let sealed = aead::seal(SymmetricAlgorithm::Aes256Gcm, key, &nonce, aad, plaintext)?;
@@ -25,13 +51,44 @@ fn wrap_with(key: &[u8], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, Crypto
     Ok(out)
 }
 
+/// Seals in format v2 under root version `version` (>= 2), the header bound into the AAD.
+fn wrap_v2(key: &[u8], version: u32, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+    let mut header = Vec::with_capacity(V2_HEADER + aad.len());
+    header.push(WRAP_V2);
+    header.extend_from_slice(&version.to_be_bytes());
+    let nonce = aead::random_nonce();
+    let mut bound = header.clone();
+    bound.extend_from_slice(aad);
+    let sealed = aead::seal(
+        SymmetricAlgorithm::Aes256Gcm,
+        key,
+        &nonce,
+        &bound,
+        plaintext,
+    )?;
+    let mut out = header;
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Opens a v1 or v2 value with `key` (the caller picked the key of the value's root version).
 fn unwrap_with(key: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<Secret, CryptoError> {
-    let (&version, rest) = wrapped
+    let (&format, rest) = wrapped
         .split_first()
         .ok_or(CryptoError::Malformed("empty wrapped value"))?;
-    if version != WRAP_V1 {
-        return Err(CryptoError::Version(version));
-    }
+    let (bound, rest) = match format {
+        WRAP_V1 => (aad.to_vec(), rest),
+        WRAP_V2 => {
+            if rest.len() < V2_HEADER - 1 {
+                return Err(CryptoError::Malformed("wrapped value too short"));
+            }
+            let mut bound = wrapped[..V2_HEADER].to_vec();
+            bound.extend_from_slice(aad);
+            (bound, &rest[V2_HEADER - 1..])
+        }
+        other => return Err(CryptoError::Version(other)),
+    };
     if rest.len() < NONCE_LEN {
         return Err(CryptoError::Malformed("wrapped value too short"));
     }
@@ -39,27 +96,57 @@ fn unwrap_with(key: &[u8], aad: &[u8], wrapped: &[u8]) -> Result<Secret, CryptoE
     let nonce: [u8; NONCE_LEN] = nonce
         .try_into()
         .map_err(|_| CryptoError::Malformed("nonce"))?;
-    aead::open(SymmetricAlgorithm::Aes256Gcm, key, &nonce, aad, sealed).map(Secret::new)
+    aead::open(SymmetricAlgorithm::Aes256Gcm, key, &nonce, &bound, sealed).map(Secret::new)
 }
 
-/// The cluster root key.
+/// One version of the cluster root key.
 #[derive(Clone, Debug)]
-pub struct RootKey(Secret);
+pub struct RootKey {
+    key: Secret,
+    version: u32,
+}
 
 impl RootKey {
-    /// A new random root key (taken at `cluster init`).
-    pub fn generate() -> Self {
-        RootKey(Secret::random(32))
+    /// A new random root key of `version` (1 is taken at `cluster init`; rotation takes the next).
+    pub fn generate(version: u32) -> Self {
+        RootKey {
+            key: Secret::random(32),
+            version,
+        }
     }
 
-    /// Wraps a secret for storage; `aad` must name what it is and whose.
+    /// Which root-key version this is.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// Wraps a secret for storage; `aad` must name what it is and whose. Version 1 writes
+    /// format v1, later versions format v2 (which names the version).
     pub fn wrap(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
-        wrap_with(self.0.expose(), aad, plaintext)
+        if self.version <= 1 {
+            wrap_with(self.key.expose(), aad, plaintext)
+        } else {
+            wrap_v2(self.key.expose(), self.version, aad, plaintext)
+        }
     }
 
-    /// Unwraps a stored secret; fails if the AAD differs from the one used to wrap.
+    /// Unwraps a stored secret; fails if the AAD differs from the one used to wrap, or if the
+    /// value was wrapped under another root version.
     pub fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Secret, CryptoError> {
-        unwrap_with(self.0.expose(), aad, wrapped)
+        match root_version_of(wrapped) {
+            Some(v) if v != self.version => Err(CryptoError::RootKeyVersion(v)),
+            _ => unwrap_with(self.key.expose(), aad, wrapped),
+        }
+    }
+}
+
+/// The AAD sealing root version `version` under the unseal key: version 1 keeps the AAD it always
+/// had; later versions name themselves, so a sealed version cannot pass for another.
+fn root_aad(version: u32) -> Vec<u8> {
+    if version <= 1 {
+        ROOT_AAD.to_vec()
+    } else {
+        format!("raftkms/root-key/v1/version/{version}").into_bytes()
     }
 }
 
@@ -128,15 +215,15 @@ impl UnsealKey {
         }
     }
 
-    /// Seals a root key for replication.
+    /// Seals a root key (of its version) for replication.
     pub fn seal(&self, root: &RootKey) -> Result<Vec<u8>, CryptoError> {
-        wrap_with(self.0.expose(), ROOT_AAD, root.0.expose())
+        wrap_with(self.0.expose(), &root_aad(root.version), root.key.expose())
     }
 
-    /// Opens a sealed root key; a different unseal key gives `WrongUnsealKey`.
-    pub fn unseal(&self, sealed: &[u8]) -> Result<RootKey, CryptoError> {
-        match unwrap_with(self.0.expose(), ROOT_AAD, sealed) {
-            Ok(s) if s.len() == 32 => Ok(RootKey(s)),
+    /// Opens root-key version `version`, sealed; a different unseal key gives `WrongUnsealKey`.
+    pub fn unseal(&self, version: u32, sealed: &[u8]) -> Result<RootKey, CryptoError> {
+        match unwrap_with(self.0.expose(), &root_aad(version), sealed) {
+            Ok(key) if key.len() == 32 => Ok(RootKey { key, version }),
             Ok(_) => Err(CryptoError::Malformed("root key length")),
             Err(CryptoError::Authentication) => Err(CryptoError::WrongUnsealKey),
             Err(e) => Err(e),
@@ -150,7 +237,7 @@ mod tests {
 
     #[test]
     fn wrap_is_bound_to_its_aad_and_key() {
-        let root = RootKey::generate();
+        let root = RootKey::generate(1);
         let w = root.wrap(b"material/k1/1", b"secret bytes").unwrap();
         assert_eq!(w[0], WRAP_V1);
         assert_eq!(
@@ -161,7 +248,8 @@ mod tests {
             root.unwrap(b"material/k2/1", &w).unwrap_err(),
             CryptoError::Authentication
         );
-        assert!(RootKey::generate().unwrap(b"material/k1/1", &w).is_err());
+        assert!(RootKey::generate(1).unwrap(b"material/k1/1", &w).is_err());
+        assert_eq!(root_version_of(&w), Some(1));
         assert!(!w.windows(12).any(|win| win == b"secret bytes"));
     }
 
@@ -175,17 +263,110 @@ mod tests {
             0o600
         );
         let k2 = UnsealKey::load_or_create(&path).unwrap();
-        let root = RootKey::generate();
+        let root = RootKey::generate(1);
         let sealed = k1.seal(&root).unwrap();
-        let back = k2.unseal(&sealed).unwrap();
+        let back = k2.unseal(1, &sealed).unwrap();
         let w = root.wrap(b"x", b"y").unwrap();
         assert_eq!(back.unwrap(b"x", &w).unwrap().expose(), b"y");
 
         let other = dir.path().join("other.key");
         let k3 = UnsealKey::load_or_create(&other).unwrap();
-        assert_eq!(k3.unseal(&sealed).unwrap_err(), CryptoError::WrongUnsealKey);
+        assert_eq!(
+            k3.unseal(1, &sealed).unwrap_err(),
+            CryptoError::WrongUnsealKey
+        );
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(UnsealKey::load_or_create(&path).is_err());
+    }
+
+    #[test]
+    fn later_root_versions_write_v2_naming_their_version() {
+        let v1 = RootKey::generate(1);
+        let v7 = RootKey::generate(7);
+        let w = v7.wrap(b"raftkms/material/1/k/1", b"material").unwrap();
+        assert_eq!(w[0], WRAP_V2);
+        assert_eq!(&w[1..5], &7u32.to_be_bytes());
+        assert_eq!(root_version_of(&w), Some(7));
+        assert_eq!(
+            v7.unwrap(b"raftkms/material/1/k/1", &w).unwrap().expose(),
+            b"material"
+        );
+        // The wrong version's key says which version the value needs.
+        assert_eq!(
+            v1.unwrap(b"raftkms/material/1/k/1", &w).unwrap_err(),
+            CryptoError::RootKeyVersion(7)
+        );
+        let old = v1.wrap(b"a", b"b").unwrap();
+        assert_eq!(
+            v7.unwrap(b"a", &old).unwrap_err(),
+            CryptoError::RootKeyVersion(1)
+        );
+        // Another AAD, a flipped bit anywhere, or a header naming another version: refused.
+        assert!(v7.unwrap(b"raftkms/material/1/k/2", &w).is_err());
+        for i in 0..w.len() {
+            let mut bad = w.clone();
+            bad[i] ^= 1;
+            assert!(
+                v7.unwrap(b"raftkms/material/1/k/1", &bad).is_err(),
+                "byte {i}"
+            );
+        }
+        // A v7 key under a header relabelled as v8 with the same key bytes still fails: the
+        // header is authenticated.
+        let v8_same_key = RootKey {
+            key: v7.key.clone(),
+            version: 8,
+        };
+        let mut relabelled = w.clone();
+        relabelled[1..5].copy_from_slice(&8u32.to_be_bytes());
+        assert!(v8_same_key
+            .unwrap(b"raftkms/material/1/k/1", &relabelled)
+            .is_err());
+        // Headers that are no wrapped value.
+        assert_eq!(root_version_of(&[]), None);
+        assert_eq!(root_version_of(&[2, 0, 0, 0, 1, 0]), None);
+        assert_eq!(root_version_of(&[3; 64]), None);
+        assert_eq!(root_version_of(&[1; 8]), None);
+    }
+
+    #[test]
+    fn each_sealed_root_version_opens_only_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let unseal = UnsealKey::load_or_create(&dir.path().join("k")).unwrap();
+        let v3 = RootKey::generate(3);
+        let sealed = unseal.seal(&v3).unwrap();
+        let back = unseal.unseal(3, &sealed).unwrap();
+        assert_eq!(back.version(), 3);
+        let w = v3.wrap(b"x", b"y").unwrap();
+        assert_eq!(back.unwrap(b"x", &w).unwrap().expose(), b"y");
+        // Presented as version 1 or 4, the sealed version-3 key does not open.
+        assert!(unseal.unseal(1, &sealed).is_err());
+        assert!(unseal.unseal(4, &sealed).is_err());
+    }
+
+    proptest::proptest! {
+        /// Arbitrary bytes, and a real value with any one byte replaced, never unwrap; the header
+        /// parser never panics and names version 1 only for format v1.
+        #[test]
+        fn arbitrary_or_mutated_values_never_unwrap(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+            version in 1u32..5,
+            at in 0usize..80,
+            to in proptest::prelude::any::<u8>(),
+        ) {
+            let root = RootKey::generate(version);
+            proptest::prop_assert!(root.unwrap(b"aad", &bytes).is_err());
+            if root_version_of(&bytes) == Some(1) {
+                proptest::prop_assert_eq!(bytes[0], WRAP_V1);
+            }
+            let good = root.wrap(b"aad", b"some secret bytes").unwrap();
+            let mut bad = good.clone();
+            let i = at % bad.len();
+            bad[i] = to;
+            if bad != good {
+                proptest::prop_assert!(root.unwrap(b"aad", &bad).is_err());
+            }
+        }
     }
 }

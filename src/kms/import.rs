@@ -71,7 +71,7 @@ impl Kms {
                             let _permit = permit;
                             let pair = asymmetric::generate(AsymmetricSpec::Rsa2048)?;
                             node.metrics().key_pairs_generated.inc();
-                            let wrapped = node.keyring().root_key()?.wrap(
+                            let wrapped = node.keyring().wrap(
                                 &key::import_aad(&kid, &tok, uin),
                                 pair.private_pkcs8.expose(),
                             )?;
@@ -162,7 +162,7 @@ impl Kms {
         session: &ImportSession,
         wrapped: Vec<u8>,
     ) -> Result<Secret, KmsError> {
-        let private = self.node.keyring().root_key()?.unwrap(
+        let private = self.node.keyring().unwrap(
             &key::import_aad(&k.key_id, &session.token, k.owner_uin),
             &session.wrapped_private,
         )?;

@@ -33,7 +33,7 @@ pub use error::KmsError;
 
 use crate::clock::SharedClock;
 use crate::config::Consistency;
-use crate::crypto::Secret;
+use crate::crypto::{CryptoError, Secret};
 use crate::node::Node;
 use crate::registry::key::{KeyOp, KeyRecord};
 use crate::registry::{Command, Outcome};
@@ -318,7 +318,16 @@ impl Kms {
                     .ok_or_else(|| KmsError::UnknownCredential(secret_id.to_string()))?
             }
         };
-        let secret = self.node.keyring().credential_secret(&credential)?;
+        let secret = match self.node.keyring().credential_secret(&credential) {
+            // Read just before a re-wrap and a root-key retirement were applied: read it again.
+            Err(CryptoError::RootKeyVersion(_)) => {
+                let (fresh, _) = self
+                    .lookup_credential(secret_id)
+                    .ok_or_else(|| KmsError::UnknownCredential(secret_id.to_string()))?;
+                self.node.keyring().credential_secret(&fresh)?
+            }
+            other => other?,
+        };
         Ok((credential.uin, principal, secret))
     }
 
@@ -586,10 +595,27 @@ impl Kms {
         let v = key.version(version).ok_or(KmsError::InvalidCiphertext(
             error::CiphertextProblem::UnknownVersion,
         ))?;
-        Ok(self
-            .node
-            .keyring()
-            .unwrap_material(&key.key_id, version, key.owner_uin, &v.wrapped)?)
+        let keyring = self.node.keyring();
+        match keyring.unwrap_material(&key.key_id, version, key.owner_uin, &v.wrapped) {
+            // The record was read just before a re-wrap and the retirement of its root version
+            // were applied: read it again (it is under the current version now).
+            Err(CryptoError::RootKeyVersion(_)) => {
+                let fresh = self
+                    .node
+                    .state()
+                    .read()
+                    .registry
+                    .keys()
+                    .get_any(&key.region, &key.key_id)
+                    .and_then(|k| k.version(version))
+                    .map(|m| m.wrapped.clone());
+                let wrapped = fresh.ok_or(KmsError::InvalidCiphertext(
+                    error::CiphertextProblem::UnknownVersion,
+                ))?;
+                Ok(keyring.unwrap_material(&key.key_id, version, key.owner_uin, &wrapped)?)
+            }
+            other => Ok(other?),
+        }
     }
 }
 

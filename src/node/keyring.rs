@@ -1,13 +1,16 @@
-//! The keyring of one node: the cluster root key (unsealed with this node's unseal key on first
-//! use and cached), and the generation of material, key pairs and API credentials, each wrapped
-//! under the root key before it leaves this module.
+//! The keyring of one node: the versions of the cluster root key (each unsealed with this node's
+//! unseal key on first use and cached while the registry holds it), and the generation of
+//! material, key pairs and API credentials, each wrapped under the current root version before
+//! it leaves this module. Root-key rotation: a new version installed through Raft
+//! ([`Keyring::rotate`]), and the values of older versions re-wrapped ([`Keyring::rewrap`]).
 
+use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use super::writes::Writes;
 use crate::clock::SharedClock;
 use crate::crypto::asymmetric::{self, AsymmetricSpec};
-use crate::crypto::root_key::UnsealKey;
+use crate::crypto::root_key::{root_version_of, UnsealKey};
 use crate::crypto::{CryptoError, RootKey, Secret, SecretString, SymmetricAlgorithm};
 use crate::raft::error::ClusterError;
 use crate::raft::state_machine::AppliedState;
@@ -18,10 +21,22 @@ use crate::registry::{Command, Outcome, RegistryError};
 /// Length of generated SecretIds (after `AKID`) and SecretKeys.
 const CREDENTIAL_CHARS: usize = 32;
 
-/// Root key, unseal key and everything wrapped under them.
+/// How long a retired root version stays in memory after this node first sees it retired: a
+/// request that read a key record just before the retirement was applied may still unwrap with
+/// it.
+const RETIRED_GRACE_MS: u64 = 30_000;
+
+/// An unsealed root version, and since when (monotonic ms) the registry no longer holds it.
+struct Cached {
+    key: RootKey,
+    retired_since: Option<u64>,
+}
+
+/// Root-key versions, the unseal key, and everything wrapped under them.
 pub struct Keyring {
     unseal: UnsealKey,
-    root: RwLock<Option<RootKey>>,
+    /// Unsealed root versions, by version (a retired one is dropped after a grace period).
+    roots: RwLock<BTreeMap<u32, Cached>>,
     state: AppliedState,
     clock: SharedClock,
 }
@@ -30,7 +45,7 @@ impl Keyring {
     pub fn new(unseal: UnsealKey, state: AppliedState, clock: SharedClock) -> Self {
         Keyring {
             unseal,
-            root: RwLock::new(None),
+            roots: RwLock::new(BTreeMap::new()),
             state,
             clock,
         }
@@ -38,29 +53,97 @@ impl Keyring {
 
     /// Whether the registry holds a sealed root key yet.
     pub fn has_root_key(&self) -> bool {
-        self.state
-            .read()
-            .registry
-            .accounts()
-            .sealed_root()
-            .is_some()
+        self.state.read().registry.root_keys().current().is_some()
     }
 
-    /// The cluster root key, unsealed with this node's unseal key on first use and cached.
-    pub fn root_key(&self) -> Result<RootKey, CryptoError> {
-        if let Some(k) = self.root.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            return Ok(k.clone());
-        }
-        let sealed = self
-            .state
+    /// Root-key version `version`, unsealed on first use and cached.
+    pub fn root_key_version(&self, version: u32) -> Result<RootKey, CryptoError> {
+        if let Some(k) = self
+            .roots
             .read()
-            .registry
-            .accounts()
-            .sealed_root()
-            .map(<[u8]>::to_vec);
-        let key = self.unseal.unseal(&sealed.ok_or(CryptoError::NoRootKey)?)?;
-        *self.root.write().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&version)
+        {
+            return Ok(k.key.clone());
+        }
+        let sealed = {
+            let state = self.state.read();
+            let roots = state.registry.root_keys();
+            match roots.sealed(version) {
+                Some(sealed) => sealed.to_vec(),
+                None if roots.current().is_none() => return Err(CryptoError::NoRootKey),
+                None => return Err(CryptoError::RootKeyVersion(version)),
+            }
+        };
+        let key = self.unseal.unseal(version, &sealed)?;
+        self.roots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                version,
+                Cached {
+                    key: key.clone(),
+                    retired_since: None,
+                },
+            );
         Ok(key)
+    }
+
+    /// The current root-key version (the one new values are wrapped under).
+    pub fn root_key(&self) -> Result<RootKey, CryptoError> {
+        self.prune_retired();
+        let current = self.state.read().registry.root_keys().current();
+        self.root_key_version(current.ok_or(CryptoError::NoRootKey)?)
+    }
+
+    /// Lets root versions the registry no longer holds (retired) leave this node's memory,
+    /// [`RETIRED_GRACE_MS`] after this node first saw them retired. Called on every wrap and
+    /// periodically by every node.
+    pub fn prune_retired(&self) {
+        let state = self.state.read();
+        let roots = state.registry.root_keys();
+        let now = self.clock.monotonic_ms();
+        let due = |c: &Cached| {
+            c.retired_since
+                .is_some_and(|t| now.saturating_sub(t) >= RETIRED_GRACE_MS)
+        };
+        let changed = self
+            .roots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(v, c)| roots.sealed(*v).is_none() && (c.retired_since.is_none() || due(c)));
+        if changed {
+            let mut cache = self.roots.write().unwrap_or_else(|p| p.into_inner());
+            for (v, c) in cache.iter_mut() {
+                if roots.sealed(*v).is_none() && c.retired_since.is_none() {
+                    c.retired_since = Some(now);
+                }
+            }
+            cache.retain(|_, c| !due(c));
+        }
+    }
+
+    /// Wraps `plaintext` under the current root version; `aad` names what it is and whose.
+    pub fn wrap(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.root_key()?.wrap(aad, plaintext)
+    }
+
+    /// Unwraps a stored value with the root version its header names.
+    pub fn unwrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Secret, CryptoError> {
+        let version = root_version_of(wrapped).unwrap_or(1);
+        self.root_key_version(version)?.unwrap(aad, wrapped)
+    }
+
+    /// The value `wrapped` re-wrapped under the current root version, or `None` if it already
+    /// is under it.
+    pub fn rewrap(&self, aad: &[u8], wrapped: &[u8]) -> Result<Option<Vec<u8>>, CryptoError> {
+        let current = self.root_key()?;
+        if root_version_of(wrapped) == Some(current.version()) {
+            return Ok(None);
+        }
+        let plain = self.unwrap(aad, wrapped)?;
+        current.wrap(aad, plain.expose()).map(Some)
     }
 
     /// Whether this node can serve crypto: no root key yet, or one its unseal key opens.
@@ -75,7 +158,7 @@ impl Keyring {
         }
         let sealed = self
             .unseal
-            .seal(&RootKey::generate())
+            .seal(&RootKey::generate(1))
             .map_err(|e| ClusterError::Seal(e.to_string()))?;
         match writes
             .propose(writes.envelope(None, Command::InstallRootKey { sealed }))
@@ -89,6 +172,31 @@ impl Keyring {
             }
             Outcome::NoCommand => Err(ClusterError::Seal(
                 "installing the root key produced no outcome".into(),
+            )),
+        }
+    }
+
+    /// Root-key rotation, first step: makes the next root version, sealed under this node's
+    /// unseal key, and installs it through Raft; from its apply on, every node wraps new values
+    /// under it. Refused unless this node's unseal key opens the current version (a node with
+    /// another unseal key would install a root no other node can open). Returns the new version.
+    pub async fn rotate(&self, writes: &Writes) -> Result<u32, ClusterError> {
+        let seal = |e: CryptoError| ClusterError::Seal(e.to_string());
+        let current = self.root_key().map_err(seal)?;
+        let version = current
+            .version()
+            .checked_add(1)
+            .ok_or_else(|| ClusterError::BadRequest("no root-key version is left".into()))?;
+        let sealed = self
+            .unseal
+            .seal(&RootKey::generate(version))
+            .map_err(seal)?;
+        let command = Command::InstallRootKeyVersion { version, sealed };
+        match writes.propose(writes.envelope(None, command)).await? {
+            Outcome::Applied { .. } => Ok(version),
+            Outcome::Rejected(e) => Err(ClusterError::BadRequest(e.to_string())),
+            Outcome::NoCommand => Err(ClusterError::Seal(
+                "installing the root-key version produced no outcome".into(),
             )),
         }
     }
@@ -114,7 +222,7 @@ impl Keyring {
         material: &Secret,
     ) -> Result<MaterialVersion, CryptoError> {
         let aad = material_aad(key_id, version, uin);
-        let wrapped = self.root_key()?.wrap(&aad, material.expose())?;
+        let wrapped = self.wrap(&aad, material.expose())?;
         Ok(MaterialVersion {
             version,
             created_at: self.clock.wall_secs(),
@@ -130,8 +238,7 @@ impl Keyring {
         uin: u64,
         wrapped: &[u8],
     ) -> Result<Secret, CryptoError> {
-        self.root_key()?
-            .unwrap(&material_aad(key_id, version, uin), wrapped)
+        self.unwrap(&material_aad(key_id, version, uin), wrapped)
     }
 
     /// Generates an asymmetric key pair; returns the wrapped private key (as material version 1)
@@ -153,9 +260,7 @@ impl Keyring {
         let secret_id = format!("AKID{}", random_alnum(CREDENTIAL_CHARS));
         let secret_key = SecretString::new(random_alnum(CREDENTIAL_CHARS));
         let aad = credential_aad(&secret_id, uin);
-        let wrapped = self
-            .root_key()?
-            .wrap(&aad, secret_key.expose().as_bytes())?;
+        let wrapped = self.wrap(&aad, secret_key.expose().as_bytes())?;
         let credential = Credential {
             secret_id,
             uin,
@@ -167,7 +272,7 @@ impl Keyring {
 
     /// The secret key of a credential, unwrapped for one signature check.
     pub fn credential_secret(&self, credential: &Credential) -> Result<Secret, CryptoError> {
-        self.root_key()?.unwrap(
+        self.unwrap(
             &credential_aad(&credential.secret_id, credential.uin),
             &credential.wrapped_secret_key,
         )

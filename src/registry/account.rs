@@ -1,15 +1,15 @@
-//! Accounts (AppId/Uin), their API credentials, and the sealed cluster root key.
+//! Accounts (AppId/Uin) and their API credentials.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::root_keys::{RewrapItem, RewrapTarget, RootUses};
 use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
 
 pub const ACCOUNT_PREFIX: &[u8] = b"a/";
 pub const CREDENTIAL_PREFIX: &[u8] = b"c/";
-pub const ROOT_KEY: &[u8] = b"R/root";
 
 /// A tenant: owns keys; identified by its Uin.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,10 +37,6 @@ pub fn credential_aad(secret_id: &str, uin: u64) -> Vec<u8> {
 
 /// A checked, encoded mutation of the account tables (see `Registry::apply`).
 pub(super) enum Staged {
-    Root {
-        sealed: Vec<u8>,
-        stored: Vec<u8>,
-    },
     Account {
         account: Account,
         stored: Vec<u8>,
@@ -54,12 +50,13 @@ pub(super) enum Staged {
     },
 }
 
-/// Accounts, credentials and the sealed root key.
+/// Accounts and credentials.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Accounts {
     accounts: BTreeMap<u64, Account>,
     credentials: BTreeMap<String, Credential>,
-    sealed_root: Option<Vec<u8>>,
+    /// Credentials' secret keys per root-key version (derived, kept in step with `credentials`).
+    root_uses: RootUses,
 }
 
 fn account_key(uin: u64) -> Vec<u8> {
@@ -91,17 +88,63 @@ impl Accounts {
         self.credentials.values()
     }
 
-    pub fn sealed_root(&self) -> Option<&[u8]> {
-        self.sealed_root.as_deref()
+    /// Credentials' secret keys per root-key version.
+    pub fn root_uses(&self) -> &RootUses {
+        &self.root_uses
     }
 
-    pub(super) fn stage_install_root(&self, sealed: &[u8]) -> Result<Staged, RegistryError> {
-        if self.sealed_root.is_some() {
-            return Err(RegistryError::RootKeyAlreadyInstalled);
+    /// Credentials from the one after `after` (all of them with `None`), in SecretId order.
+    pub fn credentials_after<'a>(
+        &'a self,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = &'a Credential> + 'a {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.to_string()),
+            None => Bound::Unbounded,
+        };
+        self.credentials
+            .range::<String, _>((lower, Bound::Unbounded))
+            .map(|(_, c)| c)
+    }
+
+    /// Stages the credential items of a re-wrap: each credential whose secret key is still the
+    /// item's `old` bytes gets the `new` ones; the others are left alone.
+    pub(super) fn stage_rewrap(&self, items: &[RewrapItem]) -> Result<Vec<Staged>, RegistryError> {
+        let mut changed: BTreeMap<&str, Credential> = BTreeMap::new();
+        for item in items {
+            let RewrapTarget::Credential { secret_id } = &item.target else {
+                continue;
+            };
+            let current = match changed.get(secret_id.as_str()) {
+                Some(c) => c.clone(),
+                None => match self.credentials.get(secret_id) {
+                    Some(c) => c.clone(),
+                    None => continue,
+                },
+            };
+            if current.wrapped_secret_key == item.old {
+                let mut c = current;
+                c.wrapped_secret_key = item.new.clone();
+                changed.insert(secret_id, c);
+            }
         }
-        let sealed = sealed.to_vec();
-        let stored = super::encode("root key", &sealed)?;
-        Ok(Staged::Root { sealed, stored })
+        changed
+            .into_values()
+            .map(|credential| {
+                Ok(Staged::Credential {
+                    stored: super::encode("credential", &credential)?,
+                    credential,
+                })
+            })
+            .collect()
+    }
+
+    fn insert_credential(&mut self, c: Credential) {
+        self.root_uses.add(&c.wrapped_secret_key);
+        if let Some(old) = self.credentials.insert(c.secret_id.clone(), c) {
+            self.root_uses.remove(&old.wrapped_secret_key);
+        }
     }
 
     pub(super) fn stage_create_account(&self, a: &Account) -> Result<Staged, RegistryError> {
@@ -141,35 +184,30 @@ impl Accounts {
 
     pub(super) fn commit(&mut self, staged: Staged, changes: &mut Vec<Change>) {
         match staged {
-            Staged::Root { sealed, stored } => {
-                changes.push(Change::Put(ROOT_KEY.to_vec(), stored));
-                self.sealed_root = Some(sealed);
-            }
             Staged::Account { account, stored } => {
                 changes.push(Change::Put(account_key(account.uin), stored));
                 self.accounts.insert(account.uin, account);
             }
             Staged::Credential { credential, stored } => {
                 changes.push(Change::Put(credential_key(&credential.secret_id), stored));
-                self.credentials
-                    .insert(credential.secret_id.clone(), credential);
+                self.insert_credential(credential);
             }
             Staged::Revoke { secret_id } => {
-                self.credentials.remove(&secret_id);
+                if let Some(old) = self.credentials.remove(&secret_id) {
+                    self.root_uses.remove(&old.wrapped_secret_key);
+                }
                 changes.push(Change::Delete(credential_key(&secret_id)));
             }
         }
     }
 
     pub(super) fn load(&mut self, key: &[u8], value: &[u8]) -> Result<bool, CodecError> {
-        if key == ROOT_KEY {
-            self.sealed_root = Some(codec::decode("root key", value)?);
-        } else if key.starts_with(ACCOUNT_PREFIX) {
+        if key.starts_with(ACCOUNT_PREFIX) {
             let a: Account = codec::decode("account", value)?;
             self.accounts.insert(a.uin, a);
         } else if key.starts_with(CREDENTIAL_PREFIX) {
             let c: Credential = codec::decode("credential", value)?;
-            self.credentials.insert(c.secret_id.clone(), c);
+            self.insert_credential(c);
         } else {
             return Ok(false);
         }
@@ -177,9 +215,6 @@ impl Accounts {
     }
 
     pub(super) fn dump(&self, out: &mut Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), CodecError> {
-        if let Some(r) = &self.sealed_root {
-            out.push((ROOT_KEY.to_vec(), codec::encode("root key", r)?));
-        }
         for a in self.accounts.values() {
             out.push((account_key(a.uin), codec::encode("account", a)?));
         }

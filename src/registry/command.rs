@@ -122,6 +122,16 @@ pub enum Command {
     AuditCheckpoint {
         checkpoint: super::audit_heads::Checkpoint,
     },
+    /// Installs the next root-key version (sealed under the unseal key): root-key rotation. New
+    /// values are wrapped under it from then on.
+    InstallRootKeyVersion { version: u32, sealed: Vec<u8> },
+    /// Re-wraps stored values under the current root-key version, each only if it is still the
+    /// value the leader read (compare and set).
+    Rewrap {
+        items: Vec<super::root_keys::RewrapItem>,
+    },
+    /// Removes an older root-key version that no stored value uses any more.
+    RetireRootKey { version: u32 },
 }
 
 /// The deterministic result of applying one log entry.

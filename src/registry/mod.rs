@@ -14,6 +14,7 @@ pub mod iam;
 pub mod key;
 pub mod record;
 pub mod replica;
+pub mod root_keys;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -131,6 +132,20 @@ pub enum RegistryError {
     NotUserCreatedCmk,
     #[error("node {node_id}'s audit trail was already checkpointed at sequence {seq}; a checkpoint must move it forward")]
     StaleAuditCheckpoint { node_id: u64, seq: u64 },
+    #[error("the cluster root key is not installed yet (run `raftkms cluster init`)")]
+    RootKeyNotInstalled,
+    #[error("another root-key rotation installed a version first (the current version is {current}); check `raftkms root-key status`")]
+    RootKeyVersionConflict { current: u32 },
+    #[error(
+        "root-key version {version} is not installed (retired, or never made); retry the request"
+    )]
+    RootKeyVersionUnknown { version: u32 },
+    #[error("root-key version {version} is the current one: rotate first")]
+    RootKeyIsCurrent { version: u32 },
+    #[error("root-key version {version} still protects {values} stored values; wait until the re-wrap has moved them (`raftkms root-key status`)")]
+    RootKeyInUse { version: u32, values: u64 },
+    #[error("a re-wrap carries at most {max} values")]
+    TooManyRewrapItems { max: usize },
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -152,6 +167,7 @@ enum Staged {
     Replica(replica::Staged),
     Iam(iam::Staged),
     AuditHead(audit_heads::Staged),
+    RootKey(root_keys::Staged),
 }
 
 /// Encodes a value a command is about to store: the one place where an encoding failure becomes
@@ -225,9 +241,34 @@ pub struct Registry {
     replicas: replica::Replicas,
     iam: iam::Iam,
     audit_heads: audit_heads::AuditHeads,
+    root_keys: root_keys::RootKeys,
 }
 
 impl Registry {
+    /// The root-key versions, sealed.
+    pub fn root_keys(&self) -> &root_keys::RootKeys {
+        &self.root_keys
+    }
+
+    /// How many stored values (key material, import keys, credentials' secret keys) each
+    /// root-key version protects.
+    pub fn root_uses(&self) -> root_keys::RootUses {
+        self.keys.root_uses().merged(self.accounts.root_uses())
+    }
+
+    /// Stored values still wrapped under a root version older than the current one (what the
+    /// re-wrap after a rotation has left to do).
+    pub fn root_pending(&self) -> u64 {
+        let Some(current) = self.root_keys.current() else {
+            return 0;
+        };
+        self.root_uses()
+            .iter()
+            .filter(|(v, _)| *v != current)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Plain records.
     pub fn records(&self) -> &record::Records {
         &self.records
@@ -238,7 +279,7 @@ impl Registry {
         &self.dedup
     }
 
-    /// Accounts, credentials and the sealed root key.
+    /// Accounts and credentials.
     pub fn accounts(&self) -> &account::Accounts {
         &self.accounts
     }
@@ -313,12 +354,18 @@ impl Registry {
             Staged::Replica(s) => self.replicas.commit(s, changes),
             Staged::Iam(s) => self.iam.commit(s, changes),
             Staged::AuditHead(s) => self.audit_heads.commit(s, changes),
+            Staged::RootKey(s) => self.root_keys.commit(s, changes),
         }
     }
 
     /// Checks `cmd` at `now` and returns the mutations it makes, in order, with their storage
     /// values encoded. Reads only: on `Err` nothing has changed.
     fn stage_command(&self, cmd: &Command, now: u64) -> Result<Vec<Staged>, RegistryError> {
+        // A value wrapped under a root version retired before this command was applied (the
+        // proposer wrapped it just before the retirement) would be unreadable: refuse it.
+        for wrapped in command_wraps(cmd) {
+            self.root_keys.check_wrapped(wrapped)?;
+        }
         Ok(match cmd {
             Command::PutRecord { name, value } => {
                 record::validate(name, Some(value))?;
@@ -339,8 +386,23 @@ impl Registry {
                 vec![Staged::Record(self.records.stage_delete(name)?)]
             }
             Command::InstallRootKey { sealed } => {
-                vec![Staged::Account(self.accounts.stage_install_root(sealed)?)]
+                vec![Staged::RootKey(self.root_keys.stage_install_first(sealed)?)]
             }
+            Command::InstallRootKeyVersion { version, sealed } => vec![Staged::RootKey(
+                self.root_keys.stage_install_next(*version, sealed)?,
+            )],
+            Command::Rewrap { items } => {
+                if items.len() > root_keys::MAX_REWRAP_ITEMS {
+                    return Err(RegistryError::TooManyRewrapItems {
+                        max: root_keys::MAX_REWRAP_ITEMS,
+                    });
+                }
+                self.stage_rewrap(items)?
+            }
+            Command::RetireRootKey { version } => vec![Staged::RootKey(
+                self.root_keys
+                    .stage_retire(*version, self.root_uses().of(*version))?,
+            )],
             Command::CreateAccount { account } => {
                 vec![Staged::Account(
                     self.accounts.stage_create_account(account)?,
@@ -537,6 +599,36 @@ impl Registry {
             .collect())
     }
 
+    /// A re-wrap: each value replaced only if it is still the item's `old` bytes. A replica's
+    /// material follows its primary (they share the bytes): items naming a replica are skipped,
+    /// and a re-wrapped primary is copied onto its replicas in the same apply.
+    fn stage_rewrap(&self, items: &[root_keys::RewrapItem]) -> Result<Vec<Staged>, RegistryError> {
+        let mut staged = Vec::new();
+        for s in self.keys.stage_rewrap(items)? {
+            let Some(k) = s.record() else { continue };
+            match self.replicas.role(&k.region, k.owner_uin, &k.key_id) {
+                replica::Role::Replica(_) => continue,
+                replica::Role::Primary(set) => {
+                    let mirrors = set
+                        .replicas
+                        .iter()
+                        .filter_map(|r| self.keys.stage_mirror(r, k).transpose())
+                        .collect::<Result<Vec<_>, _>>()?;
+                    staged.push(Staged::Key(s));
+                    staged.extend(mirrors.into_iter().map(Staged::Key));
+                }
+                replica::Role::Single => staged.push(Staged::Key(s)),
+            }
+        }
+        staged.extend(
+            self.accounts
+                .stage_rewrap(items)?
+                .into_iter()
+                .map(Staged::Account),
+        );
+        Ok(staged)
+    }
+
     /// Creates replica keys of a primary in other regions (all or nothing).
     fn stage_replicate(
         &self,
@@ -645,7 +737,10 @@ impl Registry {
                 reg.replicas.load(&value)?;
             } else if key.starts_with(audit_heads::PREFIX) {
                 reg.audit_heads.load(&value)?;
-            } else if reg.accounts.load(&key, &value)? || reg.iam.load(&key, &value)? {
+            } else if reg.root_keys.load(&key, &value)?
+                || reg.accounts.load(&key, &value)?
+                || reg.iam.load(&key, &value)?
+            {
             } else {
                 return Err(CodecError::Version {
                     what: "registry key prefix",
@@ -668,6 +763,7 @@ impl Registry {
         self.replicas.dump(&mut out)?;
         self.iam.dump(&mut out)?;
         self.audit_heads.dump(&mut out)?;
+        self.root_keys.dump(&mut out)?;
         out.sort();
         Ok(out)
     }
@@ -679,6 +775,29 @@ impl Registry {
                 .iter()
                 .map(|(k, v)| (k.as_slice(), v.as_slice())),
         ))
+    }
+}
+
+/// Every value wrapped by the root key that `cmd` would store.
+fn command_wraps(cmd: &Command) -> Vec<&[u8]> {
+    use key::KeyOp;
+    match cmd {
+        Command::CreateCredential { credential }
+        | Command::CreateIdentityCredential { credential, .. } => {
+            vec![credential.wrapped_secret_key.as_slice()]
+        }
+        Command::CreateKey { key, .. } | Command::CreateProductKey { key, .. } => {
+            key.wrapped_values().collect()
+        }
+        Command::KeyOp { op, .. } => match op {
+            KeyOp::Rotate { material, .. } | KeyOp::ImportMaterial { material, .. } => {
+                vec![material.wrapped.as_slice()]
+            }
+            KeyOp::SetImportParameters { session } => vec![session.wrapped_private.as_slice()],
+            _ => Vec::new(),
+        },
+        Command::Rewrap { items } => items.iter().map(|i| i.new.as_slice()).collect(),
+        _ => Vec::new(),
     }
 }
 

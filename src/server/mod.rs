@@ -57,6 +57,7 @@ pub async fn run_with_clock(
         .clone()
         .map(|log| tokio::spawn(audit::run(node.clone(), log)));
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
+    let rewrapper = tokio::spawn(crate::scheduler::rewrap::run(node.clone()));
     let watcher = tokio::spawn(node.clone().watch_raft());
     tracing::info!(
         api = %config.api_listen,
@@ -116,6 +117,7 @@ pub async fn run_with_clock(
     drain(api, internal).await;
     // The scheduler and the audit checkpoints propose through Raft: stop them before Raft stops.
     scheduler.abort();
+    rewrapper.abort();
     if let Some(a) = auditor {
         a.abort();
     }

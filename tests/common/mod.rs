@@ -39,6 +39,31 @@ pub struct TlsFiles {
     pub admin_key: PathBuf,
 }
 
+/// A SoftHSM2 token of a test's own under `dir` (`softhsm2-util --init-token`, user PIN `pin`):
+/// the `SOFTHSM2_CONF` file that points at it.
+pub fn softhsm_token(dir: &std::path::Path, label: &str, pin: &str) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!("directories.tokendir = {}\n", tokens.display()),
+    )
+    .unwrap();
+    let out = Command::new("softhsm2-util")
+        .args(["--init-token", "--free", "--label", label])
+        .args(["--pin", pin, "--so-pin", "654321"])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect("softhsm2-util (the softhsm2 package) must be installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    conf
+}
+
 /// The value of a Prometheus counter or gauge in a `/metrics` text.
 pub fn counter(metrics: &str, name: &str) -> f64 {
     metrics
@@ -95,6 +120,10 @@ pub struct TestCluster {
     pub snapshot: SnapshotConfig,
     /// Set by [`TestCluster::enable_tls`].
     pub tls: Option<TlsFiles>,
+    /// Environment every node is started with (e.g. `SOFTHSM2_CONF`).
+    pub serve_env: Vec<(String, std::path::PathBuf)>,
+    /// A file every node reads its passphrase or token PIN from (`--passphrase-fd 0`).
+    pub serve_secret: Option<std::path::PathBuf>,
 }
 
 impl TestCluster {
@@ -247,6 +276,8 @@ impl TestCluster {
             timing,
             snapshot,
             tls: None,
+            serve_env: Vec::new(),
+            serve_secret: None,
         };
         let peers: Vec<PeerConfig> = (1..=n).map(|id| Self::peer(base_port, id)).collect();
         for id in 1..=n {
@@ -341,6 +372,12 @@ impl TestCluster {
 
     /// Starts node `i` under a wrapper command (e.g. `fiu-run -x`).
     pub fn spawn_wrapped(&mut self, i: usize, wrapper: &[&str]) {
+        let stdin = match &self.serve_secret {
+            Some(path) => Stdio::from(std::fs::File::open(path).unwrap()),
+            None => Stdio::null(),
+        };
+        let env = self.serve_env.clone();
+        let secret_fd = self.serve_secret.is_some();
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -355,12 +392,14 @@ impl TestCluster {
             }
             None => Command::new(bin()),
         };
+        cmd.arg("serve").arg("--config").arg(&node.config_path);
+        if secret_fd {
+            cmd.args(["--passphrase-fd", "0"]);
+        }
         let child = cmd
-            .arg("serve")
-            .arg("--config")
-            .arg(&node.config_path)
+            .envs(env)
             .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

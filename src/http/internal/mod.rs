@@ -11,6 +11,7 @@ mod admin;
 mod cluster;
 mod iam;
 mod raft_rpc;
+mod root_key;
 
 use std::sync::Arc;
 
@@ -110,6 +111,9 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         )
         .route("/admin/accounts/{uin}/attachments", post(iam::attach))
         .route("/admin/audit/checkpoints", get(iam::audit_checkpoints))
+        .route(admin_paths::ROOT_KEY, get(root_key::status))
+        .route(admin_paths::ROOT_KEY_ROTATE, post(root_key::rotate))
+        .route(admin_paths::ROOT_KEY_RETIRE, post(root_key::retire))
         .route(
             "/admin/records/{name}",
             put(admin::put).get(admin::get).delete(admin::delete_record),

@@ -93,7 +93,13 @@ fn registry_code(e: &RegistryError) -> &'static str {
         | PolicyNotAttached
         | InvalidPolicy(_)
         | PolicyLimitExceeded
-        | StaleAuditCheckpoint { .. } => "InternalError",
+        | StaleAuditCheckpoint { .. }
+        | RootKeyNotInstalled
+        | RootKeyVersionConflict { .. }
+        | RootKeyVersionUnknown { .. }
+        | RootKeyIsCurrent { .. }
+        | RootKeyInUse { .. }
+        | TooManyRewrapItems { .. } => "InternalError",
         NotUserCreatedCmk => "UnsupportedOperation.NotUserCreatedCmk",
     }
 }
@@ -215,6 +221,13 @@ impl From<KmsError> for ApiError {
                     "UnsupportedOperation.ServiceTemporaryUnavailable",
                     "the cluster cannot serve this request right now (no leader or no quorum reachable, or the leader changed); \
                      retry later, or use X-Raftkms-Consistency: stale for reads. A change may or may not have been applied: read the state before retrying",
+                    &e,
+                )
+            }
+            Crypto(crate::crypto::CryptoError::RootKeyVersion(_)) => {
+                return ApiError::internal(
+                    "InternalError",
+                    "a root-key rotation retired the version this request's value was wrapped under while it ran; retry the request",
                     &e,
                 )
             }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::root_keys::{RewrapItem, RewrapTarget, RootUses};
 use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
 use crate::crypto::asymmetric::AsymmetricSpec;
@@ -236,6 +237,15 @@ impl KeyRecord {
     pub fn version(&self, v: u32) -> Option<&MaterialVersion> {
         self.versions.iter().find(|m| m.version == v)
     }
+
+    /// Every value of this record wrapped by the root key: its material versions and the
+    /// wrapping private key of a pending import.
+    pub fn wrapped_values(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.versions
+            .iter()
+            .map(|m| m.wrapped.as_slice())
+            .chain(self.import.iter().map(|i| i.wrapped_private.as_slice()))
+    }
 }
 
 /// Alias rules: 1–60 characters of letters, digits, `-` and `_`, starting with a letter or
@@ -350,6 +360,8 @@ pub struct Keys {
     /// Keys counting against the quota per (region, uin), kept in step with `by_id` so the quota
     /// check is not a scan of every key.
     counted: BTreeMap<(String, u64), usize>,
+    /// Wrapped values per root-key version, kept in step with `by_id` (derived).
+    root_uses: RootUses,
 }
 
 /// Whether a key counts against its account's quota in its region.
@@ -422,12 +434,86 @@ impl Keys {
     /// Inserts or replaces a record in the in-memory indexes (not storage).
     fn insert(&mut self, key: KeyRecord) {
         self.recount(&key, true);
+        for w in key.wrapped_values() {
+            self.root_uses.add(w);
+        }
         if let Some(old) = self
             .by_id
             .insert((key.region.clone(), key.key_id.clone()), key)
         {
-            self.recount(&old, false);
+            self.forget(&old);
         }
+    }
+
+    /// Takes a record that left `by_id` out of the derived counts.
+    fn forget(&mut self, old: &KeyRecord) {
+        self.recount(old, false);
+        for w in old.wrapped_values() {
+            self.root_uses.remove(w);
+        }
+    }
+
+    /// The record of `key_id` in `region`, whoever owns it.
+    pub fn get_any(&self, region: &str, key_id: &str) -> Option<&KeyRecord> {
+        self.by_id.get(&(region.to_string(), key_id.to_string()))
+    }
+
+    /// Wrapped values of every key record per root-key version.
+    pub fn root_uses(&self) -> &RootUses {
+        &self.root_uses
+    }
+
+    /// Key records after the (region, KeyId) `after` (from the first with `None`), in that order:
+    /// a resumable scan of every record (the leader's re-wrap).
+    pub fn after<'a>(
+        &'a self,
+        after: Option<&(String, String)>,
+    ) -> impl Iterator<Item = &'a KeyRecord> + 'a {
+        use std::ops::Bound;
+        let lower = match after {
+            Some(a) => Bound::Excluded(a.clone()),
+            None => Bound::Unbounded,
+        };
+        self.by_id.range((lower, Bound::Unbounded)).map(|(_, k)| k)
+    }
+
+    /// Stages the key items of a re-wrap: each material version or import key whose wrapped
+    /// bytes are still the item's `old` gets the `new` ones; one `Put` per changed record.
+    pub(super) fn stage_rewrap(&self, items: &[RewrapItem]) -> Result<Vec<Staged>, RegistryError> {
+        let mut changed: BTreeMap<(String, String), KeyRecord> = BTreeMap::new();
+        for item in items {
+            let (region, key_id) = match &item.target {
+                RewrapTarget::Material { region, key_id, .. }
+                | RewrapTarget::Import { region, key_id } => (region, key_id),
+                RewrapTarget::Credential { .. } => continue,
+            };
+            let id = (region.clone(), key_id.clone());
+            let earlier = changed.remove(&id);
+            let had_earlier = earlier.is_some();
+            let Some(mut k) = earlier.or_else(|| self.by_id.get(&id).cloned()) else {
+                continue;
+            };
+            let slot = match &item.target {
+                RewrapTarget::Material { version, .. } => k
+                    .versions
+                    .iter_mut()
+                    .find(|m| m.version == *version)
+                    .map(|m| &mut m.wrapped),
+                _ => k.import.as_mut().map(|i| &mut i.wrapped_private),
+            };
+            let hit = match slot {
+                Some(w) if *w == item.old => {
+                    *w = item.new.clone();
+                    true
+                }
+                _ => false,
+            };
+            // Keep the record if this item or an earlier one of the batch changed it.
+            if hit || had_earlier {
+                changed.insert(id, k);
+            }
+        }
+        changed.into_values().map(Staged::put).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -579,7 +665,7 @@ impl Keys {
                 if let Some(old) = self.by_id.remove(&(region.clone(), key_id.clone())) {
                     self.aliases
                         .remove(&(old.owner_uin, region.clone(), old.alias.clone()));
-                    self.recount(&old, false);
+                    self.forget(&old);
                 }
                 changes.push(Change::Delete(storage_key(&region, &key_id)));
             }

@@ -184,7 +184,7 @@ fn account_table_mutations_refuse_cleanly() {
             sealed: vec![1, 2, 3],
         },
     );
-    assert!(f.reg.accounts().sealed_root().is_none());
+    assert!(f.reg.root_keys().current().is_none());
     f.refused(
         NOW,
         "account",

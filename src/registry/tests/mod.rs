@@ -8,6 +8,7 @@ mod identities;
 mod lifecycle;
 mod model;
 mod replicas;
+mod root_versions;
 mod scheduled_work;
 
 fn env(id: u8, command: Command) -> Envelope {
@@ -46,7 +47,7 @@ fn key_record(id: u8, uin: u64, alias: String) -> key::KeyRecord {
         versions: vec![key::MaterialVersion {
             version: 1,
             created_at: 1,
-            wrapped: vec![id; 8],
+            wrapped: root_versions::wrapped(1, id),
         }],
         import: None,
         material_valid_to: 0,

@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 
+use super::root_versions::wrapped;
 use super::*;
 
 fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
@@ -22,7 +23,7 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
                 token: format!("t{t}"),
                 algorithm: key::WrappingAlgorithm::RsaesOaepSha256,
                 public_key: vec![t],
-                wrapped_private: vec![t; 4],
+                wrapped_private: wrapped(1 + u32::from(t % 2), t),
                 valid_to: 1_700_000_000 + days * 86_400,
             }
         }),
@@ -31,7 +32,7 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
             material: key::MaterialVersion {
                 version: 1,
                 created_at: 3,
-                wrapped: vec![m; 8]
+                wrapped: wrapped(1 + u32::from(m), m)
             },
             fingerprint: vec![m; 32],
             valid_to: if days == 0 {
@@ -48,7 +49,7 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
             material: key::MaterialVersion {
                 version,
                 created_at: 5,
-                wrapped: vec![version as u8; 8]
+                wrapped: wrapped(1 + version % 3, version as u8)
             },
             manual,
             min_manual_interval: 86_400,
@@ -127,7 +128,83 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 }
             }),
         3 => arb_iam_command(),
+        2 => arb_root_key_command(),
     ]
+}
+
+/// Root-key installation, rotation, re-wraps (hitting and missing) and retirement.
+fn arb_root_key_command() -> impl Strategy<Value = Command> {
+    use crate::registry::root_keys::{RewrapItem, RewrapTarget};
+    let target = prop_oneof![
+        (0u8..4, 1u32..4).prop_map(|(id, version)| RewrapTarget::Material {
+            region: "ap-guangzhou".into(),
+            key_id: format!("00000000-0000-0000-0000-0000000000{id:02}"),
+            version,
+        }),
+        (0u8..4).prop_map(|id| RewrapTarget::Import {
+            region: "ap-guangzhou".into(),
+            key_id: format!("00000000-0000-0000-0000-0000000000{id:02}"),
+        }),
+        prop::sample::select(vec!["AKID1", "AKID2"]).prop_map(|s| RewrapTarget::Credential {
+            secret_id: s.into()
+        }),
+    ];
+    let item = (target, 1u32..4, 0u8..4, 1u32..4, 0u8..4).prop_map(|(target, vo, to, vn, tn)| {
+        RewrapItem {
+            target,
+            old: wrapped(vo, to),
+            new: wrapped(vn, tn),
+        }
+    });
+    prop_oneof![
+        Just(Command::InstallRootKey {
+            sealed: vec![1; 60]
+        }),
+        (1u32..5).prop_map(|version| Command::InstallRootKeyVersion {
+            version,
+            sealed: vec![version as u8; 60]
+        }),
+        prop::collection::vec(item, 0..4).prop_map(|items| Command::Rewrap { items }),
+        (1u32..4).prop_map(|version| Command::RetireRootKey { version }),
+        (
+            1u64..3,
+            prop::sample::select(vec!["AKID1", "AKID2"]),
+            1u32..4,
+            0u8..4
+        )
+            .prop_map(|(uin, secret_id, v, t)| Command::CreateCredential {
+                credential: account::Credential {
+                    secret_id: secret_id.into(),
+                    uin,
+                    wrapped_secret_key: wrapped(v, t),
+                    created_at: 2,
+                },
+            }),
+    ]
+}
+
+/// The maintained per-root-version counts equal a scan of every stored value.
+fn assert_root_uses(reg: &Registry) {
+    use crate::crypto::root_key::root_version_of;
+    let mut scan: std::collections::BTreeMap<u32, u64> = Default::default();
+    let values = reg
+        .keys()
+        .all()
+        .flat_map(|k| k.wrapped_values().map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .chain(
+            reg.accounts()
+                .credentials()
+                .map(|c| c.wrapped_secret_key.clone()),
+        );
+    for w in values {
+        if let Some(v) = root_version_of(&w) {
+            *scan.entry(v).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        reg.root_uses().iter().collect::<Vec<_>>(),
+        scan.into_iter().collect::<Vec<_>>()
+    );
 }
 
 /// Identities, policies, attachments, identity credentials, revocations and product keys.
@@ -157,7 +234,7 @@ fn arb_iam_command() -> impl Strategy<Value = Command> {
                 credential: account::Credential {
                     secret_id,
                     uin,
-                    wrapped_secret_key: vec![1, 2],
+                    wrapped_secret_key: wrapped(1, 2),
                     created_at: 2,
                 },
                 kind,
@@ -307,6 +384,7 @@ proptest! {
         prop_assert_eq!(&a, &b);
         assert_replicas_share_material(&a);
         assert_quota_counts(&a);
+        assert_root_uses(&a);
         // The persisted changes reproduce exactly the in-memory state.
         let loaded = Registry::load(sa.clone()).unwrap();
         prop_assert_eq!(&loaded, &a);

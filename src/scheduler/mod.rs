@@ -3,6 +3,11 @@
 //! imported material at its ValidTo. What is due is decided by the pure
 //! `registry::due::due_work` at the leader's (injected) clock; apply re-checks that each is due
 //! by the stamped time, so a stale or duplicated proposal changes nothing.
+//!
+//! [`rewrap`] is the leader's other background duty: after a root-key rotation it re-wraps every
+//! stored value of an older root version under the current one.
+
+pub mod rewrap;
 
 use std::sync::Arc;
 use std::time::Duration;
