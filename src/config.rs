@@ -75,6 +75,14 @@ pub struct TimingConfig {
     /// the gap is the margin for clock-rate differences between nodes. 0 = a round per batch
     /// of reads. Default 250.
     pub read_lease_ms: u64,
+    /// Follower read leases (docs/architecture.md §6a): the leader grants each node that asks
+    /// (`reads.hold-lease`) a lease of this length, counted by the holder from when it sent its
+    /// request; a holder serves linearizable reads from its own state, and a write is
+    /// acknowledged only once every holder the leader counts has it in its log (an unreachable
+    /// holder stalls writes for at most twice this). Must stay below election-max-ms, like the
+    /// read lease, and be the same on every node. 0 = off (reads on followers ask the leader).
+    /// Default 0.
+    pub holder_lease_ms: u64,
 }
 
 impl Default for TimingConfig {
@@ -87,6 +95,7 @@ impl Default for TimingConfig {
             read_timeout_ms: 3000,
             rpc_timeout_ms: 1000,
             read_lease_ms: 250,
+            holder_lease_ms: 0,
         }
     }
 }
@@ -113,6 +122,12 @@ impl TimingConfig {
             return Err(field(
                 "timing.read-lease-ms",
                 "must be smaller than election-max-ms (the followers' lease), e.g. half of it; 0 disables read leases",
+            ));
+        }
+        if self.holder_lease_ms >= self.election_max_ms {
+            return Err(field(
+                "timing.holder-lease-ms",
+                "must be smaller than election-max-ms (the followers' lease), e.g. half of it; 0 disables follower read leases",
             ));
         }
         for (name, v) in [
@@ -418,6 +433,9 @@ pub struct ReadsConfig {
     /// (the age the stale answer's `X-Raftkms-Leader-Contact-Ms` header reports). 0 = no bound.
     /// Default 0.
     pub max_stale_ms: u64,
+    /// Ask the leader for a follower read lease when `timing.holder-lease-ms` is set (a node
+    /// whose linearizable reads should always go through the leader sets false). Default true.
+    pub hold_lease: bool,
 }
 
 impl Default for ReadsConfig {
@@ -425,6 +443,7 @@ impl Default for ReadsConfig {
         ReadsConfig {
             allow_stale: true,
             max_stale_ms: 0,
+            hold_lease: true,
         }
     }
 }

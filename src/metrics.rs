@@ -25,6 +25,12 @@ pub struct Metrics {
     pub read_gate_waits: Counter,
     pub read_gate_rounds: Counter,
     pub read_gate_leased: Counter,
+    /// Linearizable reads a follower served under its read lease, without asking the leader.
+    pub holder_reads: Counter,
+    /// Follower read leases this node granted or renewed as leader.
+    pub lease_grants: Counter,
+    /// Lease requests this node refused as leader (the follower's log lagged).
+    pub lease_refusals: Counter,
     pub read_gate_seconds: Histogram,
     pub stale_reads: Counter,
     pub scheduler_ticks: Counter,
@@ -108,6 +114,9 @@ impl Metrics {
             read_gate_waits: Counter::default(),
             read_gate_rounds: Counter::default(),
             read_gate_leased: Counter::default(),
+            holder_reads: Counter::default(),
+            lease_grants: Counter::default(),
+            lease_refusals: Counter::default(),
             read_gate_seconds: latency(),
             stale_reads: Counter::default(),
             scheduler_ticks: Counter::default(),
@@ -235,6 +244,21 @@ impl Metrics {
                 "read_gate_rounds",
                 "Read-index confirmations (shared by concurrent reads)",
                 &m.read_gate_rounds,
+            ),
+            (
+                "holder_reads",
+                "Linearizable reads served under this follower's read lease, without the leader",
+                &m.holder_reads,
+            ),
+            (
+                "lease_grants",
+                "Follower read leases granted or renewed by this node as leader",
+                &m.lease_grants,
+            ),
+            (
+                "lease_refusals",
+                "Follower lease requests refused by this node as leader (the follower lagged)",
+                &m.lease_refusals,
             ),
             (
                 "read_gate_leased",

@@ -58,6 +58,7 @@ QUICK = [
     ("crypto", "power", 25),
     ("policy", "partition", 30),
     ("crypto", "root-rotate-kill", 30),
+    ("lease", "isolate", 30),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
@@ -67,6 +68,8 @@ PLANTS = {
     "follower-serves-without-read-gate": ("register", "isolate", 30, None),
     "apply-reads-wall-clock": ("deletion", "clock", 30, None),
     "rotation-applied-only-locally": ("crypto", "none", 25, [2, 3]),
+    "holder-serves-after-lease": ("lease", "isolate", 30, None),
+    "leader-acks-without-holder": ("lease", "latency", 30, None),
     "forwarded-write-applied-twice": ("register", "latency", 30, None),
 }
 
@@ -239,7 +242,8 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
                       plant_nodes=plant_nodes,
                       faketime=wl_cls.needs_faketime or any("clock" in f for f in faults),
                       fiu="fsync" in faults, proxy="latency" in faults,
-                      lazyfs=any(f.startswith("power") for f in faults), log=log)
+                      lazyfs=any(f.startswith("power") for f in faults),
+                      timing=dict(wl_cls.timing), log=log)
     _ACTIVE.append(cluster)
     started = time.time()
     verdict = {"workload": workload, "nemesis": nemesis, "seconds": seconds, "seed": seed,
@@ -393,7 +397,7 @@ def main(argv=None):
     p.add_argument("--nemesis", choices=sorted(NEMESES), default="mix")
     p.add_argument("--time", type=int, default=40, help="seconds of operations per run")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="the CI tier (13 runs)")
+    p.add_argument("--quick", action="store_true", help="the CI tier (14 runs)")
     p.add_argument("--matrix", action="store_true",
                    help="every workload x every nemesis (nightly), --runs times each")
     p.add_argument("--workloads", default=None,

@@ -33,6 +33,8 @@ def blob_version(blob_b64):
 class Workload:
     name = "?"
     needs_faketime = False
+    # Node [timing] settings this workload needs (merged over the harness's).
+    timing = {}
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -244,6 +246,47 @@ class StaleMinority(Register):
 
     def __init__(self, ctx):
         super().__init__(ctx, stale_reads=True)
+
+
+class LeaseRegister(Register):
+    """The register on a cluster with follower read leases (``timing.holder-lease-ms``):
+    followers answer DescribeKey and Encrypt from their own state under their leases. The same
+    checkers: every read linearizable (a leased read that missed an acknowledged write is an
+    anomaly), no Encrypt after an acknowledged DisableKey. Run it with ``pause`` (a holder stopped
+    past its lease), ``partition``, ``isolate`` and ``kill``."""
+
+    name = "lease"
+    timing = {"holder-lease-ms": 300}
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.holder_reads = {}
+
+    def final(self):
+        super().final()
+        # How many reads each node served under its follower lease (its /metrics), so a run
+        # in which no follower ever held a lease cannot pass as a lease test.
+        from .client import _connection
+        c = self.ctx.cluster
+        for i in self.ctx.live_nodes():
+            try:
+                conn = _connection(c.nodes[i].api, c.api_tls, 5.0)
+                conn.request("GET", "/metrics")
+                text = conn.getresponse().read().decode()
+                conn.close()
+            except (OSError, ValueError) as e:
+                self.holder_reads[i] = "unreadable: %s" % e
+                continue
+            for line in text.splitlines():
+                if line.startswith("raftkms_holder_reads_total "):
+                    self.holder_reads[i] = float(line.split()[1])
+
+    def check(self, ops):
+        out = super().check(ops)
+        served = sum(v for v in self.holder_reads.values() if isinstance(v, float))
+        out["leased-reads"] = {"valid": True if served > 0 else None,
+                               "holder_reads": self.holder_reads}
+        return out
 
 
 # ---------------------------------------------------------------------- crypto
@@ -645,4 +688,4 @@ class Policy(Workload):
         return {"policy-revocation": checkers.check_policy_revocation(ops)}
 
 
-WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, Crypto, Deletion, Policy)}
+WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, LeaseRegister, Crypto, Deletion, Policy)}

@@ -21,7 +21,7 @@ pub use health::Health;
 pub use keyring::Keyring;
 pub use leader::LeaderView;
 pub use membership::Membership;
-pub use reads::Reads;
+pub use reads::{LeaseGrant, ReadParts, Reads};
 pub use writes::Writes;
 
 use crate::clock::SharedClock;
@@ -186,6 +186,7 @@ pub struct Node {
     health: Health,
     keyring: Keyring,
     contact: Arc<LeaderContact>,
+    visibility: Arc<crate::raft::lease::Visibility>,
 }
 
 impl Node {
@@ -216,9 +217,15 @@ impl Node {
         };
         let db = storage::open(&config.data_dir, &identity)?;
         let metrics = Arc::new(Metrics::new());
-        let log_store = LogStore::new(db.clone(), metrics.clone())?;
+        let mut log_store = LogStore::new(db.clone(), metrics.clone())?;
         let snapshots = SnapshotDir::new(&config.data_dir)?;
         let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
+        // Follower read leases gate every apply from the start (docs/architecture.md §6a).
+        let holder_lease = Duration::from_millis(config.timing.holder_lease_ms);
+        sm.visibility().configure(holder_lease);
+        if !holder_lease.is_zero() {
+            log_store.forget_commit_at_start();
+        }
         Ok(OpenedStorage {
             config,
             tls,
@@ -268,6 +275,53 @@ impl Node {
 
     pub fn reads(&self) -> &Reads {
         &self.reads
+    }
+
+    /// The apply gate of follower read leases, and the leases granted as leader.
+    pub fn visibility(&self) -> &crate::raft::lease::Visibility {
+        &self.visibility
+    }
+
+    /// Follower read leases, run until the task is aborted: a follower renews its lease every
+    /// third of its length; the leader sends a heartbeat whenever what its lease holders have
+    /// rises, so followers learn at once that more is visible (and apply it).
+    pub async fn run_leases(self: Arc<Self>) {
+        let length = Duration::from_millis(self.config.timing.holder_lease_ms);
+        if length.is_zero() {
+            return;
+        }
+        let renew = {
+            let node = self.clone();
+            async move {
+                let every = length / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    node.reads.renew_holder_lease().await;
+                }
+            }
+        };
+        let announce = {
+            let node = self.clone();
+            async move {
+                let mut rx = node.raft.metrics();
+                let mut last = (0, None);
+                loop {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    let term = rx.borrow().current_term;
+                    if term != last.0 {
+                        last = (term, None);
+                    }
+                    let mark = node.visibility.holders_low_mark();
+                    if mark.is_some() && mark > last.1 {
+                        last.1 = mark;
+                        let _ = node.raft.trigger().heartbeat().await;
+                    }
+                }
+            }
+        };
+        tokio::join!(renew, announce);
     }
 
     pub fn membership(&self) -> &Membership {
@@ -465,7 +519,9 @@ impl OpenedStorage {
         )
         .map_err(|e| StartError::Config(e.to_string()))?;
         let raft_metrics = MetricsView::default();
-        let network = Network::new(peers.clone(), raft_metrics.clone());
+        let visibility = sm.visibility();
+        let appended = log_store.append_marker();
+        let network = Network::new(peers.clone(), raft_metrics.clone(), visibility.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config(&config)?,
@@ -477,11 +533,22 @@ impl OpenedStorage {
         .map_err(|e| StartError::Raft(e.to_string()))?;
         // Set once, right after the Raft instance exists; a failed set cannot happen (fresh cell).
         let _ = raft_metrics.set(raft.metrics());
+        visibility.start(config.node_id, raft.metrics());
 
         let leader = LeaderView::new(config.node_id, raft.clone());
         let contact = Arc::new(LeaderContact::new(leader.clone(), clock.clone()));
         let (writes, reads) = io_parts(
-            &config, &leader, &peers, &metrics, &clock, &state, &committed,
+            &config,
+            &leader,
+            &clock,
+            ReadParts {
+                state: state.clone(),
+                committed: committed.clone(),
+                appended,
+                visibility: visibility.clone(),
+                peers: peers.clone(),
+                metrics: metrics.clone(),
+            },
         );
         let health = Health {
             leader: leader.clone(),
@@ -510,6 +577,7 @@ impl OpenedStorage {
             reads,
             health,
             contact,
+            visibility,
         }))
     }
 }
@@ -518,28 +586,28 @@ impl OpenedStorage {
 fn io_parts(
     config: &NodeConfig,
     leader: &LeaderView,
-    peers: &Peers,
-    metrics: &Arc<Metrics>,
     clock: &SharedClock,
-    state: &AppliedState,
-    committed: &Arc<crate::raft::log_store::CommitMarker>,
+    parts: ReadParts,
 ) -> (Writes, Reads) {
     let t = &config.timing;
     let writes = Writes::new(
         leader.clone(),
-        peers.clone(),
-        metrics.clone(),
+        parts.peers.clone(),
+        parts.metrics.clone(),
         clock.clone(),
         t.write_timeout_ms,
         t.heartbeat_ms,
     );
+    let holder_lease = if config.reads.hold_lease {
+        Duration::from_millis(t.holder_lease_ms)
+    } else {
+        Duration::ZERO
+    };
     let reads = Reads::new(
         leader.clone(),
-        state.clone(),
-        committed.clone(),
-        peers.clone(),
-        metrics.clone(),
+        parts,
         Duration::from_millis(t.read_lease_ms),
+        holder_lease,
         t.read_timeout_ms,
     );
     (writes, reads)

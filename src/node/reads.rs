@@ -13,14 +13,19 @@ use super::leader::LeaderView;
 use crate::config::Consistency;
 use crate::metrics::Metrics;
 use crate::raft::error::ClusterError;
-use crate::raft::log_store::CommitMarker;
+use crate::raft::lease::{HolderLease, Visibility};
+use crate::raft::log_store::{AppendMarker, CommitMarker};
 use crate::raft::read_gate::Coalescer;
 use crate::raft::read_lease::ReadLease;
 use crate::raft::state_machine::AppliedState;
+use crate::raft::types::NodeId;
 use crate::raft::types::Raft;
 use crate::transport::peer::paths;
 use crate::transport::Peers;
 use crate::wire::ReadPosition;
+
+/// A follower whose log is further behind the commit index than this gets no lease.
+pub const LAG_ALLOWED: u64 = 256;
 
 type RoundFuture = Pin<Box<dyn Future<Output = Result<u64, ClusterError>> + Send>>;
 
@@ -37,28 +42,54 @@ pub struct Reads {
     leader_gate: Coalescer,
     /// The read lease this node holds as leader, if any.
     lease: Arc<ReadLease>,
+    /// The follower read lease this node holds, if any (docs/architecture.md §6a).
+    holder: Arc<HolderLease>,
+    /// The apply gate and, on the leader, the leases it granted.
+    visibility: Arc<Visibility>,
+    /// The last index written to this node's log.
+    appended: Arc<AppendMarker>,
     read_timeout_ms: u64,
 }
 
+/// The leader's answer to a lease request: the term it was granted in and the index the holder
+/// must have applied before it serves a read (the leader's commit index once the lease counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaseGrant {
+    pub term: u64,
+    pub min_applied: u64,
+}
+
+/// The parts of a node the read path uses besides its leader view.
+pub struct ReadParts {
+    pub state: AppliedState,
+    pub committed: Arc<CommitMarker>,
+    pub appended: Arc<AppendMarker>,
+    pub visibility: Arc<Visibility>,
+    pub peers: Peers,
+    pub metrics: Arc<Metrics>,
+}
+
 impl Reads {
+    /// `holder_lease`: the follower read lease this node asks for (zero: none).
     pub fn new(
         leader: LeaderView,
-        state: AppliedState,
-        committed: Arc<CommitMarker>,
-        peers: Peers,
-        metrics: Arc<Metrics>,
+        parts: ReadParts,
         read_lease: Duration,
+        holder_lease: Duration,
         read_timeout_ms: u64,
     ) -> Self {
         Reads {
             leader,
-            state,
-            committed,
-            peers,
-            metrics,
+            state: parts.state,
+            committed: parts.committed,
+            peers: parts.peers,
+            metrics: parts.metrics,
             gate: Coalescer::default(),
             leader_gate: Coalescer::default(),
             lease: Arc::new(ReadLease::new(read_lease)),
+            holder: Arc::new(HolderLease::new(holder_lease)),
+            visibility: parts.visibility,
+            appended: parts.appended,
             read_timeout_ms,
         }
     }
@@ -107,6 +138,13 @@ impl Reads {
                     .await
                     .map_err(|_| ClusterError::ReadIndex("no leader is known".into()))?;
             }
+            if self.holder_read(started).await {
+                self.metrics.read_gate_waits.inc();
+                self.metrics
+                    .read_gate_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                return Ok(self.position(consistency));
+            }
             let index = self.read_index().await?;
             let wait = self.read_timeout().saturating_sub(started.elapsed());
             if self.state.applied_index().is_none_or(|a| a < index) {
@@ -131,6 +169,150 @@ impl Reads {
     /// openraft, which may grant it.
     pub fn fence_read_lease(&self, term: u64) {
         self.lease.fence(term);
+        self.holder.fence(term);
+    }
+
+    /// A linearizable read served under this node's follower read lease, without asking the
+    /// leader: the lease is in force for the current term (checked after the read began), this
+    /// node has applied what the grant named, and it then applies everything in its log (every
+    /// write acknowledged before the read is there: it was visible, so every counted holder had
+    /// it). False when there is no lease, or it ends first: the caller asks for a read index.
+    async fn holder_read(&self, started: Instant) -> bool {
+        if self.holder.length().is_zero() {
+            return false;
+        }
+        let term = {
+            let m = self.leader.raft().metrics();
+            let m = m.borrow();
+            if m.current_leader == Some(self.leader.id()) {
+                return false;
+            }
+            m.current_term
+        };
+        let Some((min_applied, until)) = self.holder.check(Instant::now(), term) else {
+            return false;
+        };
+        let last_log = {
+            let m = self.leader.raft().metrics();
+            let logged = m.borrow().last_log_index.unwrap_or(0);
+            logged.max(self.appended.get())
+        };
+        let need = min_applied.max(last_log);
+        if self.state.applied_index().is_none_or(|a| a < need) {
+            let left = until
+                .min(started + self.read_timeout())
+                .saturating_duration_since(Instant::now());
+            if left.is_zero()
+                || self
+                    .leader
+                    .raft()
+                    .wait(Some(left))
+                    .applied_index_at_least(Some(need), "holder read")
+                    .await
+                    .is_err()
+            {
+                return false;
+            }
+        }
+        self.metrics.holder_reads.inc();
+        true
+    }
+
+    /// The follower read lease of this node.
+    pub fn holder_lease(&self) -> &HolderLease {
+        &self.holder
+    }
+
+    /// Serves a follower's lease request (on the leader): refused (`None`) when follower leases
+    /// are off here or the follower's log lags more than [`LAG_ALLOWED`] entries behind the
+    /// commit index (writes would wait for it to catch up); otherwise granted after a
+    /// confirmation round that started after the request arrived, so the lease (counted by the
+    /// holder from before it sent the request) ends before any other leader can be elected.
+    pub async fn serve_lease(&self, holder: NodeId) -> Result<Option<LeaseGrant>, ClusterError> {
+        let now = Instant::now();
+        let Some(term) = self.leader.term_if_leader() else {
+            return Err(ClusterError::NotLeader {
+                leader: self.leader.leader().map(|(l, _)| l),
+            });
+        };
+        if !self.visibility.enabled() || holder == self.leader.id() {
+            return Ok(None);
+        }
+        // The follower's progress as the leader's replication knows it: a node this leader does
+        // not replicate to (not a member, or not known yet) gets no lease.
+        let matched = {
+            let m = self.leader.raft().metrics();
+            let m = m.borrow();
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&holder))
+                .and_then(|l| l.as_ref())
+                .map(|l| l.index)
+        };
+        let Some(matched) = matched else {
+            self.metrics.lease_refusals.inc();
+            return Ok(None);
+        };
+        // Far behind, or not yet at what its last grant asked for: writes would wait for it.
+        if matched.saturating_add(LAG_ALLOWED) < self.committed.get().unwrap_or(0)
+            || !self.visibility.may_renew(holder, term, matched)
+        {
+            self.metrics.lease_refusals.inc();
+            return Ok(None);
+        }
+        // A round that starts after `now` (never the read lease: its round may predate it). Its
+        // index covers this term's first entry, so everything an earlier leader committed.
+        let round = self.leader_gate.read_index(0, self.leader_round()).await?;
+        if self.leader.term_if_leader() != Some(term) {
+            return Err(ClusterError::NotLeader {
+                leader: self.leader.leader().map(|(l, _)| l),
+            });
+        }
+        self.visibility.grant(holder, term, now, 0);
+        // Read once the grant counts: every entry the leader let be applied without counting
+        // this holder was committed before that.
+        let min_applied = round.max(self.committed.get().unwrap_or(0));
+        self.visibility.grant(holder, term, now, min_applied);
+        self.metrics.lease_grants.inc();
+        Ok(Some(LeaseGrant { term, min_applied }))
+    }
+
+    /// A follower's lease renewal: asks the leader, and records the grant (counted from before
+    /// the request was sent) or drops the lease on a refusal.
+    pub async fn renew_holder_lease(&self) {
+        let length = self.holder.length();
+        if length.is_zero() {
+            return;
+        }
+        let Some((leader, node)) = self.leader.leader() else {
+            return;
+        };
+        if leader == self.leader.id() {
+            self.holder.release();
+            return;
+        }
+        let sent = Instant::now();
+        let answer = self
+            .peers
+            .call::<NodeId, Result<Option<LeaseGrant>, ClusterError>>(
+                leader,
+                &node.raft_addr,
+                paths::LEASE,
+                &self.leader.id(),
+                length / 2,
+            )
+            .await;
+        match answer {
+            Ok(Ok(Some(g))) => {
+                let term = self.leader.raft().metrics().borrow().current_term;
+                if term == g.term {
+                    self.holder.granted(g.term, sent, g.min_applied);
+                }
+            }
+            Ok(Ok(None)) | Ok(Err(_)) => self.holder.release(),
+            // Unanswered: the lease runs out by itself.
+            Err(_) => {}
+        }
     }
 
     /// A read index from this node's read lease, if it leads and the lease runs.

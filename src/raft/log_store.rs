@@ -40,6 +40,22 @@ impl CommitMarker {
     }
 }
 
+/// The index of the last entry written to this node's log (0 before any this run; lowered by a
+/// truncation). Set before the append is acknowledged, so a follower-lease holder reading it
+/// knows every entry the leader could count it as having.
+#[derive(Debug, Default)]
+pub struct AppendMarker(AtomicU64);
+
+impl AppendMarker {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Release);
+    }
+}
+
 /// At most this many bytes of log entries go into one append request (at least one entry goes
 /// all the same): see `limited_get_log_entries`.
 pub const APPEND_BUDGET_BYTES: usize = 1 << 20;
@@ -49,7 +65,12 @@ pub const APPEND_BUDGET_BYTES: usize = 1 << 20;
 pub struct LogStore {
     db: Arc<DB>,
     committed: Arc<CommitMarker>,
+    appended: Arc<AppendMarker>,
     flusher: Arc<Flusher>,
+    /// With follower read leases: report no commit index at start, so openraft re-applies
+    /// nothing before it learns the commit index again (an entry committed but not yet visible
+    /// must not be applied; the apply gate is not connected yet then).
+    forget_commit_at_start: bool,
 }
 
 /// An append written to the WAL but not yet known to be on disk.
@@ -144,7 +165,9 @@ impl LogStore {
         let store = LogStore {
             db,
             committed: Arc::new(CommitMarker::default()),
+            appended: Arc::new(AppendMarker::default()),
             flusher,
+            forget_commit_at_start: false,
         };
         let c: Option<Option<LogId>> = store.get_meta(KEY_COMMITTED)?;
         store.committed.set(c.flatten().map(|l| l.index));
@@ -154,6 +177,16 @@ impl LogStore {
     /// The highest commit index this node has learned (persisted or in memory).
     pub fn commit_marker(&self) -> Arc<CommitMarker> {
         self.committed.clone()
+    }
+
+    /// With follower read leases on: openraft re-applies nothing at start (see the field).
+    pub fn forget_commit_at_start(&mut self) {
+        self.forget_commit_at_start = true;
+    }
+
+    /// The last index written to this node's log.
+    pub fn append_marker(&self) -> Arc<AppendMarker> {
+        self.appended.clone()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -318,6 +351,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if self.forget_commit_at_start {
+            return Ok(None);
+        }
         let c: Option<Option<LogId>> = self.get_meta(KEY_COMMITTED).map_err(read_logs_err)?;
         Ok(c.flatten())
     }
@@ -333,9 +369,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let queued = Instant::now();
+        let last = entries.last().map(|e| e.log_id.index);
         // An unsynced write is a memtable insert and a write(2) to the WAL: microseconds, so it
         // runs inline; the fsync happens on the flusher thread.
-        match LogStore::write_entries(&self.db, &entries) {
+        let written = LogStore::write_entries(&self.db, &entries);
+        if let (Ok(_), Some(last)) = (&written, last) {
+            self.appended.set(last);
+        }
+        match written {
             Ok(true) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
@@ -360,7 +401,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = cf(&self.db, CF_LOG).map_err(write_logs_err)?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, index_key(log_id.index), index_key(u64::MAX));
-        self.db.write_opt(batch, &synced()).map_err(write_logs_err)
+        self.db
+            .write_opt(batch, &synced())
+            .map_err(write_logs_err)?;
+        self.appended.set(log_id.index.saturating_sub(1));
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {

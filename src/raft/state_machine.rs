@@ -78,6 +78,8 @@ pub struct StateMachine {
     snapshots: SnapshotDir,
     current: Arc<Mutex<Option<SnapshotMeta>>>,
     metrics: Arc<Metrics>,
+    /// Which committed entries may be applied yet (follower read leases; off by default).
+    visibility: Arc<super::lease::Visibility>,
 }
 
 impl StateMachine {
@@ -119,12 +121,18 @@ impl StateMachine {
             snapshots,
             current: Arc::new(Mutex::new(current)),
             metrics,
+            visibility: Arc::default(),
         })
     }
 
     /// The handle readers use.
     pub fn applied_state(&self) -> AppliedState {
         self.state.clone()
+    }
+
+    /// The apply gate of follower read leases (started by the node once Raft runs).
+    pub fn visibility(&self) -> Arc<super::lease::Visibility> {
+        self.visibility.clone()
     }
 
     fn meta_batch(
@@ -288,6 +296,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // Follower read leases: nothing becomes readable here before it is visible (in the log
+        // of every lease holder the leader counts); see raft/lease.rs.
+        if let Some(last) = entries.last() {
+            self.visibility.wait_applicable(last.log_id.index).await;
+        }
         let started = Instant::now();
         let mut batch = WriteBatch::default();
         let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| sm_err(ErrorVerb::Write, e))?;

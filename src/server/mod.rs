@@ -58,6 +58,7 @@ pub async fn run_with_clock(
         .map(|log| tokio::spawn(audit::run(node.clone(), log)));
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
     let rewrapper = tokio::spawn(crate::scheduler::rewrap::run(node.clone()));
+    let leases = tokio::spawn(node.clone().run_leases());
     let watcher = tokio::spawn(node.clone().watch_raft());
     tracing::info!(
         api = %config.api_listen,
@@ -118,6 +119,7 @@ pub async fn run_with_clock(
     // The scheduler and the audit checkpoints propose through Raft: stop them before Raft stops.
     scheduler.abort();
     rewrapper.abort();
+    leases.abort();
     if let Some(a) = auditor {
         a.abort();
     }

@@ -24,9 +24,16 @@ pub const CLUSTER_HEADER: &str = "x-raftkms-cluster";
 /// itself cut off from its quorum does not report fresh contact on its stale answers.
 pub const QUORUM_AGE_HEADER: &str = "x-raftkms-quorum-age-ms";
 
+/// Header on appends: the highest log index the sending leader declares visible (committed and in
+/// the log of every follower read-lease holder it counts); a follower applies no further
+/// (`raft::lease::Visibility`).
+pub const VISIBLE_HEADER: &str = "x-raftkms-visible";
+
 /// Paths of the internal listener's binary endpoints, shared by client and server.
 pub mod paths {
     pub const RAFT_APPEND: &str = "/raft/append";
+    /// A follower asks the leader for a read lease (`node::reads`).
+    pub const LEASE: &str = "/internal/lease";
     pub const RAFT_VOTE: &str = "/raft/vote";
     pub const RAFT_SNAPSHOT: &str = "/raft/snapshot";
     pub const FORWARD_WRITE: &str = "/internal/write";

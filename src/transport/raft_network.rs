@@ -16,8 +16,9 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::peer::{paths, Peers, QUORUM_AGE_HEADER};
+use super::peer::{paths, Peers, QUORUM_AGE_HEADER, VISIBLE_HEADER};
 use crate::codec;
+use crate::raft::lease::Visibility;
 use crate::raft::types::typ::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotError, InstallSnapshotRequest,
     InstallSnapshotResponse, RPCError, RaftError, VoteRequest, VoteResponse,
@@ -33,16 +34,18 @@ pub type MetricsView = Arc<std::sync::OnceLock<tokio::sync::watch::Receiver<Raft
 pub struct Network {
     peers: Peers,
     metrics: MetricsView,
+    visibility: Arc<Visibility>,
     /// When each unreachable peer was last reported, so a down peer is logged every 10 s, not at
     /// every heartbeat.
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Network {
-    pub fn new(peers: Peers, metrics: MetricsView) -> Self {
+    pub fn new(peers: Peers, metrics: MetricsView, visibility: Arc<Visibility>) -> Self {
         Network {
             peers,
             metrics,
+            visibility,
             warned: Arc::default(),
         }
     }
@@ -57,6 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             peers: self.peers.clone(),
             metrics: self.metrics.clone(),
+            visibility: self.visibility.clone(),
             warned: self.warned.clone(),
         }
     }
@@ -68,6 +72,7 @@ pub struct PeerClient {
     addr: String,
     peers: Peers,
     metrics: MetricsView,
+    visibility: Arc<Visibility>,
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
@@ -112,7 +117,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let body = encode_rpc(req)?;
-        self.send(path, body, timeout, None).await
+        self.send(path, body, timeout, None, None).await
     }
 
     async fn send<Resp, E>(
@@ -121,6 +126,7 @@ impl PeerClient {
         body: Vec<u8>,
         timeout: Duration,
         quorum_age_ms: Option<u64>,
+        visible: Option<u64>,
     ) -> Result<Resp, RPCError<E>>
     where
         Resp: DeserializeOwned,
@@ -140,6 +146,9 @@ impl PeerClient {
             .body(body);
         if let Some(age) = quorum_age_ms {
             request = request.header(QUORUM_AGE_HEADER, age);
+        }
+        if let Some(v) = visible {
+            request = request.header(VISIBLE_HEADER, v);
         }
         let resp = match request.send().await {
             Ok(r) => r,
@@ -229,8 +238,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
         let age = self.quorum_age_ms();
+        let visible = self
+            .visibility
+            .to_announce(rpc.leader_commit.as_ref().map(|l| l.index));
         let body = encode_rpc(&rpc)?;
-        self.send(paths::RAFT_APPEND, body, option.hard_ttl(), age)
+        self.send(paths::RAFT_APPEND, body, option.hard_ttl(), age, visible)
             .await
     }
 
@@ -240,7 +252,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse, RPCError<InstallSnapshotError>> {
         let body = encode_snapshot_chunk(&rpc)?;
-        self.send(paths::RAFT_SNAPSHOT, body, option.hard_ttl(), None)
+        self.send(paths::RAFT_SNAPSHOT, body, option.hard_ttl(), None, None)
             .await
     }
 

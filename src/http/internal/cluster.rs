@@ -47,6 +47,23 @@ pub(super) async fn read_index(State(s): State<Internal>) -> Response {
     binary(&s.node.reads().serve_read_index().await)
 }
 
+/// A follower's request for a read lease (its node id in the body; under mutual TLS it must be
+/// the certificate's).
+pub(super) async fn lease(
+    State(s): State<Internal>,
+    sender: Option<Extension<PeerIdentity>>,
+    body: Bytes,
+) -> Response {
+    let holder: u64 = match decode_body("lease request", &body) {
+        Ok(h) => h,
+        Err(resp) => return resp,
+    };
+    if let Err(r) = super::sender_is(&s.node, sender.as_deref(), Some(holder)) {
+        return r;
+    }
+    binary(&s.node.reads().serve_lease(holder).await)
+}
+
 /// A member's part of an audit query: its own trail's matching records.
 pub(super) async fn audit_query(State(s): State<Internal>, body: Bytes) -> Response {
     let q: crate::kms::audit_query::AuditQuery = match decode_body("audit query", &body) {

@@ -60,6 +60,7 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         .route(paths::RAFT_SNAPSHOT, post(raft_rpc::snapshot))
         .route(paths::FORWARD_WRITE, post(cluster::forwarded_write))
         .route(paths::READ_INDEX, post(cluster::read_index))
+        .route(paths::LEASE, post(cluster::lease))
         .route(paths::AUDIT_QUERY, post(cluster::audit_query))
         .layer(middleware::from_fn_with_state(state.clone(), require_peer));
     let admin = Router::new()

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::{binary, decode_body, sender_is, Internal};
 use crate::raft::types::typ::{AppendEntriesRequest, VoteRequest};
 use crate::tls::PeerIdentity;
-use crate::transport::peer::QUORUM_AGE_HEADER;
+use crate::transport::peer::{QUORUM_AGE_HEADER, VISIBLE_HEADER};
 use crate::transport::raft_network::decode_snapshot_chunk;
 
 type Identity = Option<Extension<PeerIdentity>>;
@@ -37,11 +37,20 @@ pub(super) async fn append(
         .get(QUORUM_AGE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let visible = headers
+        .get(VISIBLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let caught_up = holds_leader_commit(&req);
     let result = s.node.raft().append_entries(req).await;
-    if caught_up && matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success)) {
+    let accepted = matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success));
+    if caught_up && accepted {
         // No header (an older leader binary, or none yet this term): plain contact.
         s.node.leader_contact().note(quorum_age.unwrap_or(0));
+    }
+    if let (Some(v), true) = (visible, accepted) {
+        // What the leader declares visible is committed, so it stays visible whoever leads next.
+        s.node.visibility().announced(v);
     }
     binary(&result)
 }
@@ -76,11 +85,21 @@ pub(super) async fn vote(State(s): State<Internal>, identity: Identity, body: By
     ) {
         return r;
     }
+    // A node that still counts a follower read lease it granted does not vote for a candidate
+    // of a higher term: the holder may still read, and the new leader would not wait for it
+    // (raft/lease.rs). The candidate sees no answer and tries again later.
+    let term = req.vote.leader_id().get_term();
+    let current = s.node.raft().metrics().borrow().current_term;
+    if term > current && s.node.visibility().counting(std::time::Instant::now()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a follower read lease this node granted is still counted; no vote yet",
+        )
+            .into_response();
+    }
     // Before openraft may grant it: a leader's own vote does not honour the lease its followers
     // keep, so from here on this node's read lease must not be used (see `ReadLease`).
-    s.node
-        .reads()
-        .fence_read_lease(req.vote.leader_id().get_term());
+    s.node.reads().fence_read_lease(term);
     binary(&s.node.raft().vote(req).await)
 }
 
