@@ -222,7 +222,8 @@ impl Node {
         let sm = StateMachine::open(db.clone(), snapshots, metrics.clone())?;
         // Follower read leases gate every apply from the start (docs/architecture.md §6a).
         let holder_lease = Duration::from_millis(config.timing.holder_lease_ms);
-        sm.visibility().configure(holder_lease);
+        sm.visibility()
+            .configure(holder_lease, log_store.commit_marker());
         if !holder_lease.is_zero() {
             log_store.forget_commit_at_start();
         }
@@ -313,7 +314,7 @@ impl Node {
                     if term != last.0 {
                         last = (term, None);
                     }
-                    let mark = node.visibility.holders_low_mark();
+                    let mark = node.visibility.announce_mark();
                     if mark.is_some() && mark > last.1 {
                         last.1 = mark;
                         let _ = node.raft.trigger().heartbeat().await;

@@ -260,6 +260,12 @@ impl Reads {
             self.metrics.lease_refusals.inc();
             return Ok(None);
         }
+        // Counted from here (provisionally, serialized with votes): a vote decided from now on is
+        // refused; one decided before moved this node out of leadership, so the round fails.
+        {
+            let _gate = self.visibility.vote_gate.lock().await;
+            self.visibility.grant(holder, term, now, 0);
+        }
         // A round that starts after `now` (never the read lease: its round may predate it). Its
         // index covers this term's first entry, so everything an earlier leader committed.
         let round = self.leader_gate.read_index(0, self.leader_round()).await?;
@@ -268,7 +274,6 @@ impl Reads {
                 leader: self.leader.leader().map(|(l, _)| l),
             });
         }
-        self.visibility.grant(holder, term, now, 0);
         // Read once the grant counts: every entry the leader let be applied without counting
         // this holder was committed before that.
         let min_applied = round.max(self.committed.get().unwrap_or(0));
@@ -330,12 +335,18 @@ impl Reads {
         let raft = self.leader.raft().clone();
         let timeout = self.read_timeout();
         let lease = self.lease.clone();
+        let committed = self.committed.clone();
         move || {
-            let (raft, lease) = (raft.clone(), lease.clone());
+            let (raft, lease, committed) = (raft.clone(), lease.clone(), committed.clone());
             Box::pin(async move {
                 let from = Instant::now();
                 let term = raft.metrics().borrow().current_term;
-                let index = leader_read_index(&raft, timeout).await?;
+                // Never below the commit index this node saved: a leader restored after a
+                // restart starts from its applied index (with follower leases nothing is
+                // re-applied at start), below what others may already have shown.
+                let index = leader_read_index(&raft, timeout)
+                    .await?
+                    .max(committed.get().unwrap_or(0));
                 lease.renew(term, from, index);
                 Ok(index)
             })

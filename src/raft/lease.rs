@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use super::log_store::CommitMarker;
+
 use super::types::{NodeId, RaftMetrics};
 
 /// What a holder was granted.
@@ -33,8 +35,8 @@ use super::types::{NodeId, RaftMetrics};
 struct Held {
     term: u64,
     until: Instant,
-    /// The holder may serve reads only once it has applied this far (the leader's visible index
-    /// when it granted the lease).
+    /// The holder may serve reads only once it has applied this far (the larger of the grant's
+    /// round index and the leader's commit index once the grant counted).
     min_applied: u64,
 }
 
@@ -136,6 +138,12 @@ pub struct Visibility {
     announced: AtomicU64,
     changed: Notify,
     metrics: OnceLock<watch::Receiver<RaftMetrics>>,
+    /// The leader's commit index as its log store saved it (openraft tells followers of a new
+    /// commit index a moment before saving it: an announcement never exceeds what is saved).
+    committed: OnceLock<std::sync::Arc<CommitMarker>>,
+    /// Serializes granting with voting: a vote is decided either before a grant counts (and the
+    /// grant's round then fails) or after (and the vote is refused).
+    pub vote_gate: tokio::sync::Mutex<()>,
 }
 
 impl Default for Visibility {
@@ -149,6 +157,8 @@ impl Default for Visibility {
             announced: AtomicU64::new(0),
             changed: Notify::new(),
             metrics: OnceLock::new(),
+            committed: OnceLock::new(),
+            vote_gate: tokio::sync::Mutex::new(()),
         }
     }
 }
@@ -157,7 +167,8 @@ impl Visibility {
     /// Turns the gate on (at open, before the Raft core starts and re-applies anything): leases of
     /// `holder_lease` (the leader counts each for twice that). Until [`Visibility::start`], a
     /// gated apply waits.
-    pub fn configure(&self, holder_lease: Duration) {
+    pub fn configure(&self, holder_lease: Duration, committed: std::sync::Arc<CommitMarker>) {
+        let _ = self.committed.set(committed);
         *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = holder_lease * 2;
         self.enabled
             .store(!holder_lease.is_zero(), Ordering::SeqCst);
@@ -213,6 +224,14 @@ impl Visibility {
     /// it granted may still read (openraft's own refusal covers the other members of the
     /// confirming quorum, but not the leader's own vote).
     pub fn counting(&self, now: Instant) -> bool {
+        if !self.enabled() {
+            return false;
+        }
+        // Just started: a lease granted before a restart may still run.
+        let counted = *self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        if now < self.started + counted {
+            return true;
+        }
         self.grants
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -266,8 +285,10 @@ impl Visibility {
             }
         }
         let grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
+        // Every grant still counted, of any term: a lease granted in an earlier term of this
+        // node's may still run (its holder's progress is read from the current replication).
         for (holder, g) in grants.iter() {
-            if g.term != m.current_term || g.expires <= now {
+            if g.expires <= now {
                 continue;
             }
             count(matched(holder), g.expires);
@@ -284,7 +305,10 @@ impl Visibility {
     /// `None` elsewhere): that commit index, lowered to what every counted holder has.
     pub fn to_announce(&self, leader_commit: Option<u64>) -> Option<u64> {
         let metrics = self.metrics.get()?;
-        let committed = leader_commit?;
+        // The saved commit index first, then the grants (read in holders_have): a holder granted
+        // in between was asked to apply at least this much.
+        let saved = self.committed.get().and_then(|c| c.get()).unwrap_or(0);
+        let committed = leader_commit?.min(saved);
         let m = metrics.borrow();
         if !self.is_leader(&m) {
             return None;
@@ -296,16 +320,14 @@ impl Visibility {
         Some(have.map_or(committed, |h| h.min(committed)))
     }
 
-    /// On the leader: the lowest log index every counted holder has (`None` with no holder, or
-    /// elsewhere). It rising is what makes the leader send a heartbeat, so followers learn at once
-    /// that more is visible.
-    pub fn holders_low_mark(&self) -> Option<u64> {
-        let metrics = self.metrics.get()?;
-        let m = metrics.borrow();
-        if !self.is_leader(&m) || !self.enabled() {
+    /// On the leader with leases on: what it would announce now (its saved commit index, lowered
+    /// to what every counted holder has; `None` elsewhere). It rising is what makes the leader
+    /// send a heartbeat, so followers learn at once that more is visible.
+    pub fn announce_mark(&self) -> Option<u64> {
+        if !self.enabled() {
             return None;
         }
-        self.holders_have(&m, Instant::now()).0
+        self.to_announce(Some(u64::MAX))
     }
 
     /// Waits until the entry at `index` (committed) may be applied on this node: at once with
@@ -357,8 +379,9 @@ impl Visibility {
                 _ = &mut notified => {}
                 r = rx.changed() => {
                     if r.is_err() {
-                        // The Raft core stopped: nothing will announce anything any more.
-                        return;
+                        // The Raft core stopped: nothing will be announced any more, and this
+                        // batch must not be applied unannounced. The node is shutting down.
+                        std::future::pending::<()>().await;
                     }
                 }
                 _ = sleep => {}

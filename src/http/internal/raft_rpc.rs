@@ -41,16 +41,20 @@ pub(super) async fn append(
         .get(VISIBLE_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // Taken before openraft handles the append (which may wait behind a gated apply): what an
+    // authenticated leader with a committed vote declares visible is committed and stays
+    // visible whoever leads next.
+    if let Some(v) = visible {
+        if req.vote.is_committed() && req.leader_commit.is_some_and(|c| v <= c.index) {
+            s.node.visibility().announced(v);
+        }
+    }
     let caught_up = holds_leader_commit(&req);
     let result = s.node.raft().append_entries(req).await;
     let accepted = matches!(&result, Ok(openraft::raft::AppendEntriesResponse::Success));
     if caught_up && accepted {
         // No header (an older leader binary, or none yet this term): plain contact.
         s.node.leader_contact().note(quorum_age.unwrap_or(0));
-    }
-    if let (Some(v), true) = (visible, accepted) {
-        // What the leader declares visible is committed, so it stays visible whoever leads next.
-        s.node.visibility().announced(v);
     }
     binary(&result)
 }
@@ -88,9 +92,11 @@ pub(super) async fn vote(State(s): State<Internal>, identity: Identity, body: By
     // A node that still counts a follower read lease it granted does not vote for a candidate
     // of a higher term: the holder may still read, and the new leader would not wait for it
     // (raft/lease.rs). The candidate sees no answer and tries again later.
-    let term = req.vote.leader_id().get_term();
-    let current = s.node.raft().metrics().borrow().current_term;
-    if term > current && s.node.visibility().counting(std::time::Instant::now()) {
+    // Whatever the term (openraft may already have moved this node to the candidate's term on a
+    // heartbeat reply), and serialized with granting: a grant counts either after this vote was
+    // decided (its confirmation round then fails) or before (the vote is refused).
+    let _gate = s.node.visibility().vote_gate.lock().await;
+    if s.node.visibility().counting(std::time::Instant::now()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             "a follower read lease this node granted is still counted; no vote yet",
@@ -99,7 +105,9 @@ pub(super) async fn vote(State(s): State<Internal>, identity: Identity, body: By
     }
     // Before openraft may grant it: a leader's own vote does not honour the lease its followers
     // keep, so from here on this node's read lease must not be used (see `ReadLease`).
-    s.node.reads().fence_read_lease(term);
+    s.node
+        .reads()
+        .fence_read_lease(req.vote.leader_id().get_term());
     binary(&s.node.raft().vote(req).await)
 }
 
