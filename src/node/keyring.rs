@@ -91,14 +91,13 @@ impl Keyring {
 
     /// The current root-key version (the one new values are wrapped under).
     pub fn root_key(&self) -> Result<RootKey, CryptoError> {
-        self.prune_retired();
         let current = self.state.read().registry.root_keys().current();
         self.root_key_version(current.ok_or(CryptoError::NoRootKey)?)
     }
 
     /// Lets root versions the registry no longer holds (retired) leave this node's memory,
-    /// [`RETIRED_GRACE_MS`] after this node first saw them retired. Called on every wrap and
-    /// periodically by every node.
+    /// [`RETIRED_GRACE_MS`] after this node first saw them retired. Called by every node each
+    /// scheduler interval (`scheduler::rewrap::run`).
     pub fn prune_retired(&self) {
         let state = self.state.read();
         let roots = state.registry.root_keys();

@@ -240,7 +240,8 @@ impl Visibility {
     }
 
     /// How many leases the leader counts at `now` in `term`.
-    pub fn holders(&self, term: u64, now: Instant) -> usize {
+    #[cfg(test)]
+    fn holders(&self, term: u64, now: Instant) -> usize {
         self.grants
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -33,6 +33,22 @@ pub fn version_of(wrapped: &[u8]) -> Option<u32> {
     root_version_of(wrapped)
 }
 
+/// A stand-in for a value wrapped under root `version` (tests): the header of its format, then
+/// `body` and 28 zero bytes (the header is all apply reads).
+#[cfg(test)]
+pub(crate) fn stand_in(version: u32, body: &[u8]) -> Vec<u8> {
+    let mut w = if version == 1 {
+        vec![1]
+    } else {
+        let mut w = vec![2];
+        w.extend_from_slice(&version.to_be_bytes());
+        w
+    };
+    w.extend_from_slice(body);
+    w.extend_from_slice(&[0; 28]);
+    w
+}
+
 fn storage_key(version: u32) -> Vec<u8> {
     if version == 1 {
         return ROOT_KEY.to_vec();

@@ -263,16 +263,7 @@ mod tests {
     use crate::registry::{Envelope, RequestId};
 
     fn wrapped(version: u32, tag: u32) -> Vec<u8> {
-        let mut w = if version == 1 {
-            vec![1]
-        } else {
-            let mut w = vec![2];
-            w.extend_from_slice(&version.to_be_bytes());
-            w
-        };
-        w.extend_from_slice(&tag.to_be_bytes());
-        w.extend_from_slice(&[0; 28]);
-        w
+        crate::registry::root_keys::stand_in(version, &tag.to_be_bytes())
     }
 
     fn apply(reg: &mut Registry, index: u64, command: Command) {

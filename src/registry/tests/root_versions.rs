@@ -7,15 +7,7 @@ use crate::registry::root_keys::{self, RewrapItem, RewrapTarget};
 
 /// A stand-in for a value wrapped under root `version` (the header is all apply reads).
 pub(super) fn wrapped(version: u32, tag: u8) -> Vec<u8> {
-    let mut w = if version == 1 {
-        vec![1]
-    } else {
-        let mut w = vec![2];
-        w.extend_from_slice(&version.to_be_bytes());
-        w
-    };
-    w.extend_from_slice(&[tag; 28]);
-    w
+    root_keys::stand_in(version, &[tag])
 }
 
 struct Fixture {
