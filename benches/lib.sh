@@ -25,11 +25,14 @@ KMS_HEARTBEAT_MS=${KMS_HEARTBEAT_MS:-100}
 KMS_ELECTION_MIN_MS=${KMS_ELECTION_MIN_MS:-300}
 KMS_ELECTION_MAX_MS=${KMS_ELECTION_MAX_MS:-450}
 KMS_READ_LEASE_MS=${KMS_READ_LEASE_MS:-250}
+# Follower read leases (docs/architecture.md 6a): 0 = off, raftkms's default.
+KMS_HOLDER_LEASE_MS=${KMS_HOLDER_LEASE_MS:-0}
 
 # The [timing] table of a raftkms node config with the values above.
 kms_timing_toml() {
-  printf '[timing]\nheartbeat-ms = %d\nelection-min-ms = %d\nelection-max-ms = %d\nread-lease-ms = %d\n' \
-    "$KMS_HEARTBEAT_MS" "$KMS_ELECTION_MIN_MS" "$KMS_ELECTION_MAX_MS" "$KMS_READ_LEASE_MS"
+  printf '[timing]\nheartbeat-ms = %d\nelection-min-ms = %d\nelection-max-ms = %d\nread-lease-ms = %d\nholder-lease-ms = %d\n' \
+    "$KMS_HEARTBEAT_MS" "$KMS_ELECTION_MIN_MS" "$KMS_ELECTION_MAX_MS" "$KMS_READ_LEASE_MS" \
+    "$KMS_HOLDER_LEASE_MS"
 }
 
 # meta.env lines describing the raftkms build and timing of this run.
@@ -38,6 +41,7 @@ kms_meta() {
   echo "kms_heartbeat_ms=$KMS_HEARTBEAT_MS"
   echo "kms_election_ms=$KMS_ELECTION_MIN_MS-$KMS_ELECTION_MAX_MS"
   echo "kms_read_lease_ms=$KMS_READ_LEASE_MS"
+  echo "kms_holder_lease_ms=$KMS_HOLDER_LEASE_MS"
 }
 
 # ------------------------------------------------------------------------------------------------

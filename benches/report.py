@@ -53,6 +53,8 @@ def clusters(m):
     kms_hb = m.get("kms_heartbeat_ms", "100")
     kms_el = m.get("kms_election_ms", "300-450").replace("-", "–")
     lease = m.get("kms_read_lease_ms", "250")
+    holder = m.get("kms_holder_lease_ms", "0")
+    holder = "follower read leases off" if holder == "0" else f"follower read leases {holder} ms"
     bao_pm = m.get("bao_performance_multiplier", "1")
     etcd_hb = m.get("etcd_heartbeat_ms", "100")
     etcd_el = m.get("etcd_election_ms", "1000")
@@ -61,7 +63,7 @@ def clusters(m):
         "- Clusters: three nodes each, all on loopback on this machine, all running at once "
         f"(settings {recorded}). "
         f"raftkms: `raftkms serve` ×3, `raftkms cluster init`, heartbeat {kms_hb} ms, election "
-        f"{kms_el} ms, read lease {lease} ms, an fsync of the Raft log before every acknowledged "
+        f"{kms_el} ms, read lease {lease} ms, {holder}, an fsync of the Raft log before every acknowledged "
         "append (raftkms has no setting that turns it off). OpenBao: `bao server` ×3 with "
         f"`storage \"raft\"` (`performance_multiplier = {bao_pm}`; 1 is the production "
         "recommendation), `bao operator init/unseal`, `retry_join`, transit engine, root token, TLS "

@@ -414,8 +414,21 @@ impl AdminClient {
     }
 
     pub async fn delete_record(&self, name: &str) -> Result<WriteReply, ClientError> {
+        self.delete_record_with_id(name, None).await
+    }
+
+    /// Deletes one record; `request_id` (a UUID) makes retries idempotent.
+    pub async fn delete_record_with_id(
+        &self,
+        name: &str,
+        request_id: Option<&str>,
+    ) -> Result<WriteReply, ClientError> {
         let path = format!("/admin/records/{name}");
-        self.call(Method::DELETE, &path, |r| r).await
+        self.call(Method::DELETE, &path, |r| match request_id {
+            Some(id) => r.header(REQUEST_ID_HEADER, id),
+            None => r,
+        })
+        .await
     }
 
     /// Reads a record with `consistency` = "linearizable" or "stale".

@@ -66,7 +66,9 @@ pub struct TimingConfig {
     pub write_timeout_ms: u64,
     /// How long a linearizable read may wait for its read index. Default 3000.
     pub read_timeout_ms: u64,
-    /// Timeout of one Raft RPC (append, vote). Default 1000.
+    /// Timeout of internal calls between nodes that set no limit of their own.
+    /// openraft 0.9 bounds an append by `heartbeat-ms` and a vote by `election-min-ms`, whatever
+    /// this says (docs/multi-region.md, "Timing across regions"). Default 1000.
     pub rpc_timeout_ms: u64,
     /// Read lease: for this long after a quorum confirmed its leadership (measured from before
     /// the confirmation round started), the leader serves linearizable reads, its own and its

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub last_log_index: Gauge,
     pub append_seconds: Histogram,
     pub append_batch_size: Histogram,
+    /// Writes proposed together in one log entry by the leader's write batcher.
+    pub write_batch_size: Histogram,
     pub apply_seconds: Histogram,
     pub forwarded_writes: Counter,
     pub forward_failures: Counter,
@@ -108,6 +110,7 @@ impl Metrics {
             last_log_index: Gauge::default(),
             append_seconds: latency(),
             append_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            write_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
             apply_seconds: latency(),
             forwarded_writes: Counter::default(),
             forward_failures: Counter::default(),
@@ -344,6 +347,11 @@ impl Metrics {
                 "log_fsync_batch_appends",
                 "Appends made durable by one WAL fsync (group commit)",
                 &m.append_batch_size,
+            ),
+            (
+                "write_batch_writes",
+                "Writes the leader proposed together in one log entry (write batching)",
+                &m.write_batch_size,
             ),
             (
                 "apply_seconds",

@@ -271,9 +271,36 @@ def read_trail(d):
     return records, bad
 
 
+# A node's log line for an answer withheld because its audit record could not be written
+# (src/kms/audit.rs, `record`): the request id is one of its fields.
+WITHHELD_LINE = "the answer is withheld"
+WITHHELD_ID = re.compile(r'\brequest_id="?([^\s"]+)')
+NODE_LOG = re.compile(r"^node(\d+)\.log$")
+
+
+def withheld_in_logs(run_dir):
+    """The request ids each node's log (``node<I>.log`` in the run directory) says it withheld
+    an answer for: ``{node: {request_id}}``."""
+    out = {}
+    for name in os.listdir(run_dir):
+        m = NODE_LOG.match(name)
+        if not m:
+            continue
+        ids = set()
+        with open(os.path.join(run_dir, name), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if WITHHELD_LINE in line:
+                    rid = WITHHELD_ID.search(line)
+                    if rid:
+                        ids.add(rid.group(1))
+        out[int(m.group(1))] = ids
+    return out
+
+
 def load(run_dir):
     """The artifacts ``collect`` left in ``run_dir`` for ``checkers.check_audit``: the manifest
-    with each trail's records (``trails[name]["records"]``, ``["bad_lines"]``). None if there
+    with each trail's records (``trails[name]["records"]``, ``["bad_lines"]``) and the answers
+    each node's log says it withheld (``withheld_logged``, ``withheld_in_logs``). None if there
     is no manifest (nothing was collected)."""
     base = os.path.join(run_dir, AUDIT)
     try:
@@ -290,6 +317,7 @@ def load(run_dir):
         except OSError as e:
             t["unreadable"] = str(e)
             t["records"], t["bad_lines"] = [], 0
+    manifest["withheld_logged"] = withheld_in_logs(run_dir)
     return manifest
 
 

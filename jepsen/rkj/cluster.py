@@ -269,9 +269,12 @@ class Cluster:
             for node in self.nodes.values():
                 node.proxy_addr = "%s:%d" % self.proxies[node.i].listen
 
-    def set_latency(self, ms, jitter_ms=0):
-        for p in self.proxies.values():
-            p.set_delay(ms / 1000.0, jitter_ms / 1000.0)
+    def set_latency(self, ms, jitter_ms=0, nodes=None):
+        """Delays the Raft traffic of ``nodes`` (every node's by default; the others' delay is
+        set to 0) by ``ms`` plus up to ``jitter_ms``."""
+        for i, p in self.proxies.items():
+            on = nodes is None or i in nodes
+            p.set_delay(ms / 1000.0 if on else 0.0, jitter_ms / 1000.0 if on else 0.0)
 
     def partition(self, groups):
         """Cuts the cluster into ``groups`` (lists of node ids): each node drops every packet from
@@ -776,15 +779,17 @@ class Cluster:
                                            skew - w, "accepts" if seen[1] else "refuses",
                                            skew + w))
 
-    def verify_latency(self, timeout=5.0):
+    def verify_latency(self, timeout=5.0, nodes=None):
         """The proxies are in the Raft path: since the delay was set, all of them but at most one
-        (the leader's, which peers may not dial in a few seconds) forwarded traffic under it."""
+        (the leader's, which peers may not dial in a few seconds) forwarded traffic under it;
+        with ``nodes`` (a follower's latency alone), every one of theirs did."""
         if not self.proxies:
             raise HarnessError("latency asked for, but the cluster has no proxies")
-        need = max(1, len(self.proxies) - 1)
+        chosen = {i: p for i, p in self.proxies.items() if nodes is None or i in nodes}
+        need = len(chosen) if nodes is not None else max(1, len(chosen) - 1)
         deadline = time.time() + timeout
         while True:
-            carried = {i: p.sent_since_set() for i, p in self.proxies.items()}
+            carried = {i: p.sent_since_set() for i, p in chosen.items()}
             if sum(1 for v in carried.values() if v > 0) >= need:
                 return
             if time.time() > deadline:

@@ -241,6 +241,35 @@ class Nemesis:
                   lambda: self.c.verify_stopped(target, False))
         self.sleep(self.rng.uniform(4, 6))
 
+    def pause_follower(self):
+        """A follower (with follower leases: a lease holder) stopped well past its lease
+        (SIGSTOP, as a long GC pause would): while it is stopped the leader waits out the
+        lease it counts and acknowledges writes again; once resumed, the node must not answer
+        from its old state under the lease it held before the pause. A short pause, so that
+        requests sent to it during the pause are still waiting when it resumes."""
+        target = self.rng.choice(self.followers())
+        fid = self.inject("pause", [target], lambda: self.c.pause(target),
+                          lambda: self.c.verify_stopped(target, True), follower=True)
+        self.sleep(self.rng.uniform(1.5, 3))
+        self.undo("pause", fid, [target], lambda: self.c.resume(target),
+                  lambda: self.c.verify_stopped(target, False))
+        self.sleep(self.rng.uniform(2, 3))
+
+    def slow_follower(self):
+        """Latency on one follower's Raft links only (its proxy): the leader and the other
+        follower make a quorum without it, so it receives each write tens of milliseconds after
+        a quorum has it. With follower leases that node is still a holder (its lease round
+        trips fit in the lease), and a write must not be acknowledged before it has it."""
+        target = self.rng.choice(self.followers())
+        ms = self.rng.choice([50, 70, 90])
+        fid = self.inject("latency", [target],
+                          lambda: self.c.set_latency(ms, ms // 5, nodes=[target]),
+                          lambda: self.c.verify_latency(nodes=[target]), ms=ms,
+                          jitter_ms=ms // 5)
+        self.sleep(self.rng.uniform(8, 11))
+        self.undo("latency", fid, [target], lambda: self.c.set_latency(0))
+        self.sleep(self.rng.uniform(1.5, 2.5))
+
     def partition(self):
         nodes = self.members()
         kind = self.rng.choice(["isolate-leader", "majority-minority", "bridge"])
@@ -393,7 +422,7 @@ class Nemesis:
     # -------------------------------------------------------------- loop
 
     FAULTS = ("kill", "kill-all", "power", "power-all", "pause", "partition", "isolate", "isolate-clock", "clock",
-              "clock-far", "fsync", "membership", "latency", "root-rotate")
+              "clock-far", "fsync", "membership", "latency", "root-rotate", "pause-follower", "slow-follower")
 
     def run_fault(self, fault):
         """One fault, applied, checked and undone. Returns False (and notes a problem) if it could

@@ -41,6 +41,9 @@ NEMESES = {
     "mix": ["kill", "pause", "partition"],
     "root-rotate": ["root-rotate"],
     "root-rotate-kill": ["root-rotate", "kill"],
+    "pause-follower": ["pause-follower"],
+    "slow-follower": ["slow-follower"],
+    "lease-faults": ["pause-follower", "slow-follower", "isolate"],
 }
 
 # The CI tier: (workload, nemesis, seconds of operations).
@@ -58,7 +61,7 @@ QUICK = [
     ("crypto", "power", 25),
     ("policy", "partition", 30),
     ("crypto", "root-rotate-kill", 30),
-    ("lease", "isolate", 30),
+    ("lease", "lease-faults", 35),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
@@ -69,7 +72,7 @@ PLANTS = {
     "apply-reads-wall-clock": ("deletion", "clock", 30, None),
     "rotation-applied-only-locally": ("crypto", "none", 25, [2, 3]),
     "holder-serves-after-lease": ("lease", "isolate", 30, None),
-    "leader-acks-without-holder": ("lease", "latency", 30, None),
+    "leader-acks-without-holder": ("lease", "slow-follower", 30, None),
     "forwarded-write-applied-twice": ("register", "latency", 30, None),
 }
 
@@ -241,7 +244,8 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
     cluster = Cluster(run_dir, work_dir, args.nodes, args.binary, plant=plant,
                       plant_nodes=plant_nodes,
                       faketime=wl_cls.needs_faketime or any("clock" in f for f in faults),
-                      fiu="fsync" in faults, proxy="latency" in faults,
+                      fiu="fsync" in faults,
+                      proxy=any(f in ("latency", "slow-follower") for f in faults),
                       lazyfs=any(f.startswith("power") for f in faults),
                       timing=dict(wl_cls.timing), log=log)
     _ACTIVE.append(cluster)
@@ -261,7 +265,7 @@ def run_one(args, workload, nemesis, seconds, run_dir, plant=None, plant_nodes=N
         nem = Nemesis(cluster, timeline, faults, seed, log=log)
         ctx.nemesis = nem
         stop = threading.Event()
-        nworkers = args.concurrency or 2 * args.nodes
+        nworkers = args.concurrency or getattr(wl_cls, "workers_per_node", 2) * args.nodes
         rate = args.rate / nworkers
         threads = []
         errors = []

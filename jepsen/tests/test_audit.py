@@ -372,6 +372,56 @@ class WithheldAnswersTest(unittest.TestCase):
         self.assertEqual(checkers.audit_withheld(ops, self.FSYNC, None), set())
 
 
+class WithheldAfterRecordTest(unittest.TestCase):
+    """The record of a write is written with the write's result, then synced; a failed sync fails
+    the trail and the answer is withheld (InternalError). A kill before the trail is cut back
+    leaves the line on disk: excused only when the node's log names the request and the node
+    was under an fsync fault."""
+
+    FSYNC = WithheldAnswersTest.FSYNC
+
+    def check(self, events, logged, node=2, action="RotateKey", write=True):
+        ops = ops_from([(1, "rotate", "info", 20 * MS, 30 * MS,
+                         [call("w", node, action, "InternalError")])])
+        arts = artifacts({"n%d" % node: (node, [rec(1, "w", node, "kms:" + action,
+                                                     write=write)])})
+        arts["withheld_logged"] = logged
+        return checkers.check_audit(ops, events, arts)
+
+    def test_logged_withheld_under_fsync_is_excused(self):
+        out = self.check(self.FSYNC, {2: {"w"}})
+        self.assertIs(out["valid"], True, out["anomalies"])
+        self.assertEqual(out["withheld_after_record"], 1)
+
+    def test_otherwise_a_result_mismatch(self):
+        self.assertEqual(types(self.check(self.FSYNC, {})), ["result-mismatch"])
+        self.assertEqual(types(self.check(self.FSYNC, {1: {"w"}})), ["result-mismatch"])
+        self.assertEqual(types(self.check([kill(2, 25 * MS)], {2: {"w"}})),
+                         ["result-mismatch"])
+        late = [dict(e, t=e["t"] + 5 * S, requested_t=e.get("requested_t", 0) + 5 * S)
+                for e in self.FSYNC]
+        self.assertEqual(types(self.check(late, {2: {"w"}})), ["result-mismatch"])
+        # A read's record is not synced before its answer: no such excuse.
+        self.assertEqual(types(self.check(self.FSYNC, {2: {"w"}}, action="Encrypt",
+                                          write=False)), ["result-mismatch"])
+        self.assertEqual(types(self.check(self.FSYNC, {2: {"w"}}, write=False)),
+                         ["result-mismatch"])
+
+    def test_the_request_ids_come_from_the_node_logs(self):
+        d = tempfile.mkdtemp(prefix="rkj-withheld-")
+        self.addCleanup(shutil.rmtree, d, True)
+        with open(os.path.join(d, "node2.log"), "w", encoding="utf-8") as f:
+            f.write('node=2 region=r 2026-12-05T13:50:01Z ERROR audit trail failed: the answer '
+                    'is withheld error=audit trail unavailable: cannot write request_id="ab-1"\n'
+                    'node=2 region=r 2026-12-05T13:50:02Z ERROR audit trail failed: answered '
+                    'unrecorded request_id="ab-2"\n')
+        with open(os.path.join(d, "node3.log"), "w", encoding="utf-8") as f:
+            f.write("INFO serving\n")
+        with open(os.path.join(d, "nemesis.log"), "w", encoding="utf-8") as f:
+            f.write('the answer is withheld request_id="x"\n')
+        self.assertEqual(audit.withheld_in_logs(d), {2: {"ab-1"}, 3: set()})
+
+
 class LossWindowsTest(unittest.TestCase):
     def test_windows_from_the_timeline(self):
         events = [kill(1, 10), {"t": 20, "event": "stop", "fault": "kill", "nodes": [1],

@@ -566,7 +566,9 @@ impl Kms {
         match writes.propose(env).await? {
             Outcome::Applied { .. } => Ok(at),
             Outcome::Rejected(e) => Err(e.into()),
-            Outcome::NoCommand => Err(KmsError::Internal("the command produced no outcome".into())),
+            Outcome::NoCommand | Outcome::Batch(_) => {
+                Err(KmsError::Internal("the command produced no outcome".into()))
+            }
         }
     }
 

@@ -169,7 +169,7 @@ impl Keyring {
             Outcome::Rejected(e) => {
                 Err(ClusterError::Seal(format!("installing the root key: {e}")))
             }
-            Outcome::NoCommand => Err(ClusterError::Seal(
+            Outcome::NoCommand | Outcome::Batch(_) => Err(ClusterError::Seal(
                 "installing the root key produced no outcome".into(),
             )),
         }
@@ -194,7 +194,7 @@ impl Keyring {
         match writes.propose(writes.envelope(None, command)).await? {
             Outcome::Applied { .. } => Ok(version),
             Outcome::Rejected(e) => Err(ClusterError::BadRequest(e.to_string())),
-            Outcome::NoCommand => Err(ClusterError::Seal(
+            Outcome::NoCommand | Outcome::Batch(_) => Err(ClusterError::Seal(
                 "installing the root-key version produced no outcome".into(),
             )),
         }

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
-
+use super::batcher::Batcher;
 use super::leader::LeaderView;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
@@ -18,6 +17,7 @@ use crate::transport::Peers;
 /// Proposes commands through whichever node leads.
 pub struct Writes {
     leader: LeaderView,
+    batcher: Batcher,
     peers: Peers,
     metrics: Arc<Metrics>,
     clock: SharedClock,
@@ -35,6 +35,7 @@ impl Writes {
         heartbeat_ms: u64,
     ) -> Self {
         Writes {
+            batcher: Batcher::new(leader.raft().clone(), metrics.clone()),
             leader,
             peers,
             metrics,
@@ -110,25 +111,17 @@ impl Writes {
         }
     }
 
-    /// Proposes on this node, which must be the leader.
+    /// Proposes on this node, which must be the leader, batched with the writes waiting at the
+    /// same time ([`Batcher`]).
     async fn propose_local(
         &self,
         env: Envelope,
         deadline: Instant,
     ) -> Result<Outcome, ClusterError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.leader.raft().client_write(env)).await {
+        match tokio::time::timeout(left, self.batcher.propose(env)).await {
             Err(_) => Err(ClusterError::WriteTimeout(self.write_timeout_ms)),
-            Ok(Ok(resp)) => Ok(resp.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(ClusterError::Membership(e.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(f))) => Err(ClusterError::Stopped(f.to_string())),
+            Ok(answer) => answer,
         }
     }
 

@@ -255,13 +255,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
 fn planted(
     mut env: crate::registry::Envelope,
     index: u64,
+    position: u32,
     registry: &crate::registry::Registry,
 ) -> Result<crate::registry::Envelope, Outcome> {
     match std::env::var("RAFTKMS_PLANT").as_deref() {
         Ok("forwarded-write-applied-twice") if registry.dedup().get(&env.request_id).is_some() => {
             let mut id = [0u8; 16];
             id[..8].copy_from_slice(&index.to_be_bytes());
-            id[8..].copy_from_slice(b"PLANTED!");
+            id[8..12].copy_from_slice(&position.to_be_bytes());
+            id[12..].copy_from_slice(b"PLNT");
             env.request_id = crate::registry::RequestId(id);
         }
         Ok("apply-reads-wall-clock") => {
@@ -281,6 +283,35 @@ fn planted(
         _ => {}
     }
     Ok(env)
+}
+
+/// Applies one write (an entry's, or the one at `position` in a batch) to the registry and
+/// stages its storage changes in `batch`.
+fn apply_one(
+    registry: &mut crate::registry::Registry,
+    log_id: LogId,
+    position: u32,
+    env: crate::registry::Envelope,
+    batch: &mut WriteBatch,
+    reg_cf: &rocksdb::ColumnFamily,
+) -> Result<Outcome, StorageError> {
+    #[cfg(not(feature = "planted-bugs"))]
+    let _ = position;
+    #[cfg(feature = "planted-bugs")]
+    let env = match planted(env, log_id.index, position, registry) {
+        Ok(env) => env,
+        Err(outcome) => return Ok(outcome),
+    };
+    let (outcome, changes) = registry
+        .apply(log_id.index, &env)
+        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+    for c in changes {
+        match c {
+            Change::Put(k, v) => batch.put_cf(reg_cf, k, v),
+            Change::Delete(k) => batch.delete_cf(reg_cf, k),
+        }
+    }
+    Ok(outcome)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -311,27 +342,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             state.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
-                EntryPayload::Normal(env) => {
-                    #[cfg(feature = "planted-bugs")]
-                    let env = match planted(env, entry.log_id.index, &state.registry) {
-                        Ok(env) => env,
-                        Err(outcome) => {
-                            outcomes.push(outcome);
-                            continue;
+                EntryPayload::Normal(env) => match env.command {
+                    // The leader's write batching: each write applied as if it were an entry
+                    // of its own at this index.
+                    crate::registry::Command::Batch { writes } => {
+                        let mut each = Vec::with_capacity(writes.len());
+                        for (position, w) in (0u32..).zip(writes) {
+                            each.push(apply_one(
+                                &mut state.registry,
+                                entry.log_id,
+                                position,
+                                w,
+                                &mut batch,
+                                reg_cf,
+                            )?);
                         }
-                    };
-                    let (outcome, changes) = state
-                        .registry
-                        .apply(entry.log_id.index, &env)
-                        .map_err(|e| StorageIOError::apply(entry.log_id, AnyError::new(&e)))?;
-                    for c in changes {
-                        match c {
-                            Change::Put(k, v) => batch.put_cf(reg_cf, k, v),
-                            Change::Delete(k) => batch.delete_cf(reg_cf, k),
-                        }
+                        Outcome::Batch(each)
                     }
-                    outcome
-                }
+                    _ => apply_one(
+                        &mut state.registry,
+                        entry.log_id,
+                        0,
+                        env,
+                        &mut batch,
+                        reg_cf,
+                    )?,
+                },
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m);
                     Outcome::NoCommand

@@ -50,6 +50,13 @@ pub struct Envelope {
     pub command: Command,
 }
 
+impl Envelope {
+    /// Its size in the log (as encoded in an entry), `usize::MAX` if it cannot be encoded.
+    pub fn encoded_len(&self) -> usize {
+        crate::codec::encode("envelope", self).map_or(usize::MAX, |b| b.len())
+    }
+}
+
 /// Registry commands. New variants are only ever appended (bincode encodes the variant index).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -132,6 +139,12 @@ pub enum Command {
     },
     /// Removes an older root-key version that no stored value uses any more.
     RetireRootKey { version: u32 },
+    /// Several writes in one log entry (the leader's write batching, `node/writes.rs`): applied
+    /// in order, each with its own request id, timestamp, dedup and outcome, exactly as if each
+    /// were an entry of its own at this index. The state machine unpacks it (so that planted
+    /// faults see each write); the registry refuses one it is handed directly, and a batch
+    /// inside a batch.
+    Batch { writes: Vec<Envelope> },
 }
 
 /// The deterministic result of applying one log entry.
@@ -144,4 +157,7 @@ pub enum Outcome {
     /// Blank and membership entries carry no command.
     #[default]
     NoCommand,
+    /// The outcomes of a [`Command::Batch`], in the order of its writes. Never stored (the
+    /// dedup table remembers each write's own outcome) and never leaves the leader.
+    Batch(Vec<Outcome>),
 }

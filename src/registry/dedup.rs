@@ -1,5 +1,6 @@
-//! The idempotency table: request ids applied within the last `WINDOW` log indices, with the
-//! outcome each produced. Eviction is by log index, so every replica evicts the same ids.
+//! The idempotency table: request ids applied within the last `WINDOW` log indices (and at most
+//! the last [`MAX_REMEMBERED`] of them), with the outcome each produced. Eviction depends only
+//! on the applied entries, so every replica evicts the same ids.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,10 @@ use crate::codec;
 pub const PREFIX: &[u8] = b"q/";
 /// How many log indices a request id is remembered for.
 pub const WINDOW: u64 = 100_000;
+/// The most request ids remembered: a log entry may carry a batch of writes (each with its own
+/// id), so the index window alone does not bound the table. Twice the window, so a log without
+/// batches (at most one id per index) never reaches it and is evicted exactly as before.
+pub const MAX_REMEMBERED: usize = 2 * WINDOW as usize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedRequest {
@@ -77,6 +82,15 @@ impl Dedup {
         changes.push(Change::Put(key(&id), stored));
         self.by_index.insert((applied.index, id));
         self.by_id.insert(id, applied);
+        // The oldest first (lowest index, then id): never the one just remembered, which has
+        // the highest index.
+        while self.by_id.len() > MAX_REMEMBERED {
+            let Some((_, old)) = self.by_index.pop_first() else {
+                break;
+            };
+            self.by_id.remove(&old);
+            changes.push(Change::Delete(key(&old)));
+        }
     }
 
     /// Forgets ids applied more than `WINDOW` indices before `index`.

@@ -146,6 +146,8 @@ pub enum RegistryError {
     RootKeyInUse { version: u32, values: u64 },
     #[error("a re-wrap carries at most {max} values")]
     TooManyRewrapItems { max: usize },
+    #[error("a batch of writes is unpacked by the state machine, never applied as one command")]
+    BatchNotApplicable,
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -403,6 +405,7 @@ impl Registry {
                 self.root_keys
                     .stage_retire(*version, self.root_uses().of(*version))?,
             )],
+            Command::Batch { .. } => return Err(RegistryError::BatchNotApplicable),
             Command::CreateAccount { account } => {
                 vec![Staged::Account(
                     self.accounts.stage_create_account(account)?,

@@ -38,6 +38,8 @@ pub struct Network {
     /// When each unreachable peer was last reported, so a down peer is logged every 10 s, not at
     /// every heartbeat.
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// When a timed-out append to each peer was last reported (every 10 s at most).
+    slow_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Network {
@@ -47,6 +49,7 @@ impl Network {
             metrics,
             visibility,
             warned: Arc::default(),
+            slow_warned: Arc::default(),
         }
     }
 }
@@ -62,6 +65,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             metrics: self.metrics.clone(),
             visibility: self.visibility.clone(),
             warned: self.warned.clone(),
+            slow_warned: self.slow_warned.clone(),
         }
     }
 }
@@ -74,7 +78,24 @@ pub struct PeerClient {
     metrics: MetricsView,
     visibility: Arc<Visibility>,
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    slow_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
+
+/// Whether a report about `target` is due (none in the last 10 s); if so, notes it as made now.
+fn due(reported: &Mutex<HashMap<NodeId, Instant>>, target: NodeId) -> bool {
+    let mut reported = reported.lock().unwrap_or_else(|p| p.into_inner());
+    let due = reported
+        .get(&target)
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
+    if due {
+        reported.insert(target, Instant::now());
+    }
+    due
+}
+
+/// How much sooner than openraft's own limit an append gives up, so that this side sees the
+/// timeout (and can say why) before openraft drops the call.
+const APPEND_TIMEOUT_MARGIN: Duration = Duration::from_millis(2);
 
 impl PeerClient {
     /// Milliseconds since a quorum last acknowledged this node as leader; `None` while unknown
@@ -88,12 +109,7 @@ impl PeerClient {
     }
 
     fn note_unreachable(&self, e: &dyn std::fmt::Display) {
-        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-        let due = warned
-            .get(&self.target)
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(10));
-        if due {
-            warned.insert(self.target, Instant::now());
+        if due(&self.warned, self.target) {
             tracing::warn!(peer = self.target, addr = %self.addr, error = %e, "peer unreachable; openraft keeps retrying with backoff");
         }
     }
@@ -102,6 +118,19 @@ impl PeerClient {
         let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
         if warned.remove(&self.target).is_some() {
             tracing::info!(peer = self.target, addr = %self.addr, "peer reachable again");
+        }
+    }
+
+    /// openraft 0.9 gives every append (and heartbeat) `timing.heartbeat-ms` to complete: a peer
+    /// whose round trip plus fsync takes longer never receives entries. Said every 10 s at most.
+    fn note_append_timeout(&self, limit: Duration) {
+        if due(&self.slow_warned, self.target) {
+            tracing::warn!(
+                peer = self.target,
+                addr = %self.addr,
+                limit_ms = limit.as_millis() as u64,
+                "an append to this peer timed out (openraft allows one append timing.heartbeat-ms): the peer is cut off or stopped, or its round trip plus its fsync takes longer than that; in the last case raise heartbeat-ms and the election timeouts on every node (docs/multi-region.md, \"Timing across regions\")"
+            );
         }
     }
 
@@ -153,12 +182,15 @@ impl PeerClient {
         let resp = match request.send().await {
             Ok(r) => r,
             Err(e) => {
+                if e.is_timeout() && path == paths::RAFT_APPEND {
+                    self.note_append_timeout(timeout);
+                }
                 return Err(if e.is_connect() {
                     self.note_unreachable(&super::peer::error_chain(&e));
                     RPCError::Unreachable(Unreachable::new(&e))
                 } else {
                     RPCError::Network(NetworkError::new(&e))
-                })
+                });
             }
         };
         self.note_reachable();
@@ -242,7 +274,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .visibility
             .to_announce(rpc.leader_commit.as_ref().map(|l| l.index));
         let body = encode_rpc(&rpc)?;
-        self.send(paths::RAFT_APPEND, body, option.hard_ttl(), age, visible)
+        let limit = option
+            .hard_ttl()
+            .saturating_sub(APPEND_TIMEOUT_MARGIN)
+            .max(Duration::from_millis(1));
+        self.send(paths::RAFT_APPEND, body, limit, age, visible)
             .await
     }
 

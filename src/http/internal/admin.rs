@@ -237,7 +237,9 @@ fn outcome_result(o: Outcome) -> Result<(), ClusterError> {
     match o {
         Outcome::Applied { .. } => Ok(()),
         Outcome::Rejected(e) => Err(ClusterError::BadRequest(e.to_string())),
-        Outcome::NoCommand => Err(ClusterError::BadRequest("no outcome".into())),
+        Outcome::NoCommand | Outcome::Batch(_) => {
+            Err(ClusterError::BadRequest("no outcome".into()))
+        }
     }
 }
 

@@ -99,7 +99,8 @@ fn registry_code(e: &RegistryError) -> &'static str {
         | RootKeyVersionUnknown { .. }
         | RootKeyIsCurrent { .. }
         | RootKeyInUse { .. }
-        | TooManyRewrapItems { .. } => "InternalError",
+        | TooManyRewrapItems { .. }
+        | BatchNotApplicable => "InternalError",
         NotUserCreatedCmk => "UnsupportedOperation.NotUserCreatedCmk",
     }
 }
