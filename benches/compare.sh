@@ -328,6 +328,7 @@ if [ "$SHORT" = 1 ]; then CMDLINE+=" --short"; else
   if [ "$KILLS" != 5 ]; then CMDLINE+=" --kills $KILLS"; fi
 fi
 if [ "$CONNS" != 16 ]; then CMDLINE+=" --connections $CONNS"; fi
+if [ "$KMS_HOLDER_LEASE_MS" != 0 ]; then CMDLINE="KMS_HOLDER_LEASE_MS=$KMS_HOLDER_LEASE_MS $CMDLINE"; fi
 echo "cmdline=$CMDLINE" >>"$RES/meta.env"
 # The raw output goes into the repository (benches/results/<date>-compare unless --out): the
 # report is made from that copy and names it, so every figure in docs/ has its raw file.

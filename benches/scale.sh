@@ -8,8 +8,9 @@
 #
 #   --records N   entries loaded through the batch path, POST /admin/records (1,000 per Raft
 #                 command; 300-byte values, the order of an encoded KeyRecord). Default 1000000.
-#   --keys N      real CreateKey calls after the first 1,000 keys (reported per 5,000-key chunk:
-#                 shows how the create rate depends on the number of keys). Default 20000.
+#   --keys N      real CreateKey calls after the first 1,000 keys (reported per chunk of 5,000,
+#                 or N/20 when larger: shows how the create rate depends on the number of keys).
+#                 Default 20000.
 #   --duration S  seconds per Encrypt measurement (default 10)
 #   --no-doc      leave docs/benchmarks.md alone
 #
@@ -164,12 +165,14 @@ bench create-1k --workload create --requests 1000 --connections 16 --duration 60
 bench encrypt-1k --workload encrypt --connections 16 --duration "$DURATION"
 rss_all 1k
 
-# More real keys in chunks of 5,000: the CreateKey rate as the key count grows.
+# More real keys in chunks of 5,000 (a twentieth of --keys when that is larger): the CreateKey
+# rate as the key count grows.
+CHUNK=$(( KEYS / 20 )); [ "$CHUNK" -lt 5000 ] && CHUNK=5000
 done_keys=1000
 chunk=0
 while [ "$done_keys" -lt $(( 1000 + KEYS )) ]; do
   chunk=$(( chunk + 1 ))
-  n=$(( 1000 + KEYS - done_keys )); [ "$n" -gt 5000 ] && n=5000
+  n=$(( 1000 + KEYS - done_keys )); [ "$n" -gt "$CHUNK" ] && n=$CHUNK
   bench "create-chunk-$chunk" --workload create --requests "$n" --connections 16 --duration 900
   done_keys=$(( done_keys + n ))
   echo "chunk_${chunk}_keys_after=$done_keys" >>"$RES/meta.env"
@@ -212,7 +215,7 @@ log "loaded in $(( t1 - t0 )) ms, all nodes converged after $(( t2 - t0 )) ms"
 rss_all 1m
 bench encrypt-1m --workload encrypt --connections 16 --duration "$DURATION"
 rss_all after
-grep -h "built snapshot" "$KDIR"/node[123].log | tail -12 >"$RES/snapshots.log" || true
+grep -h "built snapshot" "$KDIR"/node[123].log | tail -12 >"$RES/snapshots.txt" || true
 
 # A fourth node joins: it must be fed the snapshot. Bounded: the join is retried while there is no
 # leader, for at most JOIN_LIMIT seconds in all; then node 4 gets the rest of that time to catch up.
