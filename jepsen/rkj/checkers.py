@@ -521,9 +521,10 @@ AUDIT_SLACK_NS = 1_000_000_000
 # (the node is killed, then wiped; its trail was archived before the wipe).
 AUDIT_KILL_FAULTS = frozenset(("kill", "kill-all", "power", "power-all", "membership"))
 # Faults during the whole of which a node may lose the records it has not synced: fsync restarts
-# the node under libfiu (a kill at its start and at its end), and a failed sync fails the trail,
+# the node under libfiu and clock-rate under a fast or slow clock (a kill at the start and at the
+# end of each), and a failed sync fails the trail,
 # losing the records of the batch (src/audit/mod.rs, "Failure"; the node may also exit).
-AUDIT_WINDOW_FAULTS = frozenset(("fsync",))
+AUDIT_WINDOW_FAULTS = frozenset(("fsync", "clock-rate"))
 
 
 def audit_loss_windows(events, t_end=INF):

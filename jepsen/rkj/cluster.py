@@ -197,6 +197,9 @@ class Node:
         self.paused = False
         self.skew = 0
         self.fiu = None  # libfiu spec for the next start
+        # A clock rate for the next start (libfaketime `+0 xRATE` on the wall *and* monotonic
+        # clocks: the node's timers, leases and timeouts all run at that rate), or None.
+        self.clock_rate = None
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -604,7 +607,15 @@ class Cluster:
             env.pop("RAFTKMS_PLANT", None)
             if self.plant and (self.plant_nodes is None or i in self.plant_nodes):
                 env["RAFTKMS_PLANT"] = self.plant
-            if self.faketime:
+            if self.faketime and node.clock_rate is not None:
+                # Every clock of the node at a rate: its wall clock and its monotonic clock
+                # (Instant, tokio's timers, the leases) run `rate` times as fast as real time.
+                pre = env.get("LD_PRELOAD", "")
+                env["LD_PRELOAD"] = (FAKETIME_LIB + " " + pre).strip()
+                env["FAKETIME"] = "+0 x%s" % node.clock_rate
+                env["FAKETIME_DONT_FAKE_MONOTONIC"] = "0"
+                env.pop("FAKETIME_TIMESTAMP_FILE", None)
+            elif self.faketime:
                 # Wall clock only: timers and Raft timeouts keep the real monotonic clock.
                 pre = env.get("LD_PRELOAD", "")
                 env["LD_PRELOAD"] = (FAKETIME_LIB + " " + pre).strip()
@@ -778,6 +789,37 @@ class Cluster:
             "%+d s and %s one at %+d s" % (i, skew, margin, "accepts" if seen[0] else "refuses",
                                            skew - w, "accepts" if seen[1] else "refuses",
                                            skew + w))
+
+    def node_date(self, i):
+        """The node's wall clock as its HTTP `Date` header says (1 s resolution), in seconds."""
+        import email.utils
+        from .client import _connection
+        conn = _connection(self.nodes[i].api, self.api_tls, 3.0)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            resp.read()
+            date = resp.getheader("date")
+        finally:
+            conn.close()
+        if not date:
+            raise HarnessError("node %d answered without a Date header" % i)
+        return email.utils.parsedate_to_datetime(date).timestamp()
+
+    def verify_clock_rate(self, i, rate, span=4.0):
+        """Node i's clock runs at ``rate``: over ``span`` real seconds its `Date` moved by
+        rate x span, within the header's 1 s resolution (each end +-1 s). Checks that the rate
+        differs visibly from 1 first (the nemesis picks such rates)."""
+        a = self.node_date(i)
+        t0 = time.time()
+        time.sleep(span)
+        b = self.node_date(i)
+        real = time.time() - t0
+        moved = b - a
+        if abs(moved - rate * real) > 2.0 or abs(moved - real) <= 1.0:
+            raise FaultNotApplied("node %d's clock moved %.0f s in %.1f real seconds, not at "
+                                  "rate %s" % (i, moved, real, rate))
+        return moved / real
 
     def verify_latency(self, timeout=5.0, nodes=None):
         """The proxies are in the Raft path: since the delay was set, all of them but at most one

@@ -12,6 +12,7 @@ the schedule is interrupted.
 """
 
 import random
+import time
 import threading
 
 from .cluster import FaultNotApplied, NodeExited
@@ -369,6 +370,28 @@ class Nemesis:
                       lambda: self.verify_skews(back))
         self.sleep(self.rng.uniform(1, 3))
 
+    def clock_rate(self):
+        """A follower (with follower leases: a lease holder) restarted with every clock of it,
+        the monotonic one included, running at 0.6x or 1.6x real time, for 8-11 s; then
+        restarted with real clocks. Within the factor of two the lease design assumes between
+        any two nodes' clock rates (docs/architecture.md 6a): a correct build stays
+        linearizable. The rate is checked on the node's HTTP `Date` header."""
+        target = self.rng.choice(self.followers())
+        rate = self.rng.choice([0.6, 1.6])
+        node = self.c.nodes[target]
+
+        def restart(r):
+            self.c.kill(target)
+            self.c.verify_gone(target)
+            node.clock_rate = r
+            self.c.start(target)
+            self.c.wait_answering(target, time.time() + 30)
+        fid = self.inject("clock-rate", [target], lambda: restart(rate),
+                          lambda: self.c.verify_clock_rate(target, rate), rate=rate)
+        self.sleep(self.rng.uniform(8, 11))
+        self.undo("clock-rate", fid, [target], lambda: restart(None))
+        self.sleep(self.rng.uniform(3, 5))
+
     def fsync(self):
         """Restarts one node with fsync failing at random (libfiu); it must crash rather than
         acknowledge. Healed by a plain restart. ``Cluster.start`` checks that the node runs with
@@ -422,7 +445,7 @@ class Nemesis:
     # -------------------------------------------------------------- loop
 
     FAULTS = ("kill", "kill-all", "power", "power-all", "pause", "partition", "isolate", "isolate-clock", "clock",
-              "clock-far", "fsync", "membership", "latency", "root-rotate", "pause-follower", "slow-follower")
+              "clock-far", "fsync", "membership", "latency", "root-rotate", "pause-follower", "slow-follower", "clock-rate")
 
     def run_fault(self, fault):
         """One fault, applied, checked and undone. Returns False (and notes a problem) if it could

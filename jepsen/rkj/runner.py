@@ -44,6 +44,7 @@ NEMESES = {
     "pause-follower": ["pause-follower"],
     "slow-follower": ["slow-follower"],
     "lease-faults": ["pause-follower", "slow-follower", "isolate"],
+    "clock-rate": ["clock-rate"],
 }
 
 # The CI tier: (workload, nemesis, seconds of operations).
