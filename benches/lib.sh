@@ -158,3 +158,47 @@ cleanup() {
   if [ "${KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then echo "kept $DIR (exit $rc)" >&2; else rm -rf "$DIR"; fi
   exit $rc
 }
+
+# ------------------------------------------------------------------------------------------------
+# A 3-node cluster made by `raftkms dev` and then driven by the script itself (failover.sh,
+# holder-loss.sh). Needs BIN. API ports 28081-28083, internal 29081-29083.
+# ------------------------------------------------------------------------------------------------
+# dev_cluster NAME: a temp dir DIR with the node configs and an initialized cluster (made by
+# `raftkms dev`, then stopped), its admin credentials exported; no node running yet (edit the
+# configs, then dev_start each). On exit every node started by dev_start is killed and DIR removed.
+dev_cluster() {
+  DIR=$(mktemp -d "/tmp/raftkms-$1.XXXXXX")
+  DEV_PIDS=()
+  trap 'for p in "${DEV_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"' EXIT
+  "$BIN" dev --data-dir "$DIR" --port 28081 >"$DIR/dev.out" 2>&1 &
+  local dev=$! _
+  for _ in $(seq 600); do grep -q RAFTKMS_ADMIN_KEY "$DIR/dev.env" 2>/dev/null && break; sleep 0.1; done
+  kill -INT "$dev"; wait "$dev" || true
+  set -a; . "$DIR/dev.env"; set +a
+}
+# dev_start I: starts node I (its pid in DEV_PIDS[I]).
+dev_start() { "$BIN" serve --config "$DIR/node$1.toml" >>"$DIR/node$1.log" 2>&1 & DEV_PIDS[$1]=$!; }
+# Mutual TLS with the dev admin certificate (the dev node certificates name 127.0.0.1).
+curl_admin() { curl -s -m 2 --cacert "$RAFTKMS_CA" --cert "$RAFTKMS_ADMIN_CERT" --key "$RAFTKMS_ADMIN_KEY" -H "x-raftkms-cluster: $RAFTKMS_CLUSTER_ID" "$@"; }
+# dev_leader I: the leader node I knows (empty if none).
+dev_leader() { curl_admin "https://127.0.0.1:2908$1/admin/status" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("leader") or "")' 2>/dev/null; }
+# dev_write_ok I NAME: writes record NAME through node I; true if acknowledged.
+dev_write_ok() { [ "$(curl_admin -o /dev/null -w '%{http_code}' -X PUT --data x "https://127.0.0.1:2908$1/admin/records/$2")" = 200 ]; }
+# dev_wait_leader NAME: sets L to the leader once a write of record NAME through it is acknowledged
+# (up to 15 s); exits the script if there is none.
+dev_wait_leader() {
+  local _
+  L=""
+  for _ in $(seq 300); do
+    L=$(dev_leader 1 || true); [ -z "$L" ] && L=$(dev_leader 2 || true)
+    [ -n "$L" ] && dev_write_ok "$L" "$1" && return 0
+    sleep 0.05
+  done
+  [ -n "$L" ] || { echo "no leader before writing $1"; exit 1; }
+}
+# min_median_max V...: "min A ms, median B ms, max C ms" of the values.
+min_median_max() {
+  local sorted n
+  sorted=($(printf '%s\n' "$@" | sort -n)); n=${#sorted[@]}
+  echo "min ${sorted[0]} ms, median ${sorted[$((n / 2))]} ms, max ${sorted[$((n - 1))]} ms"
+}
