@@ -527,6 +527,12 @@ AUDIT_KILL_FAULTS = frozenset(("kill", "kill-all", "power", "power-all", "member
 AUDIT_WINDOW_FAULTS = frozenset(("fsync", "clock-rate"))
 
 
+def answered_in(t, window):
+    """Whether an answer read at ``t`` falls in a loss window (``audit_loss_windows``): from the
+    flush interval and slack before the window's start to its end."""
+    return window[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= window[1]
+
+
 def audit_loss_windows(events, t_end=INF):
     """When each node may have lost records it had not synced, from the nemesis timeline
     (``nemesis.json``): ``{node: [(from_ns, to_ns, fault)]}``. A kill-like fault (``kill``,
@@ -615,8 +621,7 @@ def audit_withheld(ops, nemesis_events, artifacts, t_end=INF):
         for c in o.extra.get("requests") or []:
             t = c.get("t", o.end)
             if c.get("code") == "InternalError" and c["id"] not in recorded and any(
-                    w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]
-                    for w in fsync.get(c.get("node"), [])):
+                    answered_in(t, w) for w in fsync.get(c.get("node"), [])):
                 out.add(c["id"])
     return out
 
@@ -649,9 +654,8 @@ def withheld_after_record(c, rec, node, artifacts, windows):
     if c["id"] not in (artifacts.get("withheld_logged") or {}).get(node, ()):
         return False
     t = c.get("t")
-    return t is not None and any(
-        w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]
-        for w in windows.get(node, []) if w[2] in AUDIT_WINDOW_FAULTS)
+    return t is not None and any(answered_in(t, w) for w in windows.get(node, [])
+                                 if w[2] in AUDIT_WINDOW_FAULTS)
 
 
 def _record_excerpt(trail, rec):
@@ -741,8 +745,7 @@ def check_audit(ops, nemesis_events, artifacts, t_end=INF):
                                           windows=windows.get(node, [])))
                     continue
                 t = c.get("t", o.end)
-                hit = [w for w in windows.get(node, [])
-                       if w[0] <= t + AUDIT_FLUSH_NS + AUDIT_SLACK_NS and t <= w[1]]
+                hit = [w for w in windows.get(node, []) if answered_in(t, w)]
                 if hit:
                     counts["reads_excused"] += 1
                     if c.get("code") == "InternalError" and hit[0][2] in AUDIT_WINDOW_FAULTS:
