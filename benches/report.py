@@ -6,6 +6,7 @@ splices a generated block into docs/benchmarks.md.
     report.py --scale RESULTS_DIR         print the scale block (scale.sh results)
     report.py --tls RESULTS_DIR           print the TLS block (tls.sh results)
     report.py --audit RESULTS_DIR         the audit-trail block of benches/audit.sh
+    report.py --regions RESULTS_DIR       the latency-across-regions block of benches/regions.sh
     report.py --splice DOC NAME < BLOCK   replace <!-- NAME:begin --> ... <!-- NAME:end --> in DOC
                                           (appended at the end if the markers are absent); every
                                           other part of DOC is kept as it is
@@ -641,6 +642,111 @@ def audit_block(res):
     return "\n".join(lines)
 
 
+def regions_block(res):
+    """Encrypt and CreateKey latency through every node of a three-region cluster, with and
+    without follower read leases (benches/regions.sh)."""
+    with open(os.path.join(res, "meta.json")) as f:
+        m = json.load(f)
+    with open(os.path.join(res, "runs.jsonl")) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rel = os.path.relpath(res, start=os.path.join(os.path.dirname(res), "..", ".."))
+    pairs = ", ".join("%s %d ms" % (k.replace("/", "–"), v) for k, v in sorted(
+        m["one_way_ms"].items(), key=lambda kv: kv[1]))
+    t = m["timing"]
+    out = [
+        "## Latency across regions (`benches/regions.sh`, %s)" % m["date"],
+        "",
+        "Command: `%s` (raftkms %s, `%s` profile); raw output [`%s/`](../%s/) (`runs.jsonl`: "
+        "every run's `raftkms bench --json` summary and the node's read counters)." % (
+            m["cmdline"].strip(), m["commit"], m["profile"], rel, rel),
+        "",
+        "Five nodes in three regions (ap-guangzhou nodes 1–2, ap-shanghai 3–4, ap-singapore 5), "
+        "each in its own network namespace; every Raft connection passes a proxy that delays it "
+        "by the one-way latency between the two regions: %s (a round trip is twice that). "
+        "Timing: heartbeat %d ms, elections %d–%d ms, read lease %d ms; follower read leases "
+        "%d ms in the first table, off in the second. The client (`raftkms bench`, open loop, "
+        "%d Encrypt/s or %d CreateKey/s for %d s, 32-byte plaintext) dials each node directly, "
+        "as a client in that node's region does." % (
+            pairs, t["heartbeat-ms"], t["election-min-ms"], t["election-max-ms"],
+            t["read-lease-ms"], m["holder_lease_ms"], m["encrypt_rate"], m["create_rate"],
+            m["duration_s"]),
+        "",
+    ]
+
+    def find(phase, node, workload, consistency):
+        for r in rows:
+            if (r["phase"], r["node"], r["workload"], r["consistency"]) == (
+                    phase, node, workload, consistency):
+                return r
+        return None
+
+    def lat(r):
+        if r is None:
+            return "–"
+        x = r["summary"]["latency_ms"]
+        return "%.1f / %.1f" % (x["p50"], x["p99"])
+
+    for phase, title in (("leases", "With follower read leases (holder-lease-ms %d)" %
+                          m["holder_lease_ms"]),
+                         ("no-leases", "Without follower read leases (read index through "
+                          "the leader)")):
+        nodes = sorted({r["node"] for r in rows if r["phase"] == phase})
+        if not nodes:
+            continue
+        out += ["### " + title, "",
+                "| node | region | role | round trip to the leader | Encrypt linearizable p50 / "
+                "p99 ms | Encrypt stale p50 / p99 ms | CreateKey p50 / p99 ms | Encrypts served "
+                "under the node's follower lease |",
+                "|---|---|---|---|---|---|---|---|"]
+        for n in nodes:
+            e = find(phase, n, "encrypt", "linearizable")
+            held = e["metrics_delta"]["raftkms_holder_reads_total"] if e else 0
+            share = ("%d of %d" % (held, e["summary"]["ok"])) if e and e["role"] == "follower" \
+                else "– (leader: its read lease)"
+            out.append("| %d | %s | %s | %d ms | %s | %s | %s | %s |" % (
+                n, e["region"], e["role"], e["rtt_to_leader_ms"], lat(e),
+                lat(find(phase, n, "encrypt", "stale")), lat(find(phase, n, "create",
+                                                                   "linearizable")), share))
+        out.append("")
+
+    # The issue's summary: leader region, follower region with / without lease, stale.
+    def p(r, q):
+        return r["summary"]["latency_ms"][q] if r else None
+    leader_rows = [r for r in rows if r["phase"] == "leases" and r["role"] == "leader"
+                   and r["workload"] == "encrypt" and r["consistency"] == "linearizable"]
+    if leader_rows:
+        lr = leader_rows[0]
+        far = [r for r in rows if r["phase"] == "leases" and r["workload"] == "encrypt"
+               and r["consistency"] == "linearizable" and r["region"] != lr["region"]]
+        worst = max(far, key=lambda r: p(r, "p99")) if far else None
+        out += ["### Summary", ""]
+        if worst:
+            gap = p(worst, "p99") - p(lr, "p99")
+            out.append(
+                "- Encrypt in a follower region with a lease: worst p99 %.1f ms (node %d, %s, "
+                "%d ms round trip from the leader) against %.1f ms in the leader's region "
+                "(node %d, %s): %+.1f ms (target: within 2 ms, %s)." % (
+                    p(worst, "p99"), worst["node"], worst["region"], worst["rtt_to_leader_ms"],
+                    p(lr, "p99"), lr["node"], lr["region"], gap,
+                    "met" if gap <= 2.0 else "not met"))
+        nol = [r for r in rows if r["phase"] == "no-leases" and r["workload"] == "encrypt"
+               and r["consistency"] == "linearizable" and r["role"] == "follower"
+               and r["rtt_to_leader_ms"] > 0]
+        if nol:
+            out.append(
+                "- Without leases a follower region pays its round trip to the leader on every "
+                "linearizable read: p50 %s ms for round trips of %s ms." % (
+                    ", ".join("%.1f" % p(r, "p50") for r in nol),
+                    ", ".join("%d" % r["rtt_to_leader_ms"] for r in nol)))
+        creates = [r for r in rows if r["workload"] == "create" and r["role"] == "leader"]
+        for r in creates:
+            out.append("- CreateKey through the leader (%s), %s: p50 %.1f ms, p99 %.1f ms." % (
+                r["region"], "with leases" if r["phase"] == "leases" else "without leases",
+                p(r, "p50"), p(r, "p99")))
+        out.append("")
+    return "\n".join(out)
+
+
 def main():
     if len(sys.argv) == 4 and sys.argv[1] == "--splice":
         splice(sys.argv[2], sys.argv[3], sys.stdin.read())
@@ -648,6 +754,8 @@ def main():
         print(audit_block(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "--tls":
         print(tls_block(sys.argv[2]))
+    elif len(sys.argv) == 3 and sys.argv[1] == "--regions":
+        print(regions_block(sys.argv[2]))
     elif len(sys.argv) == 3 and sys.argv[1] == "--scale":
         print(scale_block(sys.argv[2]))
     elif len(sys.argv) == 2:

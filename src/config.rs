@@ -78,10 +78,11 @@ pub struct TimingConfig {
     /// of reads. Default 250.
     pub read_lease_ms: u64,
     /// Follower read leases (docs/architecture.md §6a): the leader grants each node that asks
-    /// (`reads.hold-lease`) a lease of this length, counted by the holder from when it sent its
-    /// request; a holder serves linearizable reads from its own state, and a write is
-    /// acknowledged only once every holder the leader counts has it in its log (an unreachable
-    /// holder stalls writes for at most twice this). Must stay below election-max-ms, like the
+    /// (`reads.hold-lease`) a lease and counts it for this long; a write is acknowledged only
+    /// once every holder the leader counts has it in its log, so an unreachable holder stalls
+    /// writes for at most this long. The holder serves linearizable reads from its own state for
+    /// half of it, counted from when it sent its request (the other half is the margin for
+    /// clock rates), and renews every sixth of it. Must stay below election-max-ms, like the
     /// read lease, and be the same on every node. 0 = off (reads on followers ask the leader).
     /// Default 0.
     pub holder_lease_ms: u64,

@@ -181,6 +181,7 @@ class Node:
         self.api = "%s:%d" % (self.ip, API_PORT)
         self.raft = "%s:%d" % (self.ip, RAFT_PORT)
         self.proxy_addr = "%s.254:%d" % (SUBNET, PROXY_BASE + i)
+        self.region = cluster.regions.get(i, REGION)
         self.dir = os.path.join(cluster.dir, "n%d" % i)
         # With lazyfs, the node's disk (its data directory) is the lazyfs mount. The unseal key
         # is one file for the whole cluster (every node must unseal the same root key), provisioned
@@ -207,7 +208,8 @@ class Node:
 
 class Cluster:
     def __init__(self, run_dir, work_dir, n, binary, *, plant=None, plant_nodes=None,
-                 faketime=False, fiu=False, proxy=False, lazyfs=False, timing=None, log=print):
+                 faketime=False, fiu=False, proxy=False, lazyfs=False, timing=None, regions=None,
+                 log=print):
         self.run_dir = run_dir
         self.dir = work_dir
         self.n = n
@@ -219,6 +221,8 @@ class Cluster:
         self.use_proxy = proxy
         self.lazyfs = lazyfs  # every node's disk forgets unsynced writes on a power cut
         self.timing = timing or {}
+        # Node id -> region (default: every node in REGION), for layouts across regions.
+        self.regions = dict(regions or {})
         self.log = log
         self.nodes = {i: Node(self, i) for i in range(1, n + 1)}
         self.cluster_id = "rkj-%s" % secrets.token_hex(4)
@@ -279,6 +283,18 @@ class Cluster:
             on = nodes is None or i in nodes
             p.set_delay(ms / 1000.0 if on else 0.0, jitter_ms / 1000.0 if on else 0.0)
 
+    def set_region_latency(self, one_way_ms):
+        """Delays Raft traffic between nodes of different regions: ``one_way_ms`` maps a pair of
+        regions (either order) to the delay each way, in ms; nodes of one region, and pairs not
+        in the map, get none. Each proxy tells its peers apart by their namespace address."""
+        def between(a, b):
+            return one_way_ms.get((a, b), one_way_ms.get((b, a), 0)) if a != b else 0
+        for i, p in self.proxies.items():
+            dest = self.nodes[i]
+            p.set_delay(0.0)
+            p.set_source_delays({n.ip: between(n.region, dest.region) / 1000.0
+                                 for n in self.nodes.values() if n.i != i})
+
     def partition(self, groups):
         """Cuts the cluster into ``groups`` (lists of node ids): each node drops every packet from
         and to nodes outside its group (the host side, where the clients live, stays reachable)."""
@@ -333,7 +349,7 @@ class Cluster:
             raise FaultNotApplied("node %d did not come back empty: %s" % (i, e)) from None
         others = [j for j in self.nodes if j != i and j not in self.removed]
         body = {"id": i, "raft_addr": node.proxy_addr if self.use_proxy else node.raft,
-                "api_addr": node.api, "region": REGION, "voter": True}
+                "api_addr": node.api, "region": node.region, "voter": True}
         last = None
         for _ in range(3):
             try:
@@ -389,7 +405,7 @@ class Cluster:
         lines = [
             "node-id = %d" % node.i,
             'cluster-id = "%s"' % self.cluster_id,
-            'region = "%s"' % REGION,
+            'region = "%s"' % node.region,
             'data-dir = "%s"' % node.data,
             'api-listen = "%s"' % node.api,
             'raft-listen = "%s"' % node.raft,
@@ -426,7 +442,7 @@ class Cluster:
             for other in self.nodes.values():
                 lines += ["", "[[peers]]", "id = %d" % other.i,
                           'raft-addr = "%s"' % (other.proxy_addr if self.use_proxy else other.raft),
-                          'api-addr = "%s"' % other.api, 'region = "%s"' % REGION,
+                          'api-addr = "%s"' % other.api, 'region = "%s"' % other.region,
                           "voter = true"]
         # No secret is in it any more, but a node config is an operator's file: private, and
         # never readable even for the moment between create and chmod.
@@ -755,7 +771,8 @@ class Cluster:
         AuthFailure.SignatureExpire), None (no answer)."""
         if self.secret_id is None:
             raise HarnessError("no credential yet: the clock of node %d cannot be read" % i)
-        c = KmsClient(self.nodes[i].api, REGION, self.secret_id, self.secret_key, self.api_tls,
+        node = self.nodes[i]
+        c = KmsClient(node.api, node.region, self.secret_id, self.secret_key, self.api_tls,
                       timeout=2.0, clock=signed_at)
         r = c.call("DescribeKey", {"KeyId": "rkj-clock-probe"}, write=False, stale=True)
         if r.code == "AuthFailure.SignatureExpire":

@@ -1,7 +1,10 @@
 """A small userspace TCP proxy that delays every chunk by a settable latency (plus jitter): the
 kernel's netem is not available on these machines. One proxy sits in front of each node's
 internal (Raft) listener; peers dial the proxy because it is the node's advertised address.
-Order within a connection is preserved (a chunk is sent no earlier than its predecessor)."""
+Order within a connection is preserved (a chunk is sent no earlier than its predecessor).
+Peers dial from their own namespace's address, so a delay can also be set per source address
+(``set_source_delays``: the latency between two regions), which then applies to both directions
+of that peer's connections."""
 
 import collections
 import random
@@ -16,6 +19,7 @@ class DelayProxy:
         self.target = target
         self.delay = 0.0
         self.jitter = 0.0
+        self.source_delays = {}  # peer IP -> delay in seconds, instead of `delay`
         self.generation = 0  # bumped by every set_delay
         self.sent_current = 0  # chunks forwarded under the current setting
         self.stopped = threading.Event()
@@ -28,6 +32,19 @@ class DelayProxy:
             self.delay, self.jitter = delay, jitter
             self.generation += 1
             self.sent_current = 0
+
+    def set_source_delays(self, delays):
+        """Delays chunks of connections from each source IP in ``delays`` (seconds) by that
+        amount, in both directions, instead of the common delay."""
+        with self.lock:
+            self.source_delays = dict(delays)
+            self.generation += 1
+            self.sent_current = 0
+
+    def _delay_for(self, source):
+        """Under self.lock: the delay of one chunk of a connection from ``source``."""
+        base = self.source_delays.get(source, self.delay)
+        return base + (random.random() * self.jitter if self.jitter else 0)
 
     def sent_since_set(self):
         """Chunks forwarded (delayed by the current setting) since the last set_delay: proof
@@ -67,7 +84,7 @@ class DelayProxy:
     def _accept(self):
         while not self.stopped.is_set():
             try:
-                client, _ = self.sock.accept()
+                client, peer = self.sock.accept()
             except socket.timeout:
                 continue
             except OSError:
@@ -82,10 +99,10 @@ class DelayProxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.conns += [client, upstream]
-            self._pipe(client, upstream)
-            self._pipe(upstream, client)
+            self._pipe(client, upstream, peer[0])
+            self._pipe(upstream, client, peer[0])
 
-    def _pipe(self, src, dst):
+    def _pipe(self, src, dst, source):
         queue = collections.deque()
         cond = threading.Condition()
         done = [False]
@@ -98,7 +115,7 @@ class DelayProxy:
                     data = b""
                 with self.lock:
                     gen = self.generation
-                    delay = self.delay + (random.random() * self.jitter if self.jitter else 0)
+                    delay = self._delay_for(source)
                 with cond:
                     queue.append((time.monotonic() + delay, data, gen))
                     cond.notify()

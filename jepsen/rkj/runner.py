@@ -13,7 +13,7 @@ import time
 
 from . import audit, checkers, plot
 from .client import KmsClient, capture_calls, captured_calls
-from .cluster import Cluster, FaultNotApplied, REGION, dump_json
+from .cluster import Cluster, FaultNotApplied, dump_json
 from .history import History, pair
 from .nemesis import Nemesis, Timeline
 from .workloads import WORKLOADS
@@ -97,7 +97,7 @@ class Ctx:
             # A client on the node's host signs with the node's (skewed) clock.
             node = c.nodes[i]
             clock = lambda: time.time() + node.skew  # noqa: E731
-        return KmsClient(c.nodes[i].api, REGION, c.secret_id, c.secret_key, c.api_tls,
+        return KmsClient(c.nodes[i].api, c.nodes[i].region, c.secret_id, c.secret_key, c.api_tls,
                          timeout=timeout, clock=clock)
 
     def live_nodes(self):

@@ -256,16 +256,17 @@ class LeaseRegister(Register):
     past its lease), ``partition``, ``isolate`` and ``kill``."""
 
     name = "lease"
-    # Elections well after the leader stops counting a lost holder's lease (twice 300 ms): a
-    # cut-off holder keeps its term, and so the lease it held, for at least 900 ms after the
-    # others acknowledge writes without it; only its own clock ends that lease (a holder whose
+    # Elections well after the leader stops counting a lost holder's lease (600 ms; the holder
+    # uses 300 of it): a cut-off holder keeps its term, and so the lease it held, for at least
+    # 900 ms after the others acknowledge writes without it; only its own clock ends that
+    # lease (a holder whose
     # election timer fired earlier is fenced by its new term, which would hide a lease-expiry
     # bug). Learners, which hold leases and never start elections, are in that position for
     # as long as they are cut off.
     # The heartbeat is also openraft 0.9's timeout of every append (docs/multi-region.md): 300
     # ms lets a follower behind the latency proxy (``slow-follower``, round trips up to
     # 2 x 108 ms) keep receiving appends, and so keep its lease, while it lags.
-    timing = {"holder-lease-ms": 300, "heartbeat-ms": 300, "election-min-ms": 1500,
+    timing = {"holder-lease-ms": 600, "heartbeat-ms": 300, "election-min-ms": 1500,
               "election-max-ms": 2000}
     # Twice the usual workers: a worker whose write went to a cut-off node waits out its
     # timeout, and reads must still reach that node while it is cut off.

@@ -285,20 +285,32 @@ impl Node {
     }
 
     /// Follower read leases, run until the task is aborted: a follower renews its lease every
-    /// third of its length; the leader sends a heartbeat whenever what its lease holders have
-    /// rises, so followers learn at once that more is visible (and apply it).
+    /// third of the length it uses; the leader sends a heartbeat whenever what its lease holders
+    /// have rises, so followers learn at once that more is visible (and apply it).
     pub async fn run_leases(self: Arc<Self>) {
-        let length = Duration::from_millis(self.config.timing.holder_lease_ms);
-        if length.is_zero() {
+        if self.config.timing.holder_lease_ms == 0 {
             return;
         }
         let renew = {
             let node = self.clone();
             async move {
-                let every = length / 3;
+                // Zero when this node holds no lease (`reads.hold-lease = false`).
+                let every = node.reads.holder_lease().length() / 3;
+                if every.is_zero() {
+                    return;
+                }
+                // On a fixed period, without waiting for the previous answer: a renewal may take
+                // up to half the length (its timeout), and a holder whose round trip to the
+                // leader exceeds a third of it would otherwise let its lease lapse between
+                // answers. At most two are in flight; aborting this task aborts them.
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut inflight = tokio::task::JoinSet::new();
                 loop {
-                    tokio::time::sleep(every).await;
-                    node.reads.renew_holder_lease().await;
+                    tick.tick().await;
+                    while inflight.try_join_next().is_some() {}
+                    let n = node.clone();
+                    inflight.spawn(async move { n.reads.renew_holder_lease().await });
                 }
             }
         };
@@ -600,8 +612,9 @@ fn io_parts(
         t.write_timeout_ms,
         t.heartbeat_ms,
     );
+    // The holder uses half of what the leader counts (the clock-rate margin, raft/lease.rs).
     let holder_lease = if config.reads.hold_lease {
-        Duration::from_millis(t.holder_lease_ms)
+        crate::raft::lease::holder_length(Duration::from_millis(t.holder_lease_ms))
     } else {
         Duration::ZERO
     };

@@ -2,18 +2,20 @@
 //! linearizable reads from its own applied state, without asking the leader.
 //!
 //! Three parts, all on the monotonic clock:
-//! - [`HolderLease`], on a holder: granted by the leader for `holder-lease-ms`, counted from when
-//!   the holder *sent* its request (before the leader saw it), voided by a vote request of a
-//!   higher term, and usable only once the holder has applied the index the grant named.
+//! - [`HolderLease`], on a holder: granted by the leader for half of `holder-lease-ms`
+//!   ([`holder_length`]), counted from when the holder *sent* its request (before the leader saw
+//!   it), voided by a vote request of a higher term, and usable only once the holder has applied
+//!   the index the grant named.
 //! - [`Visibility`], on every node: an entry may be applied (and so become readable anywhere)
 //!   only once it is *visible*: committed, and in the log of every holder whose lease the leader
 //!   still counts. On the leader that is computed from openraft's replication progress; the
 //!   leader sends it to followers with every append (`X-Raftkms-Visible`), and a follower's state
 //!   machine waits for it. Because the leader's own apply waits too, a write is acknowledged only
 //!   once every holder has it in its log.
-//! - The leader's table of granted leases ([`Visibility::grant`]), each counted for twice the
-//!   holder's length from when the leader handled the request, so a holder whose clock runs up to
-//!   2× slower than the leader's still stops using its lease first.
+//! - The leader's table of granted leases ([`Visibility::grant`]), each counted for the whole
+//!   `holder-lease-ms` from when the leader handled the request: twice what the holder uses, so a
+//!   holder whose clock runs up to 2× slower than the leader's still stops using its lease first,
+//!   and a lost holder stalls writes for at most `holder-lease-ms`.
 //!
 //! A holder's read: lease in force for the current term, applied at least the grant's index, then
 //! wait until everything in its log at the read's start is applied (an acknowledged write is in
@@ -29,6 +31,13 @@ use tokio::sync::{watch, Notify};
 use super::log_store::CommitMarker;
 
 use super::types::{NodeId, RaftMetrics};
+
+/// How long a holder uses a lease of `lease` (`timing.holder-lease-ms`, which the leader counts
+/// in full): half of it, from when it sent its request. The other half is the margin for a holder
+/// clock that runs slower than the leader's (up to 2×).
+pub fn holder_length(lease: Duration) -> Duration {
+    lease / 2
+}
 
 /// What a holder was granted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,14 +173,13 @@ impl Default for Visibility {
 }
 
 impl Visibility {
-    /// Turns the gate on (at open, before the Raft core starts and re-applies anything): leases of
-    /// `holder_lease` (the leader counts each for twice that). Until [`Visibility::start`], a
-    /// gated apply waits.
-    pub fn configure(&self, holder_lease: Duration, committed: std::sync::Arc<CommitMarker>) {
+    /// Turns the gate on (at open, before the Raft core starts and re-applies anything): the
+    /// leader counts each lease it grants for `lease` (`timing.holder-lease-ms`; the holder uses
+    /// [`holder_length`] of it). Until [`Visibility::start`], a gated apply waits.
+    pub fn configure(&self, lease: Duration, committed: std::sync::Arc<CommitMarker>) {
         let _ = self.committed.set(committed);
-        *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = holder_lease * 2;
-        self.enabled
-            .store(!holder_lease.is_zero(), Ordering::SeqCst);
+        *self.counted.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+        self.enabled.store(!lease.is_zero(), Ordering::SeqCst);
     }
 
     /// Connects the gate to node `id`'s Raft progress once the core runs.
@@ -430,9 +438,12 @@ mod tests {
     }
 
     #[test]
-    fn the_leader_counts_a_grant_for_twice_the_holder_length_in_its_term() {
+    fn the_leader_counts_a_grant_for_the_whole_lease_twice_the_holder_length_in_its_term() {
+        let lease = Duration::from_millis(400);
+        assert_eq!(holder_length(lease) * 2, lease);
         let v = Visibility::default();
-        *v.counted.lock().unwrap() = Duration::from_millis(400);
+        v.configure(lease, std::sync::Arc::new(CommitMarker::default()));
+        assert!(v.enabled());
         let t0 = Instant::now();
         v.grant(2, 7, t0, 10);
         v.grant(3, 6, t0, 10);
