@@ -43,7 +43,12 @@ pub enum ClientError {
     },
     #[error("unexpected reply from {addr}: {message}")]
     Decode { addr: String, message: String },
+    #[error("cannot write what {addr} sent: {message}")]
+    Write { addr: String, message: String },
 }
+
+/// How long a backup download may take in all (a large registry is hundreds of MB).
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// What an admin presents.
 #[derive(Clone, Debug)]
@@ -380,6 +385,60 @@ impl AdminClient {
     /// Every node's retained audit checkpoints.
     pub async fn audit_checkpoints(&self) -> Result<Vec<AuditCheckpointInfo>, ClientError> {
         self.get("/admin/audit/checkpoints").await
+    }
+
+    /// Downloads a backup of the replicated state (`GET /admin/backup`; any node serves one):
+    /// each chunk goes to `sink` as it arrives, and `progress` learns the bytes received so far.
+    /// Returns the last log index the backup holds (the server's header; the file itself says
+    /// it too, and `raft::backup::decode` checks it).
+    pub async fn backup(
+        &self,
+        sink: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<Option<u64>, ClientError> {
+        let addr = self.addr.clone();
+        let transport = |e: reqwest::Error| ClientError::Transport {
+            addr: addr.clone(),
+            message: error_chain(&e),
+        };
+        let mut req = self
+            .client
+            .get(self.url(&addr, paths::BACKUP))
+            .header(CLUSTER_HEADER, &self.cluster_id)
+            .timeout(BACKUP_TIMEOUT.max(self.timeout));
+        if let Credential::Token(t) = &self.credential {
+            req = req.bearer_auth(t.expose());
+        }
+        let mut resp = req.send().await.map_err(transport)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await.map_err(transport)?;
+            let (message, retryable) = match serde_json::from_slice::<AdminError>(&bytes) {
+                Ok(e) => (e.error, e.retryable),
+                Err(_) => (String::from_utf8_lossy(&bytes).trim().to_string(), false),
+            };
+            return Err(ClientError::Refused {
+                addr,
+                status: status.as_u16(),
+                message,
+                retryable,
+            });
+        }
+        let index = resp
+            .headers()
+            .get(crate::wire::BACKUP_INDEX_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut received = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            sink(&chunk).map_err(|e| ClientError::Write {
+                addr: addr.clone(),
+                message: e.to_string(),
+            })?;
+            received += chunk.len() as u64;
+            progress(received);
+        }
+        Ok(index)
     }
 
     pub async fn digest(&self) -> Result<DigestReply, ClientError> {

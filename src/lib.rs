@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod clock;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use raftkms::admin::{cluster_status, render_status, AdminClient};
@@ -102,12 +102,54 @@ enum Cmd {
         #[command(subcommand)]
         action: CertCmd,
     },
+    /// Back up the replicated state to a file (from any node, while the cluster serves), or check
+    /// a backup file offline.
+    Backup {
+        #[command(flatten)]
+        target: Target,
+        #[command(subcommand)]
+        action: BackupCmd,
+    },
+    /// Seed this node's new data directory from a backup file: `raftkms serve` then starts a
+    /// one-node cluster with the backup's state, which other (empty) nodes join with `cluster
+    /// join`. Everything is checked first; nothing is written on a refusal.
+    Restore {
+        /// The node's configuration (its data-dir must be absent or empty; its unseal key must
+        /// be the backed-up cluster's).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Restore under the backup's own cluster id (the configuration must say it); by default
+        /// the configured cluster id must be a new one.
+        #[arg(long)]
+        same_cluster_id: bool,
+        /// As for `serve`: the passphrase or token PIN from this open file descriptor.
+        #[arg(long)]
+        passphrase_fd: Option<i32>,
+        /// The backup file (`raftkms backup create`).
+        file: PathBuf,
+    },
     /// Administer a running cluster through a node's internal listener.
     Cluster {
         #[command(flatten)]
         target: Target,
         #[command(subcommand)]
         action: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Take a backup through the target node (any member: it first catches up with a quorum, so
+    /// every write acknowledged before the call is in the file) and write it to a new file.
+    Create {
+        /// The file to write (refused if it exists; written whole or not at all, mode 0600).
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Check a backup file offline: format, checksums, and that its state matches its header.
+    Verify {
+        /// The backup file.
+        file: PathBuf,
     },
 }
 
@@ -1219,6 +1261,78 @@ fn admin_client(t: &Target) -> anyhow::Result<AdminClient> {
     }
 }
 
+async fn backup(target: Target, action: BackupCmd) -> anyhow::Result<()> {
+    match action {
+        BackupCmd::Create { out } => {
+            let client = admin_client(&target)?;
+            eprintln!("backup: asking {} for a backup", client.addr);
+            let mut last = Instant::now();
+            let mut progress = |n: u64| {
+                if last.elapsed() >= Duration::from_secs(1) {
+                    last = Instant::now();
+                    eprintln!("backup: {} MiB received", n / (1 << 20));
+                }
+            };
+            let saved = raftkms::backup::create(&client, &out, &mut progress).await?;
+            println!(
+                "backup written to {} in {} ms: {}",
+                out.display(),
+                saved.elapsed.as_millis(),
+                raftkms::backup::describe(&saved.header, Some(saved.bytes))
+            );
+            Ok(())
+        }
+        BackupCmd::Verify { file } => {
+            let (header, bytes) = raftkms::backup::verify(&file)?;
+            println!(
+                "{}: OK: {}",
+                file.display(),
+                raftkms::backup::describe(&header, Some(bytes))
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn restore(
+    config: &std::path::Path,
+    same_cluster_id: bool,
+    passphrase_fd: Option<i32>,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let secret = match cfg.kms.unseal {
+        raftkms::config::UnsealSource::Passphrase => Some(read_passphrase(
+            passphrase_fd,
+            "raftkms unseal passphrase: ",
+            false,
+        )?),
+        raftkms::config::UnsealSource::Pkcs11 => Some(read_passphrase(
+            passphrase_fd,
+            "PKCS#11 token user PIN: ",
+            false,
+        )?),
+        raftkms::config::UnsealSource::KeyFile => None,
+    };
+    eprintln!("restore: checking {}", file.display());
+    let r = raftkms::node::restore::restore(&cfg, secret.as_ref(), file, same_cluster_id).await?;
+    println!(
+        "restored into {} as node {} of cluster {}: {}",
+        cfg.data_dir.display(),
+        cfg.node_id,
+        cfg.cluster_id,
+        raftkms::backup::describe(&r.header, None)
+    );
+    println!(
+        "state digest after restore {} ({} audit checkpoints of the old nodes dropped); start it \
+         with `raftkms serve --config {}`, then join the other nodes with `raftkms cluster join`",
+        r.digest,
+        r.dropped_audit_checkpoints,
+        config.display()
+    );
+    Ok(())
+}
+
 async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
@@ -1329,6 +1443,13 @@ async fn main() -> ExitCode {
         Cmd::RootKey { target, action } => root_key(target, action).await,
         Cmd::Cert { action } => cert(action),
         Cmd::Cluster { target, action } => cluster(target, action).await,
+        Cmd::Backup { target, action } => backup(target, action).await,
+        Cmd::Restore {
+            config,
+            same_cluster_id,
+            passphrase_fd,
+            file,
+        } => restore(&config, same_cluster_id, passphrase_fd, &file).await,
     };
     exit_code(result)
 }

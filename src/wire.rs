@@ -20,6 +20,8 @@ pub const REQUEST_ID_HEADER: &str = "x-raftkms-request-id";
 pub const APPLIED_INDEX_HEADER: &str = "x-raftkms-applied-index";
 pub const COMMIT_INDEX_HEADER: &str = "x-raftkms-commit-index";
 pub const LEADER_CONTACT_HEADER: &str = "x-raftkms-leader-contact-ms";
+/// Header of a backup's answer: the last log index the backup holds.
+pub const BACKUP_INDEX_HEADER: &str = "x-raftkms-backup-index";
 
 /// Admin endpoint paths on the internal listener.
 pub mod paths {
@@ -28,6 +30,7 @@ pub mod paths {
     pub const REMOVE: &str = "/admin/remove";
     pub const STATUS: &str = "/admin/status";
     pub const DIGEST: &str = "/admin/digest";
+    pub const BACKUP: &str = "/admin/backup";
     pub const RECORDS: &str = "/admin/records";
     pub const ACCOUNTS: &str = "/admin/accounts";
     pub const CREDENTIALS: &str = "/admin/credentials";

@@ -10,6 +10,7 @@ mod keyring;
 mod leader;
 mod membership;
 mod reads;
+pub mod restore;
 mod writes;
 
 use std::sync::Arc;
@@ -101,11 +102,28 @@ fn open_unseal_key(
     config: &NodeConfig,
     secret: Option<&crate::crypto::SecretString>,
 ) -> Result<UnsealKey, StartError> {
-    let has_data = storage::has_database(&config.data_dir);
+    open_unseal_key_with(config, secret, storage::has_database(&config.data_dir))
+}
+
+/// The unseal key of a node about to be given existing data (`raftkms restore`): never made anew.
+fn open_unseal_key_existing(
+    config: &NodeConfig,
+    secret: Option<&crate::crypto::SecretString>,
+) -> Result<UnsealKey, StartError> {
+    open_unseal_key_with(config, secret, true)
+}
+
+/// `has_data`: the node's data is sealed under an existing key, so a missing key file (or
+/// passphrase parameters, or sealed token key) is an error instead of being created.
+fn open_unseal_key_with(
+    config: &NodeConfig,
+    secret: Option<&crate::crypto::SecretString>,
+    has_data: bool,
+) -> Result<UnsealKey, StartError> {
     let missing = |what: &str, file: &std::path::Path, setting: &str| {
         StartError::Config(format!(
-            "the {what} {} is missing but {} holds this node's data: restore it (every node of \
-             a cluster has the same one) or point kms.{setting} at it",
+            "the {what} {} is missing but {} holds (or is to hold) this cluster's data: install \
+             it (every node of a cluster has the same one) or point kms.{setting} at it",
             file.display(),
             config.data_dir.display()
         ))
@@ -336,6 +354,30 @@ impl Node {
             }
         };
         tokio::join!(renew, announce);
+    }
+
+    /// A backup of the replicated state (`raft/backup.rs`): after a linearizable read barrier,
+    /// so every write acknowledged before the call is in it, from a point-in-time view of this
+    /// node's applied state, taken while the node goes on applying and serving.
+    pub async fn backup(
+        &self,
+    ) -> Result<(crate::raft::backup::BackupHeader, Vec<u8>), ClusterError> {
+        self.reads
+            .read_barrier(crate::config::Consistency::Linearizable)
+            .await?;
+        let db = self.db.clone();
+        let origin = crate::raft::backup::Origin {
+            cluster_id: self.config.cluster_id.clone(),
+            source_node: self.id,
+            created_at_ms: self.clock.wall_ms(),
+        };
+        let taken = tokio::task::spawn_blocking(move || {
+            let state = crate::raft::state_machine::point_in_time(&db)?;
+            crate::raft::backup::make(origin, &state)
+        })
+        .await
+        .map_err(|e| ClusterError::Backup(e.to_string()))?;
+        taken.map_err(|e| ClusterError::Backup(e.to_string()))
     }
 
     pub fn membership(&self) -> &Membership {

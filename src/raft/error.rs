@@ -37,6 +37,8 @@ pub enum ClusterError {
     Digest(String),
     #[error("cannot encode or decode a message: {0}")]
     Codec(String),
+    #[error("cannot take a backup: {0}")]
+    Backup(String),
 }
 
 impl ClusterError {

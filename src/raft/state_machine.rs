@@ -155,44 +155,51 @@ pub struct SnapshotBuilder {
     current: Arc<Mutex<Option<SnapshotMeta>>>,
 }
 
+/// The applied state as of now, from a RocksDB point-in-time view (apply writes the registry,
+/// the applied id and the membership in one batch, so the view is consistent), with a new
+/// snapshot id. Apply goes on meanwhile.
+pub fn point_in_time(db: &DB) -> Result<SnapshotBody, StoreError> {
+    let view = db.snapshot();
+    let meta_cf = cf(db, CF_SM_META)?;
+    let last_applied: Option<LogId> = match view.get_cf(meta_cf, KEY_APPLIED)? {
+        Some(b) => codec::decode("applied id", &b)?,
+        None => None,
+    };
+    let membership: StoredMembership = match view.get_cf(meta_cf, KEY_MEMBERSHIP)? {
+        Some(b) => codec::decode("membership", &b)?,
+        None => StoredMembership::default(),
+    };
+    let reg_cf = cf(db, CF_REGISTRY)?;
+    let mut pairs = Vec::new();
+    for item in view.iterator_cf(reg_cf, IteratorMode::Start) {
+        let (k, v) = item?;
+        pairs.push((k.into_vec(), v.into_vec()));
+    }
+    let snapshot_id = match last_applied {
+        Some(l) => format!(
+            "{}-{}-{}",
+            l.leader_id.term,
+            l.index,
+            uuid::Uuid::new_v4().simple()
+        ),
+        None => format!("none-{}", uuid::Uuid::new_v4().simple()),
+    };
+    Ok(SnapshotBody {
+        snapshot_id,
+        last_applied,
+        membership,
+        pairs,
+    })
+}
+
 impl SnapshotBuilder {
     fn build_blocking(&self) -> Result<(SnapshotMeta, Vec<u8>), StoreError> {
-        let view = self.db.snapshot();
-        let meta_cf = cf(&self.db, CF_SM_META)?;
-        let last_applied: Option<LogId> = match view.get_cf(meta_cf, KEY_APPLIED)? {
-            Some(b) => codec::decode("applied id", &b)?,
-            None => None,
-        };
-        let membership: StoredMembership = match view.get_cf(meta_cf, KEY_MEMBERSHIP)? {
-            Some(b) => codec::decode("membership", &b)?,
-            None => StoredMembership::default(),
-        };
-        let reg_cf = cf(&self.db, CF_REGISTRY)?;
-        let mut pairs = Vec::new();
-        for item in view.iterator_cf(reg_cf, IteratorMode::Start) {
-            let (k, v) = item?;
-            pairs.push((k.into_vec(), v.into_vec()));
-        }
-        let snapshot_id = match last_applied {
-            Some(l) => format!(
-                "{}-{}-{}",
-                l.leader_id.term,
-                l.index,
-                uuid::Uuid::new_v4().simple()
-            ),
-            None => format!("none-{}", uuid::Uuid::new_v4().simple()),
-        };
-        let body = SnapshotBody {
-            snapshot_id: snapshot_id.clone(),
-            last_applied,
-            membership: membership.clone(),
-            pairs,
-        };
+        let body = point_in_time(&self.db)?;
         let bytes = snapshot::encode(&body)?;
         let meta = SnapshotMeta {
-            last_log_id: last_applied,
-            last_membership: membership,
-            snapshot_id,
+            last_log_id: body.last_applied,
+            last_membership: body.membership,
+            snapshot_id: body.snapshot_id,
         };
         save_if_newer(&self.snapshots, &self.current, &meta, &bytes)?;
         Ok((meta, bytes))

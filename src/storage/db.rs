@@ -40,6 +40,8 @@ pub enum StoreError {
     Io { path: String, error: std::io::Error },
     #[error("corrupt snapshot: {0}")]
     CorruptSnapshot(String),
+    #[error("backup refused: {0}")]
+    CorruptBackup(String),
     #[error(
         "data directory {path} has mode {mode:04o}: others must have no access to a KMS's \
          data, and its group no write access (chmod 700 {path})"

@@ -21,7 +21,7 @@ use crate::registry::{Command, Outcome, RequestId};
 use crate::wire::{
     AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
     InitReply, JoinRequest, NewCredential, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
-    CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    BACKUP_INDEX_HEADER, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
 
 pub(super) fn admin_error(e: ClusterError) -> Response {
@@ -29,9 +29,10 @@ pub(super) fn admin_error(e: ClusterError) -> Response {
         ClusterError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ClusterError::AlreadyInitialized | ClusterError::Membership(_) => StatusCode::CONFLICT,
         ClusterError::WriteTimeout(_) | ClusterError::ReadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        ClusterError::Seal(_) | ClusterError::Digest(_) | ClusterError::Codec(_) => {
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
+        ClusterError::Seal(_)
+        | ClusterError::Digest(_)
+        | ClusterError::Codec(_)
+        | ClusterError::Backup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     tracing::debug!(error = %e, %status, "admin request refused");
@@ -123,6 +124,35 @@ pub(super) async fn digest(State(s): State<Internal>) -> Response {
         })
         .map_err(|e| ClusterError::Digest(e.to_string()));
     json_or_error(reply)
+}
+
+/// A backup of the replicated state (`raftkms backup create`): the file's bytes, after a
+/// linearizable read barrier on this node (any node serves it), with its position in headers.
+pub(super) async fn backup(State(s): State<Internal>) -> Response {
+    match s.node.backup().await {
+        Ok((header, bytes)) => {
+            tracing::info!(
+                index = header.last_applied.index,
+                bytes = bytes.len(),
+                "backup served"
+            );
+            (
+                [
+                    (
+                        axum::http::header::CONTENT_TYPE,
+                        "application/octet-stream".to_string(),
+                    ),
+                    (
+                        axum::http::header::HeaderName::from_static(BACKUP_INDEX_HEADER),
+                        header.last_applied.index.to_string(),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => admin_error(e),
+    }
 }
 
 fn consistency_of(

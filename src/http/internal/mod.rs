@@ -69,6 +69,7 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         .route(admin_paths::REMOVE, post(admin::remove))
         .route(admin_paths::STATUS, get(admin::status))
         .route(admin_paths::DIGEST, get(admin::digest))
+        .route(admin_paths::BACKUP, get(admin::backup))
         .route(admin_paths::RECORDS, post(admin::put_many))
         .route(
             admin_paths::ACCOUNTS,
