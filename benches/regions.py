@@ -161,22 +161,35 @@ def phase(args, lease, out):
                         sum(s["errors"].values()), lat["p50"], lat["p99"],
                         delta["raftkms_holder_reads_total"],
                         delta["raftkms_read_gate_rounds_total"]))
-                check(row)
+                check(row, max_rtt_from_leader(cluster, lregion))
     finally:
         cluster.teardown()
         shutil.rmtree(work, ignore_errors=True)
     return rows
 
 
-def check(row):
+def max_rtt_from_leader(cluster, lregion):
+    """The round trip from the leader's region to the farthest node's."""
+    return max(2 * one_way(lregion, n.region) for n in cluster.nodes.values())
+
+
+def check(row, farthest_rtt):
     """Refuses a run whose setup did nothing: errors, a leader change, a follower that did not
-    use its lease, or a follower without one that did not pay the round trip to the leader."""
+    use its lease, a follower without one that did not ask the leader (or, in another region,
+    did not pay the round trip), a write with leases that did not wait for the farthest
+    holder."""
     s, d = row["summary"], row["metrics_delta"]
     what = "node %d %s %s" % (row["node"], row["workload"], row["consistency"])
     if s["ok"] == 0 or sum(s["errors"].values()) > 0:
         raise SystemExit("%s: errors %r (ok %d)" % (what, s["errors"], s["ok"]))
     if row["leader_after"] != row["leader"]:
         raise SystemExit("%s: the leader changed during the run" % what)
+    if row["workload"] == "create" and row["holder_lease_ms"] and row["role"] == "leader":
+        # Every holder must have the write before it is acknowledged: the farthest one's round
+        # trip bounds it from below (the proxy is in the path).
+        if s["latency_ms"]["p50"] < farthest_rtt:
+            raise SystemExit("%s: p50 %.1f ms below the %d ms round trip to the farthest holder"
+                             % (what, s["latency_ms"]["p50"], farthest_rtt))
     if row["workload"] != "encrypt" or row["consistency"] != "linearizable" \
             or row["role"] != "follower":
         return
@@ -187,6 +200,8 @@ def check(row):
     else:
         if d["raftkms_holder_reads_total"] > 0:
             raise SystemExit("%s: served reads under a lease in the no-lease phase" % what)
+        if d["raftkms_read_gate_rounds_total"] <= 0:
+            raise SystemExit("%s: no read-index round asked of the leader" % what)
         if s["latency_ms"]["p50"] < row["rtt_to_leader_ms"]:
             raise SystemExit("%s: p50 %.1f ms below the %d ms round trip to the leader: is the "
                              "latency proxy in the path?" % (what, s["latency_ms"]["p50"],

@@ -13,6 +13,7 @@
 # (10 s per run, 15 runs per phase, two phases). Raw output: benches/results/<date>-regions/
 # (runs.jsonl, meta.json, the nodes' logs are left out), or $OUT.
 set -euo pipefail
+CMDLINE="benches/regions.sh $*"
 WRITE_DOC=1 ARGS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,7 +32,7 @@ build_raftkms
 OUT=${OUT:-benches/results/$(date -u +%F)-regions}
 if [ -e "$OUT" ]; then echo "$OUT exists: set OUT to a new directory" >&2; exit 2; fi
 mkdir -p "$OUT"
-export RAFTKMS_COMMIT PROFILE=$BUILD_PROFILE REGIONS_CMDLINE="benches/regions.sh $*"
+export RAFTKMS_COMMIT PROFILE=$BUILD_PROFILE REGIONS_CMDLINE="$CMDLINE"
 RAFTKMS_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # The whole run is bounded: it stops by itself (and tears the namespaces down) after 20 minutes.
 timeout --signal=INT --kill-after=30 1200 python3 benches/regions.py --binary "$BIN" --out "$OUT" "${ARGS[@]}" \

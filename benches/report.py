@@ -654,7 +654,7 @@ def regions_block(res):
         m["one_way_ms"].items(), key=lambda kv: kv[1]))
     t = m["timing"]
     out = [
-        "## Latency across regions (`benches/regions.sh`, %s)" % m["date"],
+        "#### Latency across regions (`benches/regions.sh`, %s)" % m["date"],
         "",
         "Command: `%s` (raftkms %s, `%s` profile); raw output [`%s/`](../%s/) (`runs.jsonl`: "
         "every run's `raftkms bench --json` summary and the node's read counters)." % (
@@ -693,13 +693,15 @@ def regions_block(res):
         nodes = sorted({r["node"] for r in rows if r["phase"] == phase})
         if not nodes:
             continue
-        out += ["### " + title, "",
+        out += ["**%s**" % title, "",
                 "| node | region | role | round trip to the leader | Encrypt linearizable p50 / "
                 "p99 ms | Encrypt stale p50 / p99 ms | CreateKey p50 / p99 ms | Encrypts served "
                 "under the node's follower lease |",
                 "|---|---|---|---|---|---|---|---|"]
         for n in nodes:
             e = find(phase, n, "encrypt", "linearizable")
+            if e is None:
+                continue
             held = e["metrics_delta"]["raftkms_holder_reads_total"] if e else 0
             share = ("%d of %d" % (held, e["summary"]["ok"])) if e and e["role"] == "follower" \
                 else "– (leader: its read lease)"
@@ -719,7 +721,7 @@ def regions_block(res):
         far = [r for r in rows if r["phase"] == "leases" and r["workload"] == "encrypt"
                and r["consistency"] == "linearizable" and r["region"] != lr["region"]]
         worst = max(far, key=lambda r: p(r, "p99")) if far else None
-        out += ["### Summary", ""]
+        out += ["**Summary**", ""]
         if worst:
             gap = p(worst, "p99") - p(lr, "p99")
             out.append(

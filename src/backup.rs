@@ -7,8 +7,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::admin::AdminClient;
+use crate::admin::{AdminClient, ClientError};
 use crate::raft::backup::{self, BackupHeader};
+
+/// Attempts at a backup before giving up, and the pause between them.
+const ATTEMPTS: u32 = 3;
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+fn retryable(e: &ClientError) -> bool {
+    match e {
+        ClientError::Refused { retryable, .. } => *retryable,
+        ClientError::Transport { .. } => true,
+        ClientError::Decode { .. } | ClientError::Write { .. } => false,
+    }
+}
 
 /// What `create` saved.
 #[derive(Debug)]
@@ -34,15 +46,29 @@ pub async fn create(
     }
     let started = Instant::now();
     let mut bytes = Vec::new();
-    let served_index = client
-        .backup(
-            &mut |chunk| {
-                bytes.extend_from_slice(chunk);
-                Ok(())
-            },
-            progress,
-        )
-        .await?;
+    let mut attempt = 1;
+    let served_index = loop {
+        bytes.clear();
+        let got = client
+            .backup(
+                &mut |chunk| {
+                    bytes.extend_from_slice(chunk);
+                    Ok(())
+                },
+                progress,
+            )
+            .await;
+        match got {
+            Ok(index) => break index,
+            // A leader change, a busy node or a broken download: the same request again.
+            Err(e) if attempt < ATTEMPTS && retryable(&e) => {
+                eprintln!("backup: attempt {attempt} failed ({e}); retrying");
+                attempt += 1;
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let header = backup::decode(&bytes)
         .context("the backup the node sent does not check out")?
         .header;

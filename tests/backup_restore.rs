@@ -42,7 +42,11 @@ fn target(base: u16, from: &TestCluster) -> TestCluster {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged_write() {
-    let mut src = TestCluster::start(3, 29500).await;
+    let mut src =
+        TestCluster::configure(3, 29500, TimingConfig::default(), SnapshotConfig::default());
+    // No audit checkpoint through Raft within the test: nothing but the test writes.
+    src.edit_configs(|cfg| cfg.audit.checkpoint_interval_s = 3600);
+    let mut src = src.launch().await;
     let leader = src.wait_leader(Duration::from_secs(10)).await;
     let follower = (1..=3).find(|i| *i != leader).unwrap();
     // A tenant with a key and a ciphertext, and some records.
@@ -86,6 +90,15 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged
     let before: Vec<String> = acked.lock().unwrap().clone();
     assert!(!before.is_empty(), "the load acknowledged nothing");
     let file = src.dir.path().join("kms.rkbak");
+    // What the leader had committed just before: the follower's backup must hold at least that
+    // (its read barrier catches up with the leader first).
+    let committed = src
+        .admin(leader)
+        .status()
+        .await
+        .unwrap()
+        .commit_index
+        .unwrap();
     let mut progress_calls = 0;
     let saved = raftkms::backup::create(&src.admin(follower), &file, &mut |_| progress_calls += 1)
         .await
@@ -93,12 +106,21 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::SeqCst);
     load.await.unwrap();
-    let after = acked.lock().unwrap().len();
-    assert!(after > before.len(), "no write during the backup");
     assert!(progress_calls > 0);
+    assert!(
+        saved.header.last_applied.index >= committed,
+        "the backup ({}) is behind what the leader had committed before it was asked for ({committed})",
+        saved.header.last_applied.index
+    );
     assert_eq!(saved.header.cluster_id, "test-29500");
     assert_eq!(saved.header.source_node, follower);
     assert!(saved.header.counts["records"] >= 20 + before.len() as u64);
+    // The load went on after the backup's point: the live state has more.
+    let total = src.admin(leader).digest().await.unwrap().records as u64;
+    assert!(
+        total > saved.header.counts["records"],
+        "the load stopped before the backup"
+    );
     assert_eq!(saved.header.counts["keys"], 1);
     assert_eq!(saved.header.counts["accounts"], 1);
     let (checked, size) = raftkms::backup::verify(&file).unwrap();
@@ -114,12 +136,8 @@ async fn a_backup_under_load_restores_into_a_new_cluster_with_every_acknowledged
         .await
         .unwrap();
     let live = src.admin(leader).digest().await.unwrap();
-    if live.applied_index == Some(q.header.last_applied.index) {
-        assert_eq!(live.digest, q.header.digest);
-    } else {
-        // An audit checkpoint landed in between: the backup is behind the live state.
-        assert!(live.applied_index > Some(q.header.last_applied.index));
-    }
+    assert_eq!(live.applied_index, Some(q.header.last_applied.index));
+    assert_eq!(live.digest, q.header.digest);
 
     // Restore into a new cluster: one node from the file, then a second joins.
     let mut dst = target(29600, &src);
@@ -195,16 +213,19 @@ async fn restore_refuses_bad_input_and_writes_nothing() {
     let bytes = std::fs::read(&file).unwrap();
     let dst = target(29750, &src);
     let cfg = dst.nodes[0].cfg.clone();
+    let staging = {
+        let mut s = cfg.data_dir.as_os_str().to_os_string();
+        s.push(".restoring");
+        std::path::PathBuf::from(s)
+    };
     let refused = |r: Result<_, raftkms::node::StartError>| {
         let e = r
             .map(|_: raftkms::node::restore::Restored| ())
             .unwrap_err()
             .to_string();
-        assert!(
-            !cfg.data_dir.exists(),
-            "a refused restore left {}",
-            cfg.data_dir.display()
-        );
+        for d in [&cfg.data_dir, &staging] {
+            assert!(!d.exists(), "a refused restore left {}", d.display());
+        }
         e
     };
 
@@ -221,6 +242,19 @@ async fn restore_refuses_bad_input_and_writes_nothing() {
     std::fs::write(&edited, &b).unwrap();
     let e = refused(raftkms::node::restore::restore(&cfg, None, &edited, false).await);
     assert!(e.contains("checksum"), "{e}");
+
+    // A file whose authentication tag was changed and its checksum made to match: it passes the
+    // offline check (which holds no key), and restore refuses it.
+    let forged = dst.dir.path().join("forged.rkbak");
+    let mut f = bytes.clone();
+    let n = f.len();
+    f[n - 40] ^= 1;
+    let sum = <sha2::Sha256 as sha2::Digest>::digest(&f[..n - 32]);
+    f[n - 32..].copy_from_slice(&sum);
+    std::fs::write(&forged, &f).unwrap();
+    raftkms::backup::verify(&forged).unwrap();
+    let e = refused(raftkms::node::restore::restore(&cfg, None, &forged, false).await);
+    assert!(e.contains("authentication tag"), "{e}");
 
     // The old cluster's id, unless asked for; asked for with another id.
     let mut same = cfg.clone();

@@ -291,7 +291,6 @@ class Cluster:
             return one_way_ms.get((a, b), one_way_ms.get((b, a), 0)) if a != b else 0
         for i, p in self.proxies.items():
             dest = self.nodes[i]
-            p.set_delay(0.0)
             p.set_source_delays({n.ip: between(n.region, dest.region) / 1000.0
                                  for n in self.nodes.values() if n.i != i})
 

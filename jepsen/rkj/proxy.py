@@ -28,8 +28,10 @@ class DelayProxy:
         self.lock = threading.Lock()
 
     def set_delay(self, delay, jitter=0.0):
+        """The delay of every connection (per-source delays set before are dropped)."""
         with self.lock:
             self.delay, self.jitter = delay, jitter
+            self.source_delays = {}
             self.generation += 1
             self.sent_current = 0
 

@@ -138,6 +138,32 @@ impl RootKey {
             _ => unwrap_with(self.key.expose(), aad, wrapped),
         }
     }
+
+    /// HMAC-SHA256 of `data` under a key derived from this root key for `purpose` (e.g. a backup
+    /// file's authentication tag): only holders of the root key can make or check it.
+    pub fn mac(&self, purpose: &[u8], data: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        self.mac_state(purpose, data).finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`RootKey::mac`] of `data` for `purpose` (compared in constant time).
+    pub fn verify_mac(&self, purpose: &[u8], data: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        self.mac_state(purpose, data).verify_slice(tag).is_ok()
+    }
+
+    fn mac_state(&self, purpose: &[u8], data: &[u8]) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        // HMAC accepts keys of any length: neither call can fail.
+        let mut derive = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(self.key.expose())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        derive.update(purpose);
+        let subkey = zeroize::Zeroizing::new(<[u8; 32]>::from(derive.finalize().into_bytes()));
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(subkey.as_slice())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        mac.update(data);
+        mac
+    }
 }
 
 /// The AAD sealing root version `version` under the unseal key: version 1 keeps the AAD it always

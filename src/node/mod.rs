@@ -206,6 +206,8 @@ pub struct Node {
     keyring: Keyring,
     contact: Arc<LeaderContact>,
     visibility: Arc<crate::raft::lease::Visibility>,
+    /// One backup at a time: each holds the whole state several times over in memory.
+    backups: tokio::sync::Semaphore,
 }
 
 impl Node {
@@ -362,9 +364,23 @@ impl Node {
     pub async fn backup(
         &self,
     ) -> Result<(crate::raft::backup::BackupHeader, Vec<u8>), ClusterError> {
+        let _one = self.backups.try_acquire().map_err(|_| {
+            ClusterError::Backup("another backup is being taken on this node: try again".into())
+        })?;
         self.reads
             .read_barrier(crate::config::Consistency::Linearizable)
             .await?;
+        // The root-key versions the tag may be made with (the backed-up state's current one is
+        // among them unless a rotation finished in between: the backup is then refused).
+        let versions: Vec<u32> = self.state.read().registry.root_keys().versions().collect();
+        let mut roots = std::collections::BTreeMap::new();
+        for v in versions {
+            let key = self
+                .keyring
+                .root_key_version(v)
+                .map_err(|e| ClusterError::Seal(e.to_string()))?;
+            roots.insert(v, key);
+        }
         let db = self.db.clone();
         let origin = crate::raft::backup::Origin {
             cluster_id: self.config.cluster_id.clone(),
@@ -373,7 +389,13 @@ impl Node {
         };
         let taken = tokio::task::spawn_blocking(move || {
             let state = crate::raft::state_machine::point_in_time(&db)?;
-            crate::raft::backup::make(origin, &state)
+            let mac = |v: u32, data: &[u8]| match roots.get(&v) {
+                Some(root) => Ok(root.mac(crate::raft::backup::MAC_PURPOSE, data)),
+                None => Err(storage::StoreError::CorruptBackup(format!(
+                    "root-key version {v} was retired while the backup was taken: try again"
+                ))),
+            };
+            crate::raft::backup::make(origin, &state, &mac)
         })
         .await
         .map_err(|e| ClusterError::Backup(e.to_string()))?;
@@ -634,6 +656,7 @@ impl OpenedStorage {
             health,
             contact,
             visibility,
+            backups: tokio::sync::Semaphore::new(1),
         }))
     }
 }

@@ -314,7 +314,7 @@ impl Reads {
                     self.holder.granted(g.term, sent, g.min_applied);
                 }
             }
-            Ok(Ok(None)) | Ok(Err(_)) => self.holder.release(),
+            Ok(Ok(None)) | Ok(Err(_)) => self.holder.refused(sent),
             // Unanswered: the lease runs out by itself.
             Err(_) => {}
         }

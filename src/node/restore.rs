@@ -61,7 +61,6 @@ pub async fn restore(
     let bytes =
         std::fs::read(file).map_err(|e| refuse(format!("cannot read {}: {e}", file.display())))?;
     let b = backup::decode(&bytes).map_err(|e| refuse(format!("{}: {e}", file.display())))?;
-    drop(bytes);
     let header = b.header;
     let mut state = b.state;
     match (keep_cluster_id, header.cluster_id == config.cluster_id) {
@@ -95,17 +94,33 @@ pub async fn restore(
         .map_err(|e| refuse(e.to_string()))?;
     let registry = Registry::load(state.pairs.iter().cloned())
         .map_err(|e| refuse(format!("the backup's state: {e}")))?;
+    let mut tag_key = None;
     for v in registry.root_keys().versions() {
         let sealed = registry.root_keys().sealed(v).unwrap_or_default();
-        unseal.unseal(v, sealed).map_err(|e| {
+        let root = unseal.unseal(v, sealed).map_err(|e| {
             refuse(format!(
                 "this node's unseal key does not open root-key version {v} of the backup ({e}): \
                  install the unseal key of the cluster the backup was taken from"
             ))
         })?;
+        if v == header.mac_root_version {
+            tag_key = Some(root);
+        }
     }
     drop(registry);
     drop(unseal);
+    // The tag proves the file was made by a holder of this root key, unchanged since.
+    let (signed, tag) = backup::signed(&bytes)?;
+    let authentic = tag_key.is_some_and(|root| root.verify_mac(backup::MAC_PURPOSE, signed, tag));
+    if !authentic {
+        return Err(refuse(format!(
+            "{}: its authentication tag does not check under the backup's root key (version {}): \
+             the file was not written by a node of that cluster, or was changed since",
+            file.display(),
+            header.mac_root_version
+        )));
+    }
+    drop(bytes);
 
     // The state as this cluster will hold it.
     let before = state.pairs.len();
@@ -164,9 +179,11 @@ pub async fn restore(
     })
 }
 
-/// Where the new data directory is built: beside the final one, on the same file system.
+/// Where the new data directory is built: beside the final one, on the same file system (a
+/// trailing `/` or `.` in the configured path does not put it inside).
 fn staging_dir(data_dir: &Path) -> PathBuf {
-    let mut name = data_dir.as_os_str().to_os_string();
+    let clean: PathBuf = data_dir.components().collect();
+    let mut name = clean.as_os_str().to_os_string();
     name.push(".restoring");
     PathBuf::from(name)
 }

@@ -3,11 +3,17 @@
 //!
 //! Layout (format 1): `b"RKMSBKUP"` ‖ `1` ‖ u32 LE header length ‖ versioned bincode
 //! [`BackupHeader`] ‖ the state as a snapshot (`raft/snapshot.rs`, layout 2, with its own
-//! checksum) ‖ SHA-256 of everything before. Key material stays wrapped under the root key, as
-//! in the data directory: a backup is exactly as sensitive as a data directory without the unseal
-//! key. The header repeats what the body must hold (position, counts per table, the state's
-//! digest) so that [`decode`] can check the body against it, and a reader can show what a file
-//! holds without trusting it.
+//! checksum) ‖ a 32-byte authentication tag ‖ SHA-256 of everything before. Key material stays
+//! wrapped under the root key, as in the data directory: a backup is exactly as sensitive as a
+//! data directory without the unseal key. The header repeats what the body must hold (position,
+//! counts per table, the state's digest) so that [`decode`] can check the body against it.
+//!
+//! The SHA-256 catches accidents (truncation, a flipped bit) and is checked offline. It proves
+//! nothing about who wrote the file: the tag does. It is an HMAC over everything before it, under
+//! a key derived from the root-key version current in the backed-up state
+//! (`BackupHeader::mac_root_version`), so only a holder of the cluster's root key can make one,
+//! and `raftkms restore` (which opens the root key anyway) refuses a file whose tag does not
+//! check: an edited policy or credential cannot be slipped into a restore.
 
 use std::collections::BTreeMap;
 
@@ -47,7 +53,13 @@ pub struct BackupHeader {
     pub digest: String,
     /// Length of the snapshot part.
     pub snapshot_bytes: u64,
+    /// The root-key version whose derived key made the authentication tag.
+    pub mac_root_version: u32,
 }
+
+/// What the authentication tag is made for (the HMAC key is derived from the root key with it).
+pub const MAC_PURPOSE: &[u8] = b"raftkms/backup/v1";
+const MAC_LEN: usize = 32;
 
 /// A decoded and checked backup.
 pub struct Backup {
@@ -107,10 +119,20 @@ pub fn counts(reg: &Registry) -> BTreeMap<String, u64> {
     ])
 }
 
-/// The state's registry, counts and digest.
-fn summarize(state: &SnapshotBody) -> Result<(BTreeMap<String, u64>, String), StoreError> {
+/// The state's counts, digest and current root-key version. The pairs must be exactly the
+/// registry's canonical form (what a node writes): a row that loads as something else, or that
+/// loading would ignore, is refused, so what a restore writes is what the digest covers.
+fn summarize(
+    state: &SnapshotBody,
+) -> Result<(BTreeMap<String, u64>, String, Option<u32>), StoreError> {
     let reg = Registry::load(state.pairs.iter().cloned())?;
-    Ok((counts(&reg), reg.digest()?))
+    if reg.dump()? != state.pairs {
+        return Err(bad(
+            "its state is not in the registry's canonical form (rows that do not load as \
+             themselves)",
+        ));
+    }
+    Ok((counts(&reg), reg.digest()?, reg.root_keys().current()))
 }
 
 /// What [`make`] needs besides the state.
@@ -120,12 +142,23 @@ pub struct Origin {
     pub created_at_ms: u64,
 }
 
-/// A backup file of `state` (a point-in-time view of the registry at an applied position).
-pub fn make(origin: Origin, state: &SnapshotBody) -> Result<(BackupHeader, Vec<u8>), StoreError> {
+/// The authentication tag of a backup: `mac(root_version, data)` is the HMAC of `data` under the
+/// key derived for [`MAC_PURPOSE`] from that root-key version (the caller holds the keys).
+pub type Mac<'a> = &'a dyn Fn(u32, &[u8]) -> Result<[u8; 32], StoreError>;
+
+/// A backup file of `state` (a point-in-time view of the registry at an applied position),
+/// authenticated with `mac`.
+pub fn make(
+    origin: Origin,
+    state: &SnapshotBody,
+    mac: Mac<'_>,
+) -> Result<(BackupHeader, Vec<u8>), StoreError> {
     let last_applied = state
         .last_applied
         .ok_or_else(|| bad("the node has applied nothing yet: there is nothing to back up"))?;
-    let (counts, digest) = summarize(state)?;
+    let (counts, digest, root) = summarize(state)?;
+    let mac_root_version =
+        root.ok_or_else(|| bad("the cluster has no root key yet: there is nothing to back up"))?;
     let snap = snapshot::encode(state)?;
     let header = BackupHeader {
         cluster_id: origin.cluster_id,
@@ -137,15 +170,18 @@ pub fn make(origin: Origin, state: &SnapshotBody) -> Result<(BackupHeader, Vec<u
         counts,
         digest,
         snapshot_bytes: snap.len() as u64,
+        mac_root_version,
     };
     let head = codec::encode("backup header", &header)?;
     let head_len = u32::try_from(head.len()).map_err(|_| bad("backup header too large"))?;
-    let mut out = Vec::with_capacity(MAGIC.len() + 5 + head.len() + snap.len() + SUM_LEN);
+    let mut out = Vec::with_capacity(MAGIC.len() + 5 + head.len() + snap.len() + MAC_LEN + SUM_LEN);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT_V1);
     out.extend_from_slice(&head_len.to_le_bytes());
     out.extend_from_slice(&head);
     out.extend_from_slice(&snap);
+    let tag = mac(mac_root_version, &out)?;
+    out.extend_from_slice(&tag);
     let sum = Sha256::digest(&out);
     out.extend_from_slice(&sum);
     Ok((header, out))
@@ -154,6 +190,11 @@ pub fn make(origin: Origin, state: &SnapshotBody) -> Result<(BackupHeader, Vec<u
 /// The header of a backup file from its first bytes, without checking the rest (for a quick
 /// look; [`decode`] checks everything).
 pub fn read_header(bytes: &[u8]) -> Result<BackupHeader, StoreError> {
+    header_and_end(bytes).map(|(h, _)| h)
+}
+
+/// The header and where it ends (as the file declares it).
+fn header_and_end(bytes: &[u8]) -> Result<(BackupHeader, usize), StoreError> {
     if bytes.len() < MAGIC.len() + 5 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(bad("not a raftkms backup (bad magic or too short)"));
     }
@@ -181,14 +222,26 @@ pub fn read_header(bytes: &[u8]) -> Result<BackupHeader, StoreError> {
     let head = bytes
         .get(start..end)
         .ok_or_else(|| bad("backup ends inside its header"))?;
-    Ok(codec::decode("backup header", head)?)
+    Ok((codec::decode("backup header", head)?, end))
+}
+
+/// What the authentication tag covers, and the tag (of a file whose checksum [`decode`] checked).
+pub fn signed(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let content_end = bytes
+        .len()
+        .checked_sub(SUM_LEN + MAC_LEN)
+        .ok_or_else(|| bad("backup too short"))?;
+    Ok((
+        &bytes[..content_end],
+        &bytes[content_end..content_end + MAC_LEN],
+    ))
 }
 
 /// Decodes a backup and checks all of it: magic, format, the file's checksum, the snapshot's own
 /// layout and checksum, and that the state matches the header (position, counts, digest).
 pub fn decode(bytes: &[u8]) -> Result<Backup, StoreError> {
-    let header = read_header(bytes)?;
-    if bytes.len() < SUM_LEN {
+    let (header, start) = header_and_end(bytes)?;
+    if bytes.len() < start + MAC_LEN + SUM_LEN {
         return Err(bad("backup too short"));
     }
     let (content, sum) = bytes.split_at(bytes.len() - SUM_LEN);
@@ -197,11 +250,7 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, StoreError> {
             "checksum mismatch: the file is truncated or was changed after it was written",
         ));
     }
-    let head_len = codec::encode("backup header", &header)?.len();
-    let start = MAGIC.len() + 5 + head_len;
-    let snap = content
-        .get(start..)
-        .ok_or_else(|| bad("backup ends before its state"))?;
+    let snap = &content[start..content.len() - MAC_LEN];
     if snap.len() as u64 != header.snapshot_bytes {
         return Err(bad(format!(
             "the state is {} bytes but the header says {}",
@@ -216,7 +265,7 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, StoreError> {
             state.last_applied, header.last_applied
         )));
     }
-    let (counts, digest) = summarize(&state)?;
+    let (counts, digest, _) = summarize(&state)?;
     if counts != header.counts {
         return Err(bad(format!(
             "the state holds {counts:?} but the header says {:?}",
@@ -236,24 +285,30 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, StoreError> {
 mod tests {
     use super::*;
     use crate::raft::types::{Node, NodeId};
+    use crate::registry::{Command, Envelope, RequestId};
     use openraft::{CommittedLeaderId, Membership};
     use std::collections::BTreeSet;
 
     fn state() -> SnapshotBody {
-        use crate::registry::{Command, Envelope, RequestId};
         let mut reg = Registry::default();
+        let mut commands = vec![Command::InstallRootKey {
+            sealed: vec![7; 60],
+        }];
         for i in 0..3u8 {
-            let env = Envelope {
-                request_id: RequestId([i; 16]),
-                issued_at_ms: 1_700_000_000_000,
-                command: Command::PutRecord {
-                    name: format!("r{i}"),
-                    value: vec![i; 4],
-                },
-            };
-            reg.apply(u64::from(i) + 1, &env).unwrap();
+            commands.push(Command::PutRecord {
+                name: format!("r{i}"),
+                value: vec![i; 4],
+            });
         }
-        let log_id = LogId::new(CommittedLeaderId::new(2, 1), 3);
+        for (i, command) in commands.into_iter().enumerate() {
+            let env = Envelope {
+                request_id: RequestId([i as u8; 16]),
+                issued_at_ms: 1_700_000_000_000,
+                command,
+            };
+            reg.apply(i as u64 + 1, &env).unwrap();
+        }
+        let log_id = LogId::new(CommittedLeaderId::new(2, 1), 4);
         let membership = StoredMembership::new(
             Some(log_id),
             Membership::<NodeId, Node>::new(vec![BTreeSet::from([1])], None),
@@ -274,12 +329,22 @@ mod tests {
         }
     }
 
+    /// A stand-in for the root key's HMAC: a hash of the version and the data.
+    fn tag(version: u32, data: &[u8]) -> Result<[u8; 32], StoreError> {
+        let mut h = Sha256::new();
+        h.update(version.to_le_bytes());
+        h.update(data);
+        Ok(h.finalize().into())
+    }
+
     #[test]
-    fn a_backup_round_trips_with_its_counts_and_digest() {
+    fn a_backup_round_trips_with_its_counts_digest_and_tag() {
         let s = state();
-        let (h, bytes) = make(origin(), &s).unwrap();
+        let (h, bytes) = make(origin(), &s, &tag).unwrap();
         assert_eq!(h.counts["records"], 3);
-        assert_eq!(h.last_applied.index, 3);
+        assert_eq!(h.counts["root_key_versions"], 1);
+        assert_eq!(h.mac_root_version, 1);
+        assert_eq!(h.last_applied.index, 4);
         let b = decode(&bytes).unwrap();
         assert_eq!(b.header, h);
         assert_eq!(b.state, s);
@@ -288,11 +353,27 @@ mod tests {
             h.digest,
             Registry::load(s.pairs.clone()).unwrap().digest().unwrap()
         );
+        let (content, t) = signed(&bytes).unwrap();
+        assert_eq!(t, tag(1, content).unwrap());
+    }
+
+    fn assemble(h: &BackupHeader, snap: &[u8]) -> Vec<u8> {
+        let head = codec::encode("backup header", h).unwrap();
+        let mut out = MAGIC.to_vec();
+        out.push(FORMAT_V1);
+        out.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(snap);
+        let t = tag(h.mac_root_version, &out).unwrap();
+        out.extend_from_slice(&t);
+        let sum = Sha256::digest(&out);
+        out.extend_from_slice(&sum);
+        out
     }
 
     #[test]
     fn truncated_edited_newer_or_foreign_files_are_refused() {
-        let (_, bytes) = make(origin(), &state()).unwrap();
+        let (_, bytes) = make(origin(), &state(), &tag).unwrap();
         let err = |b: &[u8]| decode(b).unwrap_err().to_string();
         assert!(err(&bytes[..bytes.len() - 1]).contains("checksum"));
         assert!(err(&bytes[..20]).contains("backup"));
@@ -305,28 +386,44 @@ mod tests {
         assert!(err(&newer).contains("newer"));
         assert!(err(b"RKMSSNAP\x02xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
             .contains("not a raftkms backup"));
-        // A header that lies about the state, with a recomputed checksum, is refused too.
-        let (mut h, _) = make(origin(), &state()).unwrap();
-        h.counts.insert("records".into(), 4);
-        let head = codec::encode("backup header", &h).unwrap();
+        // A header that lies about the state, with recomputed checksums, is refused too.
+        let (mut h, _) = make(origin(), &state(), &tag).unwrap();
         let snap = snapshot::encode(&state()).unwrap();
-        let mut forged = MAGIC.to_vec();
-        forged.push(FORMAT_V1);
-        forged.extend_from_slice(&(head.len() as u32).to_le_bytes());
-        forged.extend_from_slice(&head);
-        forged.extend_from_slice(&snap);
-        let sum = Sha256::digest(&forged);
-        forged.extend_from_slice(&sum);
-        assert!(err(&forged).contains("header says"));
+        h.counts.insert("records".into(), 4);
+        assert!(err(&assemble(&h, &snap)).contains("header says"));
+        // So is a state with a row that does not load as itself.
+        let (h, _) = make(origin(), &state(), &tag).unwrap();
+        let mut odd = state();
+        // A record name that is not UTF-8 loads (lossily) under another name: sorted last, so
+        // only the content differs from the canonical form.
+        let v = odd
+            .pairs
+            .iter()
+            .find(|(k, _)| k.starts_with(b"r/"))
+            .unwrap()
+            .1
+            .clone();
+        odd.pairs.push((b"r/\xff".to_vec(), v));
+        let snap = snapshot::encode(&odd).unwrap();
+        let mut h = h;
+        h.snapshot_bytes = snap.len() as u64;
+        let e = err(&assemble(&h, &snap));
+        assert!(e.contains("canonical"), "{e}");
     }
 
     #[test]
-    fn nothing_applied_is_nothing_to_back_up() {
+    fn nothing_applied_or_no_root_key_is_nothing_to_back_up() {
         let mut s = state();
         s.last_applied = None;
-        assert!(make(origin(), &s)
+        assert!(make(origin(), &s, &tag)
             .unwrap_err()
             .to_string()
             .contains("nothing to back up"));
+        let mut s = state();
+        s.pairs.retain(|(k, _)| !k.starts_with(b"R/"));
+        assert!(make(origin(), &s, &tag)
+            .unwrap_err()
+            .to_string()
+            .contains("no root key"));
     }
 }

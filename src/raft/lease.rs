@@ -105,6 +105,16 @@ impl HolderLease {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
+    /// The leader refused a request sent at `sent_at`: drops the lease unless it comes from a
+    /// request sent later (renewals overlap, and answers may arrive out of order; a refusal of an
+    /// older request says nothing about a newer grant, which the leader still counts).
+    pub fn refused(&self, sent_at: Instant) {
+        let mut h = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if h.is_some_and(|held| held.until <= sent_at + self.length) {
+            *h = None;
+        }
+    }
+
     /// The index this node must have applied before it serves a read under its lease, if a lease
     /// of `term` is in force at `now`; also when it ends.
     pub fn check(&self, now: Instant, term: u64) -> Option<(u64, Instant)> {
@@ -428,6 +438,13 @@ mod tests {
             lease.check(t0 + Duration::from_millis(300), 3).map(|x| x.1),
             Some(t0 + Duration::from_millis(350))
         );
+        // A refusal of an older request keeps a lease granted for a later one; a refusal of the
+        // request that lease came from (or a later one) drops it.
+        lease.refused(t0 + Duration::from_millis(100));
+        assert!(lease.check(t0 + Duration::from_millis(300), 3).is_some());
+        lease.refused(t0 + Duration::from_millis(150));
+        assert_eq!(lease.check(t0 + Duration::from_millis(300), 3), None);
+        lease.granted(3, t0 + Duration::from_millis(150), 50);
         // A vote request of a higher term voids it.
         lease.fence(4);
         assert_eq!(lease.check(t0 + Duration::from_millis(300), 3), None);

@@ -29,10 +29,9 @@ pub(super) fn admin_error(e: ClusterError) -> Response {
         ClusterError::BadRequest(_) => StatusCode::BAD_REQUEST,
         ClusterError::AlreadyInitialized | ClusterError::Membership(_) => StatusCode::CONFLICT,
         ClusterError::WriteTimeout(_) | ClusterError::ReadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        ClusterError::Seal(_)
-        | ClusterError::Digest(_)
-        | ClusterError::Codec(_)
-        | ClusterError::Backup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ClusterError::Seal(_) | ClusterError::Digest(_) | ClusterError::Codec(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     tracing::debug!(error = %e, %status, "admin request refused");
