@@ -82,9 +82,10 @@ def bench(args, cluster, i, workload, rate, key_id=None, stale=False):
     if stale:
         cmd.append("--stale")
     env = dict(os.environ, KMS_SECRET_ID=cluster.secret_id, KMS_SECRET_KEY=cluster.secret_key)
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True,
-                         timeout=args.duration + 60).stdout
-    return json.loads(out)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.duration + 60)
+    if p.returncode != 0:
+        raise SystemExit("raftkms bench through node %d failed: %s" % (i, p.stderr[-2000:]))
+    return json.loads(p.stdout)
 
 
 def wait_holder(cluster, i, key_id, deadline):
@@ -99,14 +100,24 @@ def wait_holder(cluster, i, key_id, deadline):
     raise SystemExit("node %d never served a read under a follower lease" % i)
 
 
-def phase(args, lease, out):
-    name = "leases" if lease else "no-leases"
+def phase(args, name, out):
+    """One cluster: `leases` (follower read leases, every node a holder), `gate-only` (leases
+    configured, so the leader's apply gate and announcements run, but no node holds one:
+    `reads.hold-lease = false`; only CreateKey through the leader, to show what the holders'
+    renewals cost writes), `no-leases`."""
+    lease = name != "no-leases"
+    holders = name == "leases"
     work = tempfile.mkdtemp(prefix="raftkms-regions-")
     run_dir = os.path.join(out, "logs-%s" % name)
     os.makedirs(run_dir, exist_ok=True)
     timing = dict(TIMING, **{"holder-lease-ms": HOLDER_LEASE_MS if lease else 0})
     cluster = Cluster(run_dir, work, 5, args.binary, proxy=True, timing=timing, regions=REGIONS,
                       log=log)
+    # raftkms's default (the jepsen suite checkpoints every 2 s): no more background writes
+    # than a deployment has.
+    cluster.audit_checkpoint_s = 30
+    if not holders:
+        cluster.extra_toml = ["[reads]", "hold-lease = false"] if lease else []
     rows = []
     try:
         log("%s: booting 5 nodes in 3 regions (timing %s)" % (name, timing))
@@ -119,34 +130,46 @@ def phase(args, lease, out):
             time.sleep(0.2)
         if leader is None:
             raise SystemExit("no leader")
-        r = client(cluster, leader).call("CreateKey", {"Alias": "regions-bench"}, write=True)
-        if r.kind != "ok":
-            raise SystemExit("CreateKey failed: %s %s" % (r.code, r.message))
-        key_id = r.fields["KeyMetadata"]["KeyId"]
+        # Keys are regional: one per region, made through a node of that region.
+        keys = {}
+        for i in sorted(cluster.nodes):
+            region = cluster.nodes[i].region
+            if region in keys:
+                continue
+            r = client(cluster, i).call("CreateKey", {"Alias": "regions-bench"}, write=True)
+            if r.kind != "ok":
+                raise SystemExit("CreateKey in %s failed: %s %s" % (region, r.code, r.message))
+            keys[region] = r.fields["KeyId"]
         cluster.verify_latency(timeout=10)
         time.sleep(2)
         leader = cluster.leader()
         lregion = cluster.nodes[leader].region
-        log("%s: leader node %d (%s); key %s" % (name, leader, lregion, key_id))
-        if lease:
+        log("%s: leader node %d (%s); keys %s" % (name, leader, lregion, keys))
+        if holders:
             for i in cluster.nodes:
                 if i != leader:
-                    wait_holder(cluster, i, key_id, time.time() + 30)
+                    wait_holder(cluster, i, keys[cluster.nodes[i].region], time.time() + 30)
         for i in sorted(cluster.nodes):
             node = cluster.nodes[i]
             role = "leader" if i == leader else "follower"
             rtt = 2 * one_way(node.region, lregion)
             kinds = [("encrypt", "linearizable", False), ("encrypt", "stale", True),
                      ("create", "linearizable", False)]
+            if name == "gate-only":
+                if role != "leader":
+                    continue
+                kinds = [("create", "linearizable", False)]
             for workload, consistency, stale in kinds:
                 before = metrics(cluster, i)
                 s = bench(args, cluster, i, workload,
                           args.rate if workload == "encrypt" else args.create_rate,
-                          key_id=key_id if workload == "encrypt" else None, stale=stale)
+                          key_id=keys[node.region] if workload == "encrypt" else None,
+                          stale=stale)
                 after = metrics(cluster, i)
                 delta = {k: after[k] - before[k] for k in after}
                 now_leader = cluster.leader()
-                row = {"phase": name, "holder_lease_ms": timing["holder-lease-ms"], "node": i,
+                row = {"phase": name, "holder_lease_ms": timing["holder-lease-ms"],
+                       "holders": holders, "node": i,
                        "region": node.region, "role": role, "leader": leader,
                        "leader_region": lregion, "leader_after": now_leader,
                        "rtt_to_leader_ms": rtt, "workload": workload,
@@ -184,7 +207,8 @@ def check(row, farthest_rtt):
         raise SystemExit("%s: errors %r (ok %d)" % (what, s["errors"], s["ok"]))
     if row["leader_after"] != row["leader"]:
         raise SystemExit("%s: the leader changed during the run" % what)
-    if row["workload"] == "create" and row["holder_lease_ms"] and row["role"] == "leader":
+    if row["workload"] == "create" and row.get("holders", row["holder_lease_ms"]) \
+            and row["role"] == "leader":
         # Every holder must have the write before it is acknowledged: the farthest one's round
         # trip bounds it from below (the proxy is in the path).
         if s["latency_ms"]["p50"] < farthest_rtt:
@@ -232,8 +256,8 @@ def main():
             "cmdline": os.environ.get("REGIONS_CMDLINE", " ".join(sys.argv))}
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
-    for lease in (True, False):
-        phase(args, lease, args.out)
+    for name in ("leases", "gate-only", "no-leases"):
+        phase(args, name, args.out)
     log("done: %s" % runs)
 
 

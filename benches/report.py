@@ -741,10 +741,13 @@ def regions_block(res):
                     ", ".join("%.1f" % p(r, "p50") for r in nol),
                     ", ".join("%d" % r["rtt_to_leader_ms"] for r in nol)))
         creates = [r for r in rows if r["workload"] == "create" and r["role"] == "leader"]
+        said = {"leases": "with follower leases (every node a holder)",
+                "gate-only": "with leases configured but no node holding one "
+                             "(`reads.hold-lease = false`: the apply gate runs, no renewals)",
+                "no-leases": "without leases"}
         for r in creates:
             out.append("- CreateKey through the leader (%s), %s: p50 %.1f ms, p99 %.1f ms." % (
-                r["region"], "with leases" if r["phase"] == "leases" else "without leases",
-                p(r, "p50"), p(r, "p99")))
+                r["region"], said.get(r["phase"], r["phase"]), p(r, "p50"), p(r, "p99")))
         out.append("")
     return "\n".join(out)
 

@@ -223,6 +223,10 @@ class Cluster:
         self.timing = timing or {}
         # Node id -> region (default: every node in REGION), for layouts across regions.
         self.regions = dict(regions or {})
+        # How often each node checkpoints its audit chain head through Raft (a write).
+        self.audit_checkpoint_s = 2
+        # More lines at the end of every node's config (a table of their own).
+        self.extra_toml = []
         self.log = log
         self.nodes = {i: Node(self, i) for i in range(1, n + 1)}
         self.cluster_id = "rkj-%s" % secrets.token_hex(4)
@@ -435,8 +439,8 @@ class Cluster:
             # through Raft every 2 s instead of 30, so a run's trails have checkpoints to be
             # verified against (rkj/audit.py).
             "[audit]",
-            "checkpoint-interval-s = 2",
-        ]
+            "checkpoint-interval-s = %d" % self.audit_checkpoint_s,
+        ] + ([""] + self.extra_toml if self.extra_toml else [])
         if with_peers:
             for other in self.nodes.values():
                 lines += ["", "[[peers]]", "id = %d" % other.i,
