@@ -122,9 +122,7 @@ pub fn counts(reg: &Registry) -> BTreeMap<String, u64> {
 /// The state's counts, digest and current root-key version. The pairs must be exactly the
 /// registry's canonical form (what a node writes): a row that loads as something else, or that
 /// loading would ignore, is refused, so what a restore writes is what the digest covers.
-fn summarize(
-    state: &SnapshotBody,
-) -> Result<(BTreeMap<String, u64>, String, Option<u32>), StoreError> {
+fn summarize(state: &SnapshotBody) -> Result<Summary, StoreError> {
     let reg = Registry::load(state.pairs.iter().cloned())?;
     if reg.dump()? != state.pairs {
         return Err(bad(
@@ -132,7 +130,19 @@ fn summarize(
              themselves)",
         ));
     }
-    Ok((counts(&reg), reg.digest()?, reg.root_keys().current()))
+    Ok(Summary {
+        counts: counts(&reg),
+        digest: reg.digest()?,
+        root: reg.root_keys().current(),
+    })
+}
+
+/// What [`summarize`] finds in a state.
+struct Summary {
+    counts: BTreeMap<String, u64>,
+    digest: String,
+    /// The current root-key version, if any.
+    root: Option<u32>,
 }
 
 /// What [`make`] needs besides the state.
@@ -156,7 +166,11 @@ pub fn make(
     let last_applied = state
         .last_applied
         .ok_or_else(|| bad("the node has applied nothing yet: there is nothing to back up"))?;
-    let (counts, digest, root) = summarize(state)?;
+    let Summary {
+        counts,
+        digest,
+        root,
+    } = summarize(state)?;
     let mac_root_version =
         root.ok_or_else(|| bad("the cluster has no root key yet: there is nothing to back up"))?;
     let snap = snapshot::encode(state)?;
@@ -265,7 +279,7 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, StoreError> {
             state.last_applied, header.last_applied
         )));
     }
-    let (counts, digest, _) = summarize(&state)?;
+    let Summary { counts, digest, .. } = summarize(&state)?;
     if counts != header.counts {
         return Err(bad(format!(
             "the state holds {counts:?} but the header says {:?}",
