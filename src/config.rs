@@ -425,6 +425,30 @@ impl Default for AuditConfig {
     }
 }
 
+/// Scheduled backups (docs/operations.md, "Scheduled backups"): this node writes a backup of the
+/// replicated state into a directory of its own on a fixed interval and keeps the newest few.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where the backups go (created 0700 if missing). Unset (the default): no scheduled backups.
+    pub dir: Option<PathBuf>,
+    /// Seconds between two backups, the first one interval after the node starts. Default 3600.
+    pub interval_s: u64,
+    /// How many of this cluster's backups to keep in `dir` (older ones are deleted once a new
+    /// one is written). Default 24.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            interval_s: 3600,
+            keep: 24,
+        }
+    }
+}
+
 /// What stale reads (`X-Raftkms-Consistency: stale`) this node answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -520,6 +544,8 @@ pub struct NodeConfig {
     pub kms: KmsConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
     /// Regions served besides those of the peers, with optional algorithm overrides.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,
@@ -771,6 +797,15 @@ impl NodeConfig {
                 "audit.checkpoint-interval-s",
                 "must be greater than 0",
             ));
+        }
+        if self.backup.interval_s == 0 {
+            return Err(field("backup.interval-s", "must be greater than 0"));
+        }
+        if self.backup.keep == 0 {
+            return Err(field("backup.keep", "must be at least 1"));
+        }
+        if self.backup.dir.as_ref().is_some_and(|d| !d.is_absolute()) {
+            return Err(field("backup.dir", "must be an absolute path"));
         }
         if self.kms.unseal == UnsealSource::Pkcs11 {
             if !self

@@ -225,6 +225,7 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
                 ..Default::default()
             },
             audit: Default::default(),
+            backup: Default::default(),
             regions: Vec::new(),
             peers: peers.clone(),
         };

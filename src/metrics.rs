@@ -24,6 +24,9 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     pub forwarded_writes: Counter,
     pub forward_failures: Counter,
+    /// Scheduled backups this node wrote, and those that failed (`[backup]`).
+    pub backups_written: Counter,
+    pub backup_failures: Counter,
     pub read_gate_waits: Counter,
     pub read_gate_rounds: Counter,
     pub read_gate_leased: Counter,
@@ -114,6 +117,8 @@ impl Metrics {
             apply_seconds: latency(),
             forwarded_writes: Counter::default(),
             forward_failures: Counter::default(),
+            backups_written: Counter::default(),
+            backup_failures: Counter::default(),
             read_gate_waits: Counter::default(),
             read_gate_rounds: Counter::default(),
             read_gate_leased: Counter::default(),
@@ -202,6 +207,16 @@ impl Metrics {
                 "forwarded_writes",
                 "Writes this node forwarded to the leader",
                 &m.forwarded_writes,
+            ),
+            (
+                "backups_written",
+                "Scheduled backups this node wrote into backup.dir",
+                &m.backups_written,
+            ),
+            (
+                "backup_failures",
+                "Scheduled backups that failed (the reason is in the log)",
+                &m.backup_failures,
             ),
             (
                 "audit_records",

@@ -303,3 +303,60 @@ async fn restore_refuses_bad_input_and_writes_nothing() {
         .to_string();
     assert!(e.contains("not empty"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduled_backups_land_in_their_directory_and_only_the_newest_are_kept() {
+    let mut c =
+        TestCluster::configure(1, 29800, TimingConfig::default(), SnapshotConfig::default());
+    let dir = c.dir.path().join("backups");
+    std::fs::create_dir_all(&dir).unwrap();
+    // Somebody else's file in the same directory is never touched.
+    std::fs::write(dir.join("other-cluster-20200101T000000Z-1.rkbak"), b"x").unwrap();
+    let d = dir.clone();
+    c.edit_configs(move |cfg| {
+        cfg.backup.dir = Some(d.clone());
+        cfg.backup.interval_s = 1;
+        cfg.backup.keep = 2;
+    });
+    let c = c.launch().await;
+    put(&c, 1, "scheduled", "v").await;
+    let ours = |dir: &std::path::Path| {
+        let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("test-29800-")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while common::counter(
+        &common::metrics_of(&c, 1).await,
+        "raftkms_backups_written_total",
+    ) < 3.0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fewer than 3 scheduled backups in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let files = ours(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let (h, _) = raftkms::backup::verify(f).unwrap();
+        assert_eq!(h.cluster_id, "test-29800");
+        assert!(h.counts["records"] >= 1);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(dir.join("other-cluster-20200101T000000Z-1.rkbak").exists());
+}

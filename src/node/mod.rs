@@ -3,6 +3,7 @@
 //! [`Keyring`] (root key and wrapping). [`Node`] owns one of each and the Raft core; the HTTP
 //! layer and the KMS core use the parts, not the wiring.
 
+mod backups;
 mod batcher;
 mod contact;
 mod health;

@@ -59,6 +59,7 @@ pub async fn run_with_clock(
     let scheduler = tokio::spawn(crate::scheduler::run(node.clone()));
     let rewrapper = tokio::spawn(crate::scheduler::rewrap::run(node.clone()));
     let leases = tokio::spawn(node.clone().run_leases());
+    let backups = tokio::spawn(node.clone().run_backups());
     let watcher = tokio::spawn(node.clone().watch_raft());
     tracing::info!(
         api = %config.api_listen,
@@ -120,6 +121,7 @@ pub async fn run_with_clock(
     scheduler.abort();
     rewrapper.abort();
     leases.abort();
+    backups.abort();
     if let Some(a) = auditor {
         a.abort();
     }

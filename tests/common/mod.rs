@@ -324,6 +324,7 @@ impl TestCluster {
                 ..Default::default()
             },
             audit: Default::default(),
+            backup: Default::default(),
             regions: Vec::new(),
             peers,
         };
