@@ -625,6 +625,18 @@ impl NodeConfig {
         if self.cluster_id.trim().is_empty() {
             return Err(field("cluster-id", "must not be empty"));
         }
+        // It names files (scheduled backups) and goes into certificates: no path characters.
+        if self.cluster_id.starts_with('.')
+            || !self
+                .cluster_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(field(
+                "cluster-id",
+                "may hold only letters, digits, `.`, `_` and `-`, and must not start with `.`",
+            ));
+        }
         if self.region.trim().is_empty() {
             return Err(field("region", "must not be empty"));
         }

@@ -318,17 +318,15 @@ async fn scheduled_backups_land_in_their_directory_and_only_the_newest_are_kept(
         cfg.backup.interval_s = 1;
         cfg.backup.keep = 2;
     });
-    let c = c.launch().await;
+    let mut c = c.launch().await;
     put(&c, 1, "scheduled", "v").await;
     let ours = |dir: &std::path::Path| {
         let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("test-29800-")
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                n.starts_with("test-29800-") && n.ends_with("-n1.rkbak")
             })
             .collect();
         v.sort();
@@ -346,6 +344,8 @@ async fn scheduled_backups_land_in_their_directory_and_only_the_newest_are_kept(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Stopped, so that no backup is caught between its write and its pruning.
+    c.stop(1);
     let files = ours(&dir);
     assert_eq!(files.len(), 2, "{files:?}");
     for f in &files {

@@ -306,8 +306,9 @@ impl Node {
     }
 
     /// Follower read leases, run until the task is aborted: a follower renews its lease every
-    /// third of the length it uses; the leader sends a heartbeat whenever what its lease holders
-    /// have rises, so followers learn at once that more is visible (and apply it).
+    /// third of the length it uses; when what its lease holders have rises to the end of its
+    /// log, the leader sends a heartbeat, so followers learn at once that more is visible (and
+    /// apply it); before that, the appends that follow carry it.
     pub async fn run_leases(self: Arc<Self>) {
         if self.config.timing.holder_lease_ms == 0 {
             return;
