@@ -12,6 +12,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
 . benches/lib.sh
 build_raftkms  # release unless PROFILE=dev
 dev_cluster failover
+# HOLDER_LEASE_MS=N: the same with follower read leases (timing.holder-lease-ms = N).
+LEASE=${HOLDER_LEASE_MS:-0}
+[ "$LEASE" != 0 ] && dev_timing holder-lease-ms "$LEASE"
 for n in 1 2 3; do dev_start $n; done
 
 results=()
@@ -31,4 +34,4 @@ for round in $(seq "$ROUNDS"); do
   dev_start "$L"
   sleep 2
 done
-echo "failover (SIGKILL leader -> first acknowledged write), ${ROUNDS} rounds: $(min_median_max "${results[@]}")"
+echo "failover (SIGKILL leader -> first acknowledged write), holder-lease-ms ${LEASE}, ${ROUNDS} rounds: $(min_median_max "${results[@]}")"

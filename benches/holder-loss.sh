@@ -18,16 +18,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/cache/raftkms/target}
 . benches/lib.sh
 build_raftkms  # release unless PROFILE=dev
 dev_cluster holder-loss
-for n in 1 2 3; do
-  cfg="$DIR/node$n.toml"
-  if grep -q '^holder-lease-ms' "$cfg"; then
-    sed -i "s/^holder-lease-ms *=.*/holder-lease-ms = $LEASE/" "$cfg"
-  elif grep -q '^\[timing\]' "$cfg"; then
-    sed -i "/^\[timing\]/a holder-lease-ms = $LEASE" "$cfg"
-  else
-    printf '\n[timing]\nholder-lease-ms = %d\n' "$LEASE" >>"$cfg"
-  fi
-done
+dev_timing holder-lease-ms "$LEASE"
 
 for n in 1 2 3; do dev_start $n; done
 

@@ -176,6 +176,20 @@ dev_cluster() {
   kill -INT "$dev"; wait "$dev" || true
   set -a; . "$DIR/dev.env"; set +a
 }
+# dev_timing KEY VALUE: sets [timing] KEY = VALUE in every node config of the dev cluster.
+dev_timing() {
+  local n cfg
+  for n in 1 2 3; do
+    cfg="$DIR/node$n.toml"
+    if grep -q "^$1 *=" "$cfg"; then
+      sed -i "s/^$1 *=.*/$1 = $2/" "$cfg"
+    elif grep -q '^\[timing\]' "$cfg"; then
+      sed -i "/^\[timing\]/a $1 = $2" "$cfg"
+    else
+      printf '\n[timing]\n%s = %s\n' "$1" "$2" >>"$cfg"
+    fi
+  done
+}
 # dev_start I: starts node I (its pid in DEV_PIDS[I]).
 dev_start() { "$BIN" serve --config "$DIR/node$1.toml" >>"$DIR/node$1.log" 2>&1 & DEV_PIDS[$1]=$!; }
 # Mutual TLS with the dev admin certificate (the dev node certificates name 127.0.0.1).
