@@ -340,9 +340,8 @@ impl Visibility {
     }
 
     /// On the leader with leases on: what it would announce now (its saved commit index, lowered
-    /// to what every counted holder has; `None` elsewhere). It rising to the end of the leader's
-    /// log makes the leader send a heartbeat, so followers learn at once that more is visible
-    /// (below that, the next append carries it).
+    /// to what every counted holder has; `None` elsewhere). It rising is what makes the leader
+    /// send a heartbeat, so followers learn at once that more is visible.
     pub fn announce_mark(&self) -> Option<u64> {
         if !self.enabled() {
             return None;
