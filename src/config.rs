@@ -432,10 +432,12 @@ impl Default for AuditConfig {
 pub struct BackupConfig {
     /// Where the backups go (created 0700 if missing). Unset (the default): no scheduled backups.
     pub dir: Option<PathBuf>,
-    /// Seconds between two backups, the first one interval after the node starts. Default 3600.
+    /// Seconds between two backups; the first one comes this long after the newest of this
+    /// node's backups already in `dir` (at once if that is overdue), or after the start if
+    /// there is none. Default 3600.
     pub interval_s: u64,
-    /// How many of this cluster's backups to keep in `dir` (older ones are deleted once a new
-    /// one is written). Default 24.
+    /// How many of this node's backups of this cluster to keep in `dir` (older ones, by log
+    /// index, are deleted once a new one is written). Default 24.
     pub keep: usize,
 }
 
