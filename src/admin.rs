@@ -361,6 +361,24 @@ impl AdminClient {
             .await
     }
 
+    /// The cluster's feature level and each member's release (answered by the leader).
+    pub async fn upgrade_status(&self) -> Result<crate::wire::UpgradeStatus, ClientError> {
+        self.get(paths::UPGRADE).await
+    }
+
+    /// Raises the cluster's feature level (`level`, or the highest the leader's build knows);
+    /// refused unless every member runs a build that knows it.
+    pub async fn finalize_upgrade(
+        &self,
+        level: Option<u32>,
+    ) -> Result<crate::wire::FinalizeReply, ClientError> {
+        self.post_json(
+            paths::UPGRADE_FINALIZE,
+            &crate::wire::FinalizeRequest { level },
+        )
+        .await
+    }
+
     /// The root-key versions and what each still protects.
     pub async fn root_key_status(&self) -> Result<RootKeyStatus, ClientError> {
         self.get(paths::ROOT_KEY).await

@@ -317,6 +317,29 @@ enum ClusterCmd {
         #[arg(long)]
         id: u64,
     },
+    /// Rolling upgrades: each member's release and the cluster's feature level
+    /// (docs/operations.md, "Rolling upgrades").
+    Upgrade {
+        #[command(subcommand)]
+        action: UpgradeCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpgradeCmd {
+    /// Show the cluster's feature level and the release each member runs.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Raise the cluster's feature level once every member runs a release that knows it. After
+    /// this no member can be rolled back to an older release.
+    Finalize {
+        /// The level to raise to (default: the highest the leader's release knows).
+        #[arg(long)]
+        level: Option<u32>,
+    },
 }
 
 // The arguments every `raftkms cert` command shares.
@@ -1384,6 +1407,72 @@ async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {
             client.remove(id).await?;
             println!("removed node {id}");
             print!("{}", render_status(&cluster_status(&client).await?));
+        }
+        ClusterCmd::Upgrade { action } => upgrade(&client, action).await?,
+    }
+    Ok(())
+}
+
+fn print_upgrade_status(s: &raftkms::wire::UpgradeStatus) {
+    println!("cluster feature level: {}", s.cluster_feature_level);
+    println!(
+        "{:<6} {:<8} {:<10} {:>8} {:>8} {:>10}",
+        "NODE", "ROLE", "RELEASE", "PROTOCOL", "KNOWS", "SEEN"
+    );
+    let dash = || "-".to_string();
+    for m in &s.members {
+        let role = if m.id == s.leader {
+            "leader"
+        } else if m.voter {
+            "voter"
+        } else {
+            "learner"
+        };
+        println!(
+            "{:<6} {:<8} {:<10} {:>8} {:>8} {:>10}",
+            m.id,
+            role,
+            m.release.clone().unwrap_or_else(dash),
+            m.protocol.map_or_else(dash, |p| p.to_string()),
+            m.features.map_or_else(dash, |f| f.to_string()),
+            m.seen_ms_ago
+                .map_or_else(|| "never".to_string(), |ms| format!("{ms} ms ago")),
+        );
+    }
+    let knows = s
+        .members
+        .iter()
+        .map(|m| m.features.unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    if knows > s.cluster_feature_level {
+        println!("every member knows level {knows}: `raftkms cluster upgrade finalize` raises it (no rollback after that)");
+    }
+}
+
+async fn upgrade(client: &raftkms::admin::AdminClient, action: UpgradeCmd) -> anyhow::Result<()> {
+    match action {
+        UpgradeCmd::Status { json } => {
+            let s = client.upgrade_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print_upgrade_status(&s);
+            }
+        }
+        UpgradeCmd::Finalize { level } => {
+            let r = client.finalize_upgrade(level).await?;
+            if r.feature_level > r.previous_level {
+                println!(
+                    "cluster feature level raised from {} to {}: members can no longer be rolled back to a release older than this level",
+                    r.previous_level, r.feature_level
+                );
+            } else {
+                println!(
+                    "the cluster is already at feature level {}; nothing to do",
+                    r.feature_level
+                );
+            }
         }
     }
     Ok(())

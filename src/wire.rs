@@ -37,6 +37,8 @@ pub mod paths {
     pub const ROOT_KEY: &str = "/admin/root-key";
     pub const ROOT_KEY_ROTATE: &str = "/admin/root-key/rotate";
     pub const ROOT_KEY_RETIRE: &str = "/admin/root-key/retire";
+    pub const UPGRADE: &str = "/admin/upgrade";
+    pub const UPGRADE_FINALIZE: &str = "/admin/upgrade/finalize";
 }
 
 /// Where a read was served from, reported with every answer.
@@ -274,4 +276,41 @@ mod tests {
             "{shown}"
         );
     }
+}
+
+/// `GET /admin/upgrade` (answered by the leader): the cluster's feature level and what each
+/// member last reported about its build.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpgradeStatus {
+    pub cluster_feature_level: u32,
+    pub leader: NodeId,
+    pub members: Vec<MemberVersion>,
+}
+
+/// One member's build, as it last reported it (`None`: it has not answered this leader).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberVersion {
+    pub id: NodeId,
+    pub voter: bool,
+    pub release: Option<String>,
+    pub protocol: Option<u32>,
+    /// The highest cluster feature level its build knows.
+    pub features: Option<u32>,
+    /// How long ago it last answered (0 for the leader itself).
+    pub seen_ms_ago: Option<u64>,
+}
+
+/// Body of `POST /admin/upgrade/finalize`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FinalizeRequest {
+    /// The level to raise to; default the highest the leader's build knows.
+    #[serde(default)]
+    pub level: Option<u32>,
+}
+
+/// Reply to `POST /admin/upgrade/finalize`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FinalizeReply {
+    pub previous_level: u32,
+    pub feature_level: u32,
 }

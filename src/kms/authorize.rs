@@ -62,6 +62,8 @@ pub enum Action {
     ListAlgorithms,
     /// Querying the audit trail (CloudAudit's LookUpEvents).
     LookUpEvents,
+    BindCloudResource,
+    UnbindCloudResource,
 }
 
 impl Action {
@@ -100,6 +102,8 @@ impl Action {
             Action::ListRegions => "kms:ListRegions",
             Action::ListAlgorithms => "kms:ListAlgorithms",
             Action::LookUpEvents => "cloudaudit:LookUpEvents",
+            Action::BindCloudResource => "kms:BindCloudResource",
+            Action::UnbindCloudResource => "kms:UnbindCloudResource",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod asymmetric;
 pub mod audit;
 pub mod audit_query;
 pub mod authorize;
+pub mod cloud_binding;
 pub mod crypto;
 pub mod error;
 pub mod import;

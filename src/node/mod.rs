@@ -12,6 +12,7 @@ mod leader;
 mod membership;
 mod reads;
 pub mod restore;
+mod upgrade;
 mod writes;
 
 use std::sync::Arc;
@@ -209,6 +210,8 @@ pub struct Node {
     visibility: Arc<crate::raft::lease::Visibility>,
     /// One backup at a time: each holds the whole state several times over in memory.
     backups: tokio::sync::Semaphore,
+    /// One membership change or feature-level raise at a time (`node::upgrade`).
+    changes: tokio::sync::Mutex<()>,
 }
 
 impl Node {
@@ -500,9 +503,12 @@ impl Node {
         self.keyring.ensure_root_key(&self.writes).await?;
         let timeout_ms = self.config.timing.write_timeout_ms * 4;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        self.membership
+        let pending = self
+            .membership
             .add_learners(&self.config.peers, deadline, timeout_ms)
-            .await
+            .await?;
+        self.raise_feature_level_at_init().await;
+        Ok(pending)
     }
 
     /// Watches the Raft core: keeps the metrics in step, logs leader changes, and resolves with
@@ -663,6 +669,7 @@ impl OpenedStorage {
             contact,
             visibility,
             backups: tokio::sync::Semaphore::new(1),
+            changes: tokio::sync::Mutex::new(()),
         }))
     }
 }
@@ -676,6 +683,7 @@ fn io_parts(
 ) -> (Writes, Reads) {
     let t = &config.timing;
     let writes = Writes::new(
+        parts.state.clone(),
         leader.clone(),
         parts.peers.clone(),
         parts.metrics.clone(),

@@ -94,6 +94,8 @@ pub async fn restore(
         .map_err(|e| refuse(e.to_string()))?;
     let registry = Registry::load(state.pairs.iter().cloned())
         .map_err(|e| refuse(format!("the backup's state: {e}")))?;
+    crate::raft::state_machine::check_feature_level(registry.feature_level())
+        .map_err(|e| refuse(format!("the backup was taken from a newer cluster: {e}")))?;
     let mut tag_key = None;
     for v in registry.root_keys().versions() {
         let sealed = registry.root_keys().sealed(v).unwrap_or_default();

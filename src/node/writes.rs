@@ -9,6 +9,7 @@ use super::leader::LeaderView;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::raft::error::ClusterError;
+use crate::raft::state_machine::AppliedState;
 use crate::raft::types;
 use crate::registry::{Command, Envelope, Outcome, RequestId};
 use crate::transport::peer::paths;
@@ -23,10 +24,13 @@ pub struct Writes {
     clock: SharedClock,
     write_timeout_ms: u64,
     heartbeat_ms: u64,
+    /// The applied registry, for the cluster's feature level.
+    state: AppliedState,
 }
 
 impl Writes {
     pub fn new(
+        state: AppliedState,
         leader: LeaderView,
         peers: Peers,
         metrics: Arc<Metrics>,
@@ -42,6 +46,7 @@ impl Writes {
             clock,
             write_timeout_ms,
             heartbeat_ms,
+            state,
         }
     }
 
@@ -97,6 +102,20 @@ impl Writes {
         }
     }
 
+    /// Proposes on this node only, which must lead (`NotLeader` otherwise): for a write whose
+    /// checks were made by this node as leader (raising the feature level), never forwarded.
+    pub async fn propose_here(&self, env: Envelope) -> Result<Outcome, ClusterError> {
+        match self.leader.leader() {
+            Some((l, _)) if l == self.leader.id() => {
+                self.propose_local(env, Instant::now() + self.write_timeout())
+                    .await
+            }
+            other => Err(ClusterError::NotLeader {
+                leader: other.map(|(l, _)| l),
+            }),
+        }
+    }
+
     /// Takes a write forwarded by a follower: re-stamps it with this node's clock (time in the
     /// registry is the leader's, so a forwarding node whose clock is behind cannot shorten a
     /// deletion window or a token's life) and proposes it here if this node leads.
@@ -118,11 +137,28 @@ impl Writes {
         env: Envelope,
         deadline: Instant,
     ) -> Result<Outcome, ClusterError> {
+        self.check_feature_level(&env.command)?;
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, self.batcher.propose(env)).await {
             Err(_) => Err(ClusterError::WriteTimeout(self.write_timeout_ms)),
             Ok(answer) => answer,
         }
+    }
+
+    /// A command newer than the cluster's feature level is not proposed: a member of the
+    /// previous release could not decode it (registry::features). Checked by the leader, whose
+    /// applied level is the newest; the level only rises. `SetFeatureLevel` is gated by
+    /// `node::upgrade` instead (every member's reported build).
+    fn check_feature_level(&self, command: &Command) -> Result<(), ClusterError> {
+        if matches!(command, Command::SetFeatureLevel { .. }) {
+            return Ok(());
+        }
+        let needed = command.required_level();
+        let current = self.state.feature_level();
+        if needed > current {
+            return Err(ClusterError::FeatureNotEnabled { needed, current });
+        }
+        Ok(())
     }
 
     async fn forward_write(

@@ -39,6 +39,10 @@ pub enum ClusterError {
     Codec(String),
     #[error("cannot take a backup: {0}")]
     Backup(String),
+    #[error("this operation needs cluster feature level {needed}, the cluster is at {current}: finish the rolling upgrade first (`raftkms cluster upgrade finalize`, docs/operations.md)")]
+    FeatureNotEnabled { needed: u32, current: u32 },
+    #[error("the upgrade cannot be finalized: {0}")]
+    Upgrade(String),
 }
 
 impl ClusterError {
@@ -52,6 +56,7 @@ impl ClusterError {
                 | ClusterError::Seal(_)
                 | ClusterError::Digest(_)
                 | ClusterError::Codec(_)
+                | ClusterError::FeatureNotEnabled { .. }
         )
     }
 }

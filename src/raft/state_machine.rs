@@ -11,6 +11,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -27,6 +28,7 @@ use super::types::{
 };
 use crate::codec;
 use crate::metrics::Metrics;
+use crate::registry::features::FEATURE_LEVEL;
 use crate::registry::{Change, Outcome, Registry};
 use crate::storage::db::{cf, synced, StoreError};
 use crate::storage::{CF_REGISTRY, CF_SM_META};
@@ -43,18 +45,48 @@ pub struct Applied {
 }
 
 /// Shared, read-mostly handle on the applied state.
-#[derive(Clone, Debug, Default)]
-pub struct AppliedState(Arc<RwLock<Applied>>);
+#[derive(Clone, Debug)]
+pub struct AppliedState {
+    applied: Arc<RwLock<Applied>>,
+    /// The registry's feature level, readable without the lock (every write checks it, and
+    /// apply holds the lock for a whole batch).
+    level: Arc<AtomicU32>,
+}
+
+impl Default for AppliedState {
+    fn default() -> Self {
+        AppliedState::new(Applied::default())
+    }
+}
 
 impl AppliedState {
+    fn new(applied: Applied) -> Self {
+        let level = applied.registry.feature_level();
+        AppliedState {
+            applied: Arc::new(RwLock::new(applied)),
+            level: Arc::new(AtomicU32::new(level)),
+        }
+    }
+
     /// A read guard; a poisoned lock still holds consistent data (apply never panics midway by
     /// design), so poisoning is ignored.
     pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
-        self.0.read().unwrap_or_else(|p| p.into_inner())
+        self.applied.read().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Applied> {
-        self.0.write().unwrap_or_else(|p| p.into_inner())
+        self.applied.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The applied registry's feature level (`registry::features`), without the lock.
+    pub fn feature_level(&self) -> u32 {
+        self.level.load(Ordering::Acquire)
+    }
+
+    /// Publishes the level of `applied` (called with the write lock held, after a change).
+    fn publish_level(&self, applied: &Applied) {
+        self.level
+            .store(applied.registry.feature_level(), Ordering::Release);
     }
 
     /// Index of the last applied entry.
@@ -96,6 +128,7 @@ impl StateMachine {
             pairs.push((k.into_vec(), v.into_vec()));
         }
         let registry = Registry::load(pairs)?;
+        check_feature_level(registry.feature_level())?;
         let meta = cf(&db, CF_SM_META)?;
         let last_applied: Option<LogId> = match db.get_cf(meta, KEY_APPLIED)? {
             Some(b) => codec::decode("applied id", &b)?,
@@ -110,11 +143,11 @@ impl StateMachine {
             last_membership: h.membership,
             snapshot_id: h.snapshot_id,
         });
-        let state = AppliedState(Arc::new(RwLock::new(Applied {
+        let state = AppliedState::new(Applied {
             registry,
             last_applied,
             membership,
-        })));
+        });
         Ok(StateMachine {
             db,
             state,
@@ -133,6 +166,68 @@ impl StateMachine {
     /// The apply gate of follower read leases (started by the node once Raft runs).
     pub fn visibility(&self) -> Arc<super::lease::Visibility> {
         self.visibility.clone()
+    }
+
+    /// Applies `entries` in order and persists the outcome in one write batch.
+    async fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<Vec<Outcome>, StorageError> {
+        // Follower read leases: nothing becomes readable here before it is visible (in the log
+        // of every lease holder the leader counts); see raft/lease.rs.
+        if let Some(last) = entries.last() {
+            self.visibility.wait_applicable(last.log_id.index).await;
+        }
+        let started = Instant::now();
+        let mut batch = WriteBatch::default();
+        let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let mut outcomes = Vec::new();
+        let mut state = self.state.write();
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::NoCommand,
+                EntryPayload::Normal(env) => match env.command {
+                    // The leader's write batching: each write applied as if it were an entry
+                    // of its own at this index.
+                    crate::registry::Command::Batch { writes } => {
+                        let mut each = Vec::with_capacity(writes.len());
+                        for (position, w) in (0u32..).zip(writes) {
+                            each.push(apply_one(
+                                &mut state.registry,
+                                entry.log_id,
+                                position,
+                                w,
+                                &mut batch,
+                                reg_cf,
+                            )?);
+                        }
+                        Outcome::Batch(each)
+                    }
+                    _ => apply_one(
+                        &mut state.registry,
+                        entry.log_id,
+                        0,
+                        env,
+                        &mut batch,
+                        reg_cf,
+                    )?,
+                },
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome::NoCommand
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Self::meta_batch(&mut batch, &self.db, &state.last_applied, &state.membership)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.db
+            .write(batch)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.state.publish_level(&state);
+        drop(state);
+        self.metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(outcomes)
     }
 
     fn meta_batch(
@@ -321,6 +416,41 @@ fn apply_one(
     Ok(outcome)
 }
 
+/// Refuses a feature level above this build's: the cluster was upgraded past this release, and
+/// what follows may use commands or formats this build cannot read.
+pub fn check_feature_level(level: u32) -> Result<(), StoreError> {
+    if level <= FEATURE_LEVEL {
+        return Ok(());
+    }
+    Err(too_new(level))
+}
+
+fn too_new(level: u32) -> StoreError {
+    StoreError::FeatureLevelTooNew {
+        level,
+        supported: FEATURE_LEVEL,
+        release: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// The level an entry raises the cluster to, when that is beyond this build (a raise inside a
+/// batch of writes counts too).
+fn raises_past_this_build(entry: &Entry) -> Option<u32> {
+    use crate::registry::Command;
+    let EntryPayload::Normal(env) = &entry.payload else {
+        return None;
+    };
+    let level = match &env.command {
+        Command::SetFeatureLevel { level } => Some(*level),
+        Command::Batch { writes } => writes.iter().find_map(|w| match w.command {
+            Command::SetFeatureLevel { level } => Some(level),
+            _ => None,
+        }),
+        _ => None,
+    };
+    level.filter(|l| *l > FEATURE_LEVEL)
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -334,64 +464,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        // Follower read leases: nothing becomes readable here before it is visible (in the log
-        // of every lease holder the leader counts); see raft/lease.rs.
-        if let Some(last) = entries.last() {
-            self.visibility.wait_applicable(last.log_id.index).await;
+        let mut entries: Vec<Entry> = entries.into_iter().collect();
+        // A raise of the feature level past what this build understands: what follows it may use
+        // commands this build cannot decode. The entries before it are applied and persisted;
+        // then this node stops, the raise still unapplied (in the log, for a newer build).
+        if let Some((at, level)) = entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| raises_past_this_build(e).map(|l| (i, l)))
+        {
+            let raise = entries.split_off(at);
+            if !entries.is_empty() {
+                self.apply_entries(entries).await?;
+            }
+            let log_id = raise.first().map(|e| e.log_id).unwrap_or_default();
+            return Err(StorageIOError::apply(log_id, AnyError::new(&too_new(level))).into());
         }
-        let started = Instant::now();
-        let mut batch = WriteBatch::default();
-        let reg_cf = cf(&self.db, CF_REGISTRY).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        let mut outcomes = Vec::new();
-        let mut state = self.state.write();
-        for entry in entries {
-            state.last_applied = Some(entry.log_id);
-            let outcome = match entry.payload {
-                EntryPayload::Blank => Outcome::NoCommand,
-                EntryPayload::Normal(env) => match env.command {
-                    // The leader's write batching: each write applied as if it were an entry
-                    // of its own at this index.
-                    crate::registry::Command::Batch { writes } => {
-                        let mut each = Vec::with_capacity(writes.len());
-                        for (position, w) in (0u32..).zip(writes) {
-                            each.push(apply_one(
-                                &mut state.registry,
-                                entry.log_id,
-                                position,
-                                w,
-                                &mut batch,
-                                reg_cf,
-                            )?);
-                        }
-                        Outcome::Batch(each)
-                    }
-                    _ => apply_one(
-                        &mut state.registry,
-                        entry.log_id,
-                        0,
-                        env,
-                        &mut batch,
-                        reg_cf,
-                    )?,
-                },
-                EntryPayload::Membership(m) => {
-                    state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    Outcome::NoCommand
-                }
-            };
-            outcomes.push(outcome);
-        }
-        Self::meta_batch(&mut batch, &self.db, &state.last_applied, &state.membership)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.db
-            .write(batch)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        drop(state);
-        self.metrics
-            .apply_seconds
-            .observe(started.elapsed().as_secs_f64());
-        Ok(outcomes)
+        self.apply_entries(entries).await
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -481,18 +570,24 @@ fn install_blocking(
     StateMachine::meta_batch(&mut batch, db, &body.last_applied, &body.membership)
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
     let registry = Registry::load(body.pairs).map_err(|e| snap_err(ErrorVerb::Read, e))?;
+    check_feature_level(registry.feature_level()).map_err(|e| snap_err(ErrorVerb::Read, e))?;
     // openraft runs one state-machine call at a time, so no apply can slip in between the
     // write and the swap.
     db.write_opt(batch, &synced())
         .map_err(|e| snap_err(ErrorVerb::Write, e))?;
-    let old = std::mem::replace(
-        &mut *state.write(),
-        Applied {
-            registry,
-            last_applied: body.last_applied,
-            membership: body.membership,
-        },
-    );
+    let old = {
+        let mut guard = state.write();
+        let old = std::mem::replace(
+            &mut *guard,
+            Applied {
+                registry,
+                last_applied: body.last_applied,
+                membership: body.membership,
+            },
+        );
+        state.publish_level(&guard);
+        old
+    };
     // Freeing the old registry (a million allocations) happens after the lock is released.
     drop(old);
     save_if_newer(snapshots, current, meta, &bytes).map_err(|e| snap_err(ErrorVerb::Write, e))?;

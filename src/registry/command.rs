@@ -145,6 +145,40 @@ pub enum Command {
     /// faults see each write); the registry refuses one it is handed directly, and a batch
     /// inside a batch.
     Batch { writes: Vec<Envelope> },
+    /// Raises the cluster's feature level (`registry::features`); it never falls. Proposed by
+    /// `raftkms cluster upgrade finalize` (and at `cluster init`) once every member reports a
+    /// build that knows the level.
+    SetFeatureLevel { level: u32 },
+    /// Records that a cloud product uses a key for one of its resources (feature level 2).
+    BindCloudResource {
+        binding: super::cloud_binding::CloudBinding,
+    },
+    /// Removes such a record (feature level 2).
+    UnbindCloudResource {
+        binding: super::cloud_binding::CloudBinding,
+    },
+}
+
+impl Command {
+    /// The cluster feature level a command needs: a node of a release that predates it could
+    /// not decode it, so it is proposed only once the cluster's level is at least this
+    /// (`node::writes`). Every command of the first release needs `features::BASE_LEVEL`; a
+    /// command added later names the level that added it. `SetFeatureLevel` itself is the one
+    /// exception to the gate: it is proposed (by `node::upgrade`) only once every member has
+    /// reported a build that knows the level it raises to.
+    pub fn required_level(&self) -> u32 {
+        match self {
+            Command::SetFeatureLevel { .. }
+            | Command::BindCloudResource { .. }
+            | Command::UnbindCloudResource { .. } => 2,
+            Command::Batch { writes } => writes
+                .iter()
+                .map(|w| w.command.required_level())
+                .max()
+                .unwrap_or(super::features::BASE_LEVEL),
+            _ => super::features::BASE_LEVEL,
+        }
+    }
 }
 
 /// The deterministic result of applying one log entry.

@@ -7,9 +7,11 @@
 
 pub mod account;
 pub mod audit_heads;
+pub mod cloud_binding;
 pub mod command;
 pub mod dedup;
 pub mod due;
+pub mod features;
 pub mod iam;
 pub mod key;
 pub mod record;
@@ -148,6 +150,14 @@ pub enum RegistryError {
     TooManyRewrapItems { max: usize },
     #[error("a batch of writes is unpacked by the state machine, never applied as one command")]
     BatchNotApplicable,
+    #[error("the cluster's feature level is already {current}; it only rises")]
+    FeatureLevelNotRaised { current: u32 },
+    #[error("the key is used by a cloud product (BindCloudResource): unbind every resource first (UnbindCloudResource)")]
+    CmkUsedByCloudProduct,
+    #[error("this key is not bound to that product's resource")]
+    CloudBindingNotFound,
+    #[error("ProductId and ResourceId must be 1 to 256 bytes without control characters")]
+    InvalidCloudResource,
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -170,6 +180,8 @@ enum Staged {
     Iam(iam::Staged),
     AuditHead(audit_heads::Staged),
     RootKey(root_keys::Staged),
+    Features(features::Staged),
+    CloudBinding(cloud_binding::Staged),
 }
 
 /// Encodes a value a command is about to store: the one place where an encoding failure becomes
@@ -244,9 +256,21 @@ pub struct Registry {
     iam: iam::Iam,
     audit_heads: audit_heads::AuditHeads,
     root_keys: root_keys::RootKeys,
+    features: features::Features,
+    cloud_bindings: cloud_binding::CloudBindings,
 }
 
 impl Registry {
+    /// Which cloud products use which keys.
+    pub fn cloud_bindings(&self) -> &cloud_binding::CloudBindings {
+        &self.cloud_bindings
+    }
+
+    /// The cluster's feature level (which commands every member understands).
+    pub fn feature_level(&self) -> u32 {
+        self.features.level()
+    }
+
     /// The root-key versions, sealed.
     pub fn root_keys(&self) -> &root_keys::RootKeys {
         &self.root_keys
@@ -357,6 +381,8 @@ impl Registry {
             Staged::Iam(s) => self.iam.commit(s, changes),
             Staged::AuditHead(s) => self.audit_heads.commit(s, changes),
             Staged::RootKey(s) => self.root_keys.commit(s, changes),
+            Staged::Features(s) => self.features.commit(s, changes),
+            Staged::CloudBinding(s) => self.cloud_bindings.commit(s, changes),
         }
     }
 
@@ -515,6 +541,30 @@ impl Registry {
                 replicas,
                 cmk_limit,
             } => self.stage_replicate(*uin, key_id, source_region, replicas, *cmk_limit, now)?,
+            Command::SetFeatureLevel { level } => {
+                vec![Staged::Features(self.features.stage_raise(*level)?)]
+            }
+            Command::BindCloudResource { binding: b } => {
+                let key = self
+                    .keys
+                    .get(&b.region, b.uin, &b.key_id)
+                    .ok_or(RegistryError::KeyNotFound)?;
+                // A key pending deletion is not taken into use: its deletion would remove a key
+                // a product relies on.
+                if key.state == key::KeyState::PendingDelete {
+                    return Err(RegistryError::StateNotSupported);
+                }
+                let mut staged = vec![Staged::CloudBinding(self.cloud_bindings.stage_bind(b)?)];
+                staged.extend(
+                    self.keys
+                        .stage_keep_material(&b.region, b.uin, &b.key_id)?
+                        .map(Staged::Key),
+                );
+                staged
+            }
+            Command::UnbindCloudResource { binding } => vec![Staged::CloudBinding(
+                self.cloud_bindings.stage_unbind(binding)?,
+            )],
         })
     }
 
@@ -535,17 +585,28 @@ impl Registry {
             op,
             KeyOp::Rotate { .. } | KeyOp::EnableRotation { .. } | KeyOp::DisableRotation
         );
-        if matches!(
+        // Operations that take a key out of use: refused for a key a cloud product created or
+        // uses.
+        let takes_out_of_use = matches!(
             op,
             KeyOp::Disable
                 | KeyOp::ScheduleDeletion { .. }
                 | KeyOp::Archive
                 | KeyOp::DeleteImportedMaterial
-        ) && key_ids
-            .iter()
-            .any(|id| self.iam.product_of(region, uin, id).is_some())
-        {
-            return Err(RegistryError::NotUserCreatedCmk);
+        );
+        if takes_out_of_use {
+            if key_ids
+                .iter()
+                .any(|id| self.iam.product_of(region, uin, id).is_some())
+            {
+                return Err(RegistryError::NotUserCreatedCmk);
+            }
+            if key_ids
+                .iter()
+                .any(|id| self.cloud_bindings.is_bound(region, uin, id))
+            {
+                return Err(RegistryError::CmkUsedByCloudProduct);
+            }
         }
         let mut primaries = Vec::new();
         let mut removed_replicas = Vec::new();
@@ -740,7 +801,10 @@ impl Registry {
                 reg.replicas.load(&value)?;
             } else if key.starts_with(audit_heads::PREFIX) {
                 reg.audit_heads.load(&value)?;
-            } else if reg.root_keys.load(&key, &value)?
+            } else if key.starts_with(cloud_binding::PREFIX) {
+                reg.cloud_bindings.load(&value)?;
+            } else if reg.features.load(&key, &value)?
+                || reg.root_keys.load(&key, &value)?
                 || reg.accounts.load(&key, &value)?
                 || reg.iam.load(&key, &value)?
             {
@@ -767,6 +831,8 @@ impl Registry {
         self.iam.dump(&mut out)?;
         self.audit_heads.dump(&mut out)?;
         self.root_keys.dump(&mut out)?;
+        self.features.dump(&mut out)?;
+        self.cloud_bindings.dump(&mut out)?;
         out.sort();
         Ok(out)
     }

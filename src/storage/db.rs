@@ -47,6 +47,16 @@ pub enum StoreError {
          data, and its group no write access (chmod 700 {path})"
     )]
     OpenDataDir { path: String, mode: u32 },
+    #[error(
+        "the cluster's feature level is {level}, this build (raftkms {release}) knows up to \
+         {supported}: the cluster was upgraded past this release; run the release the other \
+         members run (docs/operations.md, \"Rolling upgrades\")"
+    )]
+    FeatureLevelTooNew {
+        level: u32,
+        supported: u32,
+        release: &'static str,
+    },
 }
 
 /// Which cluster and node a data directory was created for.

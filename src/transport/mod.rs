@@ -3,5 +3,6 @@
 
 pub mod peer;
 pub mod raft_network;
+pub mod version;
 
 pub use peer::{http_client, PeerSecurity, Peers};

@@ -10,6 +10,7 @@ use rustls::RootCertStore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::version::{PeerVersion, PeerVersions};
 use crate::codec;
 use crate::crypto::SecretString;
 use crate::raft::error::ClusterError;
@@ -40,6 +41,8 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/read-index";
     /// A member's part of an audit query (its own trail).
     pub const AUDIT_QUERY: &str = "/internal/audit-query";
+    /// Which build a node runs (its answer's version headers; `transport::version`).
+    pub const VERSION: &str = "/internal/version";
 }
 
 /// How a node's internal traffic is secured.
@@ -96,6 +99,8 @@ pub struct Peers {
     idle: Duration,
     plain: reqwest::Client,
     per_node: Arc<Mutex<HashMap<NodeId, reqwest::Client>>>,
+    /// What each peer last reported about its build (`transport::version`).
+    versions: Arc<PeerVersions>,
 }
 
 impl Peers {
@@ -116,6 +121,7 @@ impl Peers {
             idle,
             plain,
             per_node: Arc::default(),
+            versions: Arc::default(),
         })
     }
 
@@ -152,10 +158,20 @@ impl Peers {
         Ok(client)
     }
 
+    /// What each peer last reported about its build.
+    pub fn versions(&self) -> &PeerVersions {
+        &self.versions
+    }
+
     /// Adds this node's credentials to a request: the cluster id, and in plaintext the cluster
-    /// secret (under mutual TLS the certificate is the credential).
+    /// secret (under mutual TLS the certificate is the credential); and this build's version
+    /// (`transport::version`).
     pub fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let req = req.header(CLUSTER_HEADER, &self.cluster_id);
+        let mut version = reqwest::header::HeaderMap::new();
+        PeerVersion::this_build().put_headers(&mut version);
+        let req = req
+            .header(CLUSTER_HEADER, &self.cluster_id)
+            .headers(version);
         match &self.security {
             PeerSecurity::Secret(secret) => req.bearer_auth(secret.expose()),
             PeerSecurity::Tls { .. } => req,
@@ -168,6 +184,36 @@ impl Peers {
             PeerSecurity::Secret(secret) => constant_time_eq(presented, secret.expose()),
             PeerSecurity::Tls { .. } => false,
         }
+    }
+
+    /// Asks node `target` at `addr` which build it runs (a node about to join). Every later
+    /// build puts its version on every internal answer, refusals included; an answer without it
+    /// (the first release has no such endpoint and answers `401`) is the first release's.
+    pub async fn probe_version(
+        &self,
+        target: NodeId,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<PeerVersion, ClusterError> {
+        let request = self
+            .authorize(self.client_for(target)?.get(self.url(addr, paths::VERSION)))
+            .timeout(timeout);
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| ClusterError::Forward(format!("{addr}: {}", error_chain(&e))))?;
+        let status = resp.status();
+        let legacy = !resp.headers().contains_key(super::version::PROTOCOL_HEADER);
+        if !status.is_success() && !legacy {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(ClusterError::Forward(format!(
+                "{addr} answered {status} when asked for its version: {text}"
+            )));
+        }
+        let version = PeerVersion::from_headers(resp.headers())
+            .map_err(|e| ClusterError::Codec(format!("{addr}: {e}")))?;
+        self.versions.note(target, version.clone());
+        Ok(version)
     }
 
     /// Calls a binary internal endpoint on node `target` at `addr`.

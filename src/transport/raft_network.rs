@@ -40,6 +40,8 @@ pub struct Network {
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// When a timed-out append to each peer was last reported (every 10 s at most).
     slow_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// When each peer's refusal of this node's protocol was last reported (every 10 s at most).
+    refused_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl Network {
@@ -50,6 +52,7 @@ impl Network {
             visibility,
             warned: Arc::default(),
             slow_warned: Arc::default(),
+            refused_warned: Arc::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             visibility: self.visibility.clone(),
             warned: self.warned.clone(),
             slow_warned: self.slow_warned.clone(),
+            refused_warned: self.refused_warned.clone(),
         }
     }
 }
@@ -79,6 +83,7 @@ pub struct PeerClient {
     visibility: Arc<Visibility>,
     warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
     slow_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    refused_warned: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 /// Whether a report about `target` is due (none in the last 10 s); if so, notes it as made now.
@@ -195,8 +200,17 @@ impl PeerClient {
         };
         self.note_reachable();
         let status = resp.status();
+        match super::version::PeerVersion::from_headers(resp.headers()) {
+            Ok(v) => self.peers.versions().note(self.target, v),
+            Err(e) => tracing::debug!(peer = self.target, error = %e, "unreadable version headers"),
+        }
         if !status.is_success() {
             let text = resp.text().await.unwrap_or_default();
+            if status == reqwest::StatusCode::UPGRADE_REQUIRED
+                && due(&self.refused_warned, self.target)
+            {
+                tracing::error!(peer = self.target, addr = %self.addr, refusal = %text, "the peer refuses this node's internal protocol");
+            }
             let e =
                 std::io::Error::other(format!("peer {} answered {status}: {text}", self.target));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));

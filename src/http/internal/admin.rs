@@ -20,14 +20,17 @@ use crate::registry::account::Account;
 use crate::registry::{Command, Outcome, RequestId};
 use crate::wire::{
     AdminError, CreateAccountRequest, CreateCredentialRequest, CredentialInfo, DigestReply,
-    InitReply, JoinRequest, NewCredential, PutManyRequest, ReadReply, RemoveRequest, WriteReply,
-    BACKUP_INDEX_HEADER, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
+    FinalizeRequest, InitReply, JoinRequest, NewCredential, PutManyRequest, ReadReply,
+    RemoveRequest, WriteReply, BACKUP_INDEX_HEADER, CONSISTENCY_HEADER, REQUEST_ID_HEADER,
 };
 
 pub(super) fn admin_error(e: ClusterError) -> Response {
     let status = match e {
         ClusterError::BadRequest(_) => StatusCode::BAD_REQUEST,
-        ClusterError::AlreadyInitialized | ClusterError::Membership(_) => StatusCode::CONFLICT,
+        ClusterError::AlreadyInitialized
+        | ClusterError::Membership(_)
+        | ClusterError::FeatureNotEnabled { .. }
+        | ClusterError::Upgrade(_) => StatusCode::CONFLICT,
         ClusterError::WriteTimeout(_) | ClusterError::ReadTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         ClusterError::Seal(_) | ClusterError::Digest(_) | ClusterError::Codec(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -73,7 +76,7 @@ fn on_leader(s: &Internal) -> Option<Response> {
         (
             StatusCode::MISDIRECTED_REQUEST,
             Json(AdminError {
-                error: format!("node {leader} leads; membership changes run there"),
+                error: format!("node {leader} leads; membership changes and upgrades run there"),
                 retryable: true,
                 leader: Some(info.raft_addr),
             }),
@@ -95,15 +98,34 @@ pub(super) async fn join(State(s): State<Internal>, Json(req): Json<JoinRequest>
         region: req.region,
     };
     tracing::info!(id = req.id, node = %info, voter = req.voter, "adding node: learner first, then catch up");
-    let joined = s.node.membership().join(req.id, info, req.voter).await;
+    let joined = s.node.join(req.id, info, req.voter).await;
     json_or_error(joined.map(|()| s.node.status()))
+}
+
+/// `GET /admin/upgrade`: the cluster's feature level and each member's build (on the leader).
+pub(super) async fn upgrade_status(State(s): State<Internal>) -> Response {
+    if let Some(resp) = on_leader(&s) {
+        return resp;
+    }
+    json_or_error(s.node.upgrade_status())
+}
+
+/// `POST /admin/upgrade/finalize`: raises the feature level once every member knows it.
+pub(super) async fn upgrade_finalize(
+    State(s): State<Internal>,
+    Json(req): Json<FinalizeRequest>,
+) -> Response {
+    if let Some(resp) = on_leader(&s) {
+        return resp;
+    }
+    json_or_error(s.node.finalize_upgrade(req.level).await)
 }
 
 pub(super) async fn remove(State(s): State<Internal>, Json(req): Json<RemoveRequest>) -> Response {
     if let Some(resp) = on_leader(&s) {
         return resp;
     }
-    let removed = s.node.membership().remove(req.id).await;
+    let removed = s.node.remove(req.id).await;
     json_or_error(removed.map(|()| s.node.status()))
 }
 

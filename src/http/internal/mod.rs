@@ -29,6 +29,7 @@ use crate::crypto::SecretString;
 use crate::node::Node;
 use crate::tls::PeerIdentity;
 use crate::transport::peer::{constant_time_eq, paths, CLUSTER_HEADER};
+use crate::transport::version::PeerVersion;
 use crate::wire::paths as admin_paths;
 use crate::wire::AdminError;
 
@@ -62,7 +63,12 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         .route(paths::READ_INDEX, post(cluster::read_index))
         .route(paths::LEASE, post(cluster::lease))
         .route(paths::AUDIT_QUERY, post(cluster::audit_query))
-        .layer(middleware::from_fn_with_state(state.clone(), require_peer));
+        .route(paths::VERSION, get(|| async { StatusCode::NO_CONTENT }))
+        .layer(middleware::from_fn_with_state(state.clone(), require_peer))
+        // Outside the authentication, so that a refusal says which build refused (a joining
+        // node's release is told apart from the first release's by it). Under mutual TLS only a
+        // holder of a certificate of this cluster gets this far.
+        .layer(middleware::from_fn_with_state(state.clone(), peer_version));
     let admin = Router::new()
         .route(admin_paths::INIT, post(admin::init))
         .route(admin_paths::JOIN, post(admin::join))
@@ -113,6 +119,8 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         )
         .route("/admin/accounts/{uin}/attachments", post(iam::attach))
         .route("/admin/audit/checkpoints", get(iam::audit_checkpoints))
+        .route(admin_paths::UPGRADE, get(admin::upgrade_status))
+        .route(admin_paths::UPGRADE_FINALIZE, post(admin::upgrade_finalize))
         .route(admin_paths::ROOT_KEY, get(root_key::status))
         .route(admin_paths::ROOT_KEY_ROTATE, post(root_key::rotate))
         .route(admin_paths::ROOT_KEY_RETIRE, post(root_key::retire))
@@ -197,7 +205,8 @@ async fn require_peer(State(s): State<Internal>, req: Request, next: Next) -> Re
             // RPCs may come from a node this one does not know yet: a new leader whose membership
             // entry has not reached this node, so they are checked by sender, not membership.)
             let path = req.uri().path();
-            let raft_rpc = path.starts_with("/raft/");
+            // (A node about to join is asked for its version by a leader it does not know yet.)
+            let raft_rpc = path.starts_with("/raft/") || path == paths::VERSION;
             if !raft_rpc && !s.node.is_member(*node_id) {
                 let message = format!("node {node_id} is not a member of this cluster");
                 return refuse(&s.node, "not-a-member", message);
@@ -219,6 +228,26 @@ async fn require_peer(State(s): State<Internal>, req: Request, next: Next) -> Re
         );
     }
     next.run(req).await
+}
+
+/// Peer routes speak a versioned protocol (`transport::version`): a request in a protocol this
+/// build does not serve is refused with `426` and a message naming both releases, before it
+/// reaches Raft; every answer carries this build's version.
+async fn peer_version(State(s): State<Internal>, req: Request, next: Next) -> Response {
+    let refusal = match PeerVersion::from_headers(req.headers()) {
+        Ok(v) => v.check_served().err(),
+        Err(e) => Some(e),
+    };
+    let mut resp = match refusal {
+        Some(message) => {
+            s.node.metrics().internal_refused("protocol");
+            tracing::warn!(%message, "internal request in an unknown protocol refused");
+            (StatusCode::UPGRADE_REQUIRED, message).into_response()
+        }
+        None => next.run(req).await,
+    };
+    PeerVersion::this_build().put_headers(resp.headers_mut());
+    resp
 }
 
 /// Admin routes: an admin certificate of this cluster, or (plaintext) the admin token. A node

@@ -100,8 +100,12 @@ fn registry_code(e: &RegistryError) -> &'static str {
         | RootKeyIsCurrent { .. }
         | RootKeyInUse { .. }
         | TooManyRewrapItems { .. }
-        | BatchNotApplicable => "InternalError",
+        | BatchNotApplicable
+        | FeatureLevelNotRaised { .. } => "InternalError",
         NotUserCreatedCmk => "UnsupportedOperation.NotUserCreatedCmk",
+        CmkUsedByCloudProduct => "FailedOperation.CmkUsedByCloudProduct",
+        CloudBindingNotFound => "ResourceUnavailable.CloudResourceBindingNotFound",
+        InvalidCloudResource => "InvalidParameterValue",
     }
 }
 
@@ -213,6 +217,9 @@ impl From<KmsError> for ApiError {
             },
             Registry(r) => registry_code(r),
             Cluster(crate::raft::error::ClusterError::BadRequest(_)) => "InvalidParameter",
+            Cluster(crate::raft::error::ClusterError::FeatureNotEnabled { .. }) => {
+                "UnsupportedOperation"
+            }
             Cluster(crate::raft::error::ClusterError::WriteTimeout(ms)) => {
                 let message = format!("the change did not commit within {ms} ms and may or may not have been applied; read the key's state before retrying");
                 return ApiError::internal("InternalError", &message, &e);

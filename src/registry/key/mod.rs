@@ -583,6 +583,25 @@ impl Keys {
 
     /// Stages `op` on every key in `key_ids` (all or nothing), at time `now` (seconds, from the
     /// proposer's clock carried in the envelope). One staged mutation per key, in `key_ids` order.
+    /// A key a cloud product now uses does not expire: its imported material's expiry (if any)
+    /// is cancelled (`BindCloudResource`). `None` when there is nothing to change.
+    pub(super) fn stage_keep_material(
+        &self,
+        region: &str,
+        uin: u64,
+        key_id: &str,
+    ) -> Result<Option<Staged>, RegistryError> {
+        let k = self
+            .get(region, uin, key_id)
+            .ok_or(RegistryError::KeyNotFound)?;
+        if k.material_valid_to == 0 {
+            return Ok(None);
+        }
+        let mut k = k.clone();
+        k.material_valid_to = 0;
+        Staged::put(k).map(Some)
+    }
+
     pub(super) fn stage_op(
         &self,
         region: &str,

@@ -3,6 +3,7 @@
 use super::*;
 
 mod encoding;
+mod features;
 mod idempotency;
 mod identities;
 mod lifecycle;

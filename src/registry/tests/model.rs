@@ -129,6 +129,23 @@ fn arb_command() -> impl Strategy<Value = Command> {
             }),
         3 => arb_iam_command(),
         2 => arb_root_key_command(),
+        1 => (1u32..4).prop_map(|level| Command::SetFeatureLevel { level }),
+        2 => (0u8..4, prop::sample::select(vec!["cvm", "cbs", ""]), any::<bool>()).prop_map(
+            |(id, product, bind)| {
+                let binding = cloud_binding::CloudBinding {
+                    region: "ap-guangzhou".into(),
+                    uin: 1,
+                    key_id: format!("00000000-0000-0000-0000-0000000000{id:02}"),
+                    product_id: product.into(),
+                    resource_id: "ins-1".into(),
+                };
+                if bind {
+                    Command::BindCloudResource { binding }
+                } else {
+                    Command::UnbindCloudResource { binding }
+                }
+            }
+        ),
     ]
 }
 

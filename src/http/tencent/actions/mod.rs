@@ -4,6 +4,7 @@
 
 mod asymmetric;
 mod audit;
+mod cloud;
 mod crypto;
 mod import;
 mod keys;
@@ -76,6 +77,8 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "ListAlgorithms" => service::list_algorithms(r).await,
         "ReplicateKey" => replica::replicate_key(r).await,
         "LookUpEvents" => audit::look_up_events(r).await,
+        "BindCloudResource" => cloud::bind_cloud_resource(r).await,
+        "UnbindCloudResource" => cloud::unbind_cloud_resource(r).await,
         other => Err(ApiError::new(
             "InvalidAction",
             format!("action `{other}` is not supported by raftkms (see docs/api.md)"),
