@@ -1,7 +1,8 @@
 //! The unmodified Tencent Cloud SDK (`tencentcloud-sdk-python-kms`, pinned) and `tccli` against a
 //! real 3-node cluster (tests/sdk/, run through tests/sdk/run.sh, which prepares a virtualenv),
 //! followed by the at-rest check: no key material or API secret key appears in clear in any file
-//! of any node's data directory, snapshots included, or in the node logs.
+//! of any node's data directory, snapshots and a backup included, or in the node logs; then the
+//! suite again on a cluster restored from that backup (issue 21).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -30,29 +31,20 @@ fn files_under(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
-    // Frequent snapshots, so snapshot files are part of what the at-rest scan covers.
-    let snapshot = SnapshotConfig {
-        logs_since_last: 50,
-        max_logs_to_keep: 10,
-        chunk_bytes: 1 << 20,
-    };
-    // Shanghai is served too, so replica keys (ReplicateKey) have somewhere to go.
-    let mut c = TestCluster::configure(3, 26000, TimingConfig::default(), snapshot);
-    c.serve_regions(&["ap-shanghai"]);
-    // The whole suite over TLS, as `raftkms dev` serves it: a cluster CA and a node certificate
-    // each, made by the library `raftkms cert` uses.
-    let ca_file = c.enable_tls();
+/// Writes the suite's environment file `env_name` (the cluster's endpoints, CA, the credential,
+/// the admin certificate) and runs tests/sdk/run.sh against the cluster; fails the test unless
+/// pytest ran and passed.
+async fn run_suite(
+    c: &TestCluster,
+    ca_file: &Path,
+    cred: &raftkms::wire::NewCredential,
+    env_name: &str,
+) {
     let tls = c.tls.clone().unwrap();
-    let mut c = c.launch().await;
-    let admin = c.admin(1);
-    let account = admin.create_account("sdk").await.unwrap();
-    let cred = admin.create_credential(account.uin).await.unwrap();
     let endpoints: Vec<String> = (1..=3)
         .map(|i| format!("https://{}", TestCluster::api_addr(c.base_port, i)))
         .collect();
-    let env_file = c.dir.path().join("sdk.env");
+    let env_file = c.dir.path().join(env_name);
     std::fs::write(
         &env_file,
         format!(
@@ -87,6 +79,33 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
         "the SDK/tccli suite failed (see output above)"
     );
     assert!(stdout.contains(" passed"), "pytest ran no test: {stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
+    // Frequent snapshots, so snapshot files are part of what the at-rest scan covers.
+    let snapshot = SnapshotConfig {
+        logs_since_last: 50,
+        max_logs_to_keep: 10,
+        chunk_bytes: 1 << 20,
+    };
+    // Shanghai is served too, so replica keys (ReplicateKey) have somewhere to go.
+    let mut c = TestCluster::configure(3, 26000, TimingConfig::default(), snapshot);
+    c.serve_regions(&["ap-shanghai"]);
+    // The whole suite over TLS, as `raftkms dev` serves it: a cluster CA and a node certificate
+    // each, made by the library `raftkms cert` uses.
+    let ca_file = c.enable_tls();
+    let mut c = c.launch().await;
+    let admin = c.admin(1);
+    let account = admin.create_account("sdk").await.unwrap();
+    let cred = admin.create_credential(account.uin).await.unwrap();
+    run_suite(&c, &ca_file, &cred, "sdk.env").await;
+    // A backup now: the at-rest scan below covers it too, and the suite runs again on a cluster
+    // restored from it.
+    let backup = c.dir.path().join("sdk.rkbak");
+    raftkms::backup::create(&c.admin(1), &backup, &mut |_| {})
+        .await
+        .unwrap();
 
     // Stop every node cleanly, then read node 1's registry offline and unwrap every secret.
     c.wait_converged(Duration::from_secs(20)).await;
@@ -178,4 +197,39 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
         }
     }
     assert!(scanned > 100_000, "scanned only {scanned} bytes");
+
+    // The whole suite again, on a cluster restored from the backup (docs/operations.md): node 1
+    // restored into an empty data directory (same cluster id, so the certificates still
+    // apply), nodes 2 and 3 empty and joined, a new tenant.
+    for n in &c.nodes {
+        std::fs::remove_dir_all(&n.cfg.data_dir).unwrap();
+    }
+    let cfg = c.nodes[0].cfg.clone();
+    raftkms::node::restore::restore(&cfg, None, &backup, true)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        c.spawn(i);
+    }
+    for i in 0..3 {
+        c.wait_answering(i).await;
+    }
+    assert_eq!(c.wait_leader(Duration::from_secs(20)).await, 1);
+    for id in [2, 3] {
+        c.admin(1)
+            .with_timeout(Duration::from_secs(60))
+            .join(&raftkms::wire::JoinRequest {
+                id,
+                raft_addr: TestCluster::raft_addr(c.base_port, id),
+                api_addr: TestCluster::api_addr(c.base_port, id),
+                region: "ap-guangzhou".into(),
+                voter: true,
+            })
+            .await
+            .unwrap();
+    }
+    let admin = c.admin(1);
+    let account = admin.create_account("sdk-restored").await.unwrap();
+    let cred = admin.create_credential(account.uin).await.unwrap();
+    run_suite(&c, &ca_file, &cred, "sdk-restored.env").await;
 }
