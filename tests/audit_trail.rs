@@ -86,7 +86,10 @@ async fn every_request_has_one_record_that_survives_a_crash_and_verifies() {
                 .await;
             asked.insert(request_id(&enc), (node, "kms:Encrypt", "Success".into()));
             let missing = api(&c, node)
-                .call("DescribeKey", json!({"KeyId": "no-such-key"}))
+                .call(
+                    "DescribeKey",
+                    json!({"KeyId": "00000000-0000-0000-0000-000000000000"}),
+                )
                 .await;
             assert!(missing.is_err());
             asked.insert(

@@ -158,6 +158,24 @@ def test_unknown_key_id_is_cmk_not_found(clients, key):
 
 # --- aliases ---------------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("bad", ["no-such-key", "00000000000000000000000000000000",
+                                 "00000000-0000-0000-0000-00000000000g", "x" * 37])
+def test_malformed_key_id_is_invalid_key_id(clients, key, bad):
+    unchanged = Unchanged(clients, key)
+    for i, c in enumerate(clients):
+        for action, fields in (("DescribeKey", {}), ("DisableKey", {}),
+                               ("Encrypt", {"Plaintext": b64(b"x")}),
+                               ("ScheduleKeyDeletion", {"PendingWindowInDays": 7})):
+            e = expect_error(c, action, KeyId=bad, **fields)
+            assert e.get_code() == "InvalidParameterValue.InvalidKeyId", (node_name(i), action)
+        e = expect_error(c, "DisableKeys", KeyIds=[key, bad])
+        assert e.get_code() == "InvalidParameterValue.InvalidKeyId", node_name(i)
+        e = expect_error(c, "ReEncrypt", CiphertextBlob=encrypt(c, key, b"x").CiphertextBlob,
+                         DestinationKeyId=bad)
+        assert e.get_code() == "InvalidParameterValue.InvalidKeyId", node_name(i)
+    unchanged.check()
+
+
 def test_duplicate_alias_is_alias_already_exists(clients, new_key):
     first = new_key(prefix="dup")
     other = new_key(prefix="dup-other").KeyId

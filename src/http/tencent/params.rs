@@ -5,6 +5,22 @@ use serde_json::{Map, Value};
 
 use super::error_code::ApiError;
 
+/// Checks the form of a KeyId: a UUID in its 36-character hyphenated form, as every KeyId is.
+/// Anything else answers `InvalidParameterValue.InvalidKeyId`, as Tencent does; a well-formed id
+/// that names no key of the caller is `ResourceUnavailable.CmkNotFound`, later.
+pub fn check_key_id(name: &str, id: &str) -> Result<(), ApiError> {
+    if id.len() == 36 && uuid::Uuid::try_parse(id).is_ok() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        "InvalidParameterValue.InvalidKeyId",
+        format!(
+            "`{name}` must be a KeyId (a UUID such as 7b2e5fa4-3c1d-4f7a-9e2b-0c6d8a1f5e3b), not `{}`",
+            id.chars().take(64).collect::<String>()
+        ),
+    ))
+}
+
 /// The parameters of one request (the JSON body object).
 pub struct Params(pub Map<String, Value>);
 
@@ -27,6 +43,22 @@ impl Params {
 
     pub fn str(&self, name: &str) -> Result<String, ApiError> {
         self.opt_str(name)?.ok_or_else(|| ApiError::missing(name))
+    }
+
+    /// A required KeyId (see [`check_key_id`]).
+    pub fn key_id(&self, name: &str) -> Result<String, ApiError> {
+        let id = self.str(name)?;
+        check_key_id(name, &id)?;
+        Ok(id)
+    }
+
+    /// An optional KeyId (see [`check_key_id`]).
+    pub fn opt_key_id(&self, name: &str) -> Result<Option<String>, ApiError> {
+        let id = self.opt_str(name)?;
+        if let Some(id) = &id {
+            check_key_id(name, id)?;
+        }
+        Ok(id)
     }
 
     pub fn opt_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {

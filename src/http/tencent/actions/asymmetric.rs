@@ -13,7 +13,7 @@ use crate::kms::KmsError;
 const MAX_SM2_CIPHERTEXT: usize = 256;
 
 pub async fn get_public_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let pk = r.kms.get_public_key(&r.scope, &key_id).await?;
     Ok(fields(json!({
         "KeyId": pk.key_id,
@@ -31,7 +31,7 @@ pub async fn asymmetric_rsa_decrypt(r: &Request<'_>) -> Result<Fields, ApiError>
             "must be RSAES_PKCS1_V1_5, RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256",
         )
     })?;
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let cipher = AsymmetricCipher::Rsa(padding);
     let (key_id, plain) = r
         .kms
@@ -50,7 +50,7 @@ pub async fn asymmetric_sm2_decrypt(r: &Request<'_>) -> Result<Fields, ApiError>
             format!("must be at most {MAX_SM2_CIPHERTEXT} bytes (ASN.1 C1C3C2)"),
         ));
     }
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let (key_id, plain) = r
         .kms
         .asymmetric_decrypt(&r.scope, &key_id, AsymmetricCipher::Sm2, ciphertext)
@@ -62,7 +62,7 @@ pub async fn asymmetric_sm2_decrypt(r: &Request<'_>) -> Result<Fields, ApiError>
 
 /// KeyId, Algorithm, Message and MessageType (and the Algorithm as named, for messages).
 fn signing(r: &Request<'_>) -> Result<(Signing, String), ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let name = r.params.str("Algorithm")?;
     let algorithm = SignAlgorithm::parse(&name).ok_or_else(|| {
         ApiError::invalid("Algorithm", format!("`{name}` is not a signing algorithm"))

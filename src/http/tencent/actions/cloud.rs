@@ -11,7 +11,7 @@ pub async fn unbind_cloud_resource(r: &Request<'_>) -> Result<Fields, ApiError> 
 }
 
 async fn bind(r: &Request<'_>, bind: bool) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let product_id = r.params.str("ProductId")?;
     let resource_id = r.params.str("ResourceId")?;
     r.kms

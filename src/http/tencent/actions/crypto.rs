@@ -53,7 +53,7 @@ fn ciphertext(r: &Request<'_>, name: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 pub async fn encrypt(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let plaintext = Secret::new(
         r.params
             .base64("Plaintext", "InvalidParameterValue.InvalidPlaintext")?,
@@ -91,7 +91,7 @@ pub async fn re_encrypt(r: &Request<'_>) -> Result<Fields, ApiError> {
     let destination_context = context(r, "DestinationEncryptionContext")?;
     let destination_key_id = r
         .params
-        .opt_str("DestinationKeyId")?
+        .opt_key_id("DestinationKeyId")?
         .filter(|s| !s.is_empty());
     let req = ReEncrypt {
         ciphertext: ciphertext(r, "CiphertextBlob")?,
@@ -133,7 +133,7 @@ fn data_key_len(r: &Request<'_>) -> Result<usize, ApiError> {
 }
 
 pub async fn generate_data_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let len = data_key_len(r)?;
     if r.params.opt_u64("IsHostedByKms")?.unwrap_or(0) != 0 {
         return Err(ApiError::new(

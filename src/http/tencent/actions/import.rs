@@ -8,7 +8,7 @@ use crate::kms::import::ImportMaterial;
 use crate::registry::key::WrappingAlgorithm;
 
 pub async fn get_parameters_for_import(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let alg_name = r.params.str("WrappingAlgorithm")?;
     let algorithm = WrappingAlgorithm::parse(&alg_name).ok_or_else(|| {
         ApiError::invalid(
@@ -37,7 +37,7 @@ pub async fn import_key_material(r: &Request<'_>) -> Result<Fields, ApiError> {
         .params
         .base64("EncryptedKeyMaterial", "InvalidParameterValue")?;
     let token = r.params.str("ImportToken")?;
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let valid_to = r.params.opt_u64("ValidTo")?.unwrap_or(0);
     let req = ImportMaterial {
         key_id,
@@ -50,7 +50,7 @@ pub async fn import_key_material(r: &Request<'_>) -> Result<Fields, ApiError> {
 }
 
 pub async fn delete_imported_key_material(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.delete_imported_material(&r.scope, key_id).await?;
     Ok(Fields::new())
 }

@@ -105,7 +105,7 @@ fn key_metadata(d: &KeyDescription) -> Value {
 }
 
 pub async fn describe_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let d = r.kms.describe_key(&r.scope, &key_id).await?;
     Ok(fields(json!({ "KeyMetadata": key_metadata(&d) })))
 }
@@ -227,7 +227,7 @@ pub async fn list_key_detail(r: &Request<'_>) -> Result<Fields, ApiError> {
 
 pub async fn update_alias(r: &Request<'_>) -> Result<Fields, ApiError> {
     let alias = r.params.str("Alias")?;
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     key::validate_alias(&alias)?;
     r.kms.update_alias(&r.scope, key_id, alias).await?;
     Ok(Fields::new())
@@ -235,7 +235,7 @@ pub async fn update_alias(r: &Request<'_>) -> Result<Fields, ApiError> {
 
 pub async fn update_key_description(r: &Request<'_>) -> Result<Fields, ApiError> {
     let description = r.params.str("Description")?;
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     key::validate_description(&description)?;
     r.kms
         .update_description(&r.scope, key_id, description)

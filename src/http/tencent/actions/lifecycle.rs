@@ -5,13 +5,13 @@ use serde_json::json;
 use super::{fields, key_ids, ApiError, Fields, Request};
 
 pub async fn enable_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.enable_keys(&r.scope, vec![key_id]).await?;
     Ok(Fields::new())
 }
 
 pub async fn disable_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.disable_keys(&r.scope, vec![key_id]).await?;
     Ok(Fields::new())
 }
@@ -31,19 +31,19 @@ pub async fn enable_key_rotation(r: &Request<'_>) -> Result<Fields, ApiError> {
     if !(7..=365).contains(&days) {
         return Err(ApiError::invalid("RotateDays", "must be between 7 and 365"));
     }
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.enable_rotation(&r.scope, key_id, days as u32).await?;
     Ok(Fields::new())
 }
 
 pub async fn disable_key_rotation(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.disable_rotation(&r.scope, key_id).await?;
     Ok(Fields::new())
 }
 
 pub async fn get_key_rotation_status(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let s = r.kms.rotation_status(&r.scope, &key_id).await?;
     Ok(fields(json!({
         "KeyRotationEnabled": s.enabled,
@@ -55,7 +55,7 @@ pub async fn get_key_rotation_status(r: &Request<'_>) -> Result<Fields, ApiError
 }
 
 pub async fn rotate_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.rotate_key(&r.scope, key_id).await?;
     Ok(Fields::new())
 }
@@ -68,7 +68,7 @@ pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> 
             "PendingWindowInDays must be between 7 and 30",
         ));
     }
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     let date = r
         .kms
         .schedule_deletion(&r.scope, key_id.clone(), days as u32)
@@ -77,19 +77,19 @@ pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> 
 }
 
 pub async fn cancel_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.cancel_deletion(&r.scope, key_id.clone()).await?;
     Ok(fields(json!({ "KeyId": key_id })))
 }
 
 pub async fn archive_key(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.archive_key(&r.scope, key_id).await?;
     Ok(Fields::new())
 }
 
 pub async fn cancel_key_archive(r: &Request<'_>) -> Result<Fields, ApiError> {
-    let key_id = r.params.str("KeyId")?;
+    let key_id = r.params.key_id("KeyId")?;
     r.kms.cancel_archive(&r.scope, key_id).await?;
     Ok(Fields::new())
 }

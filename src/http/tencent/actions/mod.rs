@@ -106,5 +106,8 @@ fn key_ids(r: &Request<'_>) -> Result<Vec<String>, ApiError> {
             format!("must list 1 to {MAX_IDS} KeyIds"),
         ));
     }
+    for id in &ids {
+        super::params::check_key_id("KeyIds", id)?;
+    }
     Ok(ids)
 }

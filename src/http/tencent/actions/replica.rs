@@ -15,7 +15,7 @@ const MAX_REGIONS: usize = 20;
 /// `Tags` (default: the primary's).
 pub async fn replicate_key(r: &Request<'_>) -> Result<Fields, ApiError> {
     let p = &r.params;
-    let key_id = p.str("KeyId")?;
+    let key_id = p.key_id("KeyId")?;
     let regions = p.str_list("DestinationRegions")?;
     if regions.is_empty() || regions.len() > MAX_REGIONS {
         return Err(ApiError::invalid(
