@@ -1360,8 +1360,15 @@ async fn cluster(target: Target, action: ClusterCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
         ClusterCmd::Init => {
-            client.init().await?;
-            println!("initialized; waiting for a leader…");
+            let reply = client.init().await?;
+            match reply.feature_level {
+                Some(level) if level < raftkms::registry::features::FEATURE_LEVEL => println!(
+                    "initialized at cluster feature level {level}: a member did not say which release it runs (see the node's log); once every member runs this release, `raftkms cluster upgrade finalize` raises it"
+                ),
+                Some(level) => println!("initialized at cluster feature level {level}"),
+                None => println!("initialized"),
+            }
+            println!("waiting for a leader…");
             for _ in 0..100 {
                 if let Ok(s) = client.status().await {
                     if let Some(l) = s.leader {

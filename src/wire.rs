@@ -70,6 +70,10 @@ pub struct InitReply {
     /// client adds them through the leader.
     #[serde(default)]
     pub pending_learners: Vec<JoinRequest>,
+    /// The new cluster's feature level (1 when a member did not say which release it runs:
+    /// `raftkms cluster upgrade finalize` raises it later).
+    #[serde(default)]
+    pub feature_level: Option<u32>,
 }
 
 /// Body of `POST /admin/join`.

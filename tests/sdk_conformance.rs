@@ -97,6 +97,12 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     let ca_file = c.enable_tls();
     let mut c = c.launch().await;
     let admin = c.admin(1);
+    // Init asked every member its release: a new cluster is at this build's feature level (the
+    // suite's BindCloudResource needs it).
+    assert_eq!(
+        admin.upgrade_status().await.unwrap().cluster_feature_level,
+        raftkms::registry::features::FEATURE_LEVEL
+    );
     let account = admin.create_account("sdk").await.unwrap();
     let cred = admin.create_credential(account.uin).await.unwrap();
     run_suite(&c, &ca_file, &cred, "sdk.env").await;

@@ -80,16 +80,28 @@ impl Membership {
         node: types::Node,
         voter: bool,
     ) -> Result<(), ClusterError> {
+        let added = self.add_learner(id, node).await?;
+        self.catch_up(id, added, voter).await
+    }
+
+    /// The first step of [`Self::join`]: adds the learner; returns the index of the change.
+    pub async fn add_learner(&self, id: NodeId, node: types::Node) -> Result<u64, ClusterError> {
         let added = self
             .leader
             .raft()
             .add_learner(id, node, false)
             .await
             .map_err(membership_err)?;
+        Ok(added.log_id.index)
+    }
+
+    /// The rest of [`Self::join`]: waits until learner `id` has matched index `added`, then
+    /// (for voters) promotes it.
+    pub async fn catch_up(&self, id: NodeId, added: u64, voter: bool) -> Result<(), ClusterError> {
         // openraft's own "blocking" add considers a learner caught up once it lags by less than
         // `replication_lag_threshold` entries, which can be before it has received anything.
         // Promotion must wait for real data, so wait until it has matched the add itself.
-        self.wait_until_matched(id, added.log_id.index).await?;
+        self.wait_until_matched(id, added).await?;
         tracing::info!(node = id, "new node has caught up");
         if voter {
             self.leader

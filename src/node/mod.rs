@@ -496,7 +496,8 @@ impl Node {
     /// Initializes a new cluster with the configured peers as its first members: the voters at
     /// once, then the root key, then any learners once a leader exists (when this node leads;
     /// otherwise they are returned, for the admin caller to add through the leader).
-    pub async fn initialize(&self) -> Result<Vec<crate::wire::JoinRequest>, ClusterError> {
+    /// Returns the learners left for the admin caller and the new cluster's feature level.
+    pub async fn initialize(&self) -> Result<(Vec<crate::wire::JoinRequest>, u32), ClusterError> {
         self.membership
             .initialize_voters(&self.config.peers)
             .await?;
@@ -507,8 +508,8 @@ impl Node {
             .membership
             .add_learners(&self.config.peers, deadline, timeout_ms)
             .await?;
-        self.raise_feature_level_at_init().await;
-        Ok(pending)
+        let level = self.raise_feature_level_at_init().await;
+        Ok((pending, level))
     }
 
     /// Watches the Raft core: keeps the metrics in step, logs leader changes, and resolves with

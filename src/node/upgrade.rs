@@ -189,29 +189,35 @@ impl Node {
     /// know (this build's, unless it is initialized with nodes of an older release), asked of
     /// each directly (this node may not lead). A failure here leaves the level where it is, for
     /// `raftkms cluster upgrade finalize` later; init itself succeeds.
-    pub(super) async fn raise_feature_level_at_init(&self) {
+    pub(super) async fn raise_feature_level_at_init(&self) -> u32 {
+        let current = self.state.feature_level();
         let timeout = Duration::from_millis(self.config.timing.rpc_timeout_ms.max(1_000));
         let mut level = FEATURE_LEVEL;
         for p in self.config.peers.iter().filter(|p| p.id != self.id) {
             match self.peers.probe_version(p.id, &p.raft_addr, timeout).await {
                 Ok(v) => level = level.min(v.features),
                 Err(e) => {
-                    tracing::warn!(node = p.id, error = %e, "the new cluster stays at feature level 1 (a member did not say which release it runs); run `raftkms cluster upgrade finalize` once every member is up");
-                    return;
+                    tracing::warn!(node = p.id, error = %e, "the new cluster stays at feature level {current} (a member did not say which release it runs); run `raftkms cluster upgrade finalize` once every member is up");
+                    return current;
                 }
             }
         }
-        if level <= crate::registry::features::BASE_LEVEL {
-            return;
+        if level <= current {
+            return current;
         }
         let env = self
             .writes
             .envelope(None, Command::SetFeatureLevel { level });
         match self.writes.propose(env).await {
-            Ok(Outcome::Applied { .. }) => tracing::info!(level, "new cluster at feature level"),
-            Ok(_) => {}
+            Ok(Outcome::Applied { .. }) => {
+                tracing::info!(level, "new cluster at feature level");
+                level
+            }
+            Ok(Outcome::Rejected(RegistryError::FeatureLevelNotRaised { current })) => current,
+            Ok(_) => current,
             Err(e) => {
-                tracing::warn!(error = %e, "the new cluster stays at feature level 1; run `raftkms cluster upgrade finalize`")
+                tracing::warn!(error = %e, "the new cluster stays at feature level {current}; run `raftkms cluster upgrade finalize`");
+                current
             }
         }
     }
@@ -247,16 +253,22 @@ impl Node {
 
 impl Node {
     /// Adds a node (learner first, then promoted if `voter`) once its build is checked against
-    /// the cluster's feature level; one membership change or finalize at a time.
+    /// the cluster's feature level; checking and adding run one at a time with other
+    /// membership changes and finalize.
     pub async fn join(
         &self,
         id: NodeId,
         node: crate::raft::types::Node,
         voter: bool,
     ) -> Result<(), ClusterError> {
-        let _changes = self.changes.lock().await;
-        self.check_joiner(id, &node.raft_addr).await?;
-        self.membership.join(id, node, voter).await
+        // Checked and added under the lock; once it is a member, finalize counts it, so the
+        // (possibly long) catch-up runs without holding up removals or a finalize.
+        let added = {
+            let _changes = self.changes.lock().await;
+            self.check_joiner(id, &node.raft_addr).await?;
+            self.membership.add_learner(id, node).await?
+        };
+        self.membership.catch_up(id, added, voter).await
     }
 
     /// Removes a voter or learner; one membership change or finalize at a time.

@@ -78,9 +78,18 @@ impl CloudBindings {
         uin: u64,
         key_id: &'a str,
     ) -> impl Iterator<Item = &'a CloudBinding> + 'a {
+        // The set is ordered by (region, uin, key_id, ...): one key's bindings are adjacent, from
+        // the one with the smallest product and resource ids on.
+        let first = CloudBinding {
+            region: region.to_string(),
+            uin,
+            key_id: key_id.to_string(),
+            product_id: String::new(),
+            resource_id: String::new(),
+        };
         self.set
-            .iter()
-            .filter(move |b| b.region == region && b.uin == uin && b.key_id == key_id)
+            .range(first..)
+            .take_while(move |b| b.region == region && b.uin == uin && b.key_id == key_id)
     }
 
     /// Whether any product uses the key.

@@ -60,6 +60,9 @@ pub fn due_work(registry: &Registry, now_s: u64, max: usize) -> Vec<DueWork> {
             } else if k.material_valid_to != 0
                 && k.material_valid_to <= now_s
                 && !k.versions.is_empty()
+                && !registry
+                    .cloud_bindings()
+                    .is_bound(&k.region, k.owner_uin, &k.key_id)
             {
                 DueAction::ExpireMaterial
             } else if k.state == KeyState::Enabled

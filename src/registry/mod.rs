@@ -562,9 +562,12 @@ impl Registry {
                 );
                 staged
             }
-            Command::UnbindCloudResource { binding } => vec![Staged::CloudBinding(
-                self.cloud_bindings.stage_unbind(binding)?,
-            )],
+            Command::UnbindCloudResource { binding: b } => {
+                if self.keys.get(&b.region, b.uin, &b.key_id).is_none() {
+                    return Err(RegistryError::KeyNotFound);
+                }
+                vec![Staged::CloudBinding(self.cloud_bindings.stage_unbind(b)?)]
+            }
         })
     }
 
@@ -586,7 +589,8 @@ impl Registry {
             KeyOp::Rotate { .. } | KeyOp::EnableRotation { .. } | KeyOp::DisableRotation
         );
         // Operations that take a key out of use: refused for a key a cloud product created or
-        // uses.
+        // uses. A key in use by a product does not expire either (BindCloudResource cancelled
+        // its expiry; material imported again must not bring one back).
         let takes_out_of_use = matches!(
             op,
             KeyOp::Disable
@@ -594,19 +598,23 @@ impl Registry {
                 | KeyOp::Archive
                 | KeyOp::DeleteImportedMaterial
         );
-        if takes_out_of_use {
-            if key_ids
+        if takes_out_of_use
+            && key_ids
                 .iter()
                 .any(|id| self.iam.product_of(region, uin, id).is_some())
-            {
-                return Err(RegistryError::NotUserCreatedCmk);
-            }
-            if key_ids
+        {
+            return Err(RegistryError::NotUserCreatedCmk);
+        }
+        let would_expire = matches!(
+            op,
+            KeyOp::ExpireMaterial | KeyOp::ImportMaterial { valid_to: 1.., .. }
+        );
+        if (takes_out_of_use || would_expire)
+            && key_ids
                 .iter()
                 .any(|id| self.cloud_bindings.is_bound(region, uin, id))
-            {
-                return Err(RegistryError::CmkUsedByCloudProduct);
-            }
+        {
+            return Err(RegistryError::CmkUsedByCloudProduct);
         }
         let mut primaries = Vec::new();
         let mut removed_replicas = Vec::new();

@@ -135,6 +135,17 @@ def test_unknown_action_is_invalid_action(clients, key):
     unchanged.check()
 
 
+def test_white_box_actions_are_unsupported_not_unknown(clients, key):
+    for i, c in enumerate(clients):
+        assert call(c, "DescribeWhiteBoxServiceStatus").ServiceEnabled is False, node_name(i)
+        for action, fields in (("CreateWhiteBoxKey", {"Alias": "wb", "Algorithm": "AES_256"}),
+                               ("DescribeWhiteBoxDecryptKey", {"KeyId": key}),
+                               ("EncryptByWhiteBox", {"KeyId": key, "PlainText": b64(b"x")}),
+                               ("EnableWhiteBoxKeys", {"KeyIds": [key]})):
+            e = expect_error(c, action, **fields)
+            assert e.get_code() == "UnsupportedOperation", (node_name(i), action)
+
+
 def test_missing_required_parameter_is_missing_parameter(clients, key):
     unchanged = Unchanged(clients, key)
     for i, c in enumerate(clients):

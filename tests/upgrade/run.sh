@@ -32,7 +32,9 @@ say() { printf '[%4ds] %s\n' $(( $(date +%s) - T0 )) "$*"; }
 fail() { say "FAIL: $*"; exit 1; }
 
 # --- the two builds ---------------------------------------------------------------------------
-cargo build --quiet --bin raftkms
+# The same build as `cargo test` (and .ci/run) makes: a bin-only build resolves the dependencies'
+# features without the dev-dependencies and would compile them again.
+cargo build --quiet --tests --bins
 NEW=$CARGO_TARGET_DIR/debug/raftkms
 PREV=$CACHE/prev/raftkms-$PREV_COMMIT
 if [ ! -x "$PREV" ]; then

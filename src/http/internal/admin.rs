@@ -57,10 +57,16 @@ pub(super) fn json_or_error<T: Serialize>(result: Result<T, ClusterError>) -> Re
 }
 
 pub(super) async fn init(State(s): State<Internal>) -> Response {
-    json_or_error(s.node.initialize().await.map(|pending_learners| InitReply {
-        initialized: true,
-        pending_learners,
-    }))
+    json_or_error(
+        s.node
+            .initialize()
+            .await
+            .map(|(pending_learners, level)| InitReply {
+                initialized: true,
+                pending_learners,
+                feature_level: Some(level),
+            }),
+    )
 }
 
 /// A membership change runs on the leader: from another node, `421` with the leader's address

@@ -241,7 +241,9 @@ async fn peer_version(State(s): State<Internal>, req: Request, next: Next) -> Re
     let mut resp = match refusal {
         Some(message) => {
             s.node.metrics().internal_refused("protocol");
-            tracing::warn!(%message, "internal request in an unknown protocol refused");
+            // Before authentication: not logged above debug (anyone who reaches the port could
+            // fill the log); the sending node logs its refusals itself.
+            tracing::debug!(%message, "internal request in an unknown protocol refused");
             (StatusCode::UPGRADE_REQUIRED, message).into_response()
         }
         None => next.run(req).await,

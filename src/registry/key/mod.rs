@@ -581,8 +581,6 @@ impl Keys {
         Staged::put(k).map(Some)
     }
 
-    /// Stages `op` on every key in `key_ids` (all or nothing), at time `now` (seconds, from the
-    /// proposer's clock carried in the envelope). One staged mutation per key, in `key_ids` order.
     /// A key a cloud product now uses does not expire: its imported material's expiry (if any)
     /// is cancelled (`BindCloudResource`). `None` when there is nothing to change.
     pub(super) fn stage_keep_material(
@@ -602,6 +600,8 @@ impl Keys {
         Staged::put(k).map(Some)
     }
 
+    /// Stages `op` on every key in `key_ids` (all or nothing), at time `now` (seconds, from the
+    /// proposer's clock carried in the envelope). One staged mutation per key, in `key_ids` order.
     pub(super) fn stage_op(
         &self,
         region: &str,

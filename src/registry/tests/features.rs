@@ -162,11 +162,19 @@ fn a_bound_key_cannot_be_taken_away_from_its_product() {
         "binding twice stores nothing new"
     );
     assert_eq!(reg.cloud_bindings().len(), 1);
+    // Nothing takes it out of use, and nothing brings an expiry back.
     for (i, op) in [
         key::KeyOp::Disable,
         key::KeyOp::Archive,
         key::KeyOp::ScheduleDeletion { pending_days: 7 },
         key::KeyOp::DeleteImportedMaterial,
+        key::KeyOp::ExpireMaterial,
+        key::KeyOp::ImportMaterial {
+            token: "t".into(),
+            material: k.versions[0].clone(),
+            fingerprint: vec![0; 32],
+            valid_to: 2_000_000_000,
+        },
     ]
     .into_iter()
     .enumerate()
@@ -182,6 +190,22 @@ fn a_bound_key_cannot_be_taken_away_from_its_product() {
             Outcome::Rejected(RegistryError::CmkUsedByCloudProduct)
         );
     }
+    assert!(
+        crate::registry::due::due_work(&reg, 3_000_000_000, 10).is_empty(),
+        "a bound key has no expiry due"
+    );
+    // Unbinding names an existing key first.
+    let mut elsewhere = binding.clone();
+    elsewhere.key_id = "00000000-0000-0000-0000-000000000099".into();
+    assert_eq!(
+        reg.apply(
+            19,
+            &env(19, Command::UnbindCloudResource { binding: elsewhere })
+        )
+        .unwrap()
+        .0,
+        Outcome::Rejected(RegistryError::KeyNotFound)
+    );
     let unbind = Command::UnbindCloudResource { binding };
     assert_eq!(
         reg.apply(20, &env(20, unbind.clone())).unwrap().0,

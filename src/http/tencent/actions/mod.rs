@@ -79,12 +79,40 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "LookUpEvents" => audit::look_up_events(r).await,
         "BindCloudResource" => cloud::bind_cloud_resource(r).await,
         "UnbindCloudResource" => cloud::unbind_cloud_resource(r).await,
+        // White-box keys are not offered (docs/api.md): the service says so, and every other
+        // white-box action is refused as unsupported (not unknown).
+        "DescribeWhiteBoxServiceStatus" => {
+            Ok(fields(serde_json::json!({ "ServiceEnabled": false })))
+        }
+        white_box if WHITE_BOX.contains(&white_box) => Err(ApiError::new(
+            "UnsupportedOperation",
+            format!(
+                "{white_box}: raftkms offers no white-box keys (a white-box construction that \
+                 does not expose the key is not implemented; see docs/api.md)"
+            ),
+        )),
         other => Err(ApiError::new(
             "InvalidAction",
             format!("action `{other}` is not supported by raftkms (see docs/api.md)"),
         )),
     }
 }
+
+/// The white-box actions other than DescribeWhiteBoxServiceStatus.
+const WHITE_BOX: [&str; 12] = [
+    "CreateWhiteBoxKey",
+    "DeleteWhiteBoxKey",
+    "DescribeWhiteBoxKey",
+    "DescribeWhiteBoxKeyDetails",
+    "DescribeWhiteBoxDecryptKey",
+    "DescribeWhiteBoxDeviceFingerprints",
+    "OverwriteWhiteBoxDeviceFingerprints",
+    "EnableWhiteBoxKey",
+    "EnableWhiteBoxKeys",
+    "DisableWhiteBoxKey",
+    "DisableWhiteBoxKeys",
+    "EncryptByWhiteBox",
+];
 
 /// Builds a field map from a `json!` object.
 fn fields(v: Value) -> Fields {
