@@ -464,11 +464,20 @@ fn exercise(params: &Params) -> Result<(), TestCaseError> {
             params.base64(name, "InvalidParameterValue").map(drop),
             params.base64(name, "InvalidParameter").map(drop),
             params.tags(name).map(drop),
+            params.key_id(name).map(drop),
+            params.opt_key_id(name).map(drop),
         ];
         for r in results {
             if let Err(e) = r {
                 prop_assert!(allowed_code(e.code), "{} for {name}", e.code);
             }
+        }
+        // A KeyId accepted is one in form: 36 characters, a UUID.
+        if let Ok(id) = params.key_id(name) {
+            prop_assert!(
+                id.len() == 36 && uuid::Uuid::try_parse(&id).is_ok(),
+                "{id:?}"
+            );
         }
     }
     Ok(())

@@ -24,6 +24,8 @@ fuzz_target!(|data: &[u8]| {
             p.str_list(name).map(drop),
             p.base64(name, "InvalidParameterValue").map(drop),
             p.tags(name).map(drop),
+            p.key_id(name).map(drop),
+            p.opt_key_id(name).map(drop),
         ];
         for r in results {
             if let Err(e) = r {
