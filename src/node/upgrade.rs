@@ -29,14 +29,25 @@ impl Node {
             .collect()
     }
 
+    /// `NotLeader` (naming the leader this node knows) unless this node leads.
+    fn require_leader(&self) -> Result<(), ClusterError> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        Err(ClusterError::NotLeader {
+            leader: self.leader().map(|(l, _)| l),
+        })
+    }
+
+    /// How long a peer is given to say which release it runs.
+    fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.timing.rpc_timeout_ms.max(1_000))
+    }
+
     /// The cluster's feature level and what each member last reported (on the leader: from the
     /// answers to its appends and heartbeats).
     pub fn upgrade_status(&self) -> Result<UpgradeStatus, ClusterError> {
-        if !self.is_leader() {
-            return Err(ClusterError::NotLeader {
-                leader: self.leader().map(|(l, _)| l),
-            });
-        }
+        self.require_leader()?;
         let cluster_feature_level = self.state.feature_level();
         let members = self
             .members()
@@ -78,11 +89,7 @@ impl Node {
         &self,
         level: Option<u32>,
     ) -> Result<FinalizeReply, ClusterError> {
-        if !self.is_leader() {
-            return Err(ClusterError::NotLeader {
-                leader: self.leader().map(|(l, _)| l),
-            });
-        }
+        self.require_leader()?;
         // One membership change or finalize at a time: a node joining meanwhile would not be
         // among the members whose reports were checked.
         let _changes = self.changes.lock().await;
@@ -191,7 +198,7 @@ impl Node {
     /// `raftkms cluster upgrade finalize` later; init itself succeeds.
     pub(super) async fn raise_feature_level_at_init(&self) -> u32 {
         let current = self.state.feature_level();
-        let timeout = Duration::from_millis(self.config.timing.rpc_timeout_ms.max(1_000));
+        let timeout = self.probe_timeout();
         let mut level = FEATURE_LEVEL;
         for p in self.config.peers.iter().filter(|p| p.id != self.id) {
             match self.peers.probe_version(p.id, &p.raft_addr, timeout).await {
@@ -227,7 +234,7 @@ impl Node {
     /// at the first level takes any build (every release reads that log).
     async fn check_joiner(&self, id: NodeId, addr: &str) -> Result<(), ClusterError> {
         let level = self.state.feature_level();
-        let timeout = Duration::from_millis(self.config.timing.rpc_timeout_ms.max(1_000));
+        let timeout = self.probe_timeout();
         let version = match self.peers.probe_version(id, addr, timeout).await {
             Ok(v) => v,
             Err(e) if level <= crate::registry::features::BASE_LEVEL => {

@@ -102,8 +102,9 @@ impl Writes {
         }
     }
 
-    /// Proposes on this node only, which must lead (`NotLeader` otherwise): for a write whose
-    /// checks were made by this node as leader (raising the feature level), never forwarded.
+    /// Proposes on this node only, which must lead (`NotLeader` otherwise), never forwarded: a
+    /// forwarded write, or one whose checks this node made as leader (raising the feature
+    /// level).
     pub async fn propose_here(&self, env: Envelope) -> Result<Outcome, ClusterError> {
         match self.leader.leader() {
             Some((l, _)) if l == self.leader.id() => {
@@ -121,13 +122,7 @@ impl Writes {
     /// deletion window or a token's life) and proposes it here if this node leads.
     pub async fn accept_forwarded(&self, mut env: Envelope) -> Result<Outcome, ClusterError> {
         env.issued_at_ms = self.clock.wall_ms();
-        let deadline = Instant::now() + self.write_timeout();
-        match self.leader.leader() {
-            Some((l, _)) if l == self.leader.id() => self.propose_local(env, deadline).await,
-            other => Err(ClusterError::NotLeader {
-                leader: other.map(|(l, _)| l),
-            }),
-        }
+        self.propose_here(env).await
     }
 
     /// Proposes on this node, which must be the leader, batched with the writes waiting at the

@@ -440,15 +440,14 @@ fn raises_past_this_build(entry: &Entry) -> Option<u32> {
     let EntryPayload::Normal(env) = &entry.payload else {
         return None;
     };
-    let level = match &env.command {
-        Command::SetFeatureLevel { level } => Some(*level),
-        Command::Batch { writes } => writes.iter().find_map(|w| match w.command {
-            Command::SetFeatureLevel { level } => Some(level),
+    fn raised(command: &Command) -> Option<u32> {
+        match command {
+            Command::SetFeatureLevel { level } => Some(*level),
+            Command::Batch { writes } => writes.iter().find_map(|w| raised(&w.command)),
             _ => None,
-        }),
-        _ => None,
-    };
-    level.filter(|l| *l > FEATURE_LEVEL)
+        }
+    }
+    raised(&env.command).filter(|l| *l > FEATURE_LEVEL)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

@@ -167,11 +167,7 @@ impl Peers {
     /// secret (under mutual TLS the certificate is the credential); and this build's version
     /// (`transport::version`).
     pub fn authorize(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let mut version = reqwest::header::HeaderMap::new();
-        PeerVersion::this_build().put_headers(&mut version);
-        let req = req
-            .header(CLUSTER_HEADER, &self.cluster_id)
-            .headers(version);
+        let req = super::version::with_this_build(req.header(CLUSTER_HEADER, &self.cluster_id));
         match &self.security {
             PeerSecurity::Secret(secret) => req.bearer_auth(secret.expose()),
             PeerSecurity::Tls { .. } => req,

@@ -32,6 +32,24 @@ pub const LEGACY_PROTOCOL: u32 = 1;
 /// The release that sent no version: every build before the headers existed.
 pub const LEGACY_RELEASE: &str = "0.1.0";
 
+/// This build's release, as `X-Raftkms-Release` carries it.
+const RELEASE: &str = env!("CARGO_PKG_VERSION");
+
+/// Adds this build's version headers to an answer (every internal answer carries them).
+pub fn put_this_build(headers: &mut HeaderMap) {
+    use reqwest::header::HeaderValue;
+    headers.insert(PROTOCOL_HEADER, HeaderValue::from(PROTOCOL));
+    headers.insert(FEATURES_HEADER, HeaderValue::from(FEATURE_LEVEL));
+    headers.insert(RELEASE_HEADER, HeaderValue::from_static(RELEASE));
+}
+
+/// Adds this build's version headers to a request to a peer.
+pub fn with_this_build(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header(PROTOCOL_HEADER, PROTOCOL)
+        .header(FEATURES_HEADER, FEATURE_LEVEL)
+        .header(RELEASE_HEADER, RELEASE)
+}
+
 /// What a peer said about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerVersion {
@@ -47,7 +65,7 @@ impl PeerVersion {
         PeerVersion {
             protocol: PROTOCOL,
             features: FEATURE_LEVEL,
-            release: env!("CARGO_PKG_VERSION").to_string(),
+            release: RELEASE.to_string(),
         }
     }
 
@@ -86,16 +104,6 @@ impl PeerVersion {
         })
     }
 
-    /// Adds this build's version headers.
-    pub fn put_headers(&self, headers: &mut HeaderMap) {
-        use reqwest::header::HeaderValue;
-        headers.insert(PROTOCOL_HEADER, HeaderValue::from(self.protocol));
-        headers.insert(FEATURES_HEADER, HeaderValue::from(self.features));
-        if let Ok(v) = HeaderValue::from_str(&self.release) {
-            headers.insert(RELEASE_HEADER, v);
-        }
-    }
-
     /// Whether this build can serve (and be served by) a peer speaking this version; if not,
     /// the message a refusal carries.
     pub fn check_served(&self) -> Result<(), String> {
@@ -104,7 +112,7 @@ impl PeerVersion {
         }
         Err(format!(
             "this node runs raftkms {} (internal protocol {MIN_PROTOCOL} to {PROTOCOL}); the peer runs raftkms {} (internal protocol {}). Upgrade one release at a time (docs/operations.md, \"Rolling upgrades\")",
-            env!("CARGO_PKG_VERSION"),
+            RELEASE,
             self.release,
             self.protocol
         ))
@@ -162,7 +170,7 @@ mod tests {
     #[test]
     fn headers_round_trip_and_unknown_protocols_are_refused() {
         let mut h = HeaderMap::new();
-        PeerVersion::this_build().put_headers(&mut h);
+        put_this_build(&mut h);
         assert_eq!(
             PeerVersion::from_headers(&h).unwrap(),
             PeerVersion::this_build()

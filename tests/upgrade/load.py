@@ -86,11 +86,13 @@ def run(args):
         i += 1
         client.next = i  # spread requests over the nodes
         if i % 5 == 1 or not keys:
+            action = "CreateKey"
             r = client.call("CreateKey", lambda a, i=i: {"Alias": "upgrade-%d-%d-%d" % (
                 os.getpid(), i, a)}, write=True)
             if r.kind == "ok":
                 keys.append(r.fields["KeyId"])
         elif i % 5 == 2:
+            action = "Encrypt"
             key_id = keys[i % len(keys)]
             plain = base64.b64encode(os.urandom(18)).decode()
             r = client.call("Encrypt", {"KeyId": key_id, "Plaintext": plain}, write=False)
@@ -98,15 +100,14 @@ def run(args):
                 blobs.append({"key_id": key_id, "plaintext": plain,
                               "blob": r.fields["CiphertextBlob"]})
         elif i % 5 == 3 and blobs:
+            action = "Decrypt"
             b = blobs[i % len(blobs)]
             r = client.call("Decrypt", {"CiphertextBlob": b["blob"]}, write=False)
             if r.kind == "ok" and r.fields.get("Plaintext") != b["plaintext"]:
                 failures.append({"action": "Decrypt", "code": "wrong plaintext", "at_s": 0})
         else:
+            action = "DescribeKey"
             r = client.call("DescribeKey", {"KeyId": keys[i % len(keys)]}, write=False)
-        action = ("CreateKey" if i % 5 == 1 or not keys else
-                  "Encrypt" if i % 5 == 2 else
-                  "Decrypt" if i % 5 == 3 and blobs else "DescribeKey")
         counts[action] += 1
         if r.kind != "ok":
             failures.append({"action": action, "code": r.code, "message": (r.message or "")[:200],

@@ -92,7 +92,7 @@ internal() { echo "127.0.0.1:$(( PORT + 1000 + $1 - 1 ))"; }
 curl_admin() { curl -s -m 3 --cacert "$RAFTKMS_CA" --cert "$RAFTKMS_ADMIN_CERT" --key "$RAFTKMS_ADMIN_KEY" -H "x-raftkms-cluster: $RAFTKMS_CLUSTER_ID" "$@"; }
 json_field() { python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1" 2>/dev/null; }
 leader_of() { curl_admin "https://$(internal "$1")/admin/status" | json_field leader || true; }
-RUNS=(); declare -A RUNNING=()
+declare -A RUNNING=()
 start() { # start N prev|new
   local bin=$PREV; [ "$2" = new ] && bin=$NEW
   "$bin" serve --config "$DIR/node$1.toml" >>"$DIR/node$1.log" 2>&1 &

@@ -248,7 +248,7 @@ async fn peer_version(State(s): State<Internal>, req: Request, next: Next) -> Re
         }
         None => next.run(req).await,
     };
-    PeerVersion::this_build().put_headers(resp.headers_mut());
+    crate::transport::version::put_this_build(resp.headers_mut());
     resp
 }
 
