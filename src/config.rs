@@ -220,6 +220,9 @@ pub fn default_symmetric_algorithm(region: &str) -> crate::crypto::SymmetricAlgo
 pub struct KmsConfig {
     /// Customer master keys per account and region. Default 200 (as Tencent).
     pub cmk_limit: u32,
+    /// Hosted data keys (GenerateDataKey with IsHostedByKms=1, ImportDataKey) per account and
+    /// region; those pending deletion do not count. Default 10000.
+    pub data_key_limit: u32,
     /// Minimum seconds between two manual rotations of one key. Default 86400 (as Tencent).
     pub manual_rotation_interval_secs: u64,
     /// How often the leader checks for due rotations and deletions, in ms. Default 1000.
@@ -257,6 +260,7 @@ impl Default for KmsConfig {
     fn default() -> Self {
         KmsConfig {
             cmk_limit: 200,
+            data_key_limit: 10_000,
             manual_rotation_interval_secs: 86_400,
             scheduler_interval_ms: 1000,
             unseal: UnsealSource::KeyFile,
@@ -790,6 +794,9 @@ impl NodeConfig {
         }
         if self.kms.cmk_limit == 0 {
             return Err(field("kms.cmk-limit", "must be greater than 0"));
+        }
+        if self.kms.data_key_limit == 0 {
+            return Err(field("kms.data-key-limit", "must be greater than 0"));
         }
         if self.kms.manual_rotation_interval_secs > 10 * 365 * 86_400 {
             return Err(field(

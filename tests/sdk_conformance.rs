@@ -92,6 +92,8 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     // Shanghai is served too, so replica keys (ReplicateKey) have somewhere to go.
     let mut c = TestCluster::configure(3, 26000, TimingConfig::default(), snapshot);
     c.serve_regions(&["ap-shanghai"]);
+    // A small hosted data key quota, so the suite can fill it (test_data_keys.py).
+    c.edit_configs(|cfg| cfg.kms.data_key_limit = 30);
     // The whole suite over TLS, as `raftkms dev` serves it: a cluster CA and a node certificate
     // each, made by the library `raftkms cert` uses.
     let ca_file = c.enable_tls();

@@ -268,6 +268,13 @@ def _decrypt_answered(error):
                 error.startswith(NOT_A_DECRYPT_ANSWER_PREFIXES))
 
 
+# Reads of what an acknowledged write sealed: Decrypt of a blob, GetDataKeyPlaintext of a hosted
+# data key (mid-run and final).
+READS = ("decrypt", "final-decrypt", "read-data-key", "final-read-data-key")
+# What a node answers for a ciphertext or hosted data key it does not have.
+LOST_CODES = ("InvalidParameterValue.InvalidCiphertext", "ResourceUnavailable.DataKeyNotFound")
+
+
 def check_durability(ops):
     """Every acknowledged Encrypt's blob decrypts to its plaintext, mid-run and on every node at
     the end. A Decrypt that began after the Encrypt completed and that a node refused, with any
@@ -279,34 +286,39 @@ def check_durability(ops):
     Not an answer either: an ``InternalError`` that a node whose audit trail had failed gave
     instead of its result (fail closed; ``audit_withheld`` marks such ops ``audit_withheld``
     from the audit artifacts: no record, an fsync fault on that node); counted
-    ``withheld_by_audit``."""
+    ``withheld_by_audit``.
+
+    Hosted data keys are held to the same rule: an acknowledged GenerateDataKey with
+    ``IsHostedByKms`` (``generate-data-key``, its ``blob`` the DataKeyId) must read back through
+    GetDataKeyPlaintext (``read-data-key``, ``final-read-data-key``) as the plaintext it returned;
+    DataKeyNotFound for it is *lost-ciphertext*."""
     anomalies = []
     withheld = 0
     enc_end = {}
     for o in ops:
-        if o.f == "encrypt" and o.type == "ok":
+        if o.f in ("encrypt", "generate-data-key") and o.type == "ok":
             enc_end[o.result["blob"]] = o.end
     final_seen = 0
     for o in ops:
-        if o.f not in ("decrypt", "final-decrypt"):
+        if o.f not in READS:
             continue
+        final = o.f in ("final-decrypt", "final-read-data-key")
         blob = o.value["blob"]
         if o.type == "ok":
             if o.result.get("pt") != o.value["pt"]:
                 anomalies.append({"type": "wrong-plaintext", "node": o.node, "op": o.to_json()})
-            elif o.f == "final-decrypt":
+            elif final:
                 final_seen += 1
-        elif o.error == "InvalidParameterValue.InvalidCiphertext" and \
-                enc_end.get(blob, INF) < o.start:
+        elif o.error in LOST_CODES and enc_end.get(blob, INF) < o.start:
             anomalies.append({"type": "lost-ciphertext", "node": o.node, "key": o.value["key"],
                               "op": o.to_json()})
-        elif o.f == "decrypt" and o.extra.get("audit_withheld"):
+        elif not final and o.extra.get("audit_withheld"):
             withheld += 1
-        elif o.f == "decrypt" and enc_end.get(blob, INF) < o.start and \
+        elif not final and enc_end.get(blob, INF) < o.start and \
                 _decrypt_answered(o.error):
             anomalies.append({"type": "decrypt-refused", "node": o.node, "key": o.value["key"],
                               "error": o.error, "op": o.to_json()})
-        elif o.f == "final-decrypt":
+        elif final:
             anomalies.append({"type": "final-decrypt-failed", "node": o.node,
                               "key": o.value["key"], "error": o.error})
     return _result(anomalies, acknowledged_encrypts=len(enc_end), final_decrypts_ok=final_seen,
@@ -581,7 +593,8 @@ def applied_unanswered_writes(ops):
     """Writes whose answer never reached the client (``info`` with no answered call: a timeout
     or a reset) but which the history shows took effect, with the key each one names:
     ``[(op, action, key_id)]``. A ``create`` (key-set) whose alias a final list shows (the
-    final list maps it to its KeyId); a ``schedule`` (deletion) whose key some DescribeKey saw
+    final list maps it to its KeyId, or a hosted data key's name to its DataKeyId: action
+    GenerateDataKey); a ``schedule`` (deletion) whose key some DescribeKey saw
     pending deletion or gone (each key is scheduled once)."""
     created = {}
     scheduled = set()
@@ -597,7 +610,8 @@ def applied_unanswered_writes(ops):
         if o.type != "info" or o.extra.get("requests") or not isinstance(o.value, dict):
             continue
         if o.f == "create" and o.value.get("alias") in created:
-            out.append((o, "CreateKey", created[o.value["alias"]]))
+            action = "GenerateDataKey" if o.value.get("data_key") else "CreateKey"
+            out.append((o, action, created[o.value["alias"]]))
         elif o.f == "schedule" and o.value.get("key") in scheduled:
             out.append((o, "ScheduleKeyDeletion", o.value["key"]))
     return out

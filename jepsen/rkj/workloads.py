@@ -72,7 +72,9 @@ class Workload:
 
 
 class KeySet(Workload):
-    """CreateKey adds an element (its alias); ListKeyDetail reads the whole set."""
+    """CreateKey adds an element (its alias), and so does GenerateDataKey with IsHostedByKms
+    (a hosted data key's name, under one key made at setup); a read lists the whole set:
+    ListKeyDetail and ListDataKeyDetail."""
 
     name = "key-set"
 
@@ -80,6 +82,11 @@ class KeySet(Workload):
         super().__init__(ctx)
         self.counter = 0
         self.prefix = "js%s" % uuid.uuid4().hex[:6]
+        self.cmk = None
+
+    def setup(self):
+        r = self.setup_call("CreateKey", {"Alias": "%s-cmk" % self.prefix})
+        self.cmk = r.fields["KeyId"]
 
     def next_op(self, rng):
         if rng.random() < 0.06:
@@ -87,28 +94,47 @@ class KeySet(Workload):
         with self.lock:
             self.counter += 1
             n = self.counter
+        if rng.random() < 0.3:
+            return "create", {"alias": "%s-d%d" % (self.prefix, n), "data_key": True}
         return "create", {"alias": "%s-%d" % (self.prefix, n)}
 
-    def list_all(self, client):
-        """Pages through the keys of this run: ``(last reply, [(alias, KeyId)])``, None for the
-        list if a page failed."""
-        keys = []
+    def _pages(self, client, action, items_field, name_field, id_field):
+        """Pages through ``action`` for this run's elements: ``(last reply, [(name, id)])``, None
+        for the list if a page failed."""
+        found = []
         offset = 0
         while True:
-            r = client.call("ListKeyDetail", {"Offset": offset, "Limit": 200, "OrderType": 1,
-                                                "SearchKeyAlias": self.prefix},
+            r = client.call(action, {"Offset": offset, "Limit": 200, "OrderType": 1,
+                                     "SearchKeyAlias": self.prefix},
                             write=False, timeout=8)
             if r.kind != "ok":
                 return r, None
-            metas = r.fields.get("KeyMetadatas") or []
-            keys += [(m.get("Alias"), m.get("KeyId")) for m in metas]
-            if len(metas) < 200:
-                return r, keys
+            items = r.fields.get(items_field) or []
+            found += [(m.get(name_field), m.get(id_field)) for m in items]
+            if len(items) < 200 or offset > 100_000:
+                return r, found
             offset += 200
-            if offset > 100_000:
-                return r, keys
+
+    def list_all(self, client):
+        """Keys then hosted data keys of this run: ``(last reply, [(alias or name, id)])``, None
+        for the list if a page failed."""
+        r, keys = self._pages(client, "ListKeyDetail", "KeyMetadatas", "Alias", "KeyId")
+        if keys is None:
+            return r, None
+        r, data_keys = self._pages(client, "ListDataKeyDetail", "DataKeyMetadatas",
+                                   "DataKeyName", "DataKeyId")
+        if data_keys is None:
+            return r, None
+        return r, keys + data_keys
 
     def invoke(self, client, f, value):
+        if f == "create" and value.get("data_key"):
+            r = client.call("GenerateDataKey", {"KeyId": self.cmk, "KeySpec": "AES_128",
+                                                "IsHostedByKms": 1, "DataKeyName": value["alias"]},
+                            write=True)
+            if r.kind == "ok":
+                return "ok", {"data_key_id": r.fields.get("DataKeyId")}, None
+            return r.kind, None, r.code
         if f == "create":
             r = client.call("CreateKey", {"Alias": value["alias"], "Description": "jepsen"},
                             write=True)
@@ -118,11 +144,12 @@ class KeySet(Workload):
         r, keys = self.list_all(client)
         if keys is None:
             return "fail", None, r.code
-        ours = [(a, k) for a, k in keys if a and a.startswith(self.prefix)]
+        cmk_alias = "%s-cmk" % self.prefix
+        ours = [(a, k) for a, k in keys if a and a.startswith(self.prefix) and a != cmk_alias]
         out = {"aliases": [a for a, _ in ours]}
         if f == "final-list":
-            # Which key each alias names: the audit checker looks for the CreateKey record of
-            # a create whose answer was lost but which took effect.
+            # Which key (or data key) each element names: the audit checker looks for the
+            # record of a create whose answer was lost but which took effect.
             out["key_ids"] = dict(ours)
         return "ok", out, None
 
@@ -308,8 +335,10 @@ class LeaseRegister(Register):
 
 class Crypto(Workload):
     """Rotation and ciphertext durability: Encrypt (the blob names the material version),
-    Decrypt of earlier blobs, RotateKey. Final: every acknowledged blob decrypts to its
-    plaintext on every node, and every node encrypts under the same newest version."""
+    Decrypt of earlier blobs, RotateKey, and hosted data keys: GenerateDataKey with
+    IsHostedByKms (a write) and GetDataKeyPlaintext of earlier ones. Final: every acknowledged
+    blob decrypts, and every acknowledged hosted data key reads back, to its plaintext on every
+    node, and every node encrypts under the same newest version."""
 
     name = "crypto"
 
@@ -318,6 +347,9 @@ class Crypto(Workload):
         self.nkeys = keys
         self.keys = []
         self.blobs = []  # (key, blob, plaintext b64) of acknowledged encrypts
+        self.data_keys = []  # (key, DataKeyId, plaintext b64) of acknowledged hosted data keys
+        self.dk_counter = 0
+        self.dk_prefix = "dk%s" % uuid.uuid4().hex[:6]
 
     def setup(self):
         for n in range(self.nkeys):
@@ -334,6 +366,16 @@ class Crypto(Workload):
                 if self.blobs:
                     k, blob, pt = rng.choice(self.blobs)
                     return "decrypt", {"key": k, "blob": blob, "pt": pt}
+        if x < 0.42:
+            with self.lock:
+                self.dk_counter += 1
+                n = self.dk_counter
+            return "generate-data-key", {"key": key, "name": "%s-%d" % (self.dk_prefix, n)}
+        if x < 0.50:
+            with self.lock:
+                if self.data_keys:
+                    k, dk, pt = rng.choice(self.data_keys)
+                    return "read-data-key", {"key": k, "blob": dk, "pt": pt}
         return "encrypt", {"key": key, "pt": b64(os.urandom(12))}
 
     def invoke(self, client, f, value):
@@ -354,14 +396,33 @@ class Crypto(Workload):
             if r.kind == "ok":
                 return "ok", {"pt": r.fields.get("Plaintext")}, None
             return "fail", None, r.code
+        if f == "generate-data-key":
+            r = client.call("GenerateDataKey", {"KeyId": value["key"], "KeySpec": "AES_256",
+                                                "IsHostedByKms": 1, "DataKeyName": value["name"]},
+                            write=True)
+            if r.kind != "ok":
+                return r.kind, None, r.code
+            dk, pt = r.fields.get("DataKeyId", ""), r.fields.get("Plaintext")
+            with self.lock:
+                self.data_keys.append((value["key"], dk, pt))
+            # `blob` names what later reads read (the DataKeyId), as for Encrypt.
+            return "ok", {"blob": dk}, None
+        if f == "read-data-key":
+            r = client.call("GetDataKeyPlaintext", {"DataKeyId": value["blob"]}, write=False)
+            if r.kind == "ok":
+                return "ok", {"pt": r.fields.get("Plaintext")}, None
+            return "fail", None, r.code
         raise ValueError(f)
 
     def final(self):
         with self.lock:
             blobs = list(self.blobs)
-        # Bounded: at most 400 blobs (newest and oldest first) on every node.
+            data_keys = list(self.data_keys)
+        # Bounded: at most 400 blobs (newest and oldest first) and 200 data keys on every node.
         if len(blobs) > 400:
             blobs = blobs[:100] + self.rng.sample(blobs[100:-100], 200) + blobs[-100:]
+        if len(data_keys) > 200:
+            data_keys = data_keys[:50] + self.rng.sample(data_keys[50:-50], 100) + data_keys[-50:]
         for i in self.ctx.live_nodes():
             for k in self.keys:
                 v = {"key": k, "pt": b64(b"final")}
@@ -371,6 +432,10 @@ class Crypto(Workload):
                 v = {"key": k, "blob": blob, "pt": pt}
                 self.ctx.final_op(i, "final-decrypt", v,
                                   lambda c, v=v: self.invoke(c, "decrypt", v))
+            for k, dk, pt in data_keys:
+                v = {"key": k, "blob": dk, "pt": pt}
+                self.ctx.final_op(i, "final-read-data-key", v,
+                                  lambda c, v=v: self.invoke(c, "read-data-key", v))
 
     def check(self, ops):
         return {"rotation": checkers.check_rotation(ops),

@@ -190,6 +190,35 @@ class CheckerTest(unittest.TestCase):
         out = checkers.check_durability(ops)
         self.assertEqual([a["type"] for a in out["anomalies"]], ["lost-ciphertext"])
 
+    def test_durability_of_hosted_data_keys(self):
+        gen = (1, "generate-data-key", {"key": "k", "name": "n"}, "ok", {"blob": "D"}, 0, 1)
+        read = {"key": "k", "blob": "D", "pt": "p"}
+        ok = [gen, (2, "read-data-key", read, "ok", {"pt": "p"}, 2, 3),
+              (3, "final-read-data-key", read, "ok", {"pt": "p"}, 5, 6)]
+        out = checkers.check_durability(ops_from(ok))
+        self.assertTrue(out["valid"])
+        self.assertEqual((out["acknowledged_encrypts"], out["final_decrypts_ok"]), (1, 1))
+        # Another plaintext, a data key a node no longer has, a final read that fails, and a
+        # mid-run refusal after the acknowledgement are each an anomaly.
+        wrong = [gen, (2, "read-data-key", read, "ok", {"pt": "q"}, 2, 3)]
+        self.assertEqual([a["type"] for a in checkers.check_durability(ops_from(wrong))["anomalies"]],
+                         ["wrong-plaintext"])
+        for f, code, kind in (("final-read-data-key", "ResourceUnavailable.DataKeyNotFound",
+                               "lost-ciphertext"),
+                              ("read-data-key", "ResourceUnavailable.DataKeyNotFound",
+                               "lost-ciphertext"),
+                              ("final-read-data-key", "InternalError", "final-decrypt-failed"),
+                              ("read-data-key", "ResourceUnavailable.DataKeyDisabled",
+                               "decrypt-refused")):
+            ops = ops_from([gen, (2, f, read, "fail", None, 2, 3)])
+            ops[-1].error = code
+            self.assertEqual([a["type"] for a in checkers.check_durability(ops)["anomalies"]],
+                             [kind], (f, code))
+        # A read that began before the GenerateDataKey was acknowledged may miss it.
+        early = ops_from([gen, (2, "read-data-key", read, "fail", None, 0, 3)])
+        early[-1].error = "ResourceUnavailable.DataKeyNotFound"
+        self.assertTrue(checkers.check_durability(early)["valid"])
+
     def test_stale_reads(self):
         def sr(p, s, t, desc, lag):
             return (p, "stale-describe", K, "ok", {"enabled": True, "desc": desc,

@@ -103,6 +103,9 @@ impl Action {
                 | Action::ListRegions
                 | Action::ListAlgorithms
                 | Action::LookUpEvents
+                | Action::DescribeDataKey
+                | Action::GetDataKeyCiphertext
+                | Action::GetDataKeyPlaintext
         )
     }
 }

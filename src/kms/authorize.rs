@@ -64,6 +64,20 @@ pub enum Action {
     LookUpEvents,
     BindCloudResource,
     UnbindCloudResource,
+    /// A hosted data key made (GenerateDataKey with IsHostedByKms=1, ImportDataKey).
+    CreateDataKey,
+    /// Describing or listing hosted data keys.
+    DescribeDataKey,
+    EnableDataKey,
+    DisableDataKey,
+    /// A new name or description of a hosted data key.
+    UpdateDataKey,
+    /// Reading a hosted data key as its CMK's ciphertext blob.
+    GetDataKeyCiphertext,
+    /// Reading a hosted data key in clear (or encrypted to the caller's public key).
+    GetDataKeyPlaintext,
+    ScheduleDataKeyDeletion,
+    CancelDataKeyDeletion,
 }
 
 impl Action {
@@ -104,6 +118,15 @@ impl Action {
             Action::LookUpEvents => "cloudaudit:LookUpEvents",
             Action::BindCloudResource => "kms:BindCloudResource",
             Action::UnbindCloudResource => "kms:UnbindCloudResource",
+            Action::CreateDataKey => "kms:CreateDataKey",
+            Action::DescribeDataKey => "kms:DescribeDataKey",
+            Action::EnableDataKey => "kms:EnableDataKey",
+            Action::DisableDataKey => "kms:DisableDataKey",
+            Action::UpdateDataKey => "kms:UpdateDataKey",
+            Action::GetDataKeyCiphertext => "kms:GetDataKeyCiphertextBlob",
+            Action::GetDataKeyPlaintext => "kms:GetDataKeyPlaintext",
+            Action::ScheduleDataKeyDeletion => "kms:ScheduleDataKeyDeletion",
+            Action::CancelDataKeyDeletion => "kms:CancelDataKeyDeletion",
         }
     }
 }
@@ -115,6 +138,11 @@ pub enum Resource {
     Keys {
         region: String,
         key_ids: Vec<String>,
+    },
+    /// Hosted data keys of the caller's account in a region (one or more DataKeyIds).
+    DataKeys {
+        region: String,
+        data_key_ids: Vec<String>,
     },
     /// A key whose id is inside a ciphertext (known only once the blob is parsed).
     Ciphertext { region: String },
@@ -130,6 +158,10 @@ impl fmt::Display for Resource {
             Resource::Keys { region, key_ids } => {
                 write!(f, "keys {} in {region}", key_ids.join(","))
             }
+            Resource::DataKeys {
+                region,
+                data_key_ids,
+            } => write!(f, "data keys {} in {region}", data_key_ids.join(",")),
             Resource::Ciphertext { region } => write!(f, "a ciphertext's key in {region}"),
             Resource::Account { region } => write!(f, "the account in {region}"),
             Resource::Service => f.write_str("the service"),
@@ -275,6 +307,19 @@ impl Authorizer for Policies {
                         .flatten()
                         .map(|k| k.tags.iter().map(|(k, v)| format!("{k}&{v}")).collect());
                     check(&policy::key_resource(region, uin, id), tags.as_deref())?;
+                }
+                Ok(())
+            }
+            Resource::DataKeys {
+                region,
+                data_key_ids,
+            } => {
+                for id in data_key_ids {
+                    let tags: Option<Vec<String>> = needs_tags
+                        .then(|| registry.data_keys().get(region, uin, id))
+                        .flatten()
+                        .map(|d| d.tags.iter().map(|(k, v)| format!("{k}&{v}")).collect());
+                    check(&policy::data_key_resource(region, uin, id), tags.as_deref())?;
                 }
                 Ok(())
             }

@@ -170,19 +170,29 @@ impl Kms {
                 scope,
                 Action::GenerateDataKey,
                 one_key(scope, key_id),
-                async {
-                    self.gate(scope).await?;
-                    let k = self.key(scope, key_id)?;
-                    let plaintext = Secret::random(len);
-                    let ciphertext = self.seal(&k, context, plaintext.expose())?;
-                    Ok(DataKey {
-                        key_id: k.key_id,
-                        plaintext,
-                        ciphertext,
-                    })
-                },
+                self.fresh_data_key(scope, key_id, len, context),
             )
             .await
+    }
+
+    /// After the read gate: `len` random bytes and their seal under the newest material of one
+    /// of the caller's keys.
+    pub(super) async fn fresh_data_key(
+        &self,
+        scope: &Scope,
+        key_id: &str,
+        len: usize,
+        context: &[u8],
+    ) -> Result<DataKey, KmsError> {
+        self.gate(scope).await?;
+        let k = self.key(scope, key_id)?;
+        let plaintext = Secret::random(len);
+        let ciphertext = self.seal(&k, context, plaintext.expose())?;
+        Ok(DataKey {
+            key_id: k.key_id,
+            plaintext,
+            ciphertext,
+        })
     }
 
     /// `len` random bytes from the operating system's CSPRNG.
@@ -195,7 +205,12 @@ impl Kms {
     }
 
     /// Encrypts under the newest material version of `k`.
-    fn seal(&self, k: &KeyRecord, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, KmsError> {
+    pub(super) fn seal(
+        &self,
+        k: &KeyRecord,
+        context: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
         self.usable_for_encrypt(k)?;
         let current = k.current().ok_or(KmsError::NoMaterial)?;
         let material = self.material(k, current.version)?;
@@ -212,7 +227,7 @@ impl Kms {
 
     /// Finds a ciphertext's key and decrypts it; the key, the material version the ciphertext
     /// names, and the plaintext.
-    fn open(
+    pub(super) fn open(
         &self,
         scope: &Scope,
         ciphertext: &[u8],

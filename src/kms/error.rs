@@ -72,6 +72,19 @@ pub enum KmsError {
     OwnRegion(String),
     #[error("key {0} does not exist in this region")]
     KeyNotFound(String),
+    #[error("data key {0} does not exist in this region")]
+    DataKeyNotFound(String),
+    #[error("data key {0} is disabled")]
+    DataKeyDisabled(String),
+    #[error("data key {0} is pending deletion")]
+    DataKeyPendingDelete(String),
+    /// A plaintext could not be encrypted to the caller's public key (`EncryptionPublicKey`):
+    /// too long for the key and padding, for instance.
+    #[error("the plaintext cannot be encrypted to the given public key: {0}")]
+    PublicKeyEncryption(String),
+    /// ImportDataKey's material: not a usable ciphertext blob, or a data key of the wrong length.
+    #[error("{0}")]
+    InvalidImportedDataKey(String),
     #[error("key {0} is disabled")]
     KeyDisabled(String),
     #[error("key {0} is archived")]
@@ -166,6 +179,10 @@ impl KmsError {
             | KmsError::MessageLength { .. }
             | KmsError::OwnRegion(_) => "invalid",
             KmsError::KeyNotFound(_) => "key-not-found",
+            KmsError::DataKeyNotFound(_) => "data-key-not-found",
+            KmsError::DataKeyDisabled(_) | KmsError::DataKeyPendingDelete(_) => "data-key-state",
+            KmsError::PublicKeyEncryption(_) => "encryption-failed",
+            KmsError::InvalidImportedDataKey(_) => "invalid",
             KmsError::KeyDisabled(_) => "key-disabled",
             KmsError::KeyArchived(_) => "key-archived",
             KmsError::KeyState { .. } | KmsError::MaterialExpired { .. } | KmsError::NoMaterial => {

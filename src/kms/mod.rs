@@ -14,6 +14,7 @@ pub mod audit_query;
 pub mod authorize;
 pub mod cloud_binding;
 pub mod crypto;
+pub mod data_keys;
 pub mod error;
 pub mod import;
 pub mod keys;
@@ -213,6 +214,28 @@ impl Seams {
             .map_err(KmsError::Denied)
     }
 
+    /// Authorizes one more action of an operation already running, under a policy action of its
+    /// own (ImportDataKey opening a ciphertext must also be allowed `kms:Decrypt` on its key).
+    fn authorize_as(
+        &self,
+        scope: &Scope,
+        action: Action,
+        policy_action: &str,
+        resource: &Resource,
+    ) -> Result<(), KmsError> {
+        let request = AuthRequest {
+            caller: &scope.caller,
+            action,
+            policy_action,
+            resource,
+            region: &scope.region,
+            source_ip: scope.request.source.map(|a| a.ip()),
+        };
+        self.authorizer
+            .authorize(&request)
+            .map_err(KmsError::Denied)
+    }
+
     /// Authorizes, then runs the operation (only if allowed), noting what it did for the audit
     /// record the dialect writes when the request ends.
     async fn run<T>(
@@ -237,15 +260,30 @@ impl Seams {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             noted.action = Some(action);
             noted.write = action.is_write();
-            if let Resource::Keys { key_ids, .. } = &resource {
-                noted.key_ids = key_ids.clone();
+            match &resource {
+                Resource::Keys { key_ids, .. }
+                | Resource::DataKeys {
+                    data_key_ids: key_ids,
+                    ..
+                } => noted.key_ids = key_ids.clone(),
+                _ => {}
             }
         }
-        if let Resource::Keys { key_ids, .. } = &resource {
-            // No KeyId is this long (they are UUIDs): refused before it costs anything.
-            if let Some(id) = key_ids.iter().find(|id| id.len() > MAX_KEY_ID) {
-                return Err(KmsError::KeyNotFound(id.chars().take(MAX_KEY_ID).collect()));
+        // No KeyId or DataKeyId is this long (they are UUIDs): refused before it costs anything.
+        match &resource {
+            Resource::Keys { key_ids, .. } => {
+                if let Some(id) = key_ids.iter().find(|id| id.len() > MAX_KEY_ID) {
+                    return Err(KmsError::KeyNotFound(id.chars().take(MAX_KEY_ID).collect()));
+                }
             }
+            Resource::DataKeys { data_key_ids, .. } => {
+                if let Some(id) = data_key_ids.iter().find(|id| id.len() > MAX_KEY_ID) {
+                    return Err(KmsError::DataKeyNotFound(
+                        id.chars().take(MAX_KEY_ID).collect(),
+                    ));
+                }
+            }
+            _ => {}
         }
         if action.is_write() {
             if let Some(node) = &self.node {

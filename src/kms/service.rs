@@ -8,6 +8,9 @@ use crate::crypto::SymmetricAlgorithm;
 pub struct Quota {
     pub used: usize,
     pub limit: usize,
+    /// Hosted data keys counting against their quota, and that quota.
+    pub data_keys_used: usize,
+    pub data_key_limit: usize,
 }
 
 impl Kms {
@@ -26,9 +29,12 @@ impl Kms {
                     .registry
                     .keys()
                     .count(&scope.region, scope.caller.uin);
+                let (data_keys_used, data_key_limit) = self.data_key_quota(scope);
                 Ok(Quota {
                     used,
                     limit: self.node.config().kms.cmk_limit as usize,
+                    data_keys_used,
+                    data_key_limit,
                 })
             })
             .await

@@ -24,6 +24,11 @@ pub fn key_resource(region: &str, owner_uin: u64, key_id: &str) -> String {
     format!("qcs::kms:{region}:uin/{owner_uin}:key/{key_id}")
 }
 
+/// The CAM resource name of one hosted data key.
+pub fn data_key_resource(region: &str, owner_uin: u64, data_key_id: &str) -> String {
+    format!("qcs::kms:{region}:uin/{owner_uin}:datakey/{data_key_id}")
+}
+
 /// The CAM resource name that account-wide actions (CreateKey, ListKeys, GenerateRandom …) are
 /// checked against: every key of the account in the region.
 pub fn account_resource(region: &str, owner_uin: u64) -> String {

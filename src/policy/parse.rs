@@ -167,7 +167,8 @@ fn action(a: &str) -> Result<String, PolicyError> {
 /// - six segments `qcs:<project>:<service>:<region>:<account>:<resource>`; an empty service or
 ///   region means every one (`*`), an empty account means the policy's own account;
 /// - Tencent's key form `key/creatorUin/<creator-uin>/<KeyId>` names the key `<KeyId>` (a key's
-///   creator is its owner account here), as `key/<KeyId>` does.
+///   creator is its owner account here), as `key/<KeyId>` does;
+/// - a hosted data key is `datakey/<DataKeyId>`.
 ///
 /// A project is refused (raftkms has none), and so is anything that could never match a key.
 fn resource(r: &str, owner_uin: u64) -> Result<String, PolicyError> {
@@ -178,7 +179,8 @@ fn resource(r: &str, owner_uin: u64) -> Result<String, PolicyError> {
     let bad = |why: &str| {
         err(format!(
             "resource `{r}`: {why} (expected qcs::kms:<region>:uin/<owner-uin>:key/<KeyId>, \
-             qcs::kms:<region>:uin/<owner-uin>:key/creatorUin/<uin>/<KeyId>, or *)"
+             qcs::kms:<region>:uin/<owner-uin>:key/creatorUin/<uin>/<KeyId>, \
+             qcs::kms:<region>:uin/<owner-uin>:datakey/<DataKeyId>, or *)"
         ))
     };
     if parts.len() != 6 {
@@ -224,10 +226,14 @@ fn resource(r: &str, owner_uin: u64) -> Result<String, PolicyError> {
             }
             _ => return bad("`key/creatorUin/` must be followed by `<uin>/<KeyId>`"),
         }
-    } else if res.starts_with("key/") && res.len() > 4 {
+    } else if (res.starts_with("key/") && res.len() > 4)
+        || (res.starts_with("datakey/") && res.len() > 8)
+    {
         res.to_string()
     } else {
-        return bad("the resource segment must be `key/<KeyId>` (wildcards allowed) or `*`");
+        return bad(
+            "the resource segment must be `key/<KeyId>`, `datakey/<DataKeyId>` (wildcards allowed) or `*`",
+        );
     };
     Ok(format!("qcs::{service}:{region}:{account}:{key}"))
 }

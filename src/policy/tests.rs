@@ -281,3 +281,43 @@ fn tencent_resource_forms_and_empty_segments_match_as_cam_reads_them() {
     .unwrap_err();
     assert!(e.0.contains("no projects"), "{e}");
 }
+
+#[test]
+fn data_keys_are_resources_of_their_own() {
+    let f = facts("10.0.0.1");
+    let s = doc(
+        r#"{"effect":"allow","action":"kms:GetDataKeyPlaintext","resource":"qcs::kms:ap-guangzhou:uin/100:datakey/d1"}"#,
+    );
+    let d1 = super::data_key_resource("ap-guangzhou", 100, "d1");
+    let d2 = super::data_key_resource("ap-guangzhou", 100, "d2");
+    assert_eq!(
+        evaluate(&s, "kms:GetDataKeyPlaintext", &d1, &f),
+        Decision::Allow
+    );
+    assert_eq!(
+        evaluate(&s, "kms:GetDataKeyPlaintext", &d2, &f),
+        Decision::NoMatch
+    );
+    // A key named like the data key is another resource.
+    assert_eq!(
+        evaluate(&s, "kms:GetDataKeyPlaintext", &key("d1"), &f),
+        Decision::NoMatch
+    );
+    // `key/*` does not cover data keys; `*` does.
+    let s = doc(r#"{"effect":"allow","action":"kms:*","resource":"qcs::kms:::key/*"}"#);
+    assert_eq!(
+        evaluate(&s, "kms:DescribeDataKey", &d1, &f),
+        Decision::NoMatch
+    );
+    let s = doc(r#"{"effect":"allow","action":"kms:*","resource":"*"}"#);
+    assert_eq!(
+        evaluate(&s, "kms:DescribeDataKey", &d1, &f),
+        Decision::Allow
+    );
+    let e = parse(
+        r#"{"version":"2.0","statement":[{"effect":"allow","action":"kms:*","resource":"qcs::kms:::datakey/"}]}"#,
+        100,
+    )
+    .unwrap_err();
+    assert!(e.0.contains("datakey/<DataKeyId>"), "{e}");
+}

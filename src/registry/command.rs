@@ -157,6 +157,20 @@ pub enum Command {
     UnbindCloudResource {
         binding: super::cloud_binding::CloudBinding,
     },
+    /// Creates a hosted data key (already sealed under its CMK), subject to the data key quota
+    /// (feature level 2).
+    CreateDataKey {
+        data_key: Box<super::data_key::DataKeyRecord>,
+        limit: u32,
+    },
+    /// Applies one lifecycle operation to one or more hosted data keys of an account, all or
+    /// nothing (feature level 2).
+    DataKeyOp {
+        region: String,
+        uin: u64,
+        data_key_ids: Vec<String>,
+        op: super::data_key::DataKeyOp,
+    },
 }
 
 impl Command {
@@ -170,7 +184,9 @@ impl Command {
         match self {
             Command::SetFeatureLevel { .. }
             | Command::BindCloudResource { .. }
-            | Command::UnbindCloudResource { .. } => 2,
+            | Command::UnbindCloudResource { .. }
+            | Command::CreateDataKey { .. }
+            | Command::DataKeyOp { .. } => 2,
             Command::Batch { writes } => writes
                 .iter()
                 .map(|w| w.command.required_level())

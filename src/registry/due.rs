@@ -4,6 +4,7 @@
 //! Pure: reads the registry and the leader's clock reading `now_s` (seconds), nothing else. Apply
 //! re-checks every one of these at the proposal's stamped time, so a stale answer is harmless.
 
+use super::data_key::DataKeyState;
 use super::key::KeyState;
 use super::replica::Role;
 use super::Registry;
@@ -43,6 +44,29 @@ pub struct DueWork {
     pub uin: u64,
     pub key_id: String,
     pub action: DueAction,
+}
+
+/// One hosted data key whose pending deletion is due.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueDataKey {
+    pub region: String,
+    pub uin: u64,
+    pub data_key_id: String,
+}
+
+/// The first `max` hosted data keys pending deletion whose date has come at `now_s`.
+pub fn due_data_keys(registry: &Registry, now_s: u64, max: usize) -> Vec<DueDataKey> {
+    registry
+        .data_keys()
+        .all()
+        .filter(|d| d.state == DataKeyState::PendingDelete && d.deletion_date <= now_s)
+        .take(max)
+        .map(|d| DueDataKey {
+            region: d.region.clone(),
+            uin: d.owner_uin,
+            data_key_id: d.data_key_id.clone(),
+        })
+        .collect()
 }
 
 /// The first `max` keys with something due at `now_s`, in key order (region, then KeyId):

@@ -9,6 +9,7 @@ pub mod account;
 pub mod audit_heads;
 pub mod cloud_binding;
 pub mod command;
+pub mod data_key;
 pub mod dedup;
 pub mod due;
 pub mod features;
@@ -158,6 +159,30 @@ pub enum RegistryError {
     CloudBindingNotFound,
     #[error("ProductId and ResourceId must be 1 to 256 bytes without control characters")]
     InvalidCloudResource,
+    #[error("the data key does not exist")]
+    DataKeyNotFound,
+    #[error("a data key with this DataKeyId already exists")]
+    DataKeyExists,
+    #[error(
+        "the data key name is already used by another data key of this account in this region"
+    )]
+    DataKeyNameExists,
+    #[error(
+        "a data key name must be 1-60 letters, digits, '-' or '_', starting with a letter or digit"
+    )]
+    InvalidDataKeyName,
+    #[error("a data key's description must be at most 100 bytes")]
+    InvalidDataKeyDescription,
+    #[error("a data key must be 1 to 1024 bytes")]
+    InvalidDataKeyLength,
+    #[error("the account has reached its hosted data key quota in this region")]
+    DataKeyLimitExceeded,
+    #[error("the data key is pending deletion")]
+    DataKeyPendingDelete,
+    #[error("the data key is not pending deletion")]
+    DataKeyNotPendingDelete,
+    #[error("the same DataKeyId appears twice")]
+    DuplicatedDataKeyId,
 }
 
 /// Persisted (key, value) pairs of the registry column family.
@@ -182,6 +207,7 @@ enum Staged {
     RootKey(root_keys::Staged),
     Features(features::Staged),
     CloudBinding(cloud_binding::Staged),
+    DataKey(data_key::Staged),
 }
 
 /// Encodes a value a command is about to store: the one place where an encoding failure becomes
@@ -258,9 +284,15 @@ pub struct Registry {
     root_keys: root_keys::RootKeys,
     features: features::Features,
     cloud_bindings: cloud_binding::CloudBindings,
+    data_keys: data_key::DataKeys,
 }
 
 impl Registry {
+    /// Hosted data keys.
+    pub fn data_keys(&self) -> &data_key::DataKeys {
+        &self.data_keys
+    }
+
     /// Which cloud products use which keys.
     pub fn cloud_bindings(&self) -> &cloud_binding::CloudBindings {
         &self.cloud_bindings
@@ -383,6 +415,7 @@ impl Registry {
             Staged::RootKey(s) => self.root_keys.commit(s, changes),
             Staged::Features(s) => self.features.commit(s, changes),
             Staged::CloudBinding(s) => self.cloud_bindings.commit(s, changes),
+            Staged::DataKey(s) => self.data_keys.commit(s, changes),
         }
     }
 
@@ -568,6 +601,24 @@ impl Registry {
                 }
                 vec![Staged::CloudBinding(self.cloud_bindings.stage_unbind(b)?)]
             }
+            Command::CreateDataKey { data_key: d, limit } => {
+                // The CMK the data key is sealed under must be the caller's, in its region.
+                if self.keys.get(&d.region, d.owner_uin, &d.key_id).is_none() {
+                    return Err(RegistryError::KeyNotFound);
+                }
+                vec![Staged::DataKey(self.data_keys.stage_create(d, *limit)?)]
+            }
+            Command::DataKeyOp {
+                region,
+                uin,
+                data_key_ids,
+                op,
+            } => self
+                .data_keys
+                .stage_op(region, *uin, data_key_ids, op, now)?
+                .into_iter()
+                .map(Staged::DataKey)
+                .collect(),
         })
     }
 
@@ -662,12 +713,27 @@ impl Registry {
                 unlinked.push(Staged::Replica(s));
             }
         }
-        // Commit order: the keys of the operation, their replicas' copies, then the links.
+        // A deleted key takes the hosted data keys sealed under it along (nothing could read them
+        // again).
+        let mut orphans = Vec::new();
+        if matches!(op, KeyOp::DeleteDue) {
+            for id in key_ids {
+                orphans.extend(
+                    self.data_keys
+                        .stage_delete_of_cmk(region, uin, id)
+                        .into_iter()
+                        .map(Staged::DataKey),
+                );
+            }
+        }
+        // Commit order: the keys of the operation, their replicas' copies, the links, then the
+        // data keys of deleted keys.
         Ok(updated
             .into_iter()
             .map(Staged::Key)
             .chain(staged)
             .chain(unlinked)
+            .chain(orphans)
             .collect())
     }
 
@@ -811,6 +877,8 @@ impl Registry {
                 reg.audit_heads.load(&value)?;
             } else if key.starts_with(cloud_binding::PREFIX) {
                 reg.cloud_bindings.load(&value)?;
+            } else if key.starts_with(data_key::PREFIX) {
+                reg.data_keys.load(&value)?;
             } else if reg.features.load(&key, &value)?
                 || reg.root_keys.load(&key, &value)?
                 || reg.accounts.load(&key, &value)?
@@ -841,6 +909,7 @@ impl Registry {
         self.root_keys.dump(&mut out)?;
         self.features.dump(&mut out)?;
         self.cloud_bindings.dump(&mut out)?;
+        self.data_keys.dump(&mut out)?;
         out.sort();
         Ok(out)
     }

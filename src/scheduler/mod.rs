@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::node::Node;
-use crate::registry::due::{due_work, DueAction, DueWork};
+use crate::registry::data_key::DataKeyOp;
+use crate::registry::due::{due_data_keys, due_work, DueAction, DueDataKey, DueWork};
 use crate::registry::key::KeyOp;
 use crate::registry::{Command, Outcome};
 
@@ -36,9 +37,39 @@ pub async fn run(node: Arc<Node>) {
 pub async fn tick(node: &Node) {
     node.metrics().scheduler_ticks.inc();
     let now = node.clock().wall_secs();
-    let due = due_work(&node.state().read().registry, now, MAX_PER_TICK);
+    let (due, data_keys) = {
+        let state = node.state().read();
+        let due = due_work(&state.registry, now, MAX_PER_TICK);
+        let left = MAX_PER_TICK.saturating_sub(due.len());
+        (due, due_data_keys(&state.registry, now, left))
+    };
     for work in due {
         propose(node, work).await;
+    }
+    for d in data_keys {
+        delete_data_key(node, d).await;
+    }
+}
+
+/// Proposes the deletion of one hosted data key whose pending window has ended.
+async fn delete_data_key(node: &Node, d: DueDataKey) {
+    let id = d.data_key_id.clone();
+    let cmd = Command::DataKeyOp {
+        region: d.region,
+        uin: d.uin,
+        data_key_ids: vec![d.data_key_id],
+        op: DataKeyOp::DeleteDue,
+    };
+    node.metrics().scheduler_proposals.inc();
+    let writes = node.writes();
+    match writes.propose(writes.envelope(None, cmd)).await {
+        Ok(Outcome::Applied { index }) => {
+            tracing::info!(data_key = %id, index, "scheduled data key deletion applied")
+        }
+        Ok(other) => {
+            tracing::debug!(data_key = %id, ?other, "scheduled data key deletion not applied")
+        }
+        Err(e) => tracing::warn!(data_key = %id, error = %e, "scheduled data key deletion failed"),
     }
 }
 

@@ -249,3 +249,41 @@ def test_tccli_as_a_sub_user(cluster, account, tccli):  # noqa: F811
         proc = tccli(i, "DisableKey", "--KeyId", k,
                      secret_id=cred["secret_id"], secret_key=cred["secret_key"])
         assert proc.returncode == 255 and "code:%s" % ACTION_DENIED in proc.stderr, proc.stderr
+
+
+def test_hosted_data_keys_are_resources_and_import_needs_decrypt(cluster, account):
+    """A data key is `datakey/<DataKeyId>`; ImportDataKey of a CiphertextBlob opens it, so it
+    needs kms:Decrypt on the blob's key too (else ImportDataKey + GetDataKeyPlaintext would
+    decrypt for a caller denied Decrypt)."""
+    k = account.key()
+    root = account.root[0]
+    blob = kmstest.encrypt(root, k, b"sixteen byte key").CiphertextBlob
+    mine = kmstest.call(root, "GenerateDataKey", KeyId=k, KeySpec="AES_256", IsHostedByKms=1,
+                        DataKeyName="iam-" + uuid.uuid4().hex[:8]).DataKeyId
+    other = kmstest.call(root, "GenerateDataKey", KeyId=k, KeySpec="AES_256", IsHostedByKms=1,
+                         DataKeyName="iam-" + uuid.uuid4().hex[:8]).DataKeyId
+    _, bob = account.identity("user", "bob")
+    datakey = "qcs::kms:%s:uin/%d:datakey/%s" % (cluster.region, account.uin, mine)
+    account.policy("data-keys",
+                   {"effect": "allow", "action": ["kms:ImportDataKey"],
+                    "resource": [key_resource(cluster, account.uin, k)]},
+                   {"effect": "allow", "action": ["kms:GetDataKeyPlaintext", "kms:DescribeDataKey"],
+                    "resource": [datakey]})
+    account.attach("user", "bob", "data-keys")
+    for i, c in enumerate(bob):
+        # Only the data key the policy names.
+        assert kmstest.call(c, "DescribeDataKey", DataKeyId=mine).DataKeyMetadata.DataKeyId == mine
+        kmstest.call(c, "GetDataKeyPlaintext", DataKeyId=mine)
+        assert code_of(c, "GetDataKeyPlaintext", DataKeyId=other) == RESOURCE_DENIED, kmstest.node_name(i)
+        # Importing in clear needs only ImportDataKey on the key...
+        kmstest.call(c, "ImportDataKey", DataKeyName="iam-" + uuid.uuid4().hex[:8], ImportType=2,
+                     ImportKeyMaterial=kmstest.b64(b"k" * 16), KeyId=k)
+        # ...but opening a ciphertext of it needs Decrypt, which bob is not allowed.
+        assert code_of(c, "ImportDataKey", DataKeyName="iam-" + uuid.uuid4().hex[:8], ImportType=1,
+                       ImportKeyMaterial=blob) == ACTION_DENIED, kmstest.node_name(i)
+    account.policy("decrypt", {"effect": "allow", "action": ["kms:Decrypt"],
+                               "resource": [key_resource(cluster, account.uin, k)]})
+    account.attach("user", "bob", "decrypt")
+    made = kmstest.call(bob[1], "ImportDataKey", DataKeyName="iam-" + uuid.uuid4().hex[:8],
+                        ImportType=1, ImportKeyMaterial=blob)
+    assert made.KeyId == k

@@ -9,9 +9,10 @@ cluster is upgraded node by node, then the check that nothing acknowledged was l
     load.py check --recorded FILE           every acknowledged key is Enabled and every
                                             acknowledged ciphertext decrypts to its plaintext,
                                             asked of every node
-    load.py bind --expect CODE|ok           BindCloudResource (feature level 2) through every
-                                            node answers CODE (or succeeds, and then the bound
-                                            key cannot be disabled)
+    load.py bind --expect CODE|ok           BindCloudResource and a hosted GenerateDataKey
+                                            (feature level 2) through every node answer CODE (or
+                                            succeed: the bound key cannot be disabled, the data
+                                            key reads back)
 
 Endpoints, credential and CA come from dev.env's KMS_* variables in the environment. The
 client's retries: a request that fails for a reason retrying can fix (the node is down or
@@ -168,6 +169,19 @@ def bind(args):
             d = c.call("DisableKey", {"KeyId": key_id}, write=True)
             if d.code != "FailedOperation.CmkUsedByCloudProduct":
                 raise SystemExit("DisableKey of a bound key through %s: %s" % (c.endpoint, d.code))
+        # A hosted data key (also level 2): refused, or kept and read back.
+        g = c.call("GenerateDataKey", {"KeyId": key_id, "KeySpec": "AES_256", "IsHostedByKms": 1,
+                                       "DataKeyName": "upgrade-%d-%s" % (os.getpid(),
+                                                                         c.endpoint[-1])},
+                   write=True)
+        got = "ok" if g.kind == "ok" else g.code
+        print("GenerateDataKey (hosted) through %s: %s" % (c.endpoint, got))
+        if got != args.expect:
+            raise SystemExit("expected %s" % args.expect)
+        if got == "ok":
+            p = c.call("GetDataKeyPlaintext", {"DataKeyId": g.fields["DataKeyId"]}, write=False)
+            if p.kind != "ok" or p.fields.get("Plaintext") != g.fields.get("Plaintext"):
+                raise SystemExit("GetDataKeyPlaintext through %s: %s" % (c.endpoint, p.code))
 
 
 def main():

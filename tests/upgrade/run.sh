@@ -7,8 +7,9 @@
 #     not risen, so it rejoins), then upgraded again;
 #   - `raftkms cluster upgrade finalize` is refused while a member is down, and while a member
 #     runs the previous release (naming it);
-#   - with every node upgraded, BindCloudResource (a level-2 command) is refused; finalize raises
-#     the cluster's feature level from 1 to 2, and then it is accepted;
+#   - with every node upgraded, BindCloudResource and a hosted GenerateDataKey (level-2 commands)
+#     are refused; finalize raises the cluster's feature level from 1 to 2, and then they are
+#     accepted;
 #   - after that, the previous release refuses to start on an upgraded node's data directory.
 # At the end every key and ciphertext the load saw acknowledged must be there on every node, no
 # request may have failed beyond the client's retries, and the nodes' state digests must agree.
@@ -167,14 +168,14 @@ replace "$C" new
 sed 's/^/    /' "$DIR/status.out"
 grep -q "cluster feature level: 1" "$DIR/status.out" || fail "the level rose before finalize"
 python3 tests/upgrade/load.py bind --expect UnsupportedOperation | sed 's/^/    /'
-say "every node runs the new release, level 1: BindCloudResource (level 2) refused on every node"
+say "every node runs the new release, level 1: BindCloudResource and hosted data keys (level 2) refused on every node"
 out=$(finalize "$N") || fail "finalize: $out"
 case "$out" in *"raised from 1 to 2"*) ;; *) fail "finalize: $out" ;; esac
 say "$out"
 "$NEW" cluster upgrade status --node "$(internal "$N")" >"$DIR/status.out" || fail "upgrade status"
 grep -q "cluster feature level: 2" "$DIR/status.out" || fail "level not 2: $(cat "$DIR/status.out")"
 python3 tests/upgrade/load.py bind --expect ok | sed 's/^/    /'
-say "level 2: BindCloudResource accepted on every node (and the bound key refuses DisableKey)"
+say "level 2: BindCloudResource and hosted data keys accepted on every node (the bound key refuses DisableKey; the data key reads back)"
 sleep 3
 touch "$DIR/stop"
 wait "$LOAD" || fail "the load ended with an error: $(tail -5 "$DIR/load.out")"

@@ -106,6 +106,16 @@ fn registry_code(e: &RegistryError) -> &'static str {
         CmkUsedByCloudProduct => "FailedOperation.CmkUsedByCloudProduct",
         CloudBindingNotFound => "ResourceUnavailable.CloudResourceBindingNotFound",
         InvalidCloudResource => "InvalidParameterValue",
+        DataKeyNotFound => "ResourceUnavailable.DataKeyNotFound",
+        DataKeyExists => "InternalError",
+        DataKeyNameExists => "InvalidParameterValue.DataKeyNameAlreadyExists",
+        InvalidDataKeyName => "InvalidParameterValue.InvalidDataKeyName",
+        InvalidDataKeyDescription => "InvalidParameterValue",
+        InvalidDataKeyLength => "InvalidParameterValue.InvalidImportKeyMaterial",
+        DataKeyLimitExceeded => "LimitExceeded.DataKeyLimitExceeded",
+        DataKeyPendingDelete => "ResourceUnavailable.DataKeyPendingDelete",
+        DataKeyNotPendingDelete => "ResourceUnavailable.DataKeyNotPendingDelete",
+        DuplicatedDataKeyId => "InvalidParameterValue.DuplicatedDataKeyId",
     }
 }
 
@@ -194,6 +204,11 @@ impl From<KmsError> for ApiError {
             | MessageLength { .. }
             | OwnRegion(_) => "InvalidParameterValue",
             KeyNotFound(_) => "ResourceUnavailable.CmkNotFound",
+            DataKeyNotFound(_) => "ResourceUnavailable.DataKeyNotFound",
+            DataKeyDisabled(_) => "ResourceUnavailable.DataKeyDisabled",
+            DataKeyPendingDelete(_) => "ResourceUnavailable.DataKeyPendingDelete",
+            PublicKeyEncryption(_) => "FailedOperation.EncryptionError",
+            InvalidImportedDataKey(_) => "InvalidParameterValue.InvalidImportKeyMaterial",
             KeyDisabled(_) => "ResourceUnavailable.CmkDisabled",
             KeyArchived(_) => "ResourceUnavailable.CmkArchived",
             KeyState { .. } | MaterialExpired { .. } | NoMaterial => {

@@ -9,13 +9,29 @@ use super::error_code::ApiError;
 /// Anything else answers `InvalidParameterValue.InvalidKeyId`, as Tencent does; a well-formed id
 /// that names no key of the caller is `ResourceUnavailable.CmkNotFound`, later.
 pub fn check_key_id(name: &str, id: &str) -> Result<(), ApiError> {
+    check_uuid(name, id, "InvalidParameterValue.InvalidKeyId", "KeyId")
+}
+
+/// Checks the form of a DataKeyId (a UUID, as every DataKeyId is): else
+/// `InvalidParameterValue.InvalidDataKeyId`.
+pub fn check_data_key_id(name: &str, id: &str) -> Result<(), ApiError> {
+    check_uuid(
+        name,
+        id,
+        "InvalidParameterValue.InvalidDataKeyId",
+        "DataKeyId",
+    )
+}
+
+/// An id in the 36-character hyphenated UUID form, else `code`.
+fn check_uuid(name: &str, id: &str, code: &'static str, what: &str) -> Result<(), ApiError> {
     if id.len() == 36 && uuid::Uuid::try_parse(id).is_ok() {
         return Ok(());
     }
     Err(ApiError::new(
-        "InvalidParameterValue.InvalidKeyId",
+        code,
         format!(
-            "`{name}` must be a KeyId (a UUID such as 7b2e5fa4-3c1d-4f7a-9e2b-0c6d8a1f5e3b), not `{}`",
+            "`{name}` must be a {what} (a UUID such as 7b2e5fa4-3c1d-4f7a-9e2b-0c6d8a1f5e3b), not `{}`",
             id.chars().take(64).collect::<String>()
         ),
     ))
@@ -49,6 +65,13 @@ impl Params {
     pub fn key_id(&self, name: &str) -> Result<String, ApiError> {
         let id = self.str(name)?;
         check_key_id(name, &id)?;
+        Ok(id)
+    }
+
+    /// A required DataKeyId (see [`check_data_key_id`]).
+    pub fn data_key_id(&self, name: &str) -> Result<String, ApiError> {
+        let id = self.str(name)?;
+        check_data_key_id(name, &id)?;
         Ok(id)
     }
 

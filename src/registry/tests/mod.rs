@@ -2,6 +2,7 @@
 
 use super::*;
 
+mod data_keys;
 mod encoding;
 mod features;
 mod idempotency;

@@ -146,7 +146,63 @@ fn arb_command() -> impl Strategy<Value = Command> {
                 }
             }
         ),
+        3 => (0u8..4, 0u8..4, 1u64..3, prop::sample::select(vec!["d1", "d2", "bad name"]), 1u32..4)
+            .prop_map(|(id, cmk, uin, name, limit)| Command::CreateDataKey {
+                data_key: Box::new(super::data_keys::record(id, cmk, uin, name)),
+                limit,
+            }),
+        3 => (
+            1u64..3,
+            prop::collection::vec((0u8..4).prop_map(super::data_keys::id), 1..3),
+            arb_data_key_op(),
+        )
+            .prop_map(|(uin, data_key_ids, op)| Command::DataKeyOp {
+                region: "ap-guangzhou".into(),
+                uin,
+                data_key_ids,
+                op,
+            }),
     ]
+}
+
+fn arb_data_key_op() -> impl Strategy<Value = data_key::DataKeyOp> {
+    use data_key::DataKeyOp;
+    prop_oneof![
+        Just(DataKeyOp::Enable),
+        Just(DataKeyOp::Disable),
+        prop::sample::select(vec!["d1", "d3", "bad name"])
+            .prop_map(|n| DataKeyOp::UpdateName { name: n.into() }),
+        Just(DataKeyOp::UpdateDescription {
+            description: "x".repeat(101)
+        }),
+        (5u32..32).prop_map(|pending_days| DataKeyOp::ScheduleDeletion { pending_days }),
+        (1u32..4).prop_map(|limit| DataKeyOp::CancelDeletion { limit }),
+        Just(DataKeyOp::DeleteDue),
+    ]
+}
+
+/// The data keys' derived indexes equal a scan, and every data key's CMK exists.
+fn assert_data_key_indexes(reg: &Registry) {
+    let mut scan: std::collections::BTreeMap<(String, u64), usize> = Default::default();
+    for d in reg.data_keys().all() {
+        if d.state != data_key::DataKeyState::PendingDelete {
+            *scan.entry((d.region.clone(), d.owner_uin)).or_default() += 1;
+        }
+        scan.entry((d.region.clone(), d.owner_uin)).or_default();
+        assert!(
+            reg.keys().get(&d.region, d.owner_uin, &d.key_id).is_some(),
+            "data key {} outlived its CMK {}",
+            d.data_key_id,
+            d.key_id
+        );
+        assert!(reg
+            .data_keys()
+            .of_cmk(&d.region, d.owner_uin, &d.key_id)
+            .any(|id| id == d.data_key_id));
+    }
+    for ((region, uin), n) in scan {
+        assert_eq!(reg.data_keys().count(&region, uin), n, "{region}/{uin}");
+    }
 }
 
 /// Root-key installation, rotation, re-wraps (hitting and missing) and retirement.
@@ -401,6 +457,7 @@ proptest! {
         prop_assert_eq!(&a, &b);
         assert_replicas_share_material(&a);
         assert_quota_counts(&a);
+        assert_data_key_indexes(&a);
         assert_root_uses(&a);
         // The persisted changes reproduce exactly the in-memory state.
         let loaded = Registry::load(sa.clone()).unwrap();

@@ -3,9 +3,13 @@
 use serde_json::json;
 
 use super::{fields, ApiError, Fields, Request};
+use crate::crypto::recipient::{Recipient, RecipientAlgorithm};
 use crate::crypto::Secret;
 use crate::http::tencent::params::b64;
 use crate::kms::crypto::ReEncrypt;
+use crate::kms::data_keys::NewDataKey;
+use crate::kms::KmsError;
+use crate::registry::data_key;
 
 const MAX_PLAINTEXT: usize = 4096;
 const MAX_CONTEXT: usize = 1024;
@@ -34,16 +38,55 @@ fn context(r: &Request<'_>, name: &str) -> Result<Vec<u8>, ApiError> {
     }
 }
 
-/// Returning a plaintext encrypted to a caller's public key (`EncryptionPublicKey`) is not
-/// offered yet; refuse it rather than answer in clear.
-fn no_public_key_encryption(r: &Request<'_>) -> Result<(), ApiError> {
-    if r.params.has("EncryptionPublicKey") {
-        return Err(ApiError::new(
-            "UnsupportedOperation",
-            "EncryptionPublicKey is not supported yet",
-        ));
+/// `EncryptionPublicKey` and `EncryptionAlgorithm` (default `SM2`): the public key a returned
+/// plaintext is encrypted to, or `None` for a plaintext in clear. An empty key means none.
+pub(super) fn recipient(r: &Request<'_>) -> Result<Option<Recipient>, ApiError> {
+    let algorithm = match r.params.opt_str("EncryptionAlgorithm")?.as_deref() {
+        None | Some("") => RecipientAlgorithm::Sm2C1C3C2,
+        Some(a) => RecipientAlgorithm::parse(a).ok_or_else(|| {
+            ApiError::invalid(
+                "EncryptionAlgorithm",
+                format!(
+                    "`{a}` is not one of {}",
+                    RecipientAlgorithm::NAMES.join(", ")
+                ),
+            )
+        })?,
+    };
+    match r.params.opt_str("EncryptionPublicKey")? {
+        None => Ok(None),
+        Some(pem) if pem.trim().is_empty() => Ok(None),
+        Some(pem) => Recipient::parse(&pem, algorithm)
+            .map(Some)
+            .map_err(|e| ApiError::invalid("EncryptionPublicKey", e)),
     }
-    Ok(())
+}
+
+/// A returned plaintext as the API sends it: Base64 of the plaintext, or of its encryption to
+/// the caller's public key.
+pub(super) fn plaintext_out(
+    recipient: Option<&Recipient>,
+    plaintext: &Secret,
+) -> Result<String, ApiError> {
+    match recipient {
+        None => Ok(b64(plaintext.expose())),
+        Some(to) => to
+            .encrypt(plaintext.expose())
+            .map(|c| b64(&c))
+            .map_err(|e| KmsError::PublicKeyEncryption(e.to_string()).into()),
+    }
+}
+
+/// Refuses, before anything is generated or stored, a data key of `len` bytes that cannot be
+/// encrypted to the caller's key (longer than its RSA padding holds).
+fn fits(recipient: Option<&Recipient>, len: usize) -> Result<(), ApiError> {
+    match recipient.and_then(Recipient::max_plaintext) {
+        Some(max) if len > max => Err(KmsError::PublicKeyEncryption(format!(
+            "a {len}-byte data key is longer than the {max} bytes this RSA key and padding hold"
+        ))
+        .into()),
+        _ => Ok(()),
+    }
 }
 
 /// A `CiphertextBlob`-like parameter, decoded.
@@ -76,12 +119,13 @@ pub async fn encrypt(r: &Request<'_>) -> Result<Fields, ApiError> {
 
 pub async fn decrypt(r: &Request<'_>) -> Result<Fields, ApiError> {
     r.params.str("CiphertextBlob")?;
-    no_public_key_encryption(r)?;
+    let to = recipient(r)?;
     let context = context(r, "EncryptionContext")?;
     let blob = ciphertext(r, "CiphertextBlob")?;
     let opened = r.kms.decrypt(&r.scope, &blob, &context).await?;
+    let plaintext = plaintext_out(to.as_ref(), &opened.plaintext)?;
     Ok(fields(
-        json!({ "KeyId": opened.key_id, "Plaintext": b64(opened.plaintext.expose()) }),
+        json!({ "KeyId": opened.key_id, "Plaintext": plaintext }),
     ))
 }
 
@@ -132,26 +176,67 @@ fn data_key_len(r: &Request<'_>) -> Result<usize, ApiError> {
     }
 }
 
+/// `IsHostedByKms`: 0 (default) or 1.
+fn hosted(r: &Request<'_>) -> Result<bool, ApiError> {
+    match r.params.opt_u64("IsHostedByKms")? {
+        None | Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(_) => Err(ApiError::invalid("IsHostedByKms", "must be 0 or 1")),
+    }
+}
+
+/// `DataKeyName` (required), `Description` and `Tags` of a new hosted data key.
+pub(super) fn new_data_key(r: &Request<'_>) -> Result<NewDataKey, ApiError> {
+    let name = r.params.str("DataKeyName")?;
+    data_key::validate_name(&name)?;
+    let description = r.params.opt_str("Description")?.unwrap_or_default();
+    data_key::validate_description(&description)?;
+    super::no_hsm_cluster(r)?;
+    Ok(NewDataKey {
+        name,
+        description,
+        tags: r.params.tags("Tags")?,
+    })
+}
+
 pub async fn generate_data_key(r: &Request<'_>) -> Result<Fields, ApiError> {
     let key_id = r.params.key_id("KeyId")?;
     let len = data_key_len(r)?;
-    if r.params.opt_u64("IsHostedByKms")?.unwrap_or(0) != 0 {
-        return Err(ApiError::new(
-            "UnsupportedOperation",
-            "hosted data keys (IsHostedByKms=1) are not supported",
-        ));
-    }
-    no_public_key_encryption(r)?;
+    let to = recipient(r)?;
+    fits(to.as_ref(), len)?;
     let context = context(r, "EncryptionContext")?;
-    let dk = r
-        .kms
-        .generate_data_key(&r.scope, &key_id, len, &context)
-        .await?;
-    Ok(fields(json!({
+    let (dk, hosted, sealed) = if hosted(r)? {
+        let new = new_data_key(r)?;
+        let tagged = !new.tags.is_empty();
+        let (dk, id, sealed) = r
+            .kms
+            .generate_hosted_data_key(&r.scope, &key_id, len, &context, new, to.as_ref())
+            .await?;
+        (dk, Some((id, tagged)), sealed)
+    } else {
+        let dk = r
+            .kms
+            .generate_data_key(&r.scope, &key_id, len, &context)
+            .await?;
+        (dk, None, None)
+    };
+    let plaintext = match sealed {
+        Some(c) => b64(&c),
+        None => plaintext_out(to.as_ref(), &dk.plaintext)?,
+    };
+    let mut out = fields(json!({
         "KeyId": dk.key_id,
-        "Plaintext": b64(dk.plaintext.expose()),
+        "Plaintext": plaintext,
         "CiphertextBlob": b64(&dk.ciphertext),
-    })))
+    }));
+    if let Some((id, tagged)) = hosted {
+        out.insert("DataKeyId".into(), json!(id));
+        if tagged {
+            out.insert("TagCode".into(), json!(0));
+            out.insert("TagMsg".into(), json!(""));
+        }
+    }
+    Ok(out)
 }
 
 pub async fn generate_random(r: &Request<'_>) -> Result<Fields, ApiError> {

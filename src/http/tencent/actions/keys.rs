@@ -118,7 +118,7 @@ pub async fn describe_keys(r: &Request<'_>) -> Result<Fields, ApiError> {
 }
 
 /// `Offset` and `Limit` (default 10, at most 200).
-fn paging(r: &Request<'_>) -> Result<(usize, usize), ApiError> {
+pub(super) fn paging(r: &Request<'_>) -> Result<(usize, usize), ApiError> {
     let offset = r.params.opt_u64("Offset")?.unwrap_or(0) as usize;
     let limit = r.params.opt_u64("Limit")?.unwrap_or(10);
     if limit > 200 {
@@ -148,7 +148,7 @@ fn key_state_filter(n: u64) -> Result<Option<KeyState>, ApiError> {
 }
 
 /// `TagFilters`: a list of `{TagKey, TagValue: [..]}`.
-fn tag_filters(r: &Request<'_>) -> Result<Vec<(String, Vec<String>)>, ApiError> {
+pub(super) fn tag_filters(r: &Request<'_>) -> Result<Vec<(String, Vec<String>)>, ApiError> {
     match r.params.0.get("TagFilters") {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -175,28 +175,36 @@ fn tag_filters(r: &Request<'_>) -> Result<Vec<(String, Vec<String>)>, ApiError> 
     }
 }
 
+/// `Origin`: `TENCENT_KMS`, `EXTERNAL`, or `ALL` (or unset, or empty) for both.
+pub(super) fn origin_filter(r: &Request<'_>) -> Result<Option<Origin>, ApiError> {
+    match r.params.opt_str("Origin")?.as_deref() {
+        None | Some("") | Some("ALL") => Ok(None),
+        Some("TENCENT_KMS") => Ok(Some(Origin::TencentKms)),
+        Some("EXTERNAL") => Ok(Some(Origin::External)),
+        Some(o) => Err(ApiError::invalid(
+            "Origin",
+            format!("`{o}` is not TENCENT_KMS, EXTERNAL or ALL"),
+        )),
+    }
+}
+
+/// `OrderType`: 0 (default) newest first, 1 oldest first (true).
+pub(super) fn oldest_first(r: &Request<'_>) -> Result<bool, ApiError> {
+    match r.params.opt_u64("OrderType")?.unwrap_or(0) {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(ApiError::invalid("OrderType", "must be 0 or 1")),
+    }
+}
+
 fn key_filter(r: &Request<'_>) -> Result<KeyFilter, ApiError> {
     let p = &r.params;
     let (offset, limit) = paging(r)?;
     let granted = p.opt_u64("Role")?.unwrap_or(0) != 0;
-    let newest_last = match p.opt_u64("OrderType")?.unwrap_or(0) {
-        0 => false,
-        1 => true,
-        _ => return Err(ApiError::invalid("OrderType", "must be 0 or 1")),
-    };
+    let newest_last = oldest_first(r)?;
     let state = key_state_filter(p.opt_u64("KeyState")?.unwrap_or(0))?;
     let alias_or_id_contains = p.opt_str("SearchKeyAlias")?.unwrap_or_default();
-    let origin = match p.opt_str("Origin")?.as_deref() {
-        None | Some("ALL") => None,
-        Some("TENCENT_KMS") => Some(Origin::TencentKms),
-        Some("EXTERNAL") => Some(Origin::External),
-        Some(o) => {
-            return Err(ApiError::invalid(
-                "Origin",
-                format!("`{o}` is not TENCENT_KMS, EXTERNAL or ALL"),
-            ))
-        }
-    };
+    let origin = origin_filter(r)?;
     // Unset means ENCRYPT_DECRYPT only (as Tencent); ALL means every usage.
     let usage = match p.opt_str("KeyUsage")?.as_deref() {
         None => Some(KeyUsage::EncryptDecrypt),

@@ -6,6 +6,7 @@ mod asymmetric;
 mod audit;
 mod cloud;
 mod crypto;
+mod data_keys;
 mod import;
 mod keys;
 mod lifecycle;
@@ -32,7 +33,9 @@ pub fn class_of(action: &str) -> ActionClass {
         | "AsymmetricRsaDecrypt"
         | "AsymmetricSm2Decrypt"
         | "SignByAsymmetricKey"
-        | "VerifyByAsymmetricKey" => ActionClass::Crypto,
+        | "VerifyByAsymmetricKey"
+        | "GetDataKeyPlaintext"
+        | "GetDataKeyCiphertextBlob" => ActionClass::Crypto,
         _ => ActionClass::Management,
     }
 }
@@ -78,6 +81,21 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "ReplicateKey" => replica::replicate_key(r).await,
         "LookUpEvents" => audit::look_up_events(r).await,
         "BindCloudResource" => cloud::bind_cloud_resource(r).await,
+        "ImportDataKey" => data_keys::import_data_key(r).await,
+        "DescribeDataKey" => data_keys::describe_data_key(r).await,
+        "DescribeDataKeys" => data_keys::describe_data_keys(r).await,
+        "ListDataKeys" => data_keys::list_data_keys(r).await,
+        "ListDataKeyDetail" => data_keys::list_data_key_detail(r).await,
+        "EnableDataKey" => data_keys::enable_data_key(r).await,
+        "DisableDataKey" => data_keys::disable_data_key(r).await,
+        "EnableDataKeys" => data_keys::enable_data_keys(r).await,
+        "DisableDataKeys" => data_keys::disable_data_keys(r).await,
+        "GetDataKeyCiphertextBlob" => data_keys::get_data_key_ciphertext_blob(r).await,
+        "GetDataKeyPlaintext" => data_keys::get_data_key_plaintext(r).await,
+        "UpdateDataKeyName" => data_keys::update_data_key_name(r).await,
+        "UpdateDataKeyDescription" => data_keys::update_data_key_description(r).await,
+        "ScheduleDataKeyDeletion" => data_keys::schedule_data_key_deletion(r).await,
+        "CancelDataKeyDeletion" => data_keys::cancel_data_key_deletion(r).await,
         "UnbindCloudResource" => cloud::unbind_cloud_resource(r).await,
         // White-box keys are not offered (docs/api.md): the service says so, and every other
         // white-box action is refused as unsupported (not unknown).
@@ -122,20 +140,67 @@ fn fields(v: Value) -> Fields {
     }
 }
 
+/// `HsmClusterId`: raftkms has no HSM clusters, so only empty or `default` (the shared
+/// service) is accepted; anything else is `InvalidParameterValue.InvalidHsmClusterId`.
+fn no_hsm_cluster(r: &Request<'_>) -> Result<(), ApiError> {
+    match r.params.opt_str("HsmClusterId")?.as_deref() {
+        None | Some("") | Some("default") => Ok(()),
+        Some(other) => Err(ApiError::new(
+            "InvalidParameterValue.InvalidHsmClusterId",
+            format!(
+                "HsmClusterId `{}` names no HSM cluster: raftkms has none (empty or `default` only)",
+                other.chars().take(64).collect::<String>()
+            ),
+        )),
+    }
+}
+
+/// `MemberAccount` / `MemberAccounts`: acting on another account's resources (Tencent's
+/// multi-account management) is not offered; naming one is refused, not ignored.
+fn no_member_account(r: &Request<'_>, name: &str) -> Result<(), ApiError> {
+    let named = match r.params.0.get(name) {
+        None | Some(Value::Null) => false,
+        Some(Value::Array(items)) => !items.is_empty(),
+        Some(Value::Object(m)) => !m.is_empty(),
+        Some(_) => true,
+    };
+    if named {
+        return Err(ApiError::new(
+            "UnsupportedOperation",
+            format!("{name}: raftkms does not act on other accounts' resources (multi-account management is not offered)"),
+        ));
+    }
+    Ok(())
+}
+
 /// At most this many KeyIds in one request.
 const MAX_IDS: usize = 100;
 
 /// `KeyIds`: 1 to [`MAX_IDS`] ids.
 fn key_ids(r: &Request<'_>) -> Result<Vec<String>, ApiError> {
-    let ids = r.params.str_list("KeyIds")?;
+    id_list(r, "KeyIds", super::params::check_key_id)
+}
+
+/// `DataKeyIds`: 1 to [`MAX_IDS`] ids.
+fn data_key_ids(r: &Request<'_>) -> Result<Vec<String>, ApiError> {
+    id_list(r, "DataKeyIds", super::params::check_data_key_id)
+}
+
+/// A list parameter of 1 to [`MAX_IDS`] ids, each passing `check`.
+fn id_list(
+    r: &Request<'_>,
+    name: &str,
+    check: fn(&str, &str) -> Result<(), ApiError>,
+) -> Result<Vec<String>, ApiError> {
+    let ids = r.params.str_list(name)?;
     if ids.is_empty() || ids.len() > MAX_IDS {
         return Err(ApiError::invalid(
-            "KeyIds",
-            format!("must list 1 to {MAX_IDS} KeyIds"),
+            name,
+            format!("must list 1 to {MAX_IDS} {name}"),
         ));
     }
     for id in &ids {
-        super::params::check_key_id("KeyIds", id)?;
+        check(name, id)?;
     }
     Ok(ids)
 }
