@@ -309,7 +309,7 @@ async fn rotating_the_root_key_under_load_fails_no_request() {
                 let step = async {
                     // A new key every 8th round (at most 100: the account's quota is 200),
                     // otherwise the newest one.
-                    if i % 8 == 0 && created.len() < 100 {
+                    if i.is_multiple_of(8) && created.len() < 100 {
                         let k = api(node)
                             .call("CreateKey", json!({"Alias": format!("load{i}")}))
                             .await

@@ -22,7 +22,7 @@ fn event(i: u64) -> Event {
         secret_id: Some(format!("AKID{}", i % 4)),
         source: Some("10.0.0.1:1234".into()),
         dialect: "tencent".into(),
-        action: if i % 2 == 0 {
+        action: if i.is_multiple_of(2) {
             "kms:Encrypt"
         } else {
             "kms:CreateKey"

@@ -23,6 +23,10 @@ pub enum AsymmetricSpec {
     EccP256,
     EccP384,
     Secp256k1,
+    /// ML-DSA-65 (FIPS 204): PostQuantumCryptoSign / PostQuantumCryptoVerify only.
+    MlDsa65,
+    /// ML-KEM-768 (FIPS 203) with AES-256-GCM: PostQuantumCryptoEncrypt / Decrypt only.
+    MlKem768,
 }
 
 impl AsymmetricSpec {
@@ -45,6 +49,8 @@ impl AsymmetricSpec {
             AsymmetricSpec::EccP256 => "ECC",
             AsymmetricSpec::EccP384 => "ECDSA384_SHA384",
             AsymmetricSpec::Secp256k1 => "ECC_SECP256K1",
+            AsymmetricSpec::MlDsa65 => "Dilithium",
+            AsymmetricSpec::MlKem768 => "Kyber_AES",
         }
     }
 }
@@ -185,6 +191,8 @@ pub fn generate(spec: AsymmetricSpec) -> Result<KeyPair, CryptoError> {
         AsymmetricSpec::EccP256 => ecdsa_pair::<p256::NistP256>(),
         AsymmetricSpec::EccP384 => ecdsa_pair::<p384::NistP384>(),
         AsymmetricSpec::Secp256k1 => ecdsa_pair::<k256::Secp256k1>(),
+        AsymmetricSpec::MlDsa65 => super::post_quantum::generate_ml_dsa(),
+        AsymmetricSpec::MlKem768 => super::post_quantum::generate_ml_kem(),
     }
 }
 

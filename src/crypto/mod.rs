@@ -8,6 +8,7 @@ pub mod blob;
 pub mod derive;
 pub mod passphrase;
 pub mod pkcs11;
+pub mod post_quantum;
 pub mod recipient;
 pub mod root_key;
 pub mod secret;

@@ -55,7 +55,7 @@ fn wrong_usage(k: &KeyRecord, what: Operation) -> KmsError {
 
 impl Kms {
     /// An enabled asymmetric key of the caller, read through the gate.
-    async fn enabled_asymmetric(
+    pub(super) async fn enabled_asymmetric(
         &self,
         scope: &Scope,
         key_id: &str,

@@ -21,6 +21,10 @@ pub enum Operation {
     Sm2Decrypt,
     /// Signing or verification.
     SignVerify,
+    /// PostQuantumCryptoEncrypt / Decrypt (an ML-KEM key).
+    PostQuantumEncrypt,
+    /// PostQuantumCryptoSign / Verify (an ML-DSA key).
+    PostQuantumSign,
 }
 
 impl Operation {
@@ -31,6 +35,12 @@ impl Operation {
             Operation::RsaDecrypt => "decrypt with RSA",
             Operation::Sm2Decrypt => "decrypt with SM2",
             Operation::SignVerify => "sign or verify",
+            Operation::PostQuantumEncrypt => {
+                "be used with PostQuantumCryptoEncrypt/Decrypt (needs ASYMMETRIC_Encrypt_Decrypt_Kyber_AES)"
+            }
+            Operation::PostQuantumSign => {
+                "be used with PostQuantumCryptoSign/Verify (needs ASYMMETRIC_SIGN_VERIFY_DILITHIUM)"
+            }
         }
     }
 }

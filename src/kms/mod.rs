@@ -19,6 +19,7 @@ pub mod error;
 pub mod import;
 pub mod keys;
 pub mod lifecycle;
+pub mod post_quantum;
 pub mod rate;
 pub mod replica;
 pub mod service;

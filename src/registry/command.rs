@@ -187,6 +187,12 @@ impl Command {
             | Command::UnbindCloudResource { .. }
             | Command::CreateDataKey { .. }
             | Command::DataKeyOp { .. } => 2,
+            // Post-quantum key usages were added in level 2 (an older node cannot decode them).
+            Command::CreateKey { key, .. } | Command::CreateProductKey { key, .. }
+                if key.usage.is_post_quantum() =>
+            {
+                2
+            }
             Command::Batch { writes } => writes
                 .iter()
                 .map(|w| w.command.required_level())

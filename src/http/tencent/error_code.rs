@@ -173,6 +173,12 @@ fn tencent_message(e: &KmsError) -> Option<String> {
                 Operation::SignVerify => {
                     format!("key {key_id} has usage {usage} and cannot sign or verify")
                 }
+                Operation::PostQuantumEncrypt => format!(
+                    "key {key_id} has usage {usage}; PostQuantumCryptoEncrypt/Decrypt need a key of usage ASYMMETRIC_Encrypt_Decrypt_Kyber_AES"
+                ),
+                Operation::PostQuantumSign => format!(
+                    "key {key_id} has usage {usage}; PostQuantumCryptoSign/Verify need a key of usage ASYMMETRIC_SIGN_VERIFY_DILITHIUM"
+                ),
             }
         }
         InvalidCiphertext(CiphertextProblem::Invalid) => {

@@ -53,11 +53,15 @@ pub enum KeyUsage {
     AsymmetricSignVerifyRsa3072,
     AsymmetricSignVerifyRsa4096,
     AsymmetricSignVerifySecp256k1,
+    /// ML-DSA-65 (cluster feature level 2).
+    AsymmetricSignVerifyDilithium,
+    /// ML-KEM-768 with AES-256-GCM (cluster feature level 2).
+    AsymmetricEncryptDecryptKyberAes,
 }
 
 impl KeyUsage {
     /// Every usage, in ListAlgorithms order.
-    pub const ALL: [KeyUsage; 10] = [
+    pub const ALL: [KeyUsage; 12] = [
         KeyUsage::EncryptDecrypt,
         KeyUsage::AsymmetricDecryptRsa2048,
         KeyUsage::AsymmetricDecryptSm2,
@@ -68,6 +72,8 @@ impl KeyUsage {
         KeyUsage::AsymmetricSignVerifyRsa3072,
         KeyUsage::AsymmetricSignVerifyRsa4096,
         KeyUsage::AsymmetricSignVerifySecp256k1,
+        KeyUsage::AsymmetricSignVerifyDilithium,
+        KeyUsage::AsymmetricEncryptDecryptKyberAes,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,6 +88,9 @@ impl KeyUsage {
             KeyUsage::AsymmetricSignVerifyRsa3072 => "ASYMMETRIC_SIGN_VERIFY_RSA_3072",
             KeyUsage::AsymmetricSignVerifyRsa4096 => "ASYMMETRIC_SIGN_VERIFY_RSA_4096",
             KeyUsage::AsymmetricSignVerifySecp256k1 => "ASYMMETRIC_SIGN_VERIFY_SECP256K1",
+            KeyUsage::AsymmetricSignVerifyDilithium => "ASYMMETRIC_SIGN_VERIFY_DILITHIUM",
+            // Mixed case exactly as Tencent publishes it.
+            KeyUsage::AsymmetricEncryptDecryptKyberAes => "ASYMMETRIC_Encrypt_Decrypt_Kyber_AES",
         }
     }
 
@@ -104,15 +113,27 @@ impl KeyUsage {
             KeyUsage::AsymmetricSignVerifyRsa3072 => AsymmetricSpec::Rsa3072,
             KeyUsage::AsymmetricSignVerifyRsa4096 => AsymmetricSpec::Rsa4096,
             KeyUsage::AsymmetricSignVerifySecp256k1 => AsymmetricSpec::Secp256k1,
+            KeyUsage::AsymmetricSignVerifyDilithium => AsymmetricSpec::MlDsa65,
+            KeyUsage::AsymmetricEncryptDecryptKyberAes => AsymmetricSpec::MlKem768,
         })
+    }
+
+    /// Post-quantum keys: the PostQuantumCrypto* actions only (cluster feature level 2).
+    pub fn is_post_quantum(self) -> bool {
+        matches!(
+            self,
+            KeyUsage::AsymmetricSignVerifyDilithium | KeyUsage::AsymmetricEncryptDecryptKyberAes
+        )
     }
 
     pub fn is_sign_verify(self) -> bool {
         self.as_str().starts_with("ASYMMETRIC_SIGN_VERIFY_")
     }
 
+    /// Asymmetric encryption keys (ListAlgorithms' AsymmetricAlgorithms).
     pub fn is_asymmetric_decrypt(self) -> bool {
         self.as_str().starts_with("ASYMMETRIC_DECRYPT_")
+            || self == KeyUsage::AsymmetricEncryptDecryptKyberAes
     }
 }
 

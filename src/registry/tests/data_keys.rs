@@ -496,4 +496,25 @@ fn data_key_commands_need_feature_level_2() {
         op: DataKeyOp::Enable,
     };
     assert_eq!(o.required_level(), 2);
+    // Post-quantum key usages came with level 2 too; other keys stay at the base level.
+    let mut k = key_record(0, 1, "pq".into());
+    assert_eq!(
+        Command::CreateKey {
+            key: Box::new(k.clone()),
+            cmk_limit: 1
+        }
+        .required_level(),
+        crate::registry::features::BASE_LEVEL
+    );
+    for usage in [
+        key::KeyUsage::AsymmetricSignVerifyDilithium,
+        key::KeyUsage::AsymmetricEncryptDecryptKyberAes,
+    ] {
+        k.usage = usage;
+        let c = Command::CreateKey {
+            key: Box::new(k.clone()),
+            cmk_limit: 1,
+        };
+        assert_eq!(c.required_level(), 2, "{usage:?}");
+    }
 }

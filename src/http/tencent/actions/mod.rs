@@ -10,6 +10,7 @@ mod data_keys;
 mod import;
 mod keys;
 mod lifecycle;
+mod post_quantum;
 mod replica;
 mod service;
 
@@ -35,7 +36,11 @@ pub fn class_of(action: &str) -> ActionClass {
         | "SignByAsymmetricKey"
         | "VerifyByAsymmetricKey"
         | "GetDataKeyPlaintext"
-        | "GetDataKeyCiphertextBlob" => ActionClass::Crypto,
+        | "GetDataKeyCiphertextBlob"
+        | "PostQuantumCryptoEncrypt"
+        | "PostQuantumCryptoDecrypt"
+        | "PostQuantumCryptoSign"
+        | "PostQuantumCryptoVerify" => ActionClass::Crypto,
         _ => ActionClass::Management,
     }
 }
@@ -81,6 +86,10 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "ReplicateKey" => replica::replicate_key(r).await,
         "LookUpEvents" => audit::look_up_events(r).await,
         "BindCloudResource" => cloud::bind_cloud_resource(r).await,
+        "PostQuantumCryptoEncrypt" => post_quantum::encrypt(r).await,
+        "PostQuantumCryptoDecrypt" => post_quantum::decrypt(r).await,
+        "PostQuantumCryptoSign" => post_quantum::sign(r).await,
+        "PostQuantumCryptoVerify" => post_quantum::verify(r).await,
         "ImportDataKey" => data_keys::import_data_key(r).await,
         "DescribeDataKey" => data_keys::describe_data_key(r).await,
         "DescribeDataKeys" => data_keys::describe_data_keys(r).await,
