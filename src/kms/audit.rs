@@ -106,6 +106,7 @@ impl Action {
                 | Action::DescribeDataKey
                 | Action::GetDataKeyCiphertext
                 | Action::GetDataKeyPlaintext
+                | Action::GetTags
         )
     }
 }

@@ -78,6 +78,10 @@ pub enum Action {
     GetDataKeyPlaintext,
     ScheduleDataKeyDeletion,
     CancelDataKeyDeletion,
+    /// Reading a key's or data key's tags (GetResourceTags).
+    GetTags,
+    /// Changing them (ModifyResourceTags).
+    ModifyTags,
 }
 
 impl Action {
@@ -127,6 +131,8 @@ impl Action {
             Action::GetDataKeyPlaintext => "kms:GetDataKeyPlaintext",
             Action::ScheduleDataKeyDeletion => "kms:ScheduleDataKeyDeletion",
             Action::CancelDataKeyDeletion => "kms:CancelDataKeyDeletion",
+            Action::GetTags => "kms:GetResourceTags",
+            Action::ModifyTags => "kms:ModifyResourceTags",
         }
     }
 }

@@ -238,7 +238,7 @@ impl Kms {
     }
 
     /// A hosted data key of the caller in the request's region, from applied state.
-    fn data_key(&self, scope: &Scope, id: &str) -> Result<DataKeyRecord, KmsError> {
+    pub(super) fn data_key(&self, scope: &Scope, id: &str) -> Result<DataKeyRecord, KmsError> {
         self.node
             .state()
             .read()
@@ -369,6 +369,7 @@ impl Kms {
             DataKeyOp::CancelDeletion { .. } | DataKeyOp::DeleteDue => {
                 Action::CancelDataKeyDeletion
             }
+            DataKeyOp::ModifyTags { .. } => Action::ModifyTags,
         };
         self.seams
             .run(scope, action, data_keys(scope, ids.clone()), async {

@@ -23,6 +23,7 @@ pub mod post_quantum;
 pub mod rate;
 pub mod replica;
 pub mod service;
+pub mod tags;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

@@ -1,5 +1,5 @@
 //! The action names a policy may name: every action of Tencent Cloud KMS API 3.0 (served or not,
-//! so that a policy written for Tencent is accepted as is), raftkms's `ReplicateKey`, and the
+//! so that a policy written for Tencent is accepted as is), raftkms's extensions (`ReplicateKey`, `GetResourceTags`, `ModifyResourceTags`), and the
 //! audit trail's query.
 
 /// `service:Action` names, sorted.
@@ -50,6 +50,7 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "kms:GetParametersForImport",
     "kms:GetPublicKey",
     "kms:GetRegions",
+    "kms:GetResourceTags",
     "kms:GetServiceStatus",
     "kms:ImportDataKey",
     "kms:ImportKeyMaterial",
@@ -58,6 +59,7 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "kms:ListDataKeys",
     "kms:ListKeyDetail",
     "kms:ListKeys",
+    "kms:ModifyResourceTags",
     "kms:OverwriteWhiteBoxDeviceFingerprints",
     "kms:PostQuantumCryptoDecrypt",
     "kms:PostQuantumCryptoEncrypt",

@@ -187,6 +187,11 @@ impl Command {
             | Command::UnbindCloudResource { .. }
             | Command::CreateDataKey { .. }
             | Command::DataKeyOp { .. } => 2,
+            // So was tagging an existing key.
+            Command::KeyOp {
+                op: super::key::KeyOp::ModifyTags { .. },
+                ..
+            } => 2,
             // Post-quantum key usages were added in level 2 (an older node cannot decode them).
             Command::CreateKey { key, .. } | Command::CreateProductKey { key, .. }
                 if key.usage.is_post_quantum() =>

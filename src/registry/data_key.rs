@@ -109,6 +109,11 @@ pub enum DataKeyOp {
     },
     /// Removes a data key whose deletion date has passed (proposed by the leader).
     DeleteDue,
+    /// Sets and removes tags (ModifyResourceTags; `registry::tags::modify`).
+    ModifyTags {
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
 }
 
 pub(super) enum Staged {
@@ -224,6 +229,7 @@ impl DataKeys {
     ) -> Result<Staged, RegistryError> {
         validate_name(&d.name)?;
         validate_description(&d.description)?;
+        super::tags::validate(&d.tags)?;
         if d.number_of_bytes == 0 || d.number_of_bytes as usize > MAX_BYTES {
             return Err(RegistryError::InvalidDataKeyLength);
         }
@@ -319,6 +325,9 @@ impl DataKeys {
                     if !pending || d.deletion_date > now {
                         return Err(RegistryError::NotDue);
                     }
+                }
+                DataKeyOp::ModifyTags { set, remove } => {
+                    d.tags = super::tags::modify(&d.tags, set, remove)?;
                 }
             }
             updated.push(d);

@@ -18,6 +18,7 @@ pub mod key;
 pub mod record;
 pub mod replica;
 pub mod root_keys;
+pub mod tags;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -183,6 +184,10 @@ pub enum RegistryError {
     DataKeyNotPendingDelete,
     #[error("the same DataKeyId appears twice")]
     DuplicatedDataKeyId,
+    #[error("invalid tags: {0}")]
+    InvalidTags(String),
+    #[error("a tag key appears twice")]
+    TagKeysDuplicated,
 }
 
 /// Persisted (key, value) pairs of the registry column family.

@@ -107,3 +107,42 @@ def test_tccli_wrong_secret_key_exits_255(cluster, tccli):
         proc = tccli(i, "GetRegions", secret_key=wrong)
         assert proc.returncode == 255, (node_name(i), proc.returncode, proc.stdout)
         assert "code:AuthFailure.SignatureFailure" in proc.stderr, (node_name(i), proc.stderr)
+
+
+def test_tccli_hosted_data_keys_and_post_quantum_on_every_node(cluster, tccli, new_key):
+    """The actions added with hosted data keys and post-quantum keys, through tccli: a data key
+    kept through one node reads back through every node, renamed, disabled and scheduled for
+    deletion; a Kyber key encrypts through one node and decrypts through every node; a Dilithium
+    signature verifies through every node."""
+    n = len(cluster.endpoints)
+    cmk = new_key(prefix="tccli-dk").KeyId
+    kyber = new_key(prefix="tccli-pq", KeyUsage="ASYMMETRIC_Encrypt_Decrypt_Kyber_AES").KeyId
+    dilithium = new_key(prefix="tccli-pq", KeyUsage="ASYMMETRIC_SIGN_VERIFY_DILITHIUM").KeyId
+    for i in range(n):
+        name = unique_alias("tccli-dk")
+        gen = ok_json(tccli(i, "GenerateDataKey", "--KeyId", cmk, "--KeySpec", "AES_256",
+                            "--IsHostedByKms", "1", "--DataKeyName", name))
+        dk = gen["DataKeyId"]
+        for j in range(n):
+            got = ok_json(tccli(j, "GetDataKeyPlaintext", "--DataKeyId", dk))
+            assert got["Plaintext"] == gen["Plaintext"], (node_name(i), node_name(j))
+        ok_json(tccli(i, "UpdateDataKeyName", "--DataKeyId", dk, "--DataKeyName", name + "-r"))
+        ok_json(tccli((i + 1) % n, "DisableDataKeys", "--DataKeyIds", json.dumps([dk])))
+        meta = ok_json(tccli((i + 2) % n, "DescribeDataKey", "--DataKeyId", dk))["DataKeyMetadata"]
+        assert (meta["DataKeyName"], meta["KeyState"]) == (name + "-r", "Disabled"), node_name(i)
+        proc = tccli(i, "GetDataKeyPlaintext", "--DataKeyId", dk)
+        assert proc.returncode == 255 and "ResourceUnavailable.DataKeyDisabled" in proc.stdout + proc.stderr
+        sched = ok_json(tccli(i, "ScheduleDataKeyDeletion", "--DataKeyId", dk,
+                              "--PendingWindowInDays", "7"))
+        assert sched["DataKeyId"] == dk and sched["DeletionDate"] > 0
+
+        enc = ok_json(tccli(i, "PostQuantumCryptoEncrypt", "--KeyId", kyber,
+                            "--PlainText", b64(b"pq %d" % i)))
+        sig = ok_json(tccli(i, "PostQuantumCryptoSign", "--KeyId", dilithium,
+                            "--Message", b64(b"msg %d" % i)))
+        for j in range(n):
+            dec = ok_json(tccli(j, "PostQuantumCryptoDecrypt", "--CiphertextBlob", enc["CiphertextBlob"]))
+            assert unb64(dec["PlainText"]) == b"pq %d" % i, (node_name(i), node_name(j))
+            ver = ok_json(tccli(j, "PostQuantumCryptoVerify", "--KeyId", dilithium,
+                                "--Message", b64(b"msg %d" % i), "--SignatureValue", sig["Signature"]))
+            assert ver["SignatureValid"] is True, (node_name(i), node_name(j))

@@ -9,10 +9,10 @@ cluster is upgraded node by node, then the check that nothing acknowledged was l
     load.py check --recorded FILE           every acknowledged key is Enabled and every
                                             acknowledged ciphertext decrypts to its plaintext,
                                             asked of every node
-    load.py bind --expect CODE|ok           BindCloudResource and a hosted GenerateDataKey
-                                            (feature level 2) through every node answer CODE (or
-                                            succeed: the bound key cannot be disabled, the data
-                                            key reads back)
+    load.py bind --expect CODE|ok           BindCloudResource, a hosted GenerateDataKey and a
+                                            post-quantum CreateKey (feature level 2) through
+                                            every node answer CODE (or succeed: the bound key
+                                            cannot be disabled, the data key reads back)
 
 Endpoints, credential and CA come from dev.env's KMS_* variables in the environment. The
 client's retries: a request that fails for a reason retrying can fix (the node is down or
@@ -182,6 +182,13 @@ def bind(args):
             p = c.call("GetDataKeyPlaintext", {"DataKeyId": g.fields["DataKeyId"]}, write=False)
             if p.kind != "ok" or p.fields.get("Plaintext") != g.fields.get("Plaintext"):
                 raise SystemExit("GetDataKeyPlaintext through %s: %s" % (c.endpoint, p.code))
+        # A post-quantum key (a key usage of level 2): refused, or made and usable.
+        q = c.call("CreateKey", {"Alias": "upgrade-pq-%d" % os.getpid() + c.endpoint[-1],
+                                 "KeyUsage": "ASYMMETRIC_SIGN_VERIFY_DILITHIUM"}, write=True)
+        got = "ok" if q.kind == "ok" else q.code
+        print("CreateKey (ML-DSA) through %s: %s" % (c.endpoint, got))
+        if got != args.expect:
+            raise SystemExit("expected %s" % args.expect)
 
 
 def main():

@@ -116,6 +116,8 @@ fn registry_code(e: &RegistryError) -> &'static str {
         DataKeyPendingDelete => "ResourceUnavailable.DataKeyPendingDelete",
         DataKeyNotPendingDelete => "ResourceUnavailable.DataKeyNotPendingDelete",
         DuplicatedDataKeyId => "InvalidParameterValue.DuplicatedDataKeyId",
+        InvalidTags(_) => "InvalidParameterValue",
+        TagKeysDuplicated => "InvalidParameterValue.TagKeysDuplicated",
     }
 }
 

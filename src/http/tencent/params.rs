@@ -127,7 +127,8 @@ impl Params {
             .map_err(|_| ApiError::new(code, format!("`{name}` is not valid Base64")))
     }
 
-    /// Tags: a list of `{TagKey, TagValue}`, keys unique.
+    /// Tags: a list of `{TagKey, TagValue}`, keys unique, within Tencent's tag rules
+    /// (`registry::tags`).
     pub fn tags(&self, name: &str) -> Result<Vec<(String, String)>, ApiError> {
         let Some(v) = self.get(name) else {
             return Ok(Vec::new());
@@ -140,19 +141,14 @@ impl Params {
             let k = item
                 .get("TagKey")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::missing("Tags.TagKey"))?;
+                .ok_or_else(|| ApiError::missing(&format!("{name}.TagKey")))?;
             let val = item
                 .get("TagValue")
                 .and_then(Value::as_str)
-                .ok_or_else(|| ApiError::missing("Tags.TagValue"))?;
-            if out.iter().any(|(key, _)| key == k) {
-                return Err(ApiError::new(
-                    "InvalidParameterValue.TagKeysDuplicated",
-                    format!("tag key `{k}` appears twice"),
-                ));
-            }
+                .ok_or_else(|| ApiError::missing(&format!("{name}.TagValue")))?;
             out.push((k.to_string(), val.to_string()));
         }
+        crate::registry::tags::validate(&out)?;
         Ok(out)
     }
 }

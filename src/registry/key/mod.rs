@@ -341,6 +341,12 @@ pub enum KeyOp {
     DeleteImportedMaterial,
     /// Removes imported material whose ValidTo has passed (proposed by the leader).
     ExpireMaterial,
+    /// Sets tags (adding keys or giving existing ones new values) and removes others
+    /// (ModifyResourceTags, feature level 2); apply works out the new set (`registry::tags`).
+    ModifyTags {
+        set: Vec<(String, String)>,
+        remove: Vec<String>,
+    },
 }
 
 /// A checked, encoded key mutation (see `Registry::apply`).

@@ -58,6 +58,10 @@ pub(super) fn transition(
             valid_to,
         } => import_material(k, token, material, fingerprint, *valid_to, now)?,
         KeyOp::DeleteImportedMaterial => delete_imported_material(k)?,
+        // Tags can change in every state (they describe the key, they do not use it).
+        KeyOp::ModifyTags { set, remove } => {
+            k.tags = crate::registry::tags::modify(&k.tags, set, remove)?;
+        }
         KeyOp::ExpireMaterial => expire_material(k, now)?,
     }
     Ok(None)

@@ -414,6 +414,96 @@ fn a_deleted_cmk_takes_its_data_keys_along() {
 }
 
 #[test]
+fn tags_change_on_keys_and_data_keys_within_tencents_rules() {
+    let mut reg = with_keys();
+    create(&mut reg, 10, record(1, 0, 1, "one"), 10);
+    let t = |k: &str, v: &str| (k.to_string(), v.to_string());
+    // A data key: set (overwriting team=a), remove, all at once.
+    assert_eq!(
+        op(
+            &mut reg,
+            11,
+            1_000,
+            &[1],
+            DataKeyOp::ModifyTags {
+                set: vec![t("team", "b"), t("env", "prod")],
+                remove: vec![],
+            }
+        ),
+        Outcome::Applied { index: 11 }
+    );
+    assert_eq!(
+        reg.data_keys().get("ap-guangzhou", 1, &id(1)).unwrap().tags,
+        vec![t("team", "b"), t("env", "prod")]
+    );
+    for (i, bad) in [
+        DataKeyOp::ModifyTags {
+            set: vec![t("qcloud:x", "v")],
+            remove: vec![],
+        },
+        DataKeyOp::ModifyTags {
+            set: vec![t("env", "v")],
+            remove: vec!["env".into()],
+        },
+        DataKeyOp::ModifyTags {
+            set: (0..49).map(|n| t(&format!("k{n}"), "v")).collect(),
+            remove: vec![],
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            matches!(
+                op(&mut reg, 12 + i as u64, 1_000, &[1], bad),
+                Outcome::Rejected(RegistryError::InvalidTags(_))
+            ),
+            "case {i}"
+        );
+    }
+    // A key, in any state (here pending deletion).
+    let k0 = key_record(0, 1, String::new()).key_id;
+    let key_op = |reg: &mut Registry, index, op| {
+        run(
+            reg,
+            index,
+            1_000,
+            Command::KeyOp {
+                region: "ap-guangzhou".into(),
+                uin: 1,
+                key_ids: vec![k0.clone()],
+                op,
+            },
+        )
+    };
+    key_op(&mut reg, 20, key::KeyOp::Disable);
+    key_op(
+        &mut reg,
+        21,
+        key::KeyOp::ScheduleDeletion { pending_days: 7 },
+    );
+    let change = key::KeyOp::ModifyTags {
+        set: vec![t("owner", "ops")],
+        remove: vec!["absent".into()],
+    };
+    assert_eq!(
+        Command::KeyOp {
+            region: "ap-guangzhou".into(),
+            uin: 1,
+            key_ids: vec![k0.clone()],
+            op: change.clone(),
+        }
+        .required_level(),
+        2
+    );
+    assert_eq!(key_op(&mut reg, 22, change), Outcome::Applied { index: 22 });
+    assert_eq!(
+        reg.keys().get("ap-guangzhou", 1, &k0).unwrap().tags,
+        vec![t("owner", "ops")]
+    );
+}
+
+#[test]
 fn a_batch_cannot_give_two_data_keys_one_name() {
     let mut reg = with_keys();
     create(&mut reg, 10, record(1, 0, 1, "one"), 10);
@@ -516,5 +606,15 @@ fn data_key_commands_need_feature_level_2() {
             cmk_limit: 1,
         };
         assert_eq!(c.required_level(), 2, "{usage:?}");
+        let p = Command::CreateProductKey {
+            key: Box::new(k.clone()),
+            cmk_limit: 1,
+            product: "cbs".into(),
+        };
+        assert_eq!(p.required_level(), 2, "{usage:?}");
+        let batch = Command::Batch {
+            writes: vec![env(1, c)],
+        };
+        assert_eq!(batch.required_level(), 2, "{usage:?}");
     }
 }

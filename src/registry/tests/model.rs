@@ -54,7 +54,23 @@ fn arb_key_op() -> impl Strategy<Value = key::KeyOp> {
             manual,
             min_manual_interval: 86_400,
         }),
+        arb_tag_change().prop_map(|(set, remove)| KeyOp::ModifyTags { set, remove }),
     ]
+}
+
+/// A tag change: keys from a small set (so changes meet), now and then an invalid one.
+fn arb_tag_change() -> impl Strategy<Value = (Vec<(String, String)>, Vec<String>)> {
+    let key = prop::sample::select(vec!["team", "env", "cost", "qcloud-x"]).prop_map(String::from);
+    (
+        prop::collection::vec(
+            (
+                key.clone(),
+                prop::sample::select(vec!["a", "b", ""]).prop_map(String::from),
+            ),
+            0..3,
+        ),
+        prop::collection::vec(key, 0..2),
+    )
 }
 
 fn arb_command() -> impl Strategy<Value = Command> {
@@ -178,6 +194,7 @@ fn arb_data_key_op() -> impl Strategy<Value = data_key::DataKeyOp> {
         (5u32..32).prop_map(|pending_days| DataKeyOp::ScheduleDeletion { pending_days }),
         (1u32..4).prop_map(|limit| DataKeyOp::CancelDeletion { limit }),
         Just(DataKeyOp::DeleteDue),
+        arb_tag_change().prop_map(|(set, remove)| DataKeyOp::ModifyTags { set, remove }),
     ]
 }
 

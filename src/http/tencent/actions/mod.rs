@@ -13,6 +13,7 @@ mod lifecycle;
 mod post_quantum;
 mod replica;
 mod service;
+mod tags;
 
 use serde_json::{Map, Value};
 
@@ -84,6 +85,8 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "GetRegions" => service::get_regions(r).await,
         "ListAlgorithms" => service::list_algorithms(r).await,
         "ReplicateKey" => replica::replicate_key(r).await,
+        "GetResourceTags" => tags::get_resource_tags(r).await,
+        "ModifyResourceTags" => tags::modify_resource_tags(r).await,
         "LookUpEvents" => audit::look_up_events(r).await,
         "BindCloudResource" => cloud::bind_cloud_resource(r).await,
         "PostQuantumCryptoEncrypt" => post_quantum::encrypt(r).await,
