@@ -168,14 +168,14 @@ replace "$C" new
 sed 's/^/    /' "$DIR/status.out"
 grep -q "cluster feature level: 1" "$DIR/status.out" || fail "the level rose before finalize"
 python3 tests/upgrade/load.py bind --expect UnsupportedOperation | sed 's/^/    /'
-say "every node runs the new release, level 1: BindCloudResource and hosted data keys (level 2) refused on every node"
+say "every node runs the new release, level 1: BindCloudResource, hosted data keys and post-quantum keys (level 2) refused on every node"
 out=$(finalize "$N") || fail "finalize: $out"
 case "$out" in *"raised from 1 to 2"*) ;; *) fail "finalize: $out" ;; esac
 say "$out"
 "$NEW" cluster upgrade status --node "$(internal "$N")" >"$DIR/status.out" || fail "upgrade status"
 grep -q "cluster feature level: 2" "$DIR/status.out" || fail "level not 2: $(cat "$DIR/status.out")"
 python3 tests/upgrade/load.py bind --expect ok | sed 's/^/    /'
-say "level 2: BindCloudResource and hosted data keys accepted on every node (the bound key refuses DisableKey; the data key reads back)"
+say "level 2: BindCloudResource, hosted data keys and post-quantum keys accepted on every node (the bound key refuses DisableKey; the data key reads back)"
 sleep 3
 touch "$DIR/stop"
 wait "$LOAD" || fail "the load ended with an error: $(tail -5 "$DIR/load.out")"
