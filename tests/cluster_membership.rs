@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::{get, put, TestCluster};
 use raftkms::config::{SnapshotConfig, TimingConfig};
-use raftkms::wire::JoinRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_node_catches_up_through_a_snapshot_and_removal_keeps_the_cluster_writable() {
@@ -44,22 +43,7 @@ async fn a_joining_node_catches_up_through_a_snapshot_and_removal_keeps_the_clus
     assert_eq!(d.records, 100_001);
 
     // Node 4 starts empty (no peers: it will be added) and joins through node 2.
-    let idx = c.add_node_config(4, Vec::new());
-    c.spawn(idx);
-    c.wait_answering(idx).await;
-    let join = JoinRequest {
-        id: 4,
-        raft_addr: TestCluster::raft_addr(c.base_port, 4),
-        api_addr: TestCluster::api_addr(c.base_port, 4),
-        region: "ap-guangzhou".into(),
-        voter: true,
-    };
-    let after = c
-        .admin(2)
-        .with_timeout(Duration::from_secs(300))
-        .join(&join)
-        .await
-        .unwrap();
+    let after = c.join_new_voter(4, 2, Duration::from_secs(300)).await;
     assert!(after.voters.contains(&4), "{after:?}");
     let st4 = c.admin(4).status().await.unwrap();
     assert!(

@@ -13,7 +13,6 @@ use base64::Engine;
 use common::TestCluster;
 use raftkms::client::KmsClient;
 use raftkms::config::{SnapshotConfig, TimingConfig};
-use raftkms::wire::JoinRequest;
 use serde_json::json;
 
 const BASE: u16 = 28600;
@@ -171,22 +170,7 @@ async fn hosted_data_keys_survive_a_leader_kill_and_reach_a_node_through_a_snaps
         st.snapshot_index.is_some() && st.purged_index.is_some(),
         "{st:?}"
     );
-    let idx = c.add_node_config(4, Vec::new());
-    c.spawn(idx);
-    c.wait_answering(idx).await;
-    let join = JoinRequest {
-        id: 4,
-        raft_addr: TestCluster::raft_addr(BASE, 4),
-        api_addr: TestCluster::api_addr(BASE, 4),
-        region: "ap-guangzhou".into(),
-        voter: true,
-    };
-    let after = c
-        .admin(2)
-        .with_timeout(Duration::from_secs(120))
-        .join(&join)
-        .await
-        .unwrap();
+    let after = c.join_new_voter(4, 2, Duration::from_secs(120)).await;
     assert!(after.voters.contains(&4), "{after:?}");
     let st4 = c.admin(4).status().await.unwrap();
     assert!(

@@ -388,8 +388,7 @@ impl Kms {
     }
 
     /// Schedules a data key's deletion after `pending_days`; returns the deletion date (seconds),
-    /// the leader's (a forwarded write is stamped with the leader's clock): read back once this
-    /// node has applied the write.
+    /// the leader's (`Kms::applied_deletion_date`).
     pub async fn schedule_data_key_deletion(
         &self,
         scope: &Scope,
@@ -403,15 +402,8 @@ impl Kms {
                 DataKeyOp::ScheduleDeletion { pending_days },
             )
             .await?;
-        let applied = self
-            .node
-            .reads()
-            .read_barrier(crate::config::Consistency::Linearizable)
-            .await
-            .ok()
-            .and_then(|_| self.data_key(scope, &id).ok())
-            .filter(|d| d.deletion_date != 0);
-        Ok(applied.map_or(at + u64::from(pending_days) * 86_400, |d| d.deletion_date))
+        let read = || self.data_key(scope, &id).ok().map(|d| d.deletion_date);
+        Ok(self.applied_deletion_date(read, at, pending_days).await)
     }
 
     /// CancelDataKeyDeletion: the data key comes back disabled, within the quota.

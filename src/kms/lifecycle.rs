@@ -2,7 +2,6 @@
 //! `KeyOp`.
 
 use super::{one_key, Action, Kms, KmsError, Resource, Scope};
-use crate::config::Consistency;
 use crate::registry::key::{KeyOp, KeyUsage};
 use crate::registry::RegistryError;
 
@@ -145,18 +144,8 @@ impl Kms {
             .run(scope, Action::ScheduleDeletion, resource, async {
                 let op = KeyOp::ScheduleDeletion { pending_days };
                 let at = self.propose_key_op(scope, vec![key_id.clone()], op).await?;
-                // The date is the leader's (a forwarded write is stamped with the leader's clock):
-                // read it back once this node has applied the write, rather than computing it from
-                // this node's clock.
-                let applied = self
-                    .node
-                    .reads()
-                    .read_barrier(Consistency::Linearizable)
-                    .await
-                    .ok()
-                    .and_then(|_| self.key(scope, &key_id).ok())
-                    .filter(|k| k.deletion_date != 0);
-                Ok(applied.map_or(at + u64::from(pending_days) * 86_400, |k| k.deletion_date))
+                let read = || self.key(scope, &key_id).ok().map(|k| k.deletion_date);
+                Ok(self.applied_deletion_date(read, at, pending_days).await)
             })
             .await
     }

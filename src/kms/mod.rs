@@ -203,17 +203,7 @@ impl Seams {
         action: Action,
         resource: &Resource,
     ) -> Result<(), KmsError> {
-        let request = AuthRequest {
-            caller: &scope.caller,
-            action,
-            policy_action: &scope.request.policy_action,
-            resource,
-            region: &scope.region,
-            source_ip: scope.request.source.map(|a| a.ip()),
-        };
-        self.authorizer
-            .authorize(&request)
-            .map_err(KmsError::Denied)
+        self.authorize_as(scope, action, &scope.request.policy_action, resource)
     }
 
     /// Authorizes one more action of an operation already running, under a policy action of its
@@ -611,6 +601,26 @@ impl Kms {
                 Err(KmsError::Internal("the command produced no outcome".into()))
             }
         }
+    }
+
+    /// The deletion date a scheduled deletion stamped, proposed at `at` (seconds) with a window
+    /// of `pending_days`: the leader's (a forwarded write is stamped with the leader's clock),
+    /// read back with `read` once this node has applied the write, rather than computed from this
+    /// node's clock; the computed date only if it cannot be read back.
+    async fn applied_deletion_date(
+        &self,
+        read: impl FnOnce() -> Option<u64>,
+        at: u64,
+        pending_days: u32,
+    ) -> u64 {
+        self.node
+            .reads()
+            .read_barrier(Consistency::Linearizable)
+            .await
+            .ok()
+            .and_then(|_| read())
+            .filter(|d| *d != 0)
+            .unwrap_or(at + u64::from(pending_days) * 86_400)
     }
 
     /// Proposes one lifecycle operation on keys of the caller in the request's region; returns

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::counts::{regional_storage_key, RegionCounts};
 use super::key::Origin;
 use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
@@ -138,11 +139,7 @@ impl Staged {
 }
 
 fn storage_key(region: &str, data_key_id: &str) -> Vec<u8> {
-    let mut k = PREFIX.to_vec();
-    k.extend_from_slice(region.as_bytes());
-    k.push(0);
-    k.extend_from_slice(data_key_id.as_bytes());
-    k
+    regional_storage_key(PREFIX, region, data_key_id)
 }
 
 /// Whether a data key counts against its account's quota (those pending deletion do not).
@@ -157,7 +154,7 @@ pub struct DataKeys {
     /// (uin, region, name) → DataKeyId.
     names: BTreeMap<(u64, String, String), String>,
     /// Data keys counting against the quota per (region, uin).
-    counted: BTreeMap<(String, u64), usize>,
+    counted: RegionCounts,
     /// (region, uin, CMK, DataKeyId): the data keys each CMK seals.
     by_cmk: BTreeSet<(String, u64, String, String)>,
 }
@@ -206,10 +203,7 @@ impl DataKeys {
 
     /// Data keys counting against the quota of an account in a region.
     pub fn count(&self, region: &str, uin: u64) -> usize {
-        self.counted
-            .get(&(region.to_string(), uin))
-            .copied()
-            .unwrap_or(0)
+        self.counted.get(region, uin)
     }
 
     pub fn len(&self) -> usize {
@@ -367,10 +361,7 @@ impl DataKeys {
             self.forget(&old);
         }
         if counts(&d) {
-            *self
-                .counted
-                .entry((d.region.clone(), d.owner_uin))
-                .or_insert(0) += 1;
+            self.counted.add(&d.region, d.owner_uin);
         }
         self.names.insert(
             (d.owner_uin, d.region.clone(), d.name.clone()),
@@ -389,13 +380,7 @@ impl DataKeys {
     /// Takes a record that left `by_id` out of the indexes.
     fn forget(&mut self, old: &DataKeyRecord) {
         if counts(old) {
-            let slot = (old.region.clone(), old.owner_uin);
-            if let Some(n) = self.counted.get_mut(&slot) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    self.counted.remove(&slot);
-                }
-            }
+            self.counted.remove(&old.region, old.owner_uin);
         }
         let name = (old.owner_uin, old.region.clone(), old.name.clone());
         if self.names.get(&name) == Some(&old.data_key_id) {

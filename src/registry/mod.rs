@@ -9,6 +9,7 @@ pub mod account;
 pub mod audit_heads;
 pub mod cloud_binding;
 pub mod command;
+pub mod counts;
 pub mod data_key;
 pub mod dedup;
 pub mod due;

@@ -464,6 +464,32 @@ impl TestCluster {
 
     /// The admin client of node `id`: the admin certificate after [`Self::enable_tls`], else
     /// the admin token.
+    /// Starts node `id` empty (no peers: it is added) and joins it as a voter of the serving
+    /// region through node `via`, waiting up to `timeout` for the join (and its catch-up); the
+    /// membership the join answers.
+    pub async fn join_new_voter(
+        &mut self,
+        id: u64,
+        via: u64,
+        timeout: Duration,
+    ) -> raftkms::wire::NodeStatus {
+        let idx = self.add_node_config(id, Vec::new());
+        self.spawn(idx);
+        self.wait_answering(idx).await;
+        let join = raftkms::wire::JoinRequest {
+            id,
+            raft_addr: TestCluster::raft_addr(self.base_port, id),
+            api_addr: TestCluster::api_addr(self.base_port, id),
+            region: "ap-guangzhou".into(),
+            voter: true,
+        };
+        self.admin(via)
+            .with_timeout(timeout)
+            .join(&join)
+            .await
+            .expect("join")
+    }
+
     pub fn admin(&self, id: u64) -> AdminClient {
         let addr = Self::raft_addr(self.base_port, id);
         match &self.tls {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::counts::{regional_storage_key, RegionCounts};
 use super::root_keys::{RewrapItem, RewrapTarget, RootUses};
 use super::{Change, RegistryError};
 use crate::codec::{self, CodecError};
@@ -386,7 +387,7 @@ pub struct Keys {
     aliases: BTreeMap<(u64, String, String), String>,
     /// Keys counting against the quota per (region, uin), kept in step with `by_id` so the quota
     /// check is not a scan of every key.
-    counted: BTreeMap<(String, u64), usize>,
+    counted: RegionCounts,
     /// Wrapped values per root-key version, kept in step with `by_id` (derived).
     root_uses: RootUses,
 }
@@ -397,11 +398,7 @@ fn counts(k: &KeyRecord) -> bool {
 }
 
 fn storage_key(region: &str, key_id: &str) -> Vec<u8> {
-    let mut k = PREFIX.to_vec();
-    k.extend_from_slice(region.as_bytes());
-    k.push(0);
-    k.extend_from_slice(key_id.as_bytes());
-    k
+    regional_storage_key(PREFIX, region, key_id)
 }
 
 impl Keys {
@@ -435,26 +432,16 @@ impl Keys {
     /// Keys that count against the quota: all of the account's keys in the region except those
     /// pending deletion (they are on their way out and can no longer be used).
     pub fn count(&self, region: &str, uin: u64) -> usize {
-        self.counted
-            .get(&(region.to_string(), uin))
-            .copied()
-            .unwrap_or(0)
+        self.counted.get(region, uin)
     }
 
     /// Adjusts the quota count for `k` entering (`+1`) or leaving (`-1`) the table.
     fn recount(&mut self, k: &KeyRecord, entering: bool) {
         if !counts(k) {
-            return;
-        }
-        let slot = (k.region.clone(), k.owner_uin);
-        let n = self.counted.entry(slot.clone()).or_insert(0);
-        if entering {
-            *n += 1;
+        } else if entering {
+            self.counted.add(&k.region, k.owner_uin);
         } else {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                self.counted.remove(&slot);
-            }
+            self.counted.remove(&k.region, k.owner_uin);
         }
     }
 

@@ -538,34 +538,30 @@ fn one_deletion_of_two_keys_takes_the_data_keys_of_both() {
     ];
     let mut store: std::collections::BTreeMap<Vec<u8>, Vec<u8>> =
         reg.dump().unwrap().into_iter().collect();
-    for (i, (op, at)) in (13..).zip([
+    let log: Vec<Envelope> = [
         (key::KeyOp::Disable, 1_000),
         (key::KeyOp::ScheduleDeletion { pending_days: 7 }, 1_000),
         (key::KeyOp::DeleteDue, 1_000 + 7 * 86_400),
-    ]) {
-        let e = Envelope {
-            request_id: RequestId::random(),
-            issued_at_ms: at * 1000,
-            command: Command::KeyOp {
-                region: "ap-guangzhou".into(),
-                uin: 1,
-                key_ids: ids.clone(),
-                op,
-            },
-        };
-        let (outcome, changes) = reg.apply(i, &e).unwrap();
-        assert_eq!(outcome, Outcome::Applied { index: i });
-        for c in changes {
-            match c {
-                Change::Put(k, v) => {
-                    store.insert(k, v);
-                }
-                Change::Delete(k) => {
-                    store.remove(&k);
-                }
-            }
-        }
-    }
+    ]
+    .into_iter()
+    .map(|(op, at)| Envelope {
+        request_id: RequestId::random(),
+        issued_at_ms: at * 1000,
+        command: Command::KeyOp {
+            region: "ap-guangzhou".into(),
+            uin: 1,
+            key_ids: ids.clone(),
+            op,
+        },
+    })
+    .collect();
+    let outcomes = super::model::replay(&mut reg, &mut store, &log, 13);
+    assert_eq!(
+        outcomes,
+        (13..16)
+            .map(|index| Outcome::Applied { index })
+            .collect::<Vec<_>>()
+    );
     assert!(reg.data_keys().is_empty());
     assert_eq!(reg.data_keys().count("ap-guangzhou", 1), 0);
     // The changes apply returned, replayed onto storage, reproduce the state in memory.

@@ -438,7 +438,7 @@ fn arb_log() -> impl Strategy<Value = Vec<Envelope>> {
 }
 
 /// Applies `log` to `reg`, persisting changes into `store` as the state machine would.
-fn replay(
+pub(super) fn replay(
     reg: &mut Registry,
     store: &mut std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
     log: &[Envelope],

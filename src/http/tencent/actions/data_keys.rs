@@ -213,17 +213,11 @@ pub async fn update_data_key_description(r: &Request<'_>) -> Result<Fields, ApiE
 
 pub async fn schedule_data_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> {
     no_member_account(r, "MemberAccount")?;
-    let days = r.params.u64("PendingWindowInDays")?;
-    if !(7..=30).contains(&days) {
-        return Err(ApiError::new(
-            "InvalidParameter.InvalidPendingWindowInDays",
-            "PendingWindowInDays must be between 7 and 30",
-        ));
-    }
+    let days = super::lifecycle::pending_window_days(r)?;
     let id = r.params.data_key_id("DataKeyId")?;
     let date = r
         .kms
-        .schedule_data_key_deletion(&r.scope, id.clone(), days as u32)
+        .schedule_data_key_deletion(&r.scope, id.clone(), days)
         .await?;
     Ok(fields(json!({ "DataKeyId": id, "DeletionDate": date })))
 }

@@ -60,7 +60,8 @@ pub async fn rotate_key(r: &Request<'_>) -> Result<Fields, ApiError> {
     Ok(Fields::new())
 }
 
-pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> {
+/// `PendingWindowInDays`: 7 to 30 (ScheduleKeyDeletion, ScheduleDataKeyDeletion).
+pub(super) fn pending_window_days(r: &Request<'_>) -> Result<u32, ApiError> {
     let days = r.params.u64("PendingWindowInDays")?;
     if !(7..=30).contains(&days) {
         return Err(ApiError::new(
@@ -68,10 +69,15 @@ pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> 
             "PendingWindowInDays must be between 7 and 30",
         ));
     }
+    Ok(days as u32)
+}
+
+pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, ApiError> {
+    let days = pending_window_days(r)?;
     let key_id = r.params.key_id("KeyId")?;
     let date = r
         .kms
-        .schedule_deletion(&r.scope, key_id.clone(), days as u32)
+        .schedule_deletion(&r.scope, key_id.clone(), days)
         .await?;
     Ok(fields(json!({ "KeyId": key_id, "DeletionDate": date })))
 }
