@@ -341,6 +341,17 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
     init_and_wait_for_leader(&admin, &dir, deadline + Duration::from_secs(30)).await?;
 
     let (secret_id, secret_key) = dev_credential(&dir, &admin).await?;
+    let uin = admin
+        .clone()
+        .with_timeout(Duration::from_secs(30))
+        .credentials()
+        .await?
+        .into_iter()
+        .find(|c| c.secret_id == secret_id)
+        .map(|c| c.uin)
+        .context(
+            "the dev credential is not in the cluster (remove dev.credential to make a new one)",
+        )?;
     let tls = first.tls.is_some();
     let endpoints: Vec<String> = nodes
         .iter()
@@ -368,11 +379,19 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         }
         Some(token) => format!("RAFTKMS_ADMIN_TOKEN={}\n", token.expose()),
     };
+    // The same credential in the other dialects' terms: a Huawei AK/SK with the account's
+    // project id in the first node's region, and the legacy v2 API's host:port.
     let env = zeroize::Zeroizing::new(format!(
-        "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={ca_bundle}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\n{admin_env}",
+        "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={ca_bundle}\nKMS_REGION={}\nKMS_SECRET_ID={secret_id}\nKMS_SECRET_KEY={}\n\
+         KMS_V2_ENDPOINT={}\nHWC_ENDPOINT={}\nHWC_AK={secret_id}\nHWC_SK={}\nHWC_PROJECT_ID={}\n\
+         RAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\n{admin_env}",
         endpoints.join(","),
         first.region,
         secret_key.expose(),
+        first.api_advertise(),
+        endpoints[0],
+        secret_key.expose(),
+        crate::http::huawei::project::project_id(uin, &first.region),
         first.raft_advertise(),
         first.cluster_id,
     ));
@@ -542,6 +561,9 @@ fn print_usage(
             ca.display()
         );
     }
+    println!(
+        "  # the same credential signs Tencent's legacy API (KMS_V2_ENDPOINT) and the Huawei API (HWC_*): README, \"Calling the KMS API\""
+    );
     println!("  {curl} {}/readyz", endpoints[0]);
     if regions.len() > 1 {
         println!(

@@ -480,12 +480,27 @@ enum RootKeyCmd {
     },
 }
 
+/// The API a credential is printed for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Dialect {
+    /// Tencent Cloud KMS API 3.0 (TC3-HMAC-SHA256).
+    Tencent,
+    /// Tencent's legacy KMS API v2 (`/v2/index.php`, HmacSHA1/HmacSHA256).
+    TencentV2,
+    /// Huawei Cloud KMS (SDK-HMAC-SHA256, with a project id per region).
+    Huawei,
+}
+
 #[derive(Subcommand)]
 enum CredentialCmd {
-    /// Create a SecretId/SecretKey pair for an account. The SecretKey is shown only once.
+    /// Create a SecretId/SecretKey pair for an account. The SecretKey is shown only once. One
+    /// credential signs every API: `--dialect` prints it in that API's terms (huawei: an AK/SK
+    /// and the account's project id in each region; tencent-v2: the legacy API's SecretId).
     Create {
         #[arg(long)]
         uin: u64,
+        #[arg(long, value_enum, default_value_t = Dialect::Tencent)]
+        dialect: Dialect,
     },
     /// List credentials (SecretIds only).
     List,
@@ -1052,11 +1067,36 @@ async fn root_key(target: Target, action: RootKeyCmd) -> anyhow::Result<()> {
 async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()> {
     let client = admin_client(&target)?;
     match action {
-        CredentialCmd::Create { uin } => {
+        CredentialCmd::Create { uin, dialect } => {
             let c = client.create_credential(uin).await?;
-            println!("SecretId:  {}", c.secret_id);
-            println!("SecretKey: {}", c.secret_key.expose());
-            println!("(the SecretKey is stored only wrapped by the cluster root key and cannot be shown again)");
+            match dialect {
+                Dialect::Tencent | Dialect::TencentV2 => {
+                    println!("SecretId:  {}", c.secret_id);
+                    println!("SecretKey: {}", c.secret_key.expose());
+                }
+                Dialect::Huawei => {
+                    println!("AK: {}", c.secret_id);
+                    println!("SK: {}", c.secret_key.expose());
+                    // The regions of the members (a region served only through `[[regions]]`
+                    // has a project id too: the same derivation, docs/api.md).
+                    let mut regions: Vec<String> = client
+                        .status()
+                        .await?
+                        .nodes
+                        .into_values()
+                        .map(|n| n.region)
+                        .collect();
+                    regions.sort();
+                    regions.dedup();
+                    for region in regions {
+                        println!(
+                            "project id in {region}: {}",
+                            raftkms::http::huawei::project::project_id(uin, &region)
+                        );
+                    }
+                }
+            }
+            println!("(the secret key is stored only wrapped by the cluster root key and cannot be shown again; the same pair signs requests of every API raftkms serves)");
         }
         CredentialCmd::List => {
             println!(

@@ -427,6 +427,21 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
     let cred = cli(&["credential", "create", "--uin", &uin]);
     let (id, secret) = (field(&cred, "SecretId:"), field(&cred, "SecretKey:"));
     assert!(cli(&["credential", "list"]).contains(&id));
+    // The same credential in Huawei's terms: an AK/SK and the account's project id per region.
+    let hw = cli(&["credential", "create", "--uin", &uin, "--dialect", "huawei"]);
+    let project = raftkms::http::huawei::project::project_id(uin.parse().unwrap(), "ap-guangzhou");
+    assert!(
+        hw.contains(&format!("project id in ap-guangzhou: {project}")),
+        "{hw}"
+    );
+    let hw_ak = field(&hw, "AK:");
+    assert!(hw_ak.starts_with("AKID") && cli(&["credential", "list"]).contains(&hw_ak));
+    // dev.env names the other APIs' coordinates for the dev credential.
+    assert_eq!(get("HWC_AK"), get("KMS_SECRET_ID"));
+    assert_eq!(get("HWC_SK"), get("KMS_SECRET_KEY"));
+    assert_eq!(get("HWC_ENDPOINT"), "https://127.0.0.1:24201");
+    assert_eq!(get("KMS_V2_ENDPOINT"), "127.0.0.1:24201");
+    assert_eq!(get("HWC_PROJECT_ID").len(), 32);
     let team = raftkms::client::KmsClient::new("127.0.0.1:24202", "ap-guangzhou", &id, &secret)
         .with_ca(&ca)
         .unwrap();

@@ -48,11 +48,12 @@ async fn run_suite(
     std::fs::write(
         &env_file,
         format!(
-            "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CA={}\nRAFTKMS_ADMIN_CERT={}\nRAFTKMS_ADMIN_KEY={}\n",
+            "KMS_ENDPOINTS={}\nKMS_CA_BUNDLE={}\nKMS_REGION=ap-guangzhou\nKMS_SECRET_ID={}\nKMS_SECRET_KEY={}\nHWC_PROJECT_ID={}\nRAFTKMS_NODE={}\nRAFTKMS_CLUSTER_ID={}\nRAFTKMS_CA={}\nRAFTKMS_ADMIN_CERT={}\nRAFTKMS_ADMIN_KEY={}\n",
             endpoints.join(","),
             ca_file.display(),
             cred.secret_id,
             cred.secret_key.expose(),
+            raftkms::http::huawei::project::project_id(cred.uin, "ap-guangzhou"),
             TestCluster::raft_addr(c.base_port, 1),
             c.cluster_id,
             tls.ca.display(),

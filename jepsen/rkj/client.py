@@ -244,3 +244,114 @@ class AdminError(Exception):
         super().__init__(message)
         self.status = status
         self.leader = leader
+
+
+# ---------------------------------------------------------------------- the other two dialects
+
+def _transport_reply(e, write):
+    if isinstance(e, ConnectionRefusedError):
+        return Reply("fail", "transport.refused", str(e))
+    return Reply("info" if write else "fail", "transport", str(e))
+
+
+class V2Client:
+    """Tencent's legacy KMS API (``GET /v2/index.php``, HmacSHA256) on one node, with the same
+    credential as the API 3.0 client. Codes come back as ``v2.<code>``; 6000 and 6200 leave a
+    write's effect unknown."""
+
+    INDETERMINATE = {"v2.6000", "v2.6200"}
+
+    def __init__(self, base):
+        self.base = base  # the node's KmsClient (endpoint, region, credential, TLS)
+
+    def call(self, action, params, write, timeout=None):
+        import base64
+        import random
+        import urllib.parse
+        b = self.base
+        p = dict(params)
+        p.update({"Action": action, "Nonce": str(random.randint(1, 2 ** 62)),
+                  "Timestamp": str(int(b.clock())), "SecretId": b.secret_id,
+                  "Region": b.region, "SignatureMethod": "HmacSHA256"})
+        signed = "&".join("%s=%s" % (k.replace("_", "."), p[k])
+                          for k in sorted(p, key=lambda k: k.replace("_", ".")))
+        msg = "GET%s/v2/index.php?%s" % (b.endpoint, signed)
+        p["Signature"] = base64.b64encode(
+            hmac.new(b.secret_key.encode(), msg.encode(), hashlib.sha256).digest()).decode()
+        conn = _connection(b.endpoint, b.tls, timeout or b.timeout)
+        try:
+            conn.request("GET", "/v2/index.php?" + urllib.parse.urlencode(p))
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            return _transport_reply(e, write)
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(data)
+            code = int(doc["code"])
+        except (ValueError, KeyError, TypeError):
+            return Reply("info" if write else "fail", "http.%d" % resp.status, data[:200].decode("utf-8", "replace"))
+        request_id = doc.get("requestId")
+        if code != 0:
+            c = "v2.%d" % code
+            _note_call(request_id, b.endpoint, action, c)
+            kind = "info" if (write and c in self.INDETERMINATE) else "fail"
+            return Reply(kind, c, doc.get("message", ""), request_id=request_id)
+        _note_call(request_id, b.endpoint, action, None)
+        return Reply("ok", fields=doc, request_id=request_id)
+
+
+def huawei_project_id(uin, region):
+    """The account's Huawei project id in ``region`` (src/http/huawei/project.rs)."""
+    h = hashlib.sha256(b"raftkms huawei project id v1\0" + str(uin).encode() + b"\0" + region.encode())
+    return h.hexdigest()[:32]
+
+
+class HuaweiClient:
+    """The Huawei Cloud KMS API (``POST /v1.0/{project}/kms/<verb>``, SDK-HMAC-SHA256) on one
+    node. Codes are Huawei's (``KMS.0209``); HTTP 5xx leaves a write's effect unknown."""
+
+    def __init__(self, base, uin):
+        self.base = base
+        self.project = huawei_project_id(uin, base.region)
+
+    def call(self, verb, body, write, timeout=None):
+        b = self.base
+        path = "/v1.0/%s/kms/%s" % (self.project, verb)
+        data = json.dumps(body).encode()
+        date = datetime.datetime.fromtimestamp(int(b.clock()), datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        headers = {"content-type": "application/json;charset=utf-8", "host": b.endpoint,
+                   "x-project-id": self.project, "x-sdk-date": date}
+        names = sorted(headers)
+        canonical = "POST\n%s/\n\n%s\n%s\n%s" % (
+            path, "".join("%s:%s\n" % (n, headers[n]) for n in names), ";".join(names),
+            hashlib.sha256(data).hexdigest())
+        to_sign = "SDK-HMAC-SHA256\n%s\n%s" % (date, hashlib.sha256(canonical.encode()).hexdigest())
+        sig = hmac.new(b.secret_key.encode(), to_sign.encode(), hashlib.sha256).hexdigest()
+        headers["authorization"] = "SDK-HMAC-SHA256 Access=%s, SignedHeaders=%s, Signature=%s" % (
+            b.secret_id, ";".join(names), sig)
+        conn = _connection(b.endpoint, b.tls, timeout or b.timeout)
+        try:
+            conn.request("POST", path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            status = resp.status
+            request_id = resp.getheader("x-request-id")
+        except (OSError, http.client.HTTPException) as e:
+            return _transport_reply(e, write)
+        finally:
+            conn.close()
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return Reply("info" if write else "fail", "http.%d" % status, raw[:200].decode("utf-8", "replace"))
+        if status >= 400:
+            err = doc.get("error", doc) if isinstance(doc, dict) else {}
+            code = err.get("error_code", "http.%d" % status) if isinstance(err, dict) else "http.%d" % status
+            _note_call(request_id, b.endpoint, verb, code)
+            kind = "info" if (write and status >= 500) else "fail"
+            return Reply(kind, code, err.get("error_msg", "") if isinstance(err, dict) else "",
+                         request_id=request_id)
+        _note_call(request_id, b.endpoint, verb, None)
+        return Reply("ok", fields=doc, request_id=request_id)

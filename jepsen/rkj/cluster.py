@@ -235,6 +235,7 @@ class Cluster:
         self.api_tls = None  # client contexts (rkj/client.py), made with the certificates
         self.admin_tls = None
         self.secret_id = None
+        self.uin = None
         self.secret_key = None
         self.proxies = {}
         self.lock = threading.RLock()
@@ -1045,6 +1046,7 @@ class Cluster:
         acct = admin.request("POST", "/admin/accounts", {"name": "jepsen"})
         cred = admin.request("POST", "/admin/credentials", {"uin": acct["uin"]})
         self.secret_id, self.secret_key = cred["secret_id"], cred["secret_key"]
+        self.uin = acct["uin"]
 
     def digests(self, timeout=2.0):
         out = {}

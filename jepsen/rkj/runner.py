@@ -63,6 +63,7 @@ QUICK = [
     ("policy", "partition", 30),
     ("crypto", "root-rotate-kill", 30),
     ("lease", "lease-faults", 35),
+    ("dialects", "kill", 25),
 ]
 
 # Planted bugs and the schedule that catches each (see jepsen/README.md).
@@ -402,7 +403,7 @@ def main(argv=None):
     p.add_argument("--nemesis", choices=sorted(NEMESES), default="mix")
     p.add_argument("--time", type=int, default=40, help="seconds of operations per run")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="the CI tier (14 runs)")
+    p.add_argument("--quick", action="store_true", help="the CI tier (15 runs)")
     p.add_argument("--matrix", action="store_true",
                    help="every workload x every nemesis (nightly), --runs times each")
     p.add_argument("--workloads", default=None,

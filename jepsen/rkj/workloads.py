@@ -15,7 +15,7 @@ import time
 import uuid
 
 from . import checkers
-from .client import KmsClient, _connection
+from .client import HuaweiClient, KmsClient, V2Client, _connection
 
 MAX_OPS_PER_REGISTER_KEY = 120  # keeps each key's linearizability search small
 
@@ -327,6 +327,89 @@ class LeaseRegister(Register):
         served = sum(v for v in self.holder_reads.values() if isinstance(v, float))
         out["leased-reads"] = {"valid": True if served > 0 else None,
                                "holder_reads": self.holder_reads}
+        return out
+
+
+class Dialects(Register):
+    """The register over three APIs at once: each op goes through API 3.0, the legacy v2 API or
+    the Huawei API, chosen at random, on the same keys (disable through one, encrypt or describe
+    through another). The same checkers: every read linearizable whichever API made the write,
+    and no Encrypt succeeds after an acknowledged DisableKey through any API."""
+
+    name = "dialects"
+    DIALECTS = ("tencent", "v2", "huawei")
+
+    def next_op(self, rng):
+        f, value = super().next_op(rng)
+        # The legacy API cannot change a description, nor read stale.
+        choices = [d for d in self.DIALECTS if not (d == "v2" and f == "set-desc")]
+        value["via"] = rng.choice(choices)
+        return f, value
+
+    def invoke(self, client, f, value):
+        via = value.get("via", "tencent")
+        if via == "tencent":
+            return super().invoke(client, f, value)
+        key = value["key"]
+        if via == "v2":
+            c = V2Client(client)
+            if f in ("enable", "disable"):
+                r = c.call("EnableKey" if f == "enable" else "DisableKey", {"keyId": key}, write=True)
+                return r.kind, None, r.code
+            if f == "describe":
+                r = c.call("GetKeyAttributes", {"keyId": key}, write=False)
+                if r.kind != "ok":
+                    return "fail", None, r.code
+                m = r.fields.get("keyMetadata") or {}
+                res = {"enabled": m.get("keyState") == "Enabled", "desc": m.get("description", "")}
+                if m.get("keyState") not in ("Enabled", "Disabled"):
+                    res["state"] = m.get("keyState")
+                return "ok", res, None
+            if f == "encrypt":
+                r = c.call("Encrypt", {"keyId": key, "plaintext": b64(b"register")}, write=False)
+                if r.kind == "ok":
+                    return "ok", {"enabled": True}, None
+                if r.code == "v2.4550":
+                    return "ok", {"enabled": False}, None
+                return "fail", None, r.code
+        if via == "huawei":
+            c = HuaweiClient(client, self.ctx.cluster.uin)
+            if f in ("enable", "disable"):
+                r = c.call("enable-key" if f == "enable" else "disable-key", {"key_id": key}, write=True)
+                # "Already enabled" / "already disabled": a definite no-op, which the register
+                # checker reads as a write that did not happen.
+                return r.kind, None, r.code
+            if f == "set-desc":
+                r = c.call("update-key-description", {"key_id": key, "key_description": value["desc"]},
+                           write=True)
+                return r.kind, None, r.code
+            if f == "describe":
+                r = c.call("describe-key", {"key_id": key}, write=False)
+                if r.kind != "ok":
+                    return "fail", None, r.code
+                m = r.fields.get("key_info") or {}
+                res = {"enabled": m.get("key_state") == "2", "desc": m.get("key_description", "")}
+                if m.get("key_state") not in ("2", "3"):
+                    res["state"] = m.get("key_state")
+                return "ok", res, None
+            if f == "encrypt":
+                r = c.call("encrypt-data", {"key_id": key, "plain_text": "register"}, write=False)
+                if r.kind == "ok":
+                    return "ok", {"enabled": True}, None
+                if r.code == "KMS.0209":
+                    return "ok", {"enabled": False}, None
+                return "fail", None, r.code
+        raise ValueError((via, f))
+
+    def check(self, ops):
+        out = super().check(ops)
+        # A run in which one API was never answered cannot pass as a three-API test.
+        answered = {}
+        for op in ops:
+            if op.type == "ok" and isinstance(op.value, dict) and op.value.get("via"):
+                answered[op.value["via"]] = answered.get(op.value["via"], 0) + 1
+        out["every-api-answered"] = {"valid": True if all(answered.get(d) for d in self.DIALECTS) else None,
+                                     "ok_ops_per_api": answered}
         return out
 
 
@@ -767,4 +850,5 @@ class Policy(Workload):
         return {"policy-revocation": checkers.check_policy_revocation(ops)}
 
 
-WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, LeaseRegister, Crypto, Deletion, Policy)}
+WORKLOADS = {w.name: w for w in (KeySet, Register, StaleMinority, LeaseRegister, Dialects, Crypto, Deletion,
+                                  Policy)}

@@ -14,6 +14,11 @@ PINNED=(
     # LookUpEvents (the audit trail's query) through CloudAudit's own client.
     "tencentcloud-sdk-python-cloudaudit==3.1.39"
     "tccli==3.1.189.1"
+    # The legacy KMS API (v2) through Tencent's legacy SDK (module `kms`, HTTPS only).
+    "qcloudapi-sdk-python==2.0.15"
+    # The Huawei Cloud KMS API through Huawei's SDK.
+    "huaweicloudsdkkms==3.1.219"
+    "huaweicloudsdkcore==3.1.219"
     "pytest==9.2.0"
 )
 
@@ -62,6 +67,8 @@ for var in KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY; do
     fi
 done
 export KMS_ENDPOINTS KMS_REGION KMS_SECRET_ID KMS_SECRET_KEY
+# The Huawei project id of the credential's account in KMS_REGION (raftkms dev writes it).
+export HWC_PROJECT_ID="${HWC_PROJECT_ID:-}"
 # The cluster CA, for https:// endpoints (raftkms dev writes it into dev.env).
 export KMS_CA_BUNDLE="${KMS_CA_BUNDLE:-}"
 

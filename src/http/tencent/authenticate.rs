@@ -10,14 +10,10 @@ use serde_json::{Map, Value};
 
 use super::error_code::ApiError;
 use super::params::Params;
-use super::{query, tc3, Request, MAX_BODY, VERSION};
+use super::{query, tc3, Request, VERSION};
 use crate::config::Consistency;
 use crate::kms::{Caller, Kms, RequestInfo};
 use crate::wire::CONSISTENCY_HEADER;
-
-/// How much of an oversized body is still read, so the client receives the error envelope
-/// instead of a broken connection.
-const DRAIN_LIMIT: usize = 16 << 20;
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -160,32 +156,17 @@ fn consistency(kms: &Kms, headers: &HeaderMap) -> Result<Consistency, ApiError> 
 }
 
 /// Reads the body, keeping at most `MAX_BODY` bytes.
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    use futures::StreamExt;
-    let mut stream = body.into_data_stream();
-    let mut kept = Vec::new();
-    let mut total = 0usize;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                "InvalidParameter",
-                format!("cannot read the request body: {e}"),
-            )
-        })?;
-        total += chunk.len();
-        if total <= MAX_BODY {
-            kept.extend_from_slice(&chunk);
-        } else if total > DRAIN_LIMIT {
-            break;
-        }
-    }
-    if total > MAX_BODY {
-        return Err(ApiError::new(
-            "RequestSizeLimitExceeded",
-            format!("the request body exceeds {MAX_BODY} bytes"),
-        ));
-    }
-    Ok(kept.into())
+pub(super) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    crate::http::body::read_bounded(body)
+        .await
+        .map_err(|e| match e {
+            crate::http::body::BodyError::Read(_) => {
+                ApiError::new("InvalidParameter", e.to_string())
+            }
+            crate::http::body::BodyError::TooLarge => {
+                ApiError::new("RequestSizeLimitExceeded", e.to_string())
+            }
+        })
 }
 
 /// Checks the TC3 signature with the credential's secret key; the caller it names.

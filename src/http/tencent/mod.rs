@@ -1,6 +1,7 @@
 //! The Tencent Cloud KMS API 3.0 dialect (`POST /` with TC3 signatures, and the query-string
 //! form on `GET /`): authentication, parameters, the `{"Response": …}` envelope and the error
-//! codes, over the dialect-neutral KMS core. Each action's adapter is in [`actions`].
+//! codes, over the dialect-neutral KMS core. Each action's adapter is in [`actions`]. The legacy
+//! API (v2, `/v2/index.php`) is [`v2`], over the same core and the same parameter helpers.
 
 pub mod actions;
 mod authenticate;
@@ -10,13 +11,14 @@ pub mod params;
 /// Public only so that `tests/fuzz_parsers.rs` can reach [`query::unflatten`] (untrusted input).
 pub mod query;
 pub mod tc3;
+pub mod v2;
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, Method, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 
 use crate::config::Consistency;
@@ -26,7 +28,7 @@ use error_code::ApiError;
 use params::Params;
 
 /// Largest accepted request body.
-pub const MAX_BODY: usize = 1 << 20;
+pub const MAX_BODY: usize = crate::http::body::MAX_BODY;
 /// The only API version served.
 pub const VERSION: &str = "2019-01-18";
 
@@ -49,13 +51,7 @@ pub async fn serve(
     body: Body,
 ) -> Response {
     let source = connect.map(|Extension(ConnectInfo(a))| a);
-    match tokio::spawn(serve_request(kms, source, method, uri, headers, body)).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::error!(error = %e, "a request's task failed");
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
-    }
+    crate::http::in_own_task(serve_request(kms, source, method, uri, headers, body)).await
 }
 
 async fn serve_request(
@@ -85,9 +81,14 @@ async fn serve_request(
             Err(e) => (Err(e), None),
         };
     let named = format!("{}:{action}", authenticate::service_of(&action).0);
+    // Without a scope the record names the SecretId the request claimed (unverified).
+    let claimed = scope
+        .is_none()
+        .then(|| authenticate::claimed_secret_id(&headers))
+        .flatten();
     let finished = |error_code| Finished {
         scope: scope.as_ref(),
-        claimed_secret_id: None,
+        claimed_secret_id: claimed.as_deref(),
         dialect: "tencent",
         action: &named,
         request_id: &request_id,
@@ -95,22 +96,7 @@ async fn serve_request(
         source,
         started,
     };
-    let result = match result {
-        // The answer leaves only once the request is on the record.
-        Ok(fields) => match kms.finish(finished(None)).await {
-            Ok(()) => Ok(fields),
-            Err(e) => Err(ApiError::from(e)),
-        },
-        Err(e) => {
-            let mut f = finished(Some(e.code));
-            let claimed = authenticate::claimed_secret_id(&headers);
-            f.claimed_secret_id = claimed.as_deref();
-            match kms.finish(f).await {
-                Ok(()) => Err(e),
-                Err(audit) => Err(ApiError::from(audit)),
-            }
-        }
-    };
+    let result = crate::http::recorded(&kms, result, |e: &ApiError| e.code, finished).await;
     match result {
         Ok(fields) => {
             let mut resp = envelope::success(fields, &request_id);

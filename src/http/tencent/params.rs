@@ -37,6 +37,16 @@ fn check_uuid(name: &str, id: &str, code: &'static str, what: &str) -> Result<()
     ))
 }
 
+/// The canonical form of an encryption context given as the text of a JSON object: re-serialized
+/// with sorted keys and no whitespace, so semantically equal contexts authenticate equally (and a
+/// ciphertext made through one Tencent dialect opens through the other). `None`: not an object.
+pub fn canonical_context(text: &str) -> Option<Vec<u8>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Some(v.to_string().into_bytes()),
+        _ => None,
+    }
+}
+
 /// The parameters of one request (the JSON body object).
 pub struct Params(pub Map<String, Value>);
 

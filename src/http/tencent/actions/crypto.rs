@@ -6,6 +6,7 @@ use super::{fields, ApiError, Fields, Request};
 use crate::crypto::recipient::{Recipient, RecipientAlgorithm};
 use crate::crypto::Secret;
 use crate::http::tencent::params::b64;
+use crate::http::tencent::params::canonical_context;
 use crate::kms::crypto::ReEncrypt;
 use crate::kms::data_keys::NewDataKey;
 use crate::kms::KmsError;
@@ -29,13 +30,9 @@ fn context(r: &Request<'_>, name: &str) -> Result<Vec<u8>, ApiError> {
             format!("must be at most {MAX_CONTEXT} characters"),
         ));
     }
-    match serde_json::from_str::<serde_json::Value>(&text) {
-        Ok(v @ serde_json::Value::Object(_)) => Ok(v.to_string().into_bytes()),
-        _ => Err(ApiError::invalid(
-            name,
-            "must be a JSON object, e.g. {\"purpose\":\"backup\"}",
-        )),
-    }
+    canonical_context(&text).ok_or_else(|| {
+        ApiError::invalid(name, "must be a JSON object, e.g. {\"purpose\":\"backup\"}")
+    })
 }
 
 /// `EncryptionPublicKey` and `EncryptionAlgorithm` (default `SM2`): the public key a returned
