@@ -254,6 +254,15 @@ def _transport_reply(e, write):
     return Reply("info" if write else "fail", "transport", str(e))
 
 
+# The API 3.0 action each legacy action and Huawei verb is authorized and audited as.
+V2_AUDITED_AS = {"CreateKey": "CreateKey", "ListKey": "ListKeys", "GetKeyAttributes": "DescribeKey",
+                 "SetKeyAttributes": "UpdateAlias", "EnableKey": "EnableKey", "DisableKey": "DisableKey",
+                 "Encrypt": "Encrypt", "Decrypt": "Decrypt", "GenerateDataKey": "GenerateDataKey"}
+HUAWEI_AUDITED_AS = {"create-key": "CreateKey", "describe-key": "DescribeKey", "enable-key": "EnableKey",
+                     "disable-key": "DisableKey", "update-key-description": "UpdateKeyDescription",
+                     "encrypt-data": "Encrypt", "decrypt-data": "Decrypt"}
+
+
 class V2Client:
     """Tencent's legacy KMS API (``GET /v2/index.php``, HmacSHA256) on one node, with the same
     credential as the API 3.0 client. Codes come back as ``v2.<code>``; 6000 and 6200 leave a
@@ -293,12 +302,14 @@ class V2Client:
         except (ValueError, KeyError, TypeError):
             return Reply("info" if write else "fail", "http.%d" % resp.status, data[:200].decode("utf-8", "replace"))
         request_id = doc.get("requestId")
+        audited = V2_AUDITED_AS.get(action, action)
         if code != 0:
             c = "v2.%d" % code
-            _note_call(request_id, b.endpoint, action, c)
+            # The node's audit record holds the codeDesc the answer carries.
+            _note_call(request_id, b.endpoint, audited, doc.get("codeDesc"))
             kind = "info" if (write and c in self.INDETERMINATE) else "fail"
             return Reply(kind, c, doc.get("message", ""), request_id=request_id)
-        _note_call(request_id, b.endpoint, action, None)
+        _note_call(request_id, b.endpoint, audited, None)
         return Reply("ok", fields=doc, request_id=request_id)
 
 
@@ -349,9 +360,9 @@ class HuaweiClient:
         if status >= 400:
             err = doc.get("error", doc) if isinstance(doc, dict) else {}
             code = err.get("error_code", "http.%d" % status) if isinstance(err, dict) else "http.%d" % status
-            _note_call(request_id, b.endpoint, verb, code)
+            _note_call(request_id, b.endpoint, HUAWEI_AUDITED_AS.get(verb, verb), code)
             kind = "info" if (write and status >= 500) else "fail"
             return Reply(kind, code, err.get("error_msg", "") if isinstance(err, dict) else "",
                          request_id=request_id)
-        _note_call(request_id, b.endpoint, verb, None)
+        _note_call(request_id, b.endpoint, HUAWEI_AUDITED_AS.get(verb, verb), None)
         return Reply("ok", fields=doc, request_id=request_id)

@@ -99,7 +99,14 @@ async fn serve_request(
         source,
         started,
     };
-    let result = crate::http::recorded(kms, result, |e: &ApiError| e.code, finished).await;
+    // The record's result is the `codeDesc` the client receives ("Success" when it succeeded).
+    let result = crate::http::recorded(
+        kms,
+        result,
+        |e: &ApiError| reply::v2_code(e.code).desc,
+        finished,
+    )
+    .await;
     match result {
         Ok(fields) => reply::success(fields, &request_id),
         Err(e) => {
