@@ -1077,15 +1077,16 @@ async fn credential(target: Target, action: CredentialCmd) -> anyhow::Result<()>
                 Dialect::Huawei => {
                     println!("AK: {}", c.secret_id);
                     println!("SK: {}", c.secret_key.expose());
+                    // Printed before anything else can fail: the SK cannot be shown again.
                     // The regions of the members (a region served only through `[[regions]]`
                     // has a project id too: the same derivation, docs/api.md).
-                    let mut regions: Vec<String> = client
-                        .status()
-                        .await?
-                        .nodes
-                        .into_values()
-                        .map(|n| n.region)
-                        .collect();
+                    let mut regions: Vec<String> = match client.status().await {
+                        Ok(s) => s.nodes.into_values().map(|n| n.region).collect(),
+                        Err(e) => {
+                            eprintln!("cannot list the cluster's regions for the project ids: {e}");
+                            Vec::new()
+                        }
+                    };
                     regions.sort();
                     regions.dedup();
                     for region in regions {

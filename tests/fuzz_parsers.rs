@@ -315,6 +315,107 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 1b. The other two dialects' signatures (Huawei SDK-HMAC-SHA256, the legacy v2 HMAC)
+// ---------------------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config(20_000))]
+
+    #[test]
+    fn fuzz_huawei_signature(
+        path in "(/[a-zA-Z0-9%_.~ +&=-]{0,12}){1,5}",
+        query in "[a-z0-9=&%+]{0,30}",
+        body in vec(any::<u8>(), 0..200),
+        key in "[a-zA-Z0-9]{1,40}",
+        junk in ".{0,200}",
+        date in "[0-9T Z]{0,20}",
+        edits in mutations(),
+    ) {
+        use raftkms::http::huawei::sign as hw;
+        // Arbitrary text never panics; what parses names a key and signs host and date.
+        if let Ok(a) = hw::parse_authorization(&junk) {
+            prop_assert!(!a.access_key.is_empty() && a.signature.len() == 64);
+            prop_assert!(a.signed_headers.iter().any(|h| h == "host"));
+        }
+        if let Some(t) = hw::parse_sdk_date(&date) {
+            prop_assert!(date.len() == 16 && t < 253_402_300_800);
+        }
+        let uri = hw::canonical_uri(&path);
+        prop_assert!(uri.ends_with('/') && uri.starts_with('/'));
+        let _ = hw::canonical_query(&query);
+        // A signature we make verifies; a changed body, path or key does not.
+        let headers = |n: &str| match n {
+            "host" => Some("127.0.0.1:1".to_string()),
+            "x-sdk-date" => Some("20261206T000000Z".to_string()),
+            _ => None,
+        };
+        let mut auth = hw::Authorization {
+            access_key: "AK".into(),
+            signed_headers: vec!["host".into(), "x-sdk-date".into()],
+            signature: String::new(),
+        };
+        let req = hw::SignedRequest { method: "POST", raw_path: &path, raw_query: &query, header: &headers, body: &body };
+        let to_sign = hw::string_to_sign(&auth, &req, "20261206T000000Z").unwrap();
+        auth.signature = hw::sign(key.as_bytes(), &to_sign);
+        prop_assert!(hw::verify(&auth, &req, "20261206T000000Z", key.as_bytes()));
+        let mut other = body.clone();
+        other.push(1);
+        let other_body = hw::SignedRequest { body: &other, ..req };
+        let verified = hw::verify(&auth, &other_body, "20261206T000000Z", key.as_bytes());
+        prop_assert!(!verified);
+        let longer = format!("{path}/x");
+        let other_path = hw::SignedRequest { raw_path: &longer, ..req };
+        let verified = hw::verify(&auth, &other_path, "20261206T000000Z", key.as_bytes());
+        prop_assert!(!verified);
+        let verified = hw::verify(&auth, &req, "20261206T000001Z", key.as_bytes());
+        prop_assert!(!verified);
+        let other_key = format!("{key}x");
+        let verified = hw::verify(&auth, &req, "20261206T000000Z", other_key.as_bytes());
+        prop_assert!(!verified);
+        // The rendered header, mutated: parses only to itself or to something that fails.
+        let header = format!(
+            "SDK-HMAC-SHA256 Access={}, SignedHeaders={}, Signature={}",
+            auth.access_key, auth.signed_headers.join(";"), auth.signature
+        );
+        let parsed = hw::parse_authorization(&header);
+        prop_assert_eq!(parsed.as_ref(), Ok(&auth));
+        let mutated = String::from_utf8_lossy(&apply(header.as_bytes(), &edits)).into_owned();
+        if let Ok(a) = hw::parse_authorization(&mutated) {
+            if hw::verify(&a, &req, "20261206T000000Z", key.as_bytes()) {
+                prop_assert_eq!(&a.signature, &auth.signature);
+            }
+        }
+        assert_allocations_bounded();
+    }
+
+    #[test]
+    fn fuzz_legacy_v2_signature(
+        params in btree_map("[a-zA-Z_.]{1,8}", "[ -%'-~]{0,20}", 0..12),
+        key in "[a-zA-Z0-9]{1,40}",
+        which in any::<prop::sample::Index>(),
+    ) {
+        use raftkms::http::tencent::v2::sign as v2;
+        let pairs: Vec<(String, String)> = params.clone().into_iter().collect();
+        for method in [v2::Method::HmacSha1, v2::Method::HmacSha256] {
+            let s = v2::string_to_sign("GET", "h:1", "/v2/index.php", &pairs);
+            let sig = v2::sign(method, key.as_bytes(), &s);
+            prop_assert!(v2::verify(method, key.as_bytes(), &s, &sig));
+            // Any changed value changes the string, so the signature no longer matches.
+            if !pairs.is_empty() {
+                let mut changed = pairs.clone();
+                let i = which.index(changed.len());
+                changed[i].1.push('x');
+                let s2 = v2::string_to_sign("GET", "h:1", "/v2/index.php", &changed);
+                prop_assert!(!v2::verify(method, key.as_bytes(), &s2, &sig));
+            }
+            let other_host = v2::string_to_sign("GET", "h:2", "/v2/index.php", &pairs);
+            prop_assert!(!v2::verify(method, key.as_bytes(), &other_host, &sig));
+        }
+        assert_allocations_bounded();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // 2. The query-string form
 // ---------------------------------------------------------------------------------------------
 

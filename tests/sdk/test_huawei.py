@@ -85,6 +85,12 @@ def hw_key(hws, client):
                 pass
 
 
+def rotated(items, node):
+    """The per-node list with node ``node`` first (each served operation runs on every node)."""
+    items = list(items)
+    return items[node:] + items[:node]
+
+
 def describe(hw, key_id):
     return op(hw, "list_key_detail", "ListKeyDetailRequest", "OperateKeyRequestBody", key_id=key_id).key_info
 
@@ -128,6 +134,12 @@ def test_key_lifecycle_on_every_node(cluster, hws, clients, hw_key):
         e = hw_error(op, hw, "delete_key", "DeleteKeyRequest", "ScheduleKeyDeletionRequestBody",
                      key_id=key_id, pending_days="31")
         assert e.error_code == "KMS.1401"
+        # An enabled key must be disabled first (one rule for every API: docs/api.md §7).
+        e = hw_error(op, hw, "delete_key", "DeleteKeyRequest", "ScheduleKeyDeletionRequestBody",
+                     key_id=key_id, pending_days="7")
+        assert e.error_code == "KMS.0308" and "disable" in e.error_msg
+        assert describe(hw, key_id).key_state == "2"
+        op(hw, "disable_key", "DisableKeyRequest", "OperateKeyRequestBody", key_id=key_id)
         r = op(hw, "delete_key", "DeleteKeyRequest", "ScheduleKeyDeletionRequestBody",
                key_id=key_id, pending_days="7")
         assert (r.key_id, r.key_state) == (key_id, "4")
@@ -142,7 +154,9 @@ def test_key_lifecycle_on_every_node(cluster, hws, clients, hw_key):
         assert e.error_code == "KMS.1501"
 
 
-def test_crypto_across_dialects(hws, clients, hw_key, new_key):
+@pytest.mark.parametrize("node", [0, 1, 2])
+def test_crypto_across_dialects(hws, clients, hw_key, new_key, node):
+    hws, clients = rotated(hws, node), rotated(clients, node)
     key_id = hw_key()
     for i, hw in enumerate(hws):
         c = op(hw, "encrypt_data", "EncryptDataRequest", "EncryptDataRequestBody",
@@ -210,7 +224,9 @@ def test_disabling_through_tencent_is_seen_by_huawei_at_once(hws, clients, hw_ke
     kmstest.encrypt(clients[0], key_id, b"works again")
 
 
-def test_rotation(hws, hw_key):
+@pytest.mark.parametrize("node", [0, 1, 2])
+def test_rotation(hws, hw_key, node):
+    hws = rotated(hws, node)
     key_id = hw_key()
     hw = hws[1]
     s = op(hw, "show_key_rotation_status", "ShowKeyRotationStatusRequest", "OperateKeyRequestBody", key_id=key_id)
@@ -243,7 +259,9 @@ def openssl(args, data):
     return out.stdout
 
 
-def test_asymmetric_sign_verify_and_encrypt(hws, hw_key):
+@pytest.mark.parametrize("node", [0, 1, 2])
+def test_asymmetric_sign_verify_and_encrypt(hws, hw_key, node):
+    hws = rotated(hws, node)
     key_id = hw_key(key_spec="EC_P256", key_usage="SIGN_VERIFY")
     d = describe(hws[1], key_id)
     assert (d.key_spec, d.key_usage, d.key_type) == ("EC_P256", "SIGN_VERIFY", "2")
@@ -281,7 +299,9 @@ def test_asymmetric_sign_verify_and_encrypt(hws, hw_key):
     assert p.plain_text == "rsa secret"
 
 
-def test_bring_your_own_key(hws, hw_key):
+@pytest.mark.parametrize("node", [0, 1, 2])
+def test_bring_your_own_key(hws, hw_key, node):
+    hws = rotated(hws, node)
     key_id = hw_key(origin="external")
     assert describe(hws[0], key_id).key_state == "5"
     params = op(hws[1], "create_parameters_for_import", "CreateParametersForImportRequest",
@@ -306,7 +326,9 @@ def test_bring_your_own_key(hws, hw_key):
     assert describe(hws[2], key_id).key_state == "5"
 
 
-def test_tags_and_quotas(hws, hw_key):
+@pytest.mark.parametrize("node", [0, 1, 2])
+def test_tags_and_quotas(hws, hw_key, node):
+    hws = rotated(hws, node)
     key_id = hw_key()
     hws[0].create_kms_tag(m.CreateKmsTagRequest(
         key_id=key_id, body=m.CreateKmsTagRequestBody(tag=m.TagItem(key="team", value="payments"))))
@@ -323,6 +345,25 @@ def test_tags_and_quotas(hws, hw_key):
         key_id=key_id, body=m.BatchCreateKmsTagsRequestBody(action="delete", tags=[m.TagItem(key="env", value="")])))
     t = hws[2].show_kms_tags(m.ShowKmsTagsRequest(key_id=key_id))
     assert [(x.key, x.value) for x in t.tags] == [("team", "payments")] and t.exist_tags_num == 1
+
+    # Tag search across keys: every tag key in use, and keys found by tags.
+    listed = {t.key: t.values for t in hws[1].list_kms_tags(m.ListKmsTagsRequest()).tags}
+    assert "payments" in listed["team"]
+    found = hws[2].list_kms_by_tags(m.ListKmsByTagsRequest(
+        resource_instances="resource_instances", body=m.ListKmsByTagsRequestBody(
+            action="filter", limit="1000", offset="0", tags=[m.Tag(key="team", values=["payments"])])))
+    ids = [x.resource_id for x in found.resources]
+    assert key_id in ids and found.total_count == len(ids)
+    mine = [x for x in found.resources if x.resource_id == key_id][0]
+    assert mine.resource_detail.key_id == key_id and [(t.key, t.value) for t in mine.tags] == [("team", "payments")]
+    count = hws[0].list_kms_by_tags(m.ListKmsByTagsRequest(
+        resource_instances="resource_instances", body=m.ListKmsByTagsRequestBody(
+            action="count", tags=[m.Tag(key="team", values=["payments"])])))
+    assert count.total_count == found.total_count
+    none = hws[0].list_kms_by_tags(m.ListKmsByTagsRequest(
+        resource_instances="resource_instances", body=m.ListKmsByTagsRequestBody(
+            action="filter", tags=[m.Tag(key="team", values=["nobody-" + kmstest.unique_alias("x")])])))
+    assert none.total_count == 0 and none.resources == []
 
     n = hws[0].show_user_instances(m.ShowUserInstancesRequest()).instance_num
     assert isinstance(n, int) and n >= 1
@@ -391,8 +432,86 @@ def test_bad_requests_get_huawei_errors_and_change_nothing(cluster, hws, project
     r = signed_raw(cluster, project_id, "POST", path, b"{not json")
     assert r.status_code == 400 and r.json()["error"]["error_code"] == "KMS.0202", r.text
     assert r.headers.get("X-Request-Id")
-    # The signed request itself works, once: nothing above changed the key.
+    # Nothing above changed the key, and a well-formed request signed the same way works.
     after = describe(hws[0], key_id)
     assert (after.key_state, after.key_alias) == (before.key_state, before.key_alias) == ("2", before.key_alias)
     r = signed_raw(cluster, project_id, "POST", path, body)
     assert r.status_code == 200 and r.json()["key_info"]["key_state"] == "3", r.text
+
+
+def huawei_project_id(uin, region):
+    """The derivation of src/http/huawei/project.rs."""
+    h = hashlib.sha256(b"raftkms huawei project id v1\0" + str(uin).encode() + b"\0" + region.encode())
+    return h.hexdigest()[:32]
+
+
+def test_policies_and_default_keys_bind_every_api(cluster, monkeypatch):
+    """A sub-user's policies govern the Huawei and legacy APIs under the API 3.0 action names, and
+    the keys a cloud product's service role creates are Huawei's default keys."""
+    from test_policies import Account
+    from test_legacy_v2 import v2 as v2_service, call as v2_call
+
+    monkeypatch.setenv("SSL_CERT_FILE", cluster.ca_bundle)  # the legacy SDK's only CA setting
+
+    account = Account(cluster)
+    project = huawei_project_id(account.uin, cluster.region)
+    key_id = account.key()
+    cred, _ = account.identity("user", "hw-reader")
+    account.policy("read-encrypt", {"effect": "allow", "action": ["kms:DescribeKey", "kms:Encrypt"],
+                                    "resource": "*"})
+    account.attach("user", "hw-reader", "read-encrypt")
+    # Symmetric Decrypt does not cover a private-key decryption: that is AsymmetricRsaDecrypt.
+    rsa = kmstest.call(account.root[0], "CreateKey", Alias=kmstest.unique_alias("iamrsa"),
+                       KeyUsage="ASYMMETRIC_DECRYPT_RSA_2048").KeyId
+    dcred, _ = account.identity("user", "hw-decrypter")
+    account.policy("sym-decrypt", {"effect": "allow", "action": ["kms:Decrypt", "kms:GetPublicKey"],
+                                   "resource": "*"})
+    account.attach("user", "hw-decrypter", "sym-decrypt")
+    dec = hw_client(cluster, cluster.endpoints[1], project, ak=dcred["secret_id"], sk=dcred["secret_key"])
+    c = op(dec, "encrypt_data", "EncryptDataRequest", "EncryptDataRequestBody", key_id=rsa,
+           plain_text="for the private key", encryption_algorithm="RSAES_OAEP_SHA_256")
+    e = hw_error(op, dec, "decrypt_data", "DecryptDataRequest", "DecryptDataRequestBody", key_id=rsa,
+                 cipher_text=c.cipher_text, encryption_algorithm="RSAES_OAEP_SHA_256")
+    assert (e.status_code, e.error_code) == (403, "KMS.0307"), e
+    account.policy("rsa-decrypt", {"effect": "allow", "action": "kms:AsymmetricRsaDecrypt", "resource": "*"})
+    account.attach("user", "hw-decrypter", "rsa-decrypt")
+    p = op(dec, "decrypt_data", "DecryptDataRequest", "DecryptDataRequestBody", key_id=rsa,
+           cipher_text=c.cipher_text, encryption_algorithm="RSAES_OAEP_SHA_256")
+    assert p.plain_text == "for the private key"
+    for i, ep in enumerate(cluster.endpoints):
+        hw = hw_client(cluster, ep, project, ak=cred["secret_id"], sk=cred["secret_key"])
+        assert describe(hw, key_id).key_id == key_id
+        c = op(hw, "encrypt_data", "EncryptDataRequest", "EncryptDataRequestBody", key_id=key_id,
+               plain_text="allowed")
+        for method, req, body, fields in (
+                ("decrypt_data", "DecryptDataRequest", "DecryptDataRequestBody", {"cipher_text": c.cipher_text}),
+                ("disable_key", "DisableKeyRequest", "OperateKeyRequestBody", {"key_id": key_id})):
+            e = hw_error(op, hw, method, req, body, **fields)
+            assert (e.status_code, e.error_code) == (403, "KMS.0307"), (method, e)
+        legacy = v2_service(cluster, ep, secret_id=cred["secret_id"], secret_key=cred["secret_key"])
+        assert v2_call(legacy, "GetKeyAttributes", keyId=key_id)["code"] == 0
+        out = v2_call(legacy, "Decrypt", ciphertextBlob=c.cipher_text)
+        assert (out["code"], out["codeDesc"]) == (4102, "UnauthorizedOperation"), out
+        assert v2_call(legacy, "DisableKey", keyId=key_id)["code"] == 4102
+    # Nothing the refusals touched changed.
+    root_hw = hw_client(cluster, cluster.endpoints[0], project, ak=account.root_cred["secret_id"],
+                        sk=account.root_cred["secret_key"])
+    assert describe(root_hw, key_id).key_state == "2"
+
+    # A product's key: default_key_flag "1", listed, and never disabled, deleted or renamed.
+    _, cbs = account.identity("role", "cbs-service", service="cbs")
+    account.policy("product", {"effect": "allow", "action": "kms:*", "resource": "*"})
+    account.attach("role", "cbs-service", "product")
+    made = kmstest.call(cbs[0], "CreateKey", Alias=kmstest.unique_alias("cbs")).KeyId
+    d = describe(root_hw, made)
+    assert d.default_key_flag == "1" and describe(root_hw, key_id).default_key_flag == "0"
+    listed = op(root_hw, "list_keys", "ListKeysRequest", "ListKeysRequestBody", limit="1000")
+    assert made in listed.keys and key_id in listed.keys
+    for method, req, body, fields in (
+            ("disable_key", "DisableKeyRequest", "OperateKeyRequestBody", {}),
+            ("delete_key", "DeleteKeyRequest", "ScheduleKeyDeletionRequestBody", {"pending_days": "7"}),
+            ("update_key_alias", "UpdateKeyAliasRequest", "UpdateKeyAliasRequestBody",
+             {"key_alias": kmstest.unique_alias("renamed")})):
+        e = hw_error(op, root_hw, method, req, body, key_id=made, **fields)
+        assert (e.status_code, e.error_code) == (400, "KMS.0211"), (method, e)
+    assert describe(root_hw, made).key_state == "2"

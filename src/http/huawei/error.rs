@@ -94,7 +94,7 @@ fn registry(r: &RegistryError, e: &KmsError) -> HwError {
         NotPendingDelete => bad("KMS.1501", "The key is not in Pending deletion state.", e),
         InvalidPendingWindow => bad(
             "KMS.1401",
-            "Set the pending deletion period between 7 to 1096 days.",
+            "Set the pending deletion period between 7 to 30 days.",
             e,
         ),
         ExternalCannotRotate => bad("KMS.0312", "External keys cannot be rotated.", e),

@@ -124,12 +124,7 @@ fn rest_of(path: &str) -> Vec<String> {
     let rest = rest.strip_prefix("kms/").unwrap_or(rest);
     rest.split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        })
+        .map(sign::percent_decode)
         .collect()
 }
 
@@ -227,14 +222,14 @@ async fn authenticate<'a>(
         principal,
     };
     kms.admit(&caller, op.class)?;
+    let body = Body::parse(&bytes)?;
     let request = RequestInfo {
-        policy_action: format!("kms:{}", op.policy_action),
+        policy_action: format!("kms:{}", actions::policy_action(op, &body)),
         source,
     };
     let scope = kms
         .open_scope(caller, request, Some(region), consistency)
         .await?;
-    let body = Body::parse(&bytes)?;
     Ok(Request {
         kms,
         scope,
@@ -287,5 +282,6 @@ mod tests {
             vec!["k-1", "tags", "a b/c"]
         );
         assert_eq!(rest_of("/v1.0/p/kms/k/tags/a+b"), vec!["k", "tags", "a+b"]);
+        assert_eq!(rest_of("/v1.0/p/kms/k/tags/a&b"), vec!["k", "tags", "a&b"]);
     }
 }

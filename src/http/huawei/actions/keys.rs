@@ -110,16 +110,16 @@ pub(super) fn key_details(d: &KeyDescription) -> Value {
         "key_spec": key_spec(k),
         "key_usage": usage_name(k.usage),
         "key_description": k.description,
-        "creation_date": (k.created_at * 1000).to_string(),
+        "creation_date": (k.created_at.saturating_mul(1000)).to_string(),
         "scheduled_deletion_date": if k.state == KeyState::PendingDelete {
-            (k.deletion_date * 1000).to_string()
+            (k.deletion_date.saturating_mul(1000)).to_string()
         } else {
             String::new()
         },
         "key_state": state_code(k.state),
         "default_key_flag": if d.product.is_some() { "1" } else { "0" },
         "key_type": if k.usage.asymmetric_spec().is_some() { "2" } else { "1" },
-        "expiration_time": if k.material_valid_to > 0 { (k.material_valid_to * 1000).to_string() } else { String::new() },
+        "expiration_time": if k.material_valid_to > 0 { (k.material_valid_to.saturating_mul(1000)).to_string() } else { String::new() },
         "origin": match k.origin { Origin::TencentKms => "kms", Origin::External => "external" },
         "key_rotation_enabled": if k.rotation_enabled { "true" } else { "false" },
         "sys_enterprise_project_id": "0",
@@ -258,18 +258,21 @@ pub async fn list_keys(r: &Request<'_>) -> Result<Fields, HwError> {
         .body
         .opt_str("key_spec")?
         .filter(|s| !s.is_empty() && s != "ALL");
-    let filter = KeyFilter {
-        offset: 0,
-        limit: usize::MAX,
-        state: state.flatten(),
-        ..KeyFilter::default()
-    };
+    // The user's own keys, then the default keys cloud services created for them.
+    let mut all = Vec::new();
     // State "1" (pending activation): raftkms keys are usable once created, so none.
-    let all = if state == Some(None) {
-        Vec::new()
-    } else {
-        r.kms.list_key_details(&r.scope, filter).await?.items
-    };
+    if state != Some(None) {
+        for granted in [false, true] {
+            let filter = KeyFilter {
+                offset: 0,
+                limit: usize::MAX,
+                granted,
+                state: state.flatten(),
+                ..KeyFilter::default()
+            };
+            all.extend(r.kms.list_key_details(&r.scope, filter).await?.items);
+        }
+    }
     let matching: Vec<&KeyDescription> = all
         .iter()
         .filter(|d| spec.as_deref().is_none_or(|s| key_spec(&d.key) == s))
@@ -369,23 +372,20 @@ pub async fn schedule_key_deletion(r: &Request<'_>) -> Result<Fields, HwError> {
             "The key is already in Pending deletion state.",
         ));
     }
-    // Huawei schedules an enabled key's deletion directly; the shared registry wants it disabled
-    // first (Tencent's rule). So an enabled key is disabled, then scheduled; if scheduling then
-    // fails, the key is enabled again (best effort) and the error answered.
-    let was_enabled = d.key.state == KeyState::Enabled;
-    if was_enabled {
-        r.kms.disable_keys(&r.scope, vec![id.clone()]).await?;
+    // Huawei schedules an enabled key's deletion directly; raftkms, whichever API asks, wants
+    // the key disabled first (one atomic change per request: disabling on the caller's behalf
+    // would be a second write, under another permission).
+    if d.key.state == KeyState::Enabled {
+        return Err(HwError::new(
+            StatusCode::BAD_REQUEST,
+            "KMS.0308",
+            "Invalid parameter: disable the key (disable-key) before scheduling its deletion; \
+             raftkms keeps one rule for every API.",
+        ));
     }
-    if let Err(e) = r
-        .kms
+    r.kms
         .schedule_deletion(&r.scope, id.clone(), days as u32)
-        .await
-    {
-        if was_enabled {
-            let _ = r.kms.enable_keys(&r.scope, vec![id.clone()]).await;
-        }
-        return Err(e.into());
-    }
+        .await?;
     Ok(fields(json!({ "key_id": id, "key_state": "4" })))
 }
 

@@ -74,6 +74,8 @@ pub const POST_VERBS: [Op; 27] = [
     ),
 ];
 
+const LIST_TAGS: Op = op("tags", "ListKeyDetail", M);
+const BY_TAGS: Op = op("resource_instances/action", "ListKeyDetail", M);
 const USER_INSTANCES: Op = op("user-instances", "GetServiceStatus", M);
 const USER_QUOTAS: Op = op("user-quotas", "GetServiceStatus", M);
 const SHOW_TAGS: Op = op("{key_id}/tags GET", "GetResourceTags", M);
@@ -92,9 +94,13 @@ pub fn route(method: &Method, path: &[String]) -> Result<Op, HwError> {
                 match verb {
                     "user-instances" => Some((USER_INSTANCES, *method == Method::GET)),
                     "user-quotas" => Some((USER_QUOTAS, *method == Method::GET)),
+                    "tags" => Some((LIST_TAGS, *method == Method::GET)),
                     _ => None,
                 }
             }
+        }
+        (2, Some("resource_instances")) if path[1] == "action" => {
+            Some((BY_TAGS, *method == Method::POST))
         }
         (2, Some(_)) if path[1] == "tags" => {
             if *method == Method::GET {
@@ -124,6 +130,23 @@ pub fn route(method: &Method, path: &[String]) -> Result<Op, HwError> {
                 path.join("/").chars().take(128).collect::<String>()
             ),
         )),
+    }
+}
+
+/// The API 3.0 action an operation is authorized as. encrypt-data and decrypt-data with an
+/// asymmetric `encryption_algorithm` are a public-key encryption and a private-key decryption:
+/// `GetPublicKey`, and `AsymmetricRsaDecrypt` / `AsymmetricSm2Decrypt`, as in API 3.0 (a caller
+/// allowed only symmetric `Decrypt` does not decrypt with private keys).
+pub fn policy_action(op: Op, body: &super::params::Body) -> &'static str {
+    let algorithm = body
+        .value("encryption_algorithm")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match (op.name, algorithm) {
+        ("decrypt-data", "RSAES_OAEP_SHA_256") => "AsymmetricRsaDecrypt",
+        ("decrypt-data", "SM2_ENCRYPT") => "AsymmetricSm2Decrypt",
+        ("encrypt-data", "RSAES_OAEP_SHA_256" | "SM2_ENCRYPT") => "GetPublicKey",
+        _ => op.policy_action,
     }
 }
 
@@ -159,6 +182,8 @@ pub async fn dispatch(op: Op, r: &Request<'_>) -> Result<Fields, HwError> {
         "delete-imported-key-material" => signing::delete_imported_key_material(r).await,
         "user-instances" => service::user_instances(r).await,
         "user-quotas" => service::user_quotas(r).await,
+        "tags" => service::list_tags(r).await,
+        "resource_instances/action" => service::list_by_tags(r).await,
         n if n == SHOW_TAGS.name => service::show_tags(r).await,
         n if n == CREATE_TAG.name => service::create_tag(r).await,
         n if n == BATCH_TAGS.name => service::batch_tags(r).await,
@@ -215,5 +240,14 @@ mod tests {
             "KMS.0201"
         );
         assert_eq!(route(&Method::POST, &p(&[])).unwrap_err().code, "KMS.0201");
+        assert_eq!(route(&Method::GET, &p(&["tags"])).unwrap(), LIST_TAGS);
+        assert_eq!(
+            route(&Method::POST, &p(&["resource_instances", "action"])).unwrap(),
+            BY_TAGS
+        );
+        assert_eq!(
+            route(&Method::POST, &p(&["tags"])).unwrap_err().code,
+            "KMS.0215"
+        );
     }
 }

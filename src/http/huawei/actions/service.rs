@@ -76,7 +76,7 @@ pub async fn get_key_rotation_status(r: &Request<'_>) -> Result<Fields, HwError>
     Ok(fields(json!({
         "key_rotation_enabled": status.enabled,
         "rotation_interval": if status.rotate_days == 0 { DEFAULT_INTERVAL } else { status.rotate_days },
-        "last_rotation_time": if status.last_rotate_time > 0 { (status.last_rotate_time * 1000).to_string() } else { String::new() },
+        "last_rotation_time": if status.last_rotate_time > 0 { (status.last_rotate_time.saturating_mul(1000)).to_string() } else { String::new() },
         "number_of_rotations": rotations,
     })))
 }
@@ -223,4 +223,148 @@ pub async fn delete_tag(r: &Request<'_>) -> Result<Fields, HwError> {
         .modify_tags(&r.scope, Tagged::Key(id), Vec::new(), vec![key])
         .await?;
     Ok(fields(json!({})))
+}
+
+/// Every key of the account in the region, the user's own and the default ones, through the
+/// core's detailed listing (`filter` narrows it).
+async fn all_keys(
+    r: &Request<'_>,
+    filter: crate::kms::keys::KeyFilter,
+) -> Result<Vec<crate::kms::keys::KeyDescription>, HwError> {
+    let mut all = Vec::new();
+    for granted in [false, true] {
+        let f = crate::kms::keys::KeyFilter {
+            offset: 0,
+            limit: usize::MAX,
+            granted,
+            ..filter.clone()
+        };
+        all.extend(r.kms.list_key_details(&r.scope, f).await?.items);
+    }
+    Ok(all)
+}
+
+/// `GET /tags`: every tag key in use on the account's keys, with its values.
+pub async fn list_tags(r: &Request<'_>) -> Result<Fields, HwError> {
+    let mut by_key: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for d in all_keys(r, crate::kms::keys::KeyFilter::default()).await? {
+        for (k, v) in d.key.tags {
+            by_key.entry(k).or_default().insert(v);
+        }
+    }
+    let tags: Vec<Value> = by_key
+        .into_iter()
+        .map(|(k, vs)| json!({ "key": k, "values": vs.into_iter().collect::<Vec<_>>() }))
+        .collect();
+    Ok(fields(json!({ "tags": tags })))
+}
+
+/// `POST /resource_instances/action`: keys by tags. `action` `filter` (a page: `offset`, `limit`
+/// 1–1000, default 10) or `count`; `tags` `[{key, values}]` all of which must match (no values:
+/// any value); `matches` `[{key: "resource_name", value}]` (the alias contains the value).
+pub async fn list_by_tags(r: &Request<'_>) -> Result<Fields, HwError> {
+    let action = r.body.str("action")?;
+    if action != "filter" && action != "count" {
+        return Err(HwError::new(
+            StatusCode::BAD_REQUEST,
+            "KMS.0404",
+            format!("Invalid action `{action}`: filter or count."),
+        ));
+    }
+    let mut tags = Vec::new();
+    if let Some(list) = r.body.value("tags") {
+        let items = list.as_array().ok_or_else(|| {
+            HwError::new(StatusCode::BAD_REQUEST, "KMS.0412", "Invalid tag list.")
+        })?;
+        for t in items {
+            let key = t.get("key").and_then(Value::as_str).ok_or_else(|| {
+                HwError::new(StatusCode::BAD_REQUEST, "KMS.0406", "Invalid tag key.")
+            })?;
+            let values = match t.get("values") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(vs)) => vs
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        HwError::new(StatusCode::BAD_REQUEST, "KMS.0405", "Invalid tag value.")
+                    })?,
+                Some(_) => {
+                    return Err(HwError::new(
+                        StatusCode::BAD_REQUEST,
+                        "KMS.0405",
+                        "Invalid tag value.",
+                    ))
+                }
+            };
+            tags.push((key.to_string(), values));
+        }
+    }
+    let mut name = String::new();
+    if let Some(list) = r.body.value("matches") {
+        for m in list.as_array().into_iter().flatten() {
+            match (
+                m.get("key").and_then(Value::as_str),
+                m.get("value").and_then(Value::as_str),
+            ) {
+                (Some("resource_name"), Some(v)) if !v.is_empty() && v.chars().count() <= 255 => {
+                    name = v.to_string()
+                }
+                _ => {
+                    return Err(HwError::new(
+                        StatusCode::BAD_REQUEST,
+                        "KMS.0415",
+                        "Invalid matches.",
+                    ))
+                }
+            }
+        }
+    }
+    let filter = crate::kms::keys::KeyFilter {
+        tags,
+        alias_or_id_contains: name,
+        ..crate::kms::keys::KeyFilter::default()
+    };
+    let found = all_keys(r, filter).await?;
+    let total = found.len();
+    if action == "count" {
+        if r.body.value("offset").is_some() || r.body.value("limit").is_some() {
+            return Err(HwError::new(
+                StatusCode::BAD_REQUEST,
+                "KMS.0418",
+                "Offset is not required.",
+            ));
+        }
+        return Ok(fields(json!({ "resources": [], "total_count": total })));
+    }
+    let limit = r.body.opt_u64("limit")?.unwrap_or(10);
+    if !(1..=1000).contains(&limit) {
+        return Err(HwError::new(
+            StatusCode::BAD_REQUEST,
+            "KMS.1601",
+            "Invalid limit: 1 to 1000.",
+        ));
+    }
+    let offset = r
+        .body
+        .opt_u64("offset")
+        .map_err(|_| HwError::new(StatusCode::BAD_REQUEST, "KMS.0417", "Invalid offset."))?
+        .unwrap_or(0);
+    let resources: Vec<Value> = found
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take(limit as usize)
+        .map(|d| {
+            json!({
+                "resource_id": d.key.key_id,
+                "resource_detail": super::keys::key_details(d),
+                "resource_name": d.key.alias,
+                "tags": d.key.tags.iter().map(|(k, v)| json!({ "key": k, "value": v })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(fields(
+        json!({ "resources": resources, "total_count": total }),
+    ))
 }

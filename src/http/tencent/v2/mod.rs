@@ -266,6 +266,14 @@ async fn authenticate<'a>(
             "authentication failed: the Signature does not match the request",
         )));
     }
+    let caller = Caller {
+        uin,
+        credential_id: secret_id.to_string(),
+        principal,
+    };
+    kms.admit(&caller, actions::class_of(&action))
+        .map_err(|e| refused(e.into()))?;
+    // After the rate limit: a credential cannot fill the cache faster than it may call.
     match state.nonces.accept(secret_id, nonce, timestamp, now) {
         Ok(()) => {}
         Err(nonce::Refused::Replayed) => {
@@ -281,13 +289,6 @@ async fn authenticate<'a>(
             )))
         }
     }
-    let caller = Caller {
-        uin,
-        credential_id: secret_id.to_string(),
-        principal,
-    };
-    kms.admit(&caller, actions::class_of(&action))
-        .map_err(|e| refused(e.into()))?;
     let request = RequestInfo {
         policy_action: format!("kms:{policy_name}"),
         source,
@@ -312,11 +313,30 @@ async fn authenticate<'a>(
     ))
 }
 
-/// The form's parameters, decoded; a name given twice is refused (the signature covers one).
+/// Most parameters a legacy request may carry (the richest action needs fewer than 20).
+const MAX_PARAMS: usize = 64;
+
+/// The form's parameters, decoded. Refused: more than [`MAX_PARAMS`]; a name given twice (the
+/// signature covers one); a name holding `=` or `&`, or a value holding `&` (the signed string
+/// joins them raw with those characters, so such a request could be reshaped without changing
+/// its signature: `a=x&b=y` read as `a` = `x&b=y`).
 fn parse_form(raw: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in form_urlencoded::parse(raw) {
-        if out.iter().any(|(seen, _)| *seen == k) {
+        if out.len() == MAX_PARAMS {
+            return Err(ApiError::invalid(
+                "parameters",
+                format!("at most {MAX_PARAMS} parameters are accepted"),
+            ));
+        }
+        if k.contains(['=', '&']) || v.contains('&') {
+            return Err(ApiError::invalid(
+                &k.chars().take(64).collect::<String>(),
+                "a parameter name may not hold `=` or `&`, nor a value `&` (they would not be signed unambiguously)",
+            ));
+        }
+        if !seen.insert(k.clone()) {
             return Err(ApiError::invalid(&k, "is given more than once"));
         }
         out.push((k.into_owned(), v.into_owned()));
@@ -344,6 +364,13 @@ mod tests {
     #[test]
     fn a_parameter_given_twice_is_refused() {
         assert!(parse_form(b"Action=Encrypt&keyId=a&keyId=b").is_err());
+        // Values that would make the signed string ambiguous.
+        assert!(parse_form(b"description=a%26b").is_err());
+        assert!(parse_form(b"a%3Db=c").is_err());
+        assert!(parse_form(b"plaintext=aGk%3D").is_ok());
+        let many: Vec<String> = (0..=MAX_PARAMS).map(|i| format!("p{i}=v")).collect();
+        assert!(parse_form(many.join("&").as_bytes()).is_err());
+        assert!(parse_form(many[..MAX_PARAMS].join("&").as_bytes()).is_ok());
         let p = parse_form(b"Action=Encrypt&plaintext=aGk%3D&a+b=c+d").unwrap();
         assert_eq!(p[1], ("plaintext".into(), "aGk=".into()));
         assert_eq!(p[2], ("a b".into(), "c d".into()));

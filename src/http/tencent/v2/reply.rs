@@ -29,6 +29,7 @@ const fn c(code: u32, module: u32, desc: &'static str) -> V2Code {
 pub fn v2_code(code: &str) -> V2Code {
     match code {
         "MissingParameter" => c(4000, 10010, "MissingParameter"),
+        "RequestSizeLimitExceeded" => c(4000, 10350, "InvalidParameter"),
         "InvalidAction" => c(4000, 10280, "InvalidAction"),
         "InvalidParameterValue.InvalidCiphertext" | "InvalidParameter.DecryptMaterialError" => {
             c(4580, 10680, "InvalidCiphertext")
@@ -112,6 +113,7 @@ mod tests {
     #[test]
     fn codes_follow_the_v2_tables() {
         assert_eq!(v2_code("MissingParameter").code, 4000);
+        assert_eq!(v2_code("RequestSizeLimitExceeded").code, 4000);
         assert_eq!(v2_code("InvalidParameterValue.InvalidKeyId").code, 4000);
         assert_eq!(
             v2_code("ResourceUnavailable.CmkNotFound"),
