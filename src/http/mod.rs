@@ -7,6 +7,7 @@
 //! core does not change.
 
 pub mod body;
+pub mod console;
 mod health;
 pub mod huawei;
 pub mod internal;
@@ -81,5 +82,6 @@ pub fn api_router(kms: Arc<Kms>) -> Router {
         .with_state(kms)
         .merge(legacy)
         .merge(huawei)
+        .merge(console::router())
         .merge(health)
 }

@@ -19,6 +19,8 @@ PINNED=(
     # The Huawei Cloud KMS API through Huawei's SDK.
     "huaweicloudsdkkms==3.1.219"
     "huaweicloudsdkcore==3.1.219"
+    # The web console in Debian's headless Chromium (tests/sdk/test_console.py).
+    "selenium==4.45.0"
     "pytest==9.2.0"
 )
 

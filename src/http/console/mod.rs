@@ -1,0 +1,85 @@
+//! The web console: a small dependency-free page and script embedded in the binary, served by
+//! every node on the API listener at `/console/` (same TLS, no CDN, no build step). The browser
+//! signs every call it makes with TC3-HMAC-SHA256 itself (WebCrypto), with the SecretId and
+//! SecretKey typed at sign-in and kept only in the page's memory; so the console holds no session,
+//! grants nothing the API would not, and every action passes the same core, policies and audit
+//! trail as any SDK call. There is no cookie, so there is nothing for a cross-site request to
+//! ride on; framing is refused (`frame-ancestors 'none'`, `X-Frame-Options: DENY`) and the
+//! content security policy allows only this origin's own script and style. docs/console.md.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+const INDEX: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// The content security policy of every console answer.
+pub const CSP: &str =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The console's routes (merged into the API router).
+pub fn router() -> Router {
+    Router::new()
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .route(
+            "/console/",
+            get(|| async { asset_response(INDEX, "text/html; charset=utf-8") }),
+        )
+        .route("/console/{file}", get(asset))
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match file.as_str() {
+        "app.js" => asset_response(APP_JS, "text/javascript; charset=utf-8"),
+        "app.css" => asset_response(APP_CSS, "text/css; charset=utf-8"),
+        "index.html" => asset_response(INDEX, "text/html; charset=utf-8"),
+        _ => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+fn asset_response(body: &'static str, content_type: &'static str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_are_embedded_and_reference_only_their_own_origin() {
+        assert!(INDEX.contains("app.js") && INDEX.contains("app.css"));
+        for text in [INDEX, APP_JS, APP_CSS] {
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "no external URL"
+            );
+        }
+        // No inline script: the content security policy would refuse it.
+        assert!(!INDEX.contains("<script>") && !INDEX.contains("onclick="));
+    }
+}
