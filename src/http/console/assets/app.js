@@ -23,35 +23,40 @@ class ApiError extends Error {
   }
 }
 
-// One API call, signed as the Tencent SDK signs it (content-type;host).
+// One API call. Unlike the Tencent SDK, the console also signs the action and the region, so a
+// captured request cannot be replayed as another action (and nodes that require those headers
+// signed, [auth] require-signed-headers, accept it).
 async function call(action, params, service = "kms", version = "2019-01-18") {
   const body = JSON.stringify(params || {});
   const ts = Math.floor(Date.now() / 1000);
   const date = new Date(ts * 1000).toISOString().slice(0, 10);
-  const host = location.host;
-  const canonical = ["POST", "/", "", "content-type:application/json\nhost:" + host + "\n",
-    "content-type;host", await sha256hex(body)].join("\n");
+  const signed = [["content-type", "application/json"], ["host", location.host], ["x-tc-action", action]];
+  if (session.region) signed.push(["x-tc-region", session.region]);
+  const names = signed.map(([n]) => n).join(";");
+  const canonical = ["POST", "/", "", signed.map(([n, v]) => n + ":" + v + "\n").join(""),
+    names, await sha256hex(body)].join("\n");
   const scope = date + "/" + service + "/tc3_request";
   const toSign = ["TC3-HMAC-SHA256", String(ts), scope, await sha256hex(canonical)].join("\n");
   let k = await hmac(enc("TC3" + session.secretKey), date);
   k = await hmac(k, service);
   k = await hmac(k, "tc3_request");
   const signature = hex(await hmac(k, toSign));
-  const resp = await fetch("/", {
-    method: "POST",
-    headers: {
-      "Content-Type": "application/json",
-      "X-TC-Action": action,
-      "X-TC-Version": version,
-      "X-TC-Timestamp": String(ts),
-      "X-TC-Region": session.region,
-      "Authorization": "TC3-HMAC-SHA256 Credential=" + session.secretId + "/" + scope +
-        ", SignedHeaders=content-type;host, Signature=" + signature,
-    },
-    body,
-    credentials: "omit",
-  });
-  const doc = await resp.json();
+  const headers = {
+    "Content-Type": "application/json",
+    "X-TC-Action": action,
+    "X-TC-Version": version,
+    "X-TC-Timestamp": String(ts),
+    "Authorization": "TC3-HMAC-SHA256 Credential=" + session.secretId + "/" + scope +
+      ", SignedHeaders=" + names + ", Signature=" + signature,
+  };
+  if (session.region) headers["X-TC-Region"] = session.region;
+  const resp = await fetch("/", { method: "POST", headers, body, credentials: "omit" });
+  let doc;
+  try {
+    doc = await resp.json();
+  } catch (e) {
+    throw new ApiError("HTTP" + resp.status, "the node answered HTTP " + resp.status + " without an API envelope");
+  }
   const r = doc.Response || {};
   if (r.Error) throw new ApiError(r.Error.Code, r.Error.Message, r.RequestId);
   return r;
@@ -71,10 +76,20 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+// Each navigation gets a number; a view renders only if no later navigation started meanwhile.
+let navigation = 0;
+
 function show(...children) {
   const main = document.getElementById("main");
   main.replaceChildren(...children.flat(Infinity));
   main.focus();
+}
+
+// The `show` of a view that loads asynchronously: it renders only if the user has not moved on
+// (or signed out) while the view was loading.
+function viewShow() {
+  const mine = navigation;
+  return (...children) => { if (mine === navigation) show(...children); };
 }
 
 function say(text, bad) {
@@ -93,10 +108,11 @@ const when = (secs) => (secs ? new Date(secs * 1000).toISOString().replace(".000
 // --- views ----------------------------------------------------------------------------------------
 
 function signIn(message) {
+  navigation += 1;
   document.getElementById("nav").hidden = true;
   const form = el("form", { id: "signin", "aria-label": "Sign in" },
-    el("label", {}, "SecretId", el("input", { id: "secret-id", name: "secret-id", autocomplete: "username", required: "" })),
-    el("label", {}, "SecretKey", el("input", { id: "secret-key", name: "secret-key", type: "password", autocomplete: "current-password", required: "" })),
+    el("label", {}, "SecretId", el("input", { id: "secret-id", name: "secret-id", autocomplete: "off", spellcheck: "false", autocapitalize: "off", required: "" })),
+    el("label", {}, "SecretKey", el("input", { id: "secret-key", name: "secret-key", type: "password", autocomplete: "off", spellcheck: "false", autocapitalize: "off", required: "" })),
     el("label", {}, "Region (empty: the node's own)", el("input", { id: "region", name: "region" })),
     el("button", { type: "submit", id: "signin-button" }, "Sign in"));
   form.addEventListener("submit", async (ev) => {
@@ -115,7 +131,10 @@ function signIn(message) {
     }
     document.getElementById("nav").hidden = false;
     document.getElementById("who").textContent = session.secretId;
-    route(location.hash && location.hash !== "#/signin" ? location.hash : "#/keys");
+    if (!location.hash.startsWith("#/") || location.hash === "#/signin") {
+      history.replaceState(null, "", "#/keys");
+    }
+    route(location.hash);
   });
   show(el("h2", {}, "Sign in"),
     el("p", {}, "Sign in with an API credential (the SecretId and SecretKey of an account or a sub-user). " +
@@ -127,6 +146,7 @@ const STATES = ["", "Enabled", "Disabled", "PendingDelete", "PendingImport", "Ar
 const STATE_FILTER = { Enabled: 1, Disabled: 2, PendingDelete: 3, PendingImport: 4, Archived: 5 };
 
 async function keysView(query) {
+  const show = viewShow();
   const state = query.get("state") || "";
   const alias = query.get("alias") || "";
   const filters = el("form", { id: "filters", "aria-label": "Filter keys" },
@@ -158,14 +178,14 @@ async function keysView(query) {
       route(location.hash);
     } catch (e) { say(e.message, true); }
   });
-  const params = { Offset: 0, Limit: 200 };
+  const params = { Offset: 0, Limit: 200, KeyUsage: "ALL" };
   if (state) params.KeyState = STATE_FILTER[state];
   if (alias) params.SearchKeyAlias = alias;
   let table;
   try {
     const r = await call("ListKeyDetail", params);
     const rows = (r.KeyMetadatas || []).map((m) => el("tr", { "data-key-id": m.KeyId },
-      el("td", {}, el("a", { href: "#/keys/" + m.KeyId }, m.Alias)),
+      el("td", {}, el("a", { href: "#/keys/" + encodeURIComponent(m.KeyId) }, m.Alias)),
       el("td", {}, m.KeyId),
       el("td", { class: "state-" + m.KeyState }, m.KeyState),
       el("td", {}, m.KeyUsage),
@@ -173,7 +193,7 @@ async function keysView(query) {
       el("td", {}, when(m.CreateTime)),
       el("td", {}, stateButton(m))));
     table = el("table", { id: "keys" },
-      el("caption", {}, (r.TotalCount || 0) + " keys"),
+      el("caption", {}, (r.TotalCount || 0) + " keys" + ((r.TotalCount || 0) > rows.length ? " (newest " + rows.length + " shown)" : "")),
       el("thead", {}, el("tr", {}, ["Alias", "KeyId", "State", "Usage", "Origin", "Created", ""].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, rows));
   } catch (e) { table = errorBox(e); }
@@ -196,6 +216,7 @@ function stateButton(m) {
 }
 
 async function keyView(keyId) {
+  const show = viewShow();
   let parts = [el("h2", {}, "Key " + keyId), el("p", {}, el("a", { href: "#/keys" }, "All keys"))];
   try {
     const m = (await call("DescribeKey", { KeyId: keyId })).KeyMetadata;
@@ -206,12 +227,12 @@ async function keyView(keyId) {
       ["Replica of region", m.IsSyncReplica ? m.SourceRegion : "—"], ["Owner", m.Owner]];
     parts.push(el("dl", { id: "key-facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k }, v)])));
     const actions = el("div", { id: "key-actions" }, stateButton(m),
-      m.KeyState !== "PendingDelete" ? el("button", { type: "button", id: "rotate", onclick: () => act("RotateKey", { KeyId: keyId }) }, "Rotate now") : null,
+      m.KeyState === "Enabled" && m.KeyUsage === "ENCRYPT_DECRYPT" && m.Origin === "TENCENT_KMS" ? el("button", { type: "button", id: "rotate", onclick: () => act("RotateKey", { KeyId: keyId }) }, "Rotate now") : null,
       m.KeyState === "Disabled" ? el("button", { type: "button", id: "schedule-deletion", onclick: () => act("ScheduleKeyDeletion", { KeyId: keyId, PendingWindowInDays: 7 }) }, "Schedule deletion (7 days)") : null,
       m.KeyState === "PendingDelete" ? el("button", { type: "button", id: "cancel-deletion", onclick: () => act("CancelKeyDeletion", { KeyId: keyId }) }, "Cancel deletion") : null);
     parts.push(actions);
   } catch (e) { parts.push(errorBox(e)); }
-  parts.push(el("h3", {}, "Audit events of this key (last 7 days)"), await auditTable({ key: keyId }));
+  parts.push(el("h3", {}, "Audit events of this key (the newest 50 of the last 7 days)"), await auditTable({ key: keyId, hours: 168 }));
   show(parts);
 }
 
@@ -230,15 +251,18 @@ async function auditTable(q) {
   if (q.caller) attrs.push({ AttributeKey: "AccessKeyId", AttributeValue: q.caller });
   if (q.action) attrs.push({ AttributeKey: "EventName", AttributeValue: q.action });
   if (q.result) attrs.push({ AttributeKey: "ApiErrorCode", AttributeValue: q.result });
-  const hours = Number(q.hours || 168);
+  const hours = Number(q.hours || 24);
   try {
     const r = await call("LookUpEvents", {
       StartTime: now - hours * 3600, EndTime: now + 60, LookupAttributes: attrs, MaxResults: 50,
     }, "cloudaudit", "2019-03-19");
-    const rows = (r.Events || []).map((ev) => el("tr", { "data-event-name": ev.EventName },
+    const result = (ev) => {
+      try { return JSON.parse(ev.CloudAuditEvent).result; } catch (e) { return String(ev.ErrorCode); }
+    };
+    const rows = (r.Events || []).map((ev) => el("tr", { "data-event-name": ev.EventName, "data-key-id": ev.Resources ? ev.Resources.ResourceName : "" },
       el("td", {}, when(Number(ev.EventTime))), el("td", {}, ev.EventName), el("td", {}, ev.Username),
       el("td", {}, ev.SecretId), el("td", {}, ev.Resources ? ev.Resources.ResourceName : ""),
-      el("td", {}, String(ev.ErrorCode) === "0" ? "Success" : String(ev.ErrorCode)), el("td", {}, ev.RequestID)));
+      el("td", {}, result(ev)), el("td", {}, ev.RequestID)));
     return el("table", { class: "audit" },
       el("thead", {}, el("tr", {}, ["Time", "Action", "Caller", "SecretId", "Key", "Result", "RequestId"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, rows));
@@ -246,6 +270,7 @@ async function auditTable(q) {
 }
 
 async function auditView(query) {
+  const show = viewShow();
   const fields = [["hours", "Last hours", query.get("hours") || "24"], ["caller", "Caller SecretId", query.get("caller") || ""],
     ["key", "KeyId", query.get("key") || ""], ["action", "Action (e.g. Encrypt)", query.get("action") || ""],
     ["result", "Result code", query.get("result") || ""]];
@@ -262,17 +287,24 @@ async function auditView(query) {
     location.hash = "#/audit?" + q;
   });
   const q = Object.fromEntries(query.entries());
-  show(el("h2", {}, "Audit trail"), form, await auditTable(q));
+  show(el("h2", {}, "Audit trail (the newest 50 matching events)"), form, await auditTable(q));
 }
 
 // --- routing: every view has a URL that can be bookmarked and shared ------------------------------
 
 async function route(hash) {
+  // In-page anchors (the skip link) are not views.
+  if (hash && !hash.startsWith("#/")) return;
   if (!session.secretKey) return signIn();
+  navigation += 1;
   const [path, qs] = (hash || "#/keys").slice(1).split("?");
   const query = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean);
-  if (parts[0] === "keys" && parts[1]) return keyView(decodeURIComponent(parts[1]));
+  if (parts[0] === "keys" && parts[1]) {
+    let id;
+    try { id = decodeURIComponent(parts[1]); } catch (e) { return show(errorBox(new ApiError("InvalidURL", "not a KeyId: " + parts[1]))); }
+    return keyView(id);
+  }
   if (parts[0] === "audit") return auditView(query);
   return keysView(query);
 }
@@ -280,10 +312,11 @@ async function route(hash) {
 window.addEventListener("hashchange", () => route(location.hash));
 window.addEventListener("DOMContentLoaded", () => {
   document.getElementById("signout").addEventListener("click", () => {
+    // A reload drops the key and any view still loading.
     session.secretKey = "";
     session.secretId = "";
-    location.hash = "#/signin";
-    signIn();
+    location.replace("#/signin");
+    location.reload();
   });
   route(location.hash);
 });
