@@ -187,18 +187,21 @@ fn digest_matches(dek: &[u8], digest: &[u8]) -> bool {
     bool::from(sha.as_slice().ct_eq(digest)) || bool::from(sm3.as_slice().ct_eq(digest))
 }
 
+/// A DEK length in bytes (`datakey_plain_length`, `datakey_cipher_length`): 1–1024.
+fn dek_len(r: &Request<'_>, name: &str) -> Result<u64, HwError> {
+    let len = r.body.u64(name)?;
+    if !(1..=1024).contains(&len) {
+        return Err(HwError::invalid(name, "must be 1 to 1024 bytes"));
+    }
+    Ok(len)
+}
+
 /// `plain_text` is hex of the DEK followed by its 32-byte digest; `datakey_plain_length` the
 /// DEK's length in bytes (1–1024).
 pub async fn encrypt_datakey(r: &Request<'_>) -> Result<Fields, HwError> {
     let id = r.body.key_id()?;
     no_pin(r)?;
-    let len = r.body.u64("datakey_plain_length")?;
-    if !(1..=1024).contains(&len) {
-        return Err(HwError::invalid(
-            "datakey_plain_length",
-            "must be 1 to 1024 bytes",
-        ));
-    }
+    let len = dek_len(r, "datakey_plain_length")?;
     let raw = Secret::new(r.body.hex("plain_text", "KMS.2101")?);
     let len = len as usize;
     if raw.len() != len + 32 {
@@ -227,13 +230,7 @@ pub async fn encrypt_datakey(r: &Request<'_>) -> Result<Fields, HwError> {
 pub async fn decrypt_datakey(r: &Request<'_>) -> Result<Fields, HwError> {
     let id = r.body.key_id()?;
     no_pin(r)?;
-    let len = r.body.u64("datakey_cipher_length")?;
-    if !(1..=1024).contains(&len) {
-        return Err(HwError::invalid(
-            "datakey_cipher_length",
-            "must be 1 to 1024 bytes",
-        ));
-    }
+    let len = dek_len(r, "datakey_cipher_length")?;
     let blob = r.body.hex("cipher_text", "KMS.2201")?;
     let context = aad(r)?;
     let opened = r.kms.decrypt(&r.scope, &blob, &context).await?;

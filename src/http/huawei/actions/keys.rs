@@ -258,21 +258,16 @@ pub async fn list_keys(r: &Request<'_>) -> Result<Fields, HwError> {
         .body
         .opt_str("key_spec")?
         .filter(|s| !s.is_empty() && s != "ALL");
-    // The user's own keys, then the default keys cloud services created for them.
-    let mut all = Vec::new();
     // State "1" (pending activation): raftkms keys are usable once created, so none.
-    if state != Some(None) {
-        for granted in [false, true] {
-            let filter = KeyFilter {
-                offset: 0,
-                limit: usize::MAX,
-                granted,
-                state: state.flatten(),
-                ..KeyFilter::default()
-            };
-            all.extend(r.kms.list_key_details(&r.scope, filter).await?.items);
-        }
-    }
+    let all = if state == Some(None) {
+        Vec::new()
+    } else {
+        let filter = KeyFilter {
+            state: state.flatten(),
+            ..KeyFilter::default()
+        };
+        all_keys(r, filter).await?
+    };
     let matching: Vec<&KeyDescription> = all
         .iter()
         .filter(|d| spec.as_deref().is_none_or(|s| key_spec(&d.key) == s))
@@ -293,6 +288,25 @@ pub async fn list_keys(r: &Request<'_>) -> Result<Fields, HwError> {
         "truncated": if truncated { "true" } else { "false" },
         "total": total,
     })))
+}
+
+/// Every key of the account in the region that `filter` selects: the user's own, then the
+/// default keys cloud services created for them (the core lists the two apart).
+pub(super) async fn all_keys(
+    r: &Request<'_>,
+    filter: KeyFilter,
+) -> Result<Vec<KeyDescription>, HwError> {
+    let mut all = Vec::new();
+    for granted in [false, true] {
+        let f = KeyFilter {
+            offset: 0,
+            limit: usize::MAX,
+            granted,
+            ..filter.clone()
+        };
+        all.extend(r.kms.list_key_details(&r.scope, f).await?.items);
+    }
+    Ok(all)
 }
 
 fn bad_list(code: &'static str, msg: &str) -> HwError {

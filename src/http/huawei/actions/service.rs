@@ -225,30 +225,11 @@ pub async fn delete_tag(r: &Request<'_>) -> Result<Fields, HwError> {
     Ok(fields(json!({})))
 }
 
-/// Every key of the account in the region, the user's own and the default ones, through the
-/// core's detailed listing (`filter` narrows it).
-async fn all_keys(
-    r: &Request<'_>,
-    filter: crate::kms::keys::KeyFilter,
-) -> Result<Vec<crate::kms::keys::KeyDescription>, HwError> {
-    let mut all = Vec::new();
-    for granted in [false, true] {
-        let f = crate::kms::keys::KeyFilter {
-            offset: 0,
-            limit: usize::MAX,
-            granted,
-            ..filter.clone()
-        };
-        all.extend(r.kms.list_key_details(&r.scope, f).await?.items);
-    }
-    Ok(all)
-}
-
 /// `GET /tags`: every tag key in use on the account's keys, with its values.
 pub async fn list_tags(r: &Request<'_>) -> Result<Fields, HwError> {
     let mut by_key: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         std::collections::BTreeMap::new();
-    for d in all_keys(r, crate::kms::keys::KeyFilter::default()).await? {
+    for d in super::keys::all_keys(r, crate::kms::keys::KeyFilter::default()).await? {
         for (k, v) in d.key.tags {
             by_key.entry(k).or_default().insert(v);
         }
@@ -326,7 +307,7 @@ pub async fn list_by_tags(r: &Request<'_>) -> Result<Fields, HwError> {
         alias_or_id_contains: name,
         ..crate::kms::keys::KeyFilter::default()
     };
-    let found = all_keys(r, filter).await?;
+    let found = super::keys::all_keys(r, filter).await?;
     let total = found.len();
     if action == "count" {
         if r.body.value("offset").is_some() || r.body.value("limit").is_some() {
