@@ -481,6 +481,19 @@ impl Default for ReadsConfig {
     }
 }
 
+/// The web console's settings (docs/console.md). Who may see the cluster and DR views is not a
+/// node setting but replicated: `raftkms account operator --uin N` (records `console.operator.N`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// The directory of a `raftkms dev` cluster: with it, an operator account may start a DR
+    /// drill from the console (`StartDrill`), which runs `raftkms drill --dev DIR` on this
+    /// machine and freezes a region's node processes for a few seconds. Set by `raftkms dev`
+    /// only; never on a production node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev_drill_dir: Option<PathBuf>,
+}
+
 /// Consistency a node applies to reads when the request does not say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -552,6 +565,8 @@ pub struct NodeConfig {
     pub audit: AuditConfig,
     #[serde(default)]
     pub backup: BackupConfig,
+    #[serde(default)]
+    pub console: ConsoleConfig,
     /// Regions served besides those of the peers, with optional algorithm overrides.
     #[serde(default)]
     pub regions: Vec<RegionConfig>,

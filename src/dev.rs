@@ -226,6 +226,10 @@ fn create_configs(opts: &DevOptions, dir: &Path) -> anyhow::Result<Vec<(PathBuf,
             },
             audit: Default::default(),
             backup: Default::default(),
+            // The console may start DR drills here (they freeze this machine's dev nodes).
+            console: crate::config::ConsoleConfig {
+                dev_drill_dir: Some(dir.to_path_buf()),
+            },
             regions: Vec::new(),
             peers: peers.clone(),
         };
@@ -352,6 +356,14 @@ pub async fn run(opts: DevOptions) -> anyhow::Result<()> {
         .context(
             "the dev credential is not in the cluster (remove dev.credential to make a new one)",
         )?;
+    // The dev account operates the cluster: the console's cluster and DR views are open to it.
+    let operator = crate::wire::records::operator(uin);
+    admin
+        .clone()
+        .with_timeout(Duration::from_secs(30))
+        .put_record(&operator, "dev", None)
+        .await
+        .context("cannot make the dev account an operator")?;
     let tls = first.tls.is_some();
     let endpoints: Vec<String> = nodes
         .iter()

@@ -454,6 +454,16 @@ enum AccountCmd {
     },
     /// List accounts.
     List,
+    /// Make an account an operator of the cluster (or with --revoke, no longer one): its root
+    /// identity, and its users and roles as their policies allow, may then read the cluster's
+    /// status and DR drill reports (the console's cluster and DR views). Replicated: every node
+    /// honours it as soon as it applies it.
+    Operator {
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -973,6 +983,29 @@ async fn account(target: Target, action: AccountCmd) -> anyhow::Result<()> {
             println!("{:<14} {:<12} NAME", "UIN", "APPID");
             for a in client.accounts().await? {
                 println!("{:<14} {:<12} {}", a.uin, a.app_id, a.name);
+            }
+        }
+        AccountCmd::Operator { uin, revoke } => {
+            let name = raftkms::wire::records::operator(uin);
+            if revoke {
+                let reply = client.delete_record(&name).await?;
+                if let raftkms::registry::Outcome::Rejected(e) = reply.outcome {
+                    anyhow::bail!("account {uin} is not an operator ({e})");
+                }
+                println!("account {uin} is no longer an operator of this cluster");
+            } else {
+                let accounts = client.accounts().await?;
+                let Some(a) = accounts.iter().find(|a| a.uin == uin) else {
+                    anyhow::bail!("no account has Uin {uin} (raftkms account list)");
+                };
+                let reply = client.put_record(&name, &a.name, None).await?;
+                if let raftkms::registry::Outcome::Rejected(e) = reply.outcome {
+                    anyhow::bail!("the cluster refused the change: {e}");
+                }
+                println!(
+                    "account {uin} (`{}`) is an operator of this cluster: the console's cluster and DR views are open to it",
+                    a.name
+                );
             }
         }
     }

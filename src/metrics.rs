@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Every metric the node exports. Cheap to update from any task.
 pub struct Metrics {
@@ -64,6 +65,92 @@ pub struct Metrics {
     /// Internal requests refused, by reason (`credentials`, `cluster`, `not-a-node`,
     /// `not-an-admin`, `wrong-sender`).
     pub internal_refusals: Family<ReasonLabel, Counter>,
+    /// Requests answered on the API listener per dialect, and their latency.
+    pub api: ApiMetrics,
+}
+
+/// The API dialects a request was answered in (the `dialect` label).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DialectLabel {
+    pub dialect: &'static str,
+}
+
+/// Upper bounds (seconds) of the API latency buckets: 50 µs doubling up to about 6.5 s, as the
+/// other latency histograms.
+pub const API_LATENCY_BOUNDS: usize = 18;
+
+/// Requests answered on the API listener: a Prometheus counter and histogram per dialect, and
+/// the same totals over every dialect as plain numbers, which the console's cluster view reads
+/// (through `DescribeClusterStatus`) and turns into rates and percentiles per interval.
+pub struct ApiMetrics {
+    requests: Family<DialectLabel, Counter>,
+    seconds: Family<DialectLabel, Histogram>,
+    total: AtomicU64,
+    micros: AtomicU64,
+    buckets: [AtomicU64; API_LATENCY_BOUNDS + 1],
+}
+
+/// What [`ApiMetrics::totals`] reads: cumulative since the node started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApiTotals {
+    pub requests: u64,
+    /// Sum of the requests' latencies, in microseconds.
+    pub micros: u64,
+    /// Requests per latency bucket (not cumulative); the last one is above every bound.
+    pub buckets: Vec<u64>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        ApiMetrics {
+            requests: Family::default(),
+            seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(
+                    0.000_05,
+                    2.0,
+                    API_LATENCY_BOUNDS as u16,
+                ))
+            }),
+            total: AtomicU64::new(0),
+            micros: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl ApiMetrics {
+    /// The upper bound of latency bucket `i`, in seconds.
+    pub fn bound(i: usize) -> f64 {
+        0.000_05 * f64::powi(2.0, i as i32)
+    }
+
+    /// Counts one answered request that took `elapsed`.
+    pub fn observe(&self, dialect: &'static str, elapsed: std::time::Duration) {
+        let label = DialectLabel { dialect };
+        let secs = elapsed.as_secs_f64();
+        self.requests.get_or_create(&label).inc();
+        self.seconds.get_or_create(&label).observe(secs);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.micros.fetch_add(micros, Ordering::Relaxed);
+        let i = (0..API_LATENCY_BOUNDS)
+            .find(|&i| secs <= Self::bound(i))
+            .unwrap_or(API_LATENCY_BOUNDS);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The totals since start.
+    pub fn totals(&self) -> ApiTotals {
+        ApiTotals {
+            requests: self.total.load(Ordering::Relaxed),
+            micros: self.micros.load(Ordering::Relaxed),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
 }
 
 /// The label of a refusal counter.
@@ -142,6 +229,7 @@ impl Metrics {
             root_key_rewrap_failures: Counter::default(),
             listeners: ListenerMetrics::default(),
             internal_refusals: Family::default(),
+            api: ApiMetrics::default(),
         };
         m.registry = m.registry();
         m
@@ -344,6 +432,11 @@ impl Metrics {
             m.internal_refusals.clone(),
         );
         registry.register(
+            "api_requests",
+            "Requests answered on the API listener, per dialect",
+            m.api.requests.clone(),
+        );
+        registry.register(
             "listener_connection_errors",
             "Connections that ended in an error or a timeout (header read, idle keep-alive)",
             l.connection_errors.clone(),
@@ -381,6 +474,11 @@ impl Metrics {
         ] {
             registry.register(name, help, histogram.clone());
         }
+        registry.register(
+            "api_request_seconds",
+            "Latency of requests answered on the API listener, per dialect",
+            m.api.seconds.clone(),
+        );
     }
 
     /// Counts an internal request refused for `reason`.
@@ -402,5 +500,38 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn api_requests_are_counted_per_bucket_and_exported() {
+        let m = Metrics::new();
+        m.api.observe("tencent", Duration::from_micros(40));
+        m.api.observe("tencent", Duration::from_micros(120));
+        m.api.observe("huawei", Duration::from_secs(60));
+        let t = m.api.totals();
+        assert_eq!(t.requests, 3);
+        assert_eq!(t.micros, 60_000_160);
+        assert_eq!(t.buckets.len(), API_LATENCY_BOUNDS + 1);
+        // 40 µs <= 50 µs; 120 µs <= 200 µs (bucket 2); a minute above every bound.
+        assert_eq!(
+            (t.buckets[0], t.buckets[2], t.buckets[API_LATENCY_BOUNDS]),
+            (1, 1, 1)
+        );
+        assert_eq!(t.buckets.iter().sum::<u64>(), 3);
+        let text = m.render();
+        assert!(
+            text.contains("raftkms_api_requests_total{dialect=\"tencent\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("raftkms_api_request_seconds_count{dialect=\"huawei\"} 1"),
+            "{text}"
+        );
     }
 }

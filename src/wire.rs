@@ -318,3 +318,17 @@ pub struct FinalizeReply {
     pub previous_level: u32,
     pub feature_level: u32,
 }
+
+/// Names of the registry's plain records that the console's views read (`kms::cluster`), written
+/// by the admin tools (`raftkms account operator`, `raftkms drill`).
+pub mod records {
+    /// Prefix of the records naming operator accounts (`console.operator.<uin>`).
+    pub const OPERATOR_PREFIX: &str = "console.operator.";
+    /// Prefix of the records holding DR drill reports (`drill.<started-at-ms, 13 digits>`).
+    pub const DRILL_PREFIX: &str = "drill.";
+
+    /// The record naming account `uin` an operator.
+    pub fn operator(uin: u64) -> String {
+        format!("{OPERATOR_PREFIX}{uin}")
+    }
+}

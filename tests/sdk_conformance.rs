@@ -9,7 +9,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,22 +62,8 @@ async fn run_suite(
     )
     .unwrap();
 
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/run.sh");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg(script)
-            .arg(&env_file)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "the SDK/tccli suite failed (see output above)"
-    );
+    let (passed, stdout) = common::run_sdk_script(env_file).await;
+    assert!(passed, "the SDK/tccli suite failed (see output above)");
     assert!(stdout.contains(" passed"), "pytest ran no test: {stdout}");
 }
 
@@ -108,6 +93,9 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     );
     let account = admin.create_account("sdk").await.unwrap();
     let cred = admin.create_credential(account.uin).await.unwrap();
+    // The suite's account operates the cluster (the console's cluster and DR views).
+    let operator = raftkms::wire::records::operator(account.uin);
+    admin.put_record(&operator, "sdk", None).await.unwrap();
     run_suite(&c, &ca_file, &cred, "sdk.env").await;
     // A backup now: the at-rest scan below covers it too, and the suite runs again on a cluster
     // restored from it.

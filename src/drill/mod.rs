@@ -96,6 +96,22 @@ pub struct DrillReport {
     pub digest: Option<String>,
     pub checks_after_heal: usize,
     pub passed: bool,
+    /// Wall-clock time the drill started and ended (Unix ms).
+    pub started_at_ms: u64,
+    pub finished_at_ms: u64,
+    /// The registry record the report was stored in for the console's DR view
+    /// (`drill.<started_at_ms>`), or why it could not be stored.
+    pub stored_as: Option<String>,
+}
+
+/// Version of the stored report (`{"v": 1, "report": …}` in record `drill.<ms>`).
+pub const REPORT_VERSION: u32 = 1;
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Parses one `--rewrite FROM=TO` item: two non-empty addresses joined by one `=`. The error
@@ -220,6 +236,7 @@ pub async fn run(
 ) -> anyhow::Result<DrillReport> {
     let mut report = DrillReport {
         region: opts.region.clone(),
+        started_at_ms: wall_ms(),
         ..Default::default()
     };
     let drill = Drill::discover(opts, &admin, kms, &mut report).await?;
@@ -254,7 +271,32 @@ pub async fn run(
     if !drill.opts.keep_keys {
         drill.retire_keys(&baseline.keys).await;
     }
+    report.finished_at_ms = wall_ms();
+    store(&admin, &mut report).await;
     Ok(report)
+}
+
+/// Stores the report in the registry (record `drill.<started_at_ms>`, 13 digits so that names
+/// sort by time), where the console's DR view reads it. A failure is noted in the report, not
+/// fatal: the drill's findings are printed either way.
+async fn store(admin: &AdminClient, report: &mut DrillReport) {
+    let name = format!(
+        "{}{:013}",
+        crate::wire::records::DRILL_PREFIX,
+        report.started_at_ms
+    );
+    let value = match serde_json::to_string(&json!({ "v": REPORT_VERSION, "report": &*report })) {
+        Ok(v) => v,
+        Err(e) => {
+            report.stored_as = Some(format!("not stored: {e}"));
+            return;
+        }
+    };
+    let admin = admin.clone().with_timeout(Duration::from_secs(10));
+    report.stored_as = Some(match admin.put_record(&name, &value, None).await {
+        Ok(_) => name,
+        Err(e) => format!("not stored: {e}"),
+    });
 }
 
 impl Drill {

@@ -48,6 +48,11 @@ pub fn render(r: &DrillReport) -> String {
             ))
             .unwrap_or_else(|| "NOT reached".into())
     ));
+    if let Some(stored) = &r.stored_as {
+        s.push_str(&format!(
+            "  report stored as     {stored} (the console's DR view)\n"
+        ));
+    }
     for p in &r.problems {
         s.push_str(&format!("  problem: {p}\n"));
     }

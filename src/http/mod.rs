@@ -15,6 +15,8 @@ pub mod tencent;
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
+use axum::middleware::{from_fn_with_state, Next};
 use axum::routing::{any, get};
 use axum::Router;
 
@@ -57,8 +59,23 @@ pub(crate) async fn recorded<'a, T, E: From<crate::kms::KmsError>>(
     }
 }
 
+/// Counts one API request of `dialect` and its latency (the node's `api` metrics, which the
+/// console's cluster view draws).
+async fn counted(
+    State((node, dialect)): State<(Arc<crate::node::Node>, &'static str)>,
+    request: Request,
+    next: Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    node.metrics().api.observe(dialect, started.elapsed());
+    response
+}
+
 /// The API router of one node.
 pub fn api_router(kms: Arc<Kms>) -> Router {
+    let node = kms.node().clone();
+    let count = |dialect: &'static str| from_fn_with_state((node.clone(), dialect), counted);
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -73,12 +90,15 @@ pub fn api_router(kms: Arc<Kms>) -> Router {
             tencent::v2::PATH,
             get(tencent::v2::serve).post(tencent::v2::serve),
         )
+        .route_layer(count("tencent-v2"))
         .with_state(legacy);
     let huawei = Router::new()
         .route("/v1.0/{project}/kms/{*rest}", any(huawei::serve))
+        .route_layer(count("huawei"))
         .with_state(kms.clone());
     Router::new()
         .route("/", get(tencent::serve).post(tencent::serve))
+        .route_layer(count("tencent"))
         .with_state(kms)
         .merge(legacy)
         .merge(huawei)

@@ -107,6 +107,8 @@ impl Action {
                 | Action::GetDataKeyCiphertext
                 | Action::GetDataKeyPlaintext
                 | Action::GetTags
+                | Action::DescribeCluster
+                | Action::DescribeDrills
         )
     }
 }

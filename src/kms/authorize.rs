@@ -82,6 +82,12 @@ pub enum Action {
     GetTags,
     /// Changing them (ModifyResourceTags).
     ModifyTags,
+    /// Reading every member's status (the console's cluster view; operators only).
+    DescribeCluster,
+    /// Reading the DR drill reports (operators only).
+    DescribeDrills,
+    /// Starting a DR drill on a dev cluster (operators only).
+    StartDrill,
 }
 
 impl Action {
@@ -133,6 +139,9 @@ impl Action {
             Action::CancelDataKeyDeletion => "kms:CancelDataKeyDeletion",
             Action::GetTags => "kms:GetResourceTags",
             Action::ModifyTags => "kms:ModifyResourceTags",
+            Action::DescribeCluster => "kms:DescribeClusterStatus",
+            Action::DescribeDrills => "kms:DescribeDrillReports",
+            Action::StartDrill => "kms:StartDrill",
         }
     }
 }

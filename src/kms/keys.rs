@@ -396,3 +396,48 @@ fn matches_filter(k: &KeyRecord, f: &KeyFilter) -> bool {
                 .any(|(k2, v2)| k2 == tk && (tv.is_empty() || tv.contains(v2)))
         })
 }
+
+/// What the console shows of a key beyond its metadata (`GetKeyDetails`): its material
+/// versions, the regions of a multi-region key, and the cloud resources bound to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDetails {
+    /// `(version, created_at)`, newest first. Imported keys have one version per import.
+    pub versions: Vec<(u32, u64)>,
+    /// The primary's region and the replica regions, when the key is multi-region.
+    pub primary_region: Option<String>,
+    pub replica_regions: Vec<String>,
+    /// `(product_id, resource_id)` of the bindings.
+    pub bindings: Vec<(String, String)>,
+}
+
+impl Kms {
+    /// The caller's key's versions, regions and bindings.
+    pub async fn key_details(&self, scope: &Scope, key_id: &str) -> Result<KeyDetails, KmsError> {
+        self.seams
+            .run(scope, Action::DescribeKey, one_key(scope, key_id), async {
+                self.gate(scope).await?;
+                let k = self.key(scope, key_id)?;
+                let state = self.node.state().read();
+                let registry = &state.registry;
+                let uin = scope.caller.uin;
+                let mut versions: Vec<(u32, u64)> = k
+                    .versions
+                    .iter()
+                    .map(|v| (v.version, v.created_at))
+                    .collect();
+                versions.sort_by_key(|v| std::cmp::Reverse(v.0));
+                let set = registry.replicas().get(uin, &k.key_id);
+                Ok(KeyDetails {
+                    versions,
+                    primary_region: set.map(|s| s.primary_region.clone()),
+                    replica_regions: set.map(|s| s.replicas.clone()).unwrap_or_default(),
+                    bindings: registry
+                        .cloud_bindings()
+                        .of_key(&k.region, uin, &k.key_id)
+                        .map(|b| (b.product_id.clone(), b.resource_id.clone()))
+                        .collect(),
+                })
+            })
+            .await
+    }
+}

@@ -13,8 +13,10 @@ pub mod audit;
 pub mod audit_query;
 pub mod authorize;
 pub mod cloud_binding;
+pub mod cluster;
 pub mod crypto;
 pub mod data_keys;
+pub mod drill_runner;
 pub mod error;
 pub mod import;
 pub mod keys;
@@ -127,6 +129,8 @@ pub struct Kms {
     creating: std::sync::Mutex<std::collections::HashMap<u64, u32>>,
     /// Audit queries (LookUpEvents) running at once on this node: one.
     audit_queries: tokio::sync::Semaphore,
+    /// The DR drill this node started from the console (`[console] dev-drill-dir`).
+    drills: drill_runner::DrillRunner,
 }
 
 /// The longest KeyId a request may name.
@@ -308,6 +312,7 @@ impl Kms {
             key_generation: Arc::new(tokio::sync::Semaphore::new(cores)),
             creating: std::sync::Mutex::new(std::collections::HashMap::new()),
             audit_queries: tokio::sync::Semaphore::new(1),
+            drills: Default::default(),
             seams: Seams {
                 authorizer,
                 trail,

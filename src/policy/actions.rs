@@ -1,5 +1,6 @@
 //! The action names a policy may name: every action of Tencent Cloud KMS API 3.0 (served or not,
-//! so that a policy written for Tencent is accepted as is), raftkms's extensions (`ReplicateKey`, `GetResourceTags`, `ModifyResourceTags`), and the
+//! so that a policy written for Tencent is accepted as is), raftkms's extensions (`ReplicateKey`, `GetResourceTags`, `ModifyResourceTags`, and the console's
+//! `GetKeyDetails`, `DescribeClusterStatus`, `DescribeDrillReports`, `StartDrill`), and the
 //! audit trail's query.
 
 /// `service:Action` names, sorted.
@@ -17,9 +18,11 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "kms:Decrypt",
     "kms:DeleteImportedKeyMaterial",
     "kms:DeleteWhiteBoxKey",
+    "kms:DescribeClusterStatus",
     "kms:DescribeDataKey",
     "kms:DescribeDataKeys",
     "kms:DescribeKey",
+    "kms:DescribeDrillReports",
     "kms:DescribeKeys",
     "kms:DescribeWhiteBoxDecryptKey",
     "kms:DescribeWhiteBoxDeviceFingerprints",
@@ -46,6 +49,7 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "kms:GenerateRandom",
     "kms:GetDataKeyCiphertextBlob",
     "kms:GetDataKeyPlaintext",
+    "kms:GetKeyDetails",
     "kms:GetKeyRotationStatus",
     "kms:GetParametersForImport",
     "kms:GetPublicKey",
@@ -71,6 +75,7 @@ pub const KNOWN_ACTIONS: &[&str] = &[
     "kms:ScheduleDataKeyDeletion",
     "kms:ScheduleKeyDeletion",
     "kms:SignByAsymmetricKey",
+    "kms:StartDrill",
     "kms:UnbindCloudResource",
     "kms:UpdateAlias",
     "kms:UpdateDataKeyDescription",

@@ -47,6 +47,18 @@ impl Records {
         self.map.get(name).map(Vec::as_slice)
     }
 
+    /// The records whose names start with `prefix`, in name order.
+    pub fn with_prefix<'a>(&'a self, prefix: &str) -> Vec<(&'a str, &'a [u8])> {
+        self.map
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }

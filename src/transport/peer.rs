@@ -41,6 +41,8 @@ pub mod paths {
     pub const READ_INDEX: &str = "/internal/read-index";
     /// A member's part of an audit query (its own trail).
     pub const AUDIT_QUERY: &str = "/internal/audit-query";
+    /// A member's own status and API totals (the console's cluster view).
+    pub const NODE_STATUS: &str = "/internal/node-status";
     /// Which build a node runs (its answer's version headers; `transport::version`).
     pub const VERSION: &str = "/internal/version";
 }

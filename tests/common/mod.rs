@@ -325,6 +325,7 @@ impl TestCluster {
             },
             audit: Default::default(),
             backup: Default::default(),
+            console: Default::default(),
             regions: Vec::new(),
             peers,
         };
@@ -643,4 +644,22 @@ pub async fn get(c: &TestCluster, via: u64, name: &str) -> Option<String> {
             }
         }
     }
+}
+
+/// Runs tests/sdk/run.sh with `env_file` (pytest in its virtualenv), prints its output, and
+/// returns whether it succeeded and its standard output.
+pub async fn run_sdk_script(env_file: PathBuf) -> (bool, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/run.sh");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg(&env_file)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
 }

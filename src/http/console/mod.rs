@@ -62,6 +62,21 @@ fn asset_response(body: &'static str, content_type: &'static str) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // No other window keeps a handle on the console, and no other origin embeds its files.
+    h.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    // The API listener serves TLS unless a test set `insecure-plaintext` (where browsers ignore
+    // this header): browsers that reached the console once never try plain HTTP for it again.
+    h.insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     resp
 }
 
@@ -73,6 +88,8 @@ mod tests {
     fn assets_are_embedded_and_reference_only_their_own_origin() {
         assert!(INDEX.contains("app.js") && INDEX.contains("app.css"));
         for text in [INDEX, APP_JS, APP_CSS] {
+            // The SVG namespace is a name, never fetched.
+            let text = text.replace("\"http://www.w3.org/2000/svg\"", "");
             assert!(
                 !text.contains("http://") && !text.contains("https://"),
                 "no external URL"

@@ -87,3 +87,8 @@ pub(super) async fn audit_query(State(s): State<Internal>, body: Bytes) -> Respo
     };
     binary(&answer)
 }
+
+/// This member's own status and API totals (the console's cluster view, `Kms::cluster_status`).
+pub(super) async fn node_status(State(s): State<Internal>) -> Response {
+    binary(&crate::kms::cluster::member_status(&s.node))
+}

@@ -63,6 +63,7 @@ pub fn router(node: SharedNode, audit: Option<Arc<crate::audit::AuditLog>>) -> R
         .route(paths::READ_INDEX, post(cluster::read_index))
         .route(paths::LEASE, post(cluster::lease))
         .route(paths::AUDIT_QUERY, post(cluster::audit_query))
+        .route(paths::NODE_STATUS, post(cluster::node_status))
         .route(paths::VERSION, get(|| async { StatusCode::NO_CONTENT }))
         .layer(middleware::from_fn_with_state(state.clone(), require_peer))
         // Outside the authentication, so that a refusal says which build refused (a joining

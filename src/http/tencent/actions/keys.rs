@@ -250,3 +250,17 @@ pub async fn update_key_description(r: &Request<'_>) -> Result<Fields, ApiError>
         .await?;
     Ok(Fields::new())
 }
+
+/// `GetKeyDetails` (a raftkms extension, docs/api.md §5): the key's material versions, regions
+/// and cloud-resource bindings.
+pub async fn get_key_details(r: &Request<'_>) -> Result<Fields, ApiError> {
+    let key_id = r.params.key_id("KeyId")?;
+    let d = r.kms.key_details(&r.scope, &key_id).await?;
+    Ok(fields(json!({
+        "KeyId": key_id,
+        "Versions": d.versions.iter().map(|(v, t)| json!({ "Version": v, "CreateTime": t })).collect::<Vec<_>>(),
+        "PrimaryRegion": d.primary_region,
+        "ReplicaRegions": d.replica_regions,
+        "Bindings": d.bindings.iter().map(|(p, id)| json!({ "ProductId": p, "ResourceId": id })).collect::<Vec<_>>(),
+    })))
+}

@@ -5,6 +5,7 @@
 mod asymmetric;
 mod audit;
 mod cloud;
+mod cluster;
 mod crypto;
 mod data_keys;
 mod import;
@@ -88,6 +89,10 @@ pub async fn dispatch(action: &str, r: &Request<'_>) -> Result<Fields, ApiError>
         "GetResourceTags" => tags::get_resource_tags(r).await,
         "ModifyResourceTags" => tags::modify_resource_tags(r).await,
         "LookUpEvents" => audit::look_up_events(r).await,
+        "GetKeyDetails" => keys::get_key_details(r).await,
+        "DescribeClusterStatus" => cluster::describe_cluster_status(r).await,
+        "DescribeDrillReports" => cluster::describe_drill_reports(r).await,
+        "StartDrill" => cluster::start_drill(r).await,
         "BindCloudResource" => cloud::bind_cloud_resource(r).await,
         "PostQuantumCryptoEncrypt" => post_quantum::encrypt(r).await,
         "PostQuantumCryptoDecrypt" => post_quantum::decrypt(r).await,

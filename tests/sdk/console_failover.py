@@ -1,0 +1,76 @@
+"""The console's DR and cluster views under faults, on a two-region cluster of its own
+(tests/console_failover.rs sets it up as `raftkms dev` would and runs only this file, through
+RAFTKMS_SDK_TESTS): a DR drill started from the console, then the leader killed while the cluster
+view watches. Not named test_*.py, so the shared suite's cluster never runs it.
+"""
+
+import os
+import signal
+import time
+
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+
+from test_console import browser, shot, sign_in, wait  # noqa: F401 (browser is a fixture)
+
+
+def pids():
+    return dict(p.split(":") for p in os.environ["RAFTKMS_NODE_PIDS"].split(","))
+
+
+def test_a_drill_started_in_the_console_reports_rto_and_rpo_zero(cluster, browser):
+    d = browser
+    sign_in(d, cluster.endpoints[0], cluster.secret_id, cluster.secret_key, "#/dr")
+    wait(d, EC.presence_of_element_located((By.ID, "drill-form")))
+    # Only a region whose loss leaves a quorum can be cut: Shanghai (one voter of three).
+    options = [o.get_attribute("value") for o in d.find_elements(By.CSS_SELECTOR, "#drill-region option")]
+    assert options == ["ap-shanghai"], options
+    before = {r.get_attribute("data-drill") for r in d.find_elements(By.CSS_SELECTOR, "#drills tbody tr")}
+    d.find_element(By.ID, "drill-button").click()
+    d.switch_to.alert.accept()
+    # The view says a drill runs, then shows its report (it looks again every 3 s).
+    wait(d, lambda drv: drv.find_element(By.ID, "drill-button").get_attribute("disabled") is not None
+         or [r for r in drv.find_elements(By.CSS_SELECTOR, "#drills tbody tr") if r.get_attribute("data-drill") not in before])
+    deadline = time.time() + 180
+    while True:
+        rows = [r for r in d.find_elements(By.CSS_SELECTOR, "#drills tbody tr")
+                if r.get_attribute("data-drill") not in before]
+        if rows:
+            break
+        assert time.time() < deadline, "no drill report appeared"
+        time.sleep(2)
+        if not d.find_elements(By.CSS_SELECTOR, "#drill-button[disabled]"):
+            d.execute_script("route(location.hash)")
+    row = rows[0]
+    assert row.get_attribute("data-passed") == "true", row.text
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1] == "ap-shanghai" and cells[2].startswith("3"), cells
+    assert cells[3].endswith(" ms") and cells[4].startswith("0 lost"), cells
+    shot(d, "dr")
+    d.find_element(By.ID, "signout").click()
+
+
+def test_the_cluster_view_follows_a_new_leader(cluster, browser):
+    d = browser
+    leader_of = lambda drv: drv.find_element(By.ID, "cluster-leader").get_attribute("data-leader")
+    sign_in(d, cluster.endpoints[0], cluster.secret_id, cluster.secret_key, "#/cluster")
+    leader = wait(d, leader_of)
+    # Watch from a node that is not the leader.
+    watcher = next(i for i in range(len(cluster.endpoints)) if str(i + 1) != leader)
+    if watcher != 0:
+        d.find_element(By.ID, "signout").click()
+        sign_in(d, cluster.endpoints[watcher], cluster.secret_id, cluster.secret_key, "#/cluster")
+    assert wait(d, leader_of) == leader
+    wait(d, lambda drv: drv.find_element(By.CSS_SELECTOR, 'tr[data-node-id="%s"]' % leader)
+         .get_attribute("data-state") == "Leader")
+
+    os.kill(int(pids()[leader]), signal.SIGKILL)
+    new = wait(d, lambda drv: (lambda l: l if l and l != leader else False)(leader_of(drv)), 30)
+    wait(d, lambda drv: drv.find_element(By.CSS_SELECTOR, 'tr[data-node-id="%s"]' % leader)
+         .get_attribute("data-reachable") == "false", 30)
+    wait(d, lambda drv: drv.find_element(By.CSS_SELECTOR, 'tr[data-node-id="%s"]' % new)
+         .get_attribute("data-state") == "Leader")
+    assert d.find_element(By.CSS_SELECTOR, '#region-map li.leader').get_attribute("data-node-id") == new
+    assert "down" in d.find_element(By.CSS_SELECTOR, '#region-map li[data-node-id="%s"]' % leader).get_attribute("class")
+    shot(d, "cluster-failover")
+    d.find_element(By.ID, "signout").click()
