@@ -550,6 +550,10 @@ fn print_usage(
         dir.display()
     );
     println!("Environment file:   {}", env_path.display());
+    println!(
+        "Web console:        {}/console/   (any node; sign in with KMS_SECRET_ID and KMS_SECRET_KEY from the environment file; docs/console.md)",
+        endpoints[0]
+    );
     match ca {
         Some(ca) => println!(
             "TLS:                the API speaks TLS; its CA is {} (KMS_CA_BUNDLE)",
@@ -579,9 +583,11 @@ fn print_usage(
     println!("  {curl} {}/readyz", endpoints[0]);
     if regions.len() > 1 {
         println!(
-            "  raftkms drill --dev {} --region {}   # DR drill: freeze that region, measure RTO, check RPO 0",
+            "  raftkms drill --dev {} --region {}   # DR drill: freeze that region, measure RTO, check RPO 0 (also from the console's DR view)",
             dir.display(),
-            regions[0]
+            // The last region holds the fewest nodes (nodes are spread in blocks): cutting it
+            // off leaves a quorum.
+            regions.last().copied().unwrap_or(first_region)
         );
     }
     println!("  {curl} {}/metrics | grep raftkms_raft", endpoints[0]);

@@ -326,6 +326,8 @@ pub mod records {
     pub const OPERATOR_PREFIX: &str = "console.operator.";
     /// Prefix of the records holding DR drill reports (`drill.<started-at-ms, 13 digits>`).
     pub const DRILL_PREFIX: &str = "drill.";
+    /// Version of a stored drill report (`{"v": 1, "report": …}`).
+    pub const DRILL_REPORT_VERSION: u32 = 1;
 
     /// The record naming account `uin` an operator.
     pub fn operator(uin: u64) -> String {

@@ -105,7 +105,7 @@ pub struct DrillReport {
 }
 
 /// Version of the stored report (`{"v": 1, "report": …}` in record `drill.<ms>`).
-pub const REPORT_VERSION: u32 = 1;
+pub const REPORT_VERSION: u32 = crate::wire::records::DRILL_REPORT_VERSION;
 
 fn wall_ms() -> u64 {
     std::time::SystemTime::now()
@@ -239,12 +239,30 @@ pub async fn run(
         started_at_ms: wall_ms(),
         ..Default::default()
     };
-    let drill = Drill::discover(opts, &admin, kms, &mut report).await?;
-    let baseline = drill.baseline(&mut report).await?;
+    let outcome = run_phases(opts, &admin, kms, &mut report).await;
+    // Stored however it ended: a drill that stopped early is in the DR view too, with why.
+    if let Err(e) = &outcome {
+        report.passed = false;
+        report.problems.push(format!("the drill stopped: {e:#}"));
+    }
+    report.finished_at_ms = wall_ms();
+    store(&admin, &mut report).await;
+    outcome.map(|()| report)
+}
+
+/// The drill's seven phases, filling in `report`.
+async fn run_phases(
+    opts: DrillOptions,
+    admin: &AdminClient,
+    kms: KmsClient,
+    report: &mut DrillReport,
+) -> anyhow::Result<()> {
+    let drill = Drill::discover(opts, admin, kms, report).await?;
+    let baseline = drill.baseline(report).await?;
     let hooks = drill.hooks(&report.cut_nodes)?;
     let mut healed = false;
     let result = drill
-        .cut_and_heal(&hooks, &baseline, &mut report, &mut healed)
+        .cut_and_heal(&hooks, &baseline, report, &mut healed)
         .await;
     if !healed {
         // Never leave a region cut off because a later step failed.
@@ -271,9 +289,7 @@ pub async fn run(
     if !drill.opts.keep_keys {
         drill.retire_keys(&baseline.keys).await;
     }
-    report.finished_at_ms = wall_ms();
-    store(&admin, &mut report).await;
-    Ok(report)
+    Ok(())
 }
 
 /// Stores the report in the registry (record `drill.<started_at_ms>`, 13 digits so that names
@@ -294,7 +310,10 @@ async fn store(admin: &AdminClient, report: &mut DrillReport) {
     };
     let admin = admin.clone().with_timeout(Duration::from_secs(10));
     report.stored_as = Some(match admin.put_record(&name, &value, None).await {
-        Ok(_) => name,
+        Ok(reply) => match reply.outcome {
+            crate::registry::Outcome::Rejected(e) => format!("not stored: {e}"),
+            _ => name,
+        },
         Err(e) => format!("not stored: {e}"),
     });
 }

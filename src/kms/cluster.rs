@@ -242,9 +242,15 @@ impl Kms {
                 let startable = self.drill_regions();
                 if !startable.iter().any(|r| r == region) {
                     let served = self.node.config().served_regions().join(", ");
-                    if self.node.config().served_regions().iter().any(|r| r == region) {
+                    if self.node.status().nodes.values().any(|n| n.region == region) {
                         return Err(KmsError::Unsupported(format!(
                             "cutting region {region} off would leave no quorum of voters; drills can cut: {}",
+                            startable.join(", ")
+                        )));
+                    }
+                    if self.node.config().served_regions().iter().any(|r| r == region) {
+                        return Err(KmsError::Unsupported(format!(
+                            "region {region} is served without a node of its own: there is nothing to cut off; drills can cut: {}",
                             startable.join(", ")
                         )));
                     }
@@ -253,7 +259,7 @@ impl Kms {
                         served,
                     });
                 }
-                self.drills.start(&dir, region)
+                self.drills.start(&dir, region).await
             })
             .await
     }

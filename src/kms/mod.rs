@@ -426,6 +426,30 @@ impl Kms {
                 return Err(KmsError::UnknownCredential(caller.credential_id));
             }
         }
+        self.scope(caller, request, region, consistency, gated)
+    }
+
+    /// Opens the scope of a request answered from this node's own state whatever its
+    /// consistency and this node's stale-read settings: the operators' cluster view
+    /// (`DescribeClusterStatus`), which must work on a node that has lost its quorum. Nothing
+    /// such a request reads is a key, a secret or a tenant's data.
+    pub fn open_local_scope(
+        &self,
+        caller: Caller,
+        request: RequestInfo,
+        region: Option<String>,
+    ) -> Result<Scope, KmsError> {
+        self.scope(caller, request, region, Consistency::Stale, false)
+    }
+
+    fn scope(
+        &self,
+        caller: Caller,
+        request: RequestInfo,
+        region: Option<String>,
+        consistency: Consistency,
+        gated: bool,
+    ) -> Result<Scope, KmsError> {
         let config = self.node.config();
         let region = region
             .filter(|r| !r.is_empty())

@@ -17,6 +17,7 @@ from selenium.common.exceptions import (NoSuchElementException, StaleElementRefe
                                         TimeoutException)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -57,6 +58,9 @@ def wait(d, cond, timeout=15):
 
 
 def sign_in(d, endpoint, secret_id, secret_key, hash_="#/keys"):
+    # A full page load whatever came before (to the same page, only the fragment would change,
+    # and a session left signed in would stay so).
+    d.get("about:blank")
     d.get("https://%s/console/%s" % (endpoint, hash_))
     wait(d, EC.presence_of_element_located((By.ID, "signin")))
     d.find_element(By.ID, "secret-id").send_keys(secret_id)
@@ -205,9 +209,10 @@ def test_cluster_and_dr_views(cluster, clients, client, browser):
     leader = wait(d, lambda drv: drv.find_element(By.ID, "cluster-leader").get_attribute("data-leader"))
     assert states[leader] == "Leader", states
     assert sorted(states.values()) == ["Follower"] * (len(states) - 1) + ["Leader"], states
-    # The region map holds every member, the leader marked.
-    assert d.find_element(By.CSS_SELECTOR, '#region-map li.leader').get_attribute("data-node-id") == leader
-    assert len(d.find_elements(By.CSS_SELECTOR, "#region-map li.member")) == len(cluster.endpoints)
+    # The region map holds every member, the leader marked (read within waits: the view
+    # re-renders every 2 s).
+    wait(d, lambda drv: drv.find_element(By.CSS_SELECTOR, '#region-map li.leader').get_attribute("data-node-id") == leader)
+    wait(d, lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#region-map li.member")) == len(cluster.endpoints))
     # Traffic through node 3 shows in its chart: its request rate rises above zero.
     key_id = kmstest.call(client, "CreateKey", Alias=kmstest.unique_alias("chart")).KeyId
 
@@ -247,12 +252,21 @@ def test_an_account_that_is_not_an_operator_does_not_see_the_cluster(cluster, br
     from test_policies import Account
     account = Account(cluster)
     d = browser
-    sign_in(d, cluster.endpoints[0], account.root_cred["secret_id"], account.root_cred["secret_key"], "#/cluster")
+    # Without a mouse: the SecretKey field follows the SecretId field in tab order, and Enter
+    # signs in.
+    d.get("about:blank")
+    d.get("https://%s/console/#/cluster" % cluster.endpoints[0])
+    wait(d, EC.presence_of_element_located((By.ID, "signin")))
+    d.find_element(By.ID, "secret-id").send_keys(account.root_cred["secret_id"] + Keys.TAB)
+    assert d.switch_to.active_element.get_attribute("id") == "secret-key"
+    d.switch_to.active_element.send_keys(account.root_cred["secret_key"] + Keys.ENTER)
     err = wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, "#cluster .error")))
     assert err.get_attribute("data-code") == "AuthFailure.UnauthorizedOperation", err.text
     assert "not an operator" in err.text
     assert not d.find_elements(By.ID, "nodes")
-    d.get("https://%s/console/#/dr" % cluster.endpoints[0])
+    # The DR view, opened from the navigation with the keyboard.
+    d.find_element(By.CSS_SELECTOR, 'nav a[href="#/dr"]').send_keys(Keys.ENTER)
+    wait(d, lambda drv: drv.find_element(By.TAG_NAME, "h2").text == "Disaster recovery")
     err = wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, "#main .error")))
     assert err.get_attribute("data-code") == "AuthFailure.UnauthorizedOperation", err.text
     d.find_element(By.ID, "signout").click()

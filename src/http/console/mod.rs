@@ -8,7 +8,7 @@
 //! content security policy allows only this origin's own script and style. docs/console.md.
 
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
@@ -30,21 +30,45 @@ pub fn router() -> Router {
         )
         .route(
             "/console/",
-            get(|| async { asset_response(INDEX, "text/html; charset=utf-8") }),
+            get(|headers: HeaderMap| async move {
+                asset_response(INDEX, "text/html; charset=utf-8", &headers)
+            }),
         )
         .route("/console/{file}", get(asset))
 }
 
-async fn asset(Path(file): Path<String>) -> Response {
+async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     match file.as_str() {
-        "app.js" => asset_response(APP_JS, "text/javascript; charset=utf-8"),
-        "app.css" => asset_response(APP_CSS, "text/css; charset=utf-8"),
-        "index.html" => asset_response(INDEX, "text/html; charset=utf-8"),
+        "app.js" => asset_response(APP_JS, "text/javascript; charset=utf-8", &headers),
+        "app.css" => asset_response(APP_CSS, "text/css; charset=utf-8", &headers),
+        "index.html" => asset_response(INDEX, "text/html; charset=utf-8", &headers),
         _ => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
-fn asset_response(body: &'static str, content_type: &'static str) -> Response {
+/// Whether HSTS suits the host the browser asked for: not `localhost` (the header would bind
+/// every port of it, other local development servers included) and not an IP address (where
+/// browsers ignore it anyway).
+fn hsts_suits(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_none_or(|a| a.parse::<std::net::IpAddr>().is_err())
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    !(name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok())
+}
+
+fn asset_response(body: &'static str, content_type: &'static str, headers: &HeaderMap) -> Response {
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -73,10 +97,12 @@ fn asset_response(body: &'static str, content_type: &'static str) -> Response {
     );
     // The API listener serves TLS unless a test set `insecure-plaintext` (where browsers ignore
     // this header): browsers that reached the console once never try plain HTTP for it again.
-    h.insert(
-        header::STRICT_TRANSPORT_SECURITY,
-        HeaderValue::from_static("max-age=31536000"),
-    );
+    if hsts_suits(headers) {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     resp
 }
 
@@ -97,5 +123,29 @@ mod tests {
         }
         // No inline script: the content security policy would refuse it.
         assert!(!INDEX.contains("<script>") && !INDEX.contains("onclick="));
+    }
+
+    #[test]
+    fn hsts_is_sent_for_names_but_not_for_localhost_or_addresses() {
+        let with = |host: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::HOST,
+                HeaderValue::from_str(host).unwrap_or(HeaderValue::from_static("x")),
+            );
+            hsts_suits(&h)
+        };
+        assert!(with("kms.example.com:8081") && with("kms.example.com"));
+        for host in [
+            "localhost:8081",
+            "LOCALHOST",
+            "app.localhost:1",
+            "127.0.0.1:8081",
+            "[::1]:8081",
+            "10.0.0.1",
+        ] {
+            assert!(!with(host), "{host}");
+        }
+        assert!(!hsts_suits(&HeaderMap::new()));
     }
 }

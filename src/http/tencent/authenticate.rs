@@ -59,7 +59,13 @@ pub async fn request<'a>(
         policy_action: format!("{}:{action}", service_of(&action).0),
         source,
     };
-    let scope = kms.open_scope(caller, request, region, consistency).await?;
+    let scope = if action == "DescribeClusterStatus" {
+        // The cluster view answers from this node's own state (it is most needed on a node
+        // that has lost its quorum; kms::cluster).
+        kms.open_local_scope(caller, request, region)?
+    } else {
+        kms.open_scope(caller, request, region, consistency).await?
+    };
     let params = parameters(method, query, &body)?;
     Ok(Request { kms, scope, params })
 }

@@ -30,7 +30,7 @@ fn member(row: &MemberRow, reference: Option<u64>) -> Value {
             "CommitIndex": s.commit_index,
             "AppliedIndex": s.applied_index,
             "SnapshotIndex": s.snapshot_index,
-            // Entries behind the most advanced log of the members that answered.
+            // Entries committed (as the leader says) that the member has not applied yet.
             "LagEntries": reference.map(|r| r.saturating_sub(s.applied_index.unwrap_or(0))),
             "LeaderContactMs": leader_contact_ms,
             "Ready": s.ready,
@@ -53,14 +53,24 @@ pub async fn describe_cluster_status(r: &Request<'_>) -> Result<Fields, ApiError
         .iter()
         .filter_map(|m| m.answer.as_ref().ok())
         .collect();
-    // The newest term any member reports, and the leader it names.
-    let newest = answers.iter().max_by_key(|a| a.status.term);
-    let reference = answers.iter().filter_map(|a| a.status.last_log_index).max();
+    // The newest term any member reports, and the leader it names (preferring a member of
+    // that term that knows one).
+    let newest = answers
+        .iter()
+        .max_by_key(|a| (a.status.term, a.status.leader.is_some()));
+    let leader = newest.and_then(|a| a.status.leader);
+    // What is committed: the leader's commit index, or without an answer from it the highest
+    // any member knows.
+    let reference = answers
+        .iter()
+        .find(|a| Some(a.status.id) == leader && a.status.leader == leader)
+        .and_then(|a| a.status.commit_index)
+        .or_else(|| answers.iter().filter_map(|a| a.status.commit_index).max());
     let bounds = crate::kms::cluster::latency_bounds_ms();
     Ok(fields(json!({
         "ServedBy": view.served_by,
         "Term": newest.map(|a| a.status.term),
-        "Leader": newest.and_then(|a| a.status.leader),
+        "Leader": leader,
         "Nodes": view.members.iter().map(|m| member(m, reference)).collect::<Vec<_>>(),
         "LatencyBucketBoundsMs": bounds,
     })))
@@ -72,8 +82,11 @@ pub async fn describe_drill_reports(r: &Request<'_>) -> Result<Fields, ApiError>
         .reports
         .iter()
         .map(|d| {
+            // Version 1 is the only one written so far; another is shown as unreadable.
             let report = serde_json::from_slice::<Value>(&d.value)
-                .unwrap_or_else(|_| json!({ "unreadable": true }));
+                .ok()
+                .filter(|v| v.get("v") == Some(&json!(crate::wire::records::DRILL_REPORT_VERSION)))
+                .unwrap_or_else(|| json!({ "unreadable": true }));
             json!({ "Name": d.name, "Report": report })
         })
         .collect();
