@@ -980,9 +980,15 @@ async fn account(target: Target, action: AccountCmd) -> anyhow::Result<()> {
             println!("next: raftkms credential create --uin {}", a.uin);
         }
         AccountCmd::List => {
-            println!("{:<14} {:<12} NAME", "UIN", "APPID");
+            println!("{:<14} {:<12} {:<9} NAME", "UIN", "APPID", "OPERATOR");
             for a in client.accounts().await? {
-                println!("{:<14} {:<12} {}", a.uin, a.app_id, a.name);
+                let operator = client
+                    .get_record(&raftkms::wire::records::operator(a.uin), "linearizable")
+                    .await?
+                    .value
+                    .is_some();
+                let operator = if operator { "yes" } else { "no" };
+                println!("{:<14} {:<12} {operator:<9} {}", a.uin, a.app_id, a.name);
             }
         }
         AccountCmd::Operator { uin, revoke } => {

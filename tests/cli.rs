@@ -449,6 +449,71 @@ async fn dev_starts_three_voters_writes_dev_env_and_resumes_with_its_data() {
         team.call("ListKeys", serde_json::json!({})).await.unwrap()["TotalCount"],
         0
     );
+    // The cluster view is the operators': the dev account is one, team-a only once made one.
+    let dev_kms = kms.at("127.0.0.1:24202");
+    let status = dev_kms
+        .call("DescribeClusterStatus", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        status["Nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    // One region of three voters: no region can be cut off by a drill from the console.
+    let drills = dev_kms
+        .call("DescribeDrillReports", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        drills["StartableRegions"],
+        serde_json::json!([]),
+        "{drills}"
+    );
+    let refused = team
+        .call("DescribeClusterStatus", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AuthFailure.UnauthorizedOperation"));
+    // The OPERATOR column of the account's row in `account list`.
+    let operator_column = |list: String| {
+        list.lines()
+            .find(|l| l.starts_with(uin.as_str()))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(operator_column(cli(&["account", "list"])), "no");
+    assert!(cli(&["account", "operator", "--uin", &uin]).contains("is an operator"));
+    assert_eq!(operator_column(cli(&["account", "list"])), "yes");
+    let status = team
+        .call("DescribeClusterStatus", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(
+        status["Nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    cli(&["account", "operator", "--uin", &uin, "--revoke"]);
+    let refused = team
+        .call("DescribeClusterStatus", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Some("AuthFailure.UnauthorizedOperation"));
+    let cli_fails = |args: &[&str]| {
+        let out = Command::new(bin())
+            .args(args)
+            .envs(env.clone())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    assert!(
+        cli_fails(&["account", "operator", "--uin", &uin, "--revoke"]).contains("not an operator")
+    );
+    assert!(cli_fails(&["account", "operator", "--uin", "1"]).contains("no account has Uin 1"));
     let foreign = team
         .call(
             "Decrypt",
