@@ -28,18 +28,22 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
+def chromium(width, height):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=%d,%d" % (width, height)):
+        opts.add_argument(arg)
+    opts.accept_insecure_certs = True
+    os.environ.setdefault("SE_OFFLINE", "true")  # no Selenium Manager downloads
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+
+
 @pytest.fixture(scope="module")
 def browser():
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.path.exists(path):
             pytest.fail("%s is missing: apt-get install chromium chromium-driver (.ci/run does)" % path)
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        opts.add_argument(arg)
-    opts.accept_insecure_certs = True
-    os.environ.setdefault("SE_OFFLINE", "true")  # no Selenium Manager downloads
-    d = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    d = chromium(1280, 900)
     yield d
     d.quit()
 
@@ -337,3 +341,23 @@ def test_key_page_shows_the_regions_of_a_multi_region_key(cluster, client, brows
     assert OTHER_REGION in d.find_element(By.TAG_NAME, "h2").text
     d.find_element(By.ID, "signout").click()
     wait(d, EC.presence_of_element_located((By.ID, "signin")))
+
+
+def test_every_view_reflows_at_200_percent_zoom(cluster, client):
+    # A 1280-pixel window at 200 % zoom is 640 CSS pixels wide: no view may make the page scroll
+    # sideways (wide tables scroll in a region of their own).
+    key_id = kmstest.call(client, "CreateKey", Alias=kmstest.unique_alias("zoom")).KeyId
+    d = chromium(640, 900)
+    try:
+        views = [("#/keys?region=" + cluster.region, "keys"), ("#/keys/%s?region=%s" % (key_id, cluster.region), "key-facts"),
+                 ("#/cluster", "nodes"), ("#/dr", None), ("#/audit?hours=1", "audit-search")]
+        for view, marker in views:
+            sign_in(d, cluster.endpoints[0], cluster.secret_id, cluster.secret_key, view)
+            if marker:
+                wait(d, EC.presence_of_element_located((By.ID, marker)))
+            else:
+                wait(d, lambda drv: drv.find_elements(By.ID, "drills") or drv.find_elements(By.ID, "no-drills"))
+            width, inner = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            assert inner <= 660 and width <= inner, (view, width, inner)
+    finally:
+        d.quit()

@@ -106,6 +106,12 @@ function errorBox(e) {
     e.code ? e.code + ": " + e.message.replace(e.code + ": ", "") : String(e));
 }
 
+// A table in a region of its own that scrolls sideways when the window is narrow (200 % zoom),
+// so that the rest of the page reflows; focusable, so that the keyboard can scroll it.
+function wide(label, table) {
+  return el("div", { class: "wide", role: "region", tabindex: "0", "aria-label": label }, table);
+}
+
 const when = (secs) => (secs ? new Date(secs * 1000).toISOString().replace(".000Z", "Z") : "—");
 
 // --- views ----------------------------------------------------------------------------------------
@@ -224,10 +230,10 @@ async function keysView(query) {
       if (p) next.set("page", String(p)); else next.delete("page");
       return el("a", { href: "#/keys?" + next, id, rel: id }, text);
     };
-    table = [el("table", { id: "keys" },
+    table = [wide("Keys", el("table", { id: "keys" },
       el("caption", {}, total + " keys" + (total ? " (" + first + "–" + (page * PAGE + rows.length) + " shown, newest first)" : "")),
       el("thead", {}, el("tr", {}, ["Alias", "KeyId", "State", "Usage", "Origin", "Created", ""].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, rows)),
+      el("tbody", {}, rows))),
     el("nav", { class: "pages", "aria-label": "Pages" },
       page > 0 ? pageLink(page - 1, "← Newer", "prev") : null,
       (page + 1) * PAGE < total ? pageLink(page + 1, "Older →", "next") : null)];
@@ -342,9 +348,9 @@ async function auditTable(q, token, id) {
       el("td", {}, when(Number(ev.EventTime))), el("td", {}, ev.EventName), el("td", {}, ev.Username),
       el("td", {}, ev.SecretId), el("td", {}, ev.Resources ? ev.Resources.ResourceName : ""),
       el("td", {}, result(ev)), el("td", {}, ev.RequestID)));
-    const table = el("table", { class: "audit", id },
+    const table = wide("Audit events", el("table", { class: "audit", id },
       el("thead", {}, el("tr", {}, ["Time", "Action", "Caller", "SecretId", "Key", "Result", "RequestId"].map((h) => el("th", { scope: "col" }, h)))),
-      el("tbody", {}, rows));
+      el("tbody", {}, rows)));
     if (r.ListOver || !r.NextToken) return table;
     // Older events: the next page replaces the button, below the rows already shown.
     const more = el("button", { type: "button", class: "older-events" }, "Older events");
@@ -474,10 +480,10 @@ function clusterBody(r) {
       el("td", {}, n.State === "Leader" ? "—" : n.LeaderContactMs === null ? "never" : n.LeaderContactMs + " ms"),
       el("td", { class: n.Ready ? "ok" : "error" }, n.Ready ? "ready" : "not ready"), el("td", {}, n.Release),
     ] : el("td", { colspan: "9", class: "error" }, "unreachable: " + n.Error)));
-  const table = el("table", { id: "nodes" },
+  const table = wide("Members", el("table", { id: "nodes" },
     el("caption", {}, "Members (as node " + r.ServedBy + " and each member report)"),
     el("thead", {}, el("tr", {}, ["Node", "Region", "Role", "State", "Term", "Last log", "Commit", "Applied", "Lag", "Leader contact", "Readiness", "Release"].map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, rows));
+    el("tbody", {}, rows)));
   const charts = el("div", { id: "charts" }, (r.Nodes || []).map((n) => {
     const series = rates(history_.get(n.NodeId) || [], bounds);
     return el("section", { class: "node-charts", "data-node-id": n.NodeId },
@@ -557,9 +563,9 @@ async function drView() {
     parts.push(el("p", {}, "This is a dev cluster: a drill can be started here."), form);
   }
   const reports = r.Reports || [];
-  parts.push(reports.length ? el("table", { id: "drills" },
+  parts.push(reports.length ? wide("Drill reports", el("table", { id: "drills" },
     el("thead", {}, el("tr", {}, ["Started", "Region cut", "Nodes cut", "RTO", "RPO", "Convergence", "Result"].map((h) => el("th", { scope: "col" }, h)))),
-    el("tbody", {}, reports.map(drillRow))) : el("p", { id: "no-drills" }, "No drill has reported yet. Run raftkms drill --region R against the cluster."));
+    el("tbody", {}, reports.map(drillRow)))) : el("p", { id: "no-drills" }, "No drill has reported yet. Run raftkms drill --region R against the cluster."));
   show(parts);
   // While a drill runs, look again until its report is in.
   if (r.Running) {
