@@ -228,5 +228,10 @@ async fn sdk_and_tccli_work_and_no_secret_is_stored_in_clear() {
     let admin = c.admin(1);
     let account = admin.create_account("sdk-restored").await.unwrap();
     let cred = admin.create_credential(account.uin).await.unwrap();
+    // The first account's operator record came back with the backup; the new one needs its own.
+    let first_operator = admin.get_record(&operator, "linearizable").await.unwrap();
+    assert_eq!(first_operator.value.as_deref(), Some("sdk"));
+    let operator = raftkms::wire::records::operator(account.uin);
+    admin.put_record(&operator, "sdk", None).await.unwrap();
     run_suite(&c, &ca_file, &cred, "sdk-restored.env").await;
 }

@@ -247,7 +247,14 @@ pub async fn run(
     }
     report.finished_at_ms = wall_ms();
     store(&admin, &mut report).await;
-    outcome.map(|()| report)
+    match outcome {
+        Ok(()) => Ok(report),
+        // The error is all a stopped drill prints: it says where its report went.
+        Err(e) => Err(e.context(format!(
+            "the drill stopped (its report: {})",
+            report.stored_as.as_deref().unwrap_or("not stored")
+        ))),
+    }
 }
 
 /// The drill's seven phases, filling in `report`.
@@ -311,8 +318,9 @@ async fn store(admin: &AdminClient, report: &mut DrillReport) {
     let admin = admin.clone().with_timeout(Duration::from_secs(10));
     report.stored_as = Some(match admin.put_record(&name, &value, None).await {
         Ok(reply) => match reply.outcome {
+            crate::registry::Outcome::Applied { .. } => name,
             crate::registry::Outcome::Rejected(e) => format!("not stored: {e}"),
-            _ => name,
+            other => format!("not stored: the cluster answered {other:?}"),
         },
         Err(e) => format!("not stored: {e}"),
     });

@@ -7,8 +7,9 @@
 //! (`kms:DescribeClusterStatus`, `kms:DescribeDrillReports`, `kms:StartDrill`). Any other account is
 //! refused whatever its policies say: the cluster is the operator's business, not a tenant's.
 //!
-//! The cluster view reads the node's applied state without the read gate, on purpose: it is most
-//! needed when a node has lost its quorum. The status holds no key or secret.
+//! The cluster view tries the read gate for a second (`Kms::open_local_scope`) and without a
+//! quorum reads the node's applied state, on purpose: it is most needed when a node has lost its
+//! quorum. The status holds no key or secret.
 
 use std::time::Duration;
 

@@ -133,6 +133,10 @@ pub struct Kms {
     drills: drill_runner::DrillRunner,
 }
 
+/// How long the cluster view waits for the read gate before it answers from the node's own
+/// state (`Kms::open_local_scope`).
+pub const LOCAL_SCOPE_GATE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The longest KeyId a request may name.
 const MAX_KEY_ID: usize = 128;
 
@@ -429,16 +433,28 @@ impl Kms {
         self.scope(caller, request, region, consistency, gated)
     }
 
-    /// Opens the scope of a request answered from this node's own state whatever its
-    /// consistency and this node's stale-read settings: the operators' cluster view
-    /// (`DescribeClusterStatus`), which must work on a node that has lost its quorum. Nothing
-    /// such a request reads is a key, a secret or a tenant's data.
-    pub fn open_local_scope(
+    /// Opens the scope of the operators' cluster view (`DescribeClusterStatus`), which must
+    /// answer on a node that has lost its quorum: it first tries the read gate for at most
+    /// [`LOCAL_SCOPE_GATE`] (then, as any linearizable request, a credential or operator status
+    /// revoked anywhere is refused), and without a quorum answers from this node's own state,
+    /// whatever its stale-read settings. Nothing such a request reads is a key, a secret or a
+    /// tenant's data.
+    pub async fn open_local_scope(
         &self,
         caller: Caller,
         request: RequestInfo,
         region: Option<String>,
     ) -> Result<Scope, KmsError> {
+        let gate = self.node.reads().read_barrier(Consistency::Linearizable);
+        if let Ok(Ok(_)) = tokio::time::timeout(LOCAL_SCOPE_GATE, gate).await {
+            if self
+                .lookup_credential(&caller.credential_id)
+                .is_none_or(|(c, p)| c.uin != caller.uin || p != caller.principal)
+            {
+                return Err(KmsError::UnknownCredential(caller.credential_id));
+            }
+            return self.scope(caller, request, region, Consistency::Linearizable, true);
+        }
         self.scope(caller, request, region, Consistency::Stale, false)
     }
 

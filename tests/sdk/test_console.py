@@ -57,8 +57,18 @@ def shot(d, name):
 
 def wait(d, cond, timeout=15):
     # The views re-render after each action: an element found a moment ago may be gone.
-    return WebDriverWait(d, timeout, ignored_exceptions=(NoSuchElementException,
-                                                         StaleElementReferenceException)).until(cond)
+    try:
+        return WebDriverWait(d, timeout, ignored_exceptions=(NoSuchElementException,
+                                                             StaleElementReferenceException)).until(cond)
+    except TimeoutException:
+        # Say what the page showed instead.
+        try:
+            page = d.execute_script(
+                "return location.href + '\\n' + (document.getElementById('main') || document.body).innerText"
+                " + '\\nstatus: ' + ((document.getElementById('status') || {}).innerText || '')")
+        except Exception as e:  # noqa: BLE001 (the page itself may be gone)
+            page = "(unreadable: %s)" % e
+        raise TimeoutException("waited %ss; the page showed:\n%s" % (timeout, page[:3000]))
 
 
 def sign_in(d, endpoint, secret_id, secret_key, hash_="#/keys"):
@@ -357,7 +367,8 @@ def test_every_view_reflows_at_200_percent_zoom(cluster, client):
                 wait(d, EC.presence_of_element_located((By.ID, marker)))
             else:
                 wait(d, lambda drv: drv.find_elements(By.ID, "drills") or drv.find_elements(By.ID, "no-drills"))
-            width, inner = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+            width, inner = d.execute_script(
+                "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]")
             assert inner <= 660 and width <= inner, (view, width, inner)
     finally:
         d.quit()

@@ -62,7 +62,7 @@ pub async fn request<'a>(
     let scope = if action == "DescribeClusterStatus" {
         // The cluster view answers from this node's own state (it is most needed on a node
         // that has lost its quorum; kms::cluster).
-        kms.open_local_scope(caller, request, region)?
+        kms.open_local_scope(caller, request, region).await?
     } else {
         kms.open_scope(caller, request, region, consistency).await?
     };
