@@ -70,7 +70,7 @@ pub struct Drills {
     /// Regions a drill may be started for from this node (empty unless it is a dev node):
     /// those whose loss leaves a quorum of voters.
     pub startable_regions: Vec<String>,
-    /// Whether a drill this node started is still running.
+    /// Whether a drill started from a console of this dev cluster (any node's) still runs.
     pub running: bool,
 }
 
@@ -200,7 +200,10 @@ impl Kms {
                 Ok(Drills {
                     reports,
                     startable_regions: self.drill_regions(),
-                    running: self.drills.running(),
+                    running: self
+                        .drills
+                        .running(self.node.config().console.dev_drill_dir.as_deref())
+                        .await,
                 })
             })
             .await

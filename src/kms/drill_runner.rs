@@ -78,8 +78,19 @@ fn try_lock(dir: &Path) -> std::io::Result<Option<File>> {
 }
 
 impl DrillRunner {
-    pub fn running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+    /// Whether a console drill runs on the dev cluster in `dir`: this node's, or another's (it
+    /// holds the lock).
+    pub async fn running(&self, dir: Option<&Path>) -> bool {
+        if self.running.load(Ordering::SeqCst) {
+            return true;
+        }
+        let Some(dir) = dir.map(Path::to_path_buf) else {
+            return false;
+        };
+        // Taking the lock for a moment tells whether another node holds it.
+        tokio::task::spawn_blocking(move || matches!(try_lock(&dir), Ok(None)))
+            .await
+            .unwrap_or(false)
     }
 
     /// Starts `raftkms drill --dev dir --region region`; refused while one is running.

@@ -9,10 +9,14 @@ import os
 import signal
 import time
 
+import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+
 from test_console import browser, shot, sign_in, wait  # noqa: F401 (browser is a fixture)
+from test_replicas import common_client
 
 
 def pids():
@@ -29,6 +33,13 @@ def test_a_drill_started_in_the_console_reports_rto_and_rpo_zero(cluster, browse
     before = {r.get_attribute("data-drill") for r in d.find_elements(By.CSS_SELECTOR, "#drills tbody tr")}
     d.find_element(By.ID, "drill-button").click()
     wait(d, EC.alert_is_present()).accept()
+    # While it runs, every node's DR view says so (node 2's here), and a second drill is refused.
+    wait(d, EC.presence_of_element_located((By.CSS_SELECTOR, "#drill-button[disabled]")))
+    other = common_client(cluster, cluster.endpoints[1], cluster.region)
+    assert other.call_json("DescribeDrillReports", {})["Response"]["Running"] is True
+    with pytest.raises(TencentCloudSDKException) as e:
+        other.call_json("StartDrill", {"Region": "ap-shanghai"})
+    assert e.value.get_code() == "UnsupportedOperation" and "still running" in e.value.get_message()
     # The view says a drill runs, then shows its report (it looks again every 3 s).
     wait(d, lambda drv: drv.find_element(By.ID, "drill-button").get_attribute("disabled") is not None
          or [r for r in drv.find_elements(By.CSS_SELECTOR, "#drills tbody tr") if r.get_attribute("data-drill") not in before])
