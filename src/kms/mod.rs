@@ -423,10 +423,7 @@ impl Kms {
         }
         if gated {
             self.node.reads().read_barrier(consistency).await?;
-            if self
-                .lookup_credential(&caller.credential_id)
-                .is_none_or(|(c, p)| c.uin != caller.uin || p != caller.principal)
-            {
+            if !self.credential_still_valid(&caller) {
                 return Err(KmsError::UnknownCredential(caller.credential_id));
             }
         }
@@ -447,15 +444,19 @@ impl Kms {
     ) -> Result<Scope, KmsError> {
         let gate = self.node.reads().read_barrier(Consistency::Linearizable);
         if let Ok(Ok(_)) = tokio::time::timeout(LOCAL_SCOPE_GATE, gate).await {
-            if self
-                .lookup_credential(&caller.credential_id)
-                .is_none_or(|(c, p)| c.uin != caller.uin || p != caller.principal)
-            {
+            if !self.credential_still_valid(&caller) {
                 return Err(KmsError::UnknownCredential(caller.credential_id));
             }
             return self.scope(caller, request, region, Consistency::Linearizable, true);
         }
         self.scope(caller, request, region, Consistency::Stale, false)
+    }
+
+    /// Whether the caller's credential still exists, for the same account and principal, in
+    /// this node's applied state (checked again once a request has passed the read gate).
+    fn credential_still_valid(&self, caller: &Caller) -> bool {
+        self.lookup_credential(&caller.credential_id)
+            .is_some_and(|(c, p)| c.uin == caller.uin && p == caller.principal)
     }
 
     fn scope(
