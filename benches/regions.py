@@ -61,7 +61,8 @@ def metrics(cluster, i):
         text = r.read().decode()
     out = {}
     for name in ("raftkms_holder_reads_total", "raftkms_read_gate_rounds_total",
-                 "raftkms_read_gate_leased_total", "raftkms_read_gate_waits_total"):
+                 "raftkms_read_gate_leased_total", "raftkms_read_gate_waits_total",
+                 "raftkms_lease_grants_total", "raftkms_lease_grants_from_acks_total"):
         m = re.search(r"^%s (\S+)$" % name, text, re.M)
         out[name] = float(m.group(1)) if m else 0.0
     return out
@@ -155,7 +156,7 @@ def phase(args, name, out):
             rtt = 2 * one_way(node.region, lregion)
             kinds = [("encrypt", "linearizable", False), ("encrypt", "stale", True),
                      ("create", "linearizable", False)]
-            if name == "gate-only":
+            if name == "gate-only" or args.leader_create_only:
                 if role != "leader":
                     continue
                 kinds = [("create", "linearizable", False)]
@@ -184,6 +185,10 @@ def phase(args, name, out):
                         sum(s["errors"].values()), lat["p50"], lat["p99"],
                         delta["raftkms_holder_reads_total"],
                         delta["raftkms_read_gate_rounds_total"]))
+                if role == "leader" and holders:
+                    log("%s: leader granted %d leases, %d of them dated by acknowledgements" % (
+                        name, delta["raftkms_lease_grants_total"],
+                        delta["raftkms_lease_grants_from_acks_total"]))
                 check(row, max_rtt_from_leader(cluster, lregion))
     finally:
         cluster.teardown()
@@ -239,7 +244,16 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per run")
     ap.add_argument("--rate", type=int, default=100, help="Encrypt requests per second")
     ap.add_argument("--create-rate", type=int, default=20, help="CreateKey requests per second")
+    ap.add_argument("--phases", default="leases,gate-only,no-leases",
+                    help="which clusters to run, comma-separated (a partial run is for exploring; "
+                         "the docs' table needs all three)")
+    ap.add_argument("--leader-create-only", action="store_true",
+                    help="only CreateKey through the leader in each phase (exploring)")
     args = ap.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    unknown = set(phases) - {"leases", "gate-only", "no-leases"}
+    if unknown or not phases:
+        raise SystemExit("--phases: unknown or empty: %s" % ",".join(sorted(unknown)))
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces)")
     os.makedirs(args.out, exist_ok=True)
@@ -256,7 +270,7 @@ def main():
             "cmdline": os.environ.get("REGIONS_CMDLINE", " ".join(sys.argv))}
     with open(os.path.join(args.out, "meta.json"), "w") as f:
         json.dump(meta, f, indent=1, sort_keys=True)
-    for name in ("leases", "gate-only", "no-leases"):
+    for name in phases:
         phase(args, name, args.out)
     log("done: %s" % runs)
 

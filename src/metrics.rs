@@ -37,6 +37,9 @@ pub struct Metrics {
     pub lease_grants: Counter,
     /// Lease requests this node refused as leader (the follower's log lagged).
     pub lease_refusals: Counter,
+    /// Of the grants, those dated by the acknowledgements of appends the leader sent anyway,
+    /// without a confirmation round of their own.
+    pub lease_grants_from_acks: Counter,
     pub read_gate_seconds: Histogram,
     pub stale_reads: Counter,
     pub scheduler_ticks: Counter,
@@ -212,6 +215,7 @@ impl Metrics {
             holder_reads: Counter::default(),
             lease_grants: Counter::default(),
             lease_refusals: Counter::default(),
+            lease_grants_from_acks: Counter::default(),
             read_gate_seconds: latency(),
             stale_reads: Counter::default(),
             scheduler_ticks: Counter::default(),
@@ -365,6 +369,11 @@ impl Metrics {
                 "lease_refusals",
                 "Follower lease requests refused by this node as leader (the follower lagged)",
                 &m.lease_refusals,
+            ),
+            (
+                "lease_grants_from_acks",
+                "Of the lease grants, those dated by acknowledgements of appends already sent, without a confirmation round",
+                &m.lease_grants_from_acks,
             ),
             (
                 "read_gate_leased",

@@ -124,8 +124,17 @@ async fn an_acknowledged_disable_binds_every_holder_at_once() {
             after - b
         );
     }
-    let grants = counter(&metrics_of(&c, leader).await, "raftkms_lease_grants_total");
+    let m = metrics_of(&c, leader).await;
+    let grants = counter(&m, "raftkms_lease_grants_total");
+    // Under this write traffic, grants are dated by the acknowledgements of appends the leader
+    // sent anyway, not by confirmation rounds of their own (raft/acks.rs).
+    let from_acks = counter(&m, "raftkms_lease_grants_from_acks_total");
+    eprintln!("leader {leader}: {grants} grants, {from_acks} from acknowledgements");
     assert!(grants > 0.0);
+    assert!(
+        from_acks > 0.0,
+        "no grant was dated by the acknowledgements of appends ({grants} grants)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -262,13 +262,30 @@ impl Reads {
         }
         // Counted from here (provisionally, serialized with votes): a vote decided from now on is
         // refused; one decided before moved this node out of leadership, so the round fails.
-        {
+        let voted_since = {
             let _gate = self.visibility.vote_gate.lock().await;
             self.visibility.grant(holder, term, now, 0);
-        }
-        // A round that starts after `now` (never the read lease: its round may predate it). Its
-        // index covers this term's first entry, so everything an earlier leader committed.
-        let round = self.leader_gate.read_index(0, self.leader_round()).await?;
+            // A vote of a later term decided before the grant counted: openraft may have granted
+            // it and left leadership before its metrics say so. Only a round (through openraft's
+            // core, which knows) may then confirm this term.
+            self.lease.fenced_above(term)
+        };
+        // A quorum that accepted appends sent after `now`: the acknowledgements of the appends
+        // and heartbeats the leader sends anyway, or else a round that starts after `now` (never
+        // the read lease: its round may predate it), whose index covers this term's first entry,
+        // so everything an earlier leader committed.
+        let acked = if voted_since {
+            None
+        } else {
+            self.quorum_accepted_since(term, now).await
+        };
+        let round = match acked {
+            Some(applied) => {
+                self.metrics.lease_grants_from_acks.inc();
+                applied
+            }
+            None => self.leader_gate.read_index(0, self.leader_round()).await?,
+        };
         if self.leader.term_if_leader() != Some(term) {
             return Err(ClusterError::NotLeader {
                 leader: self.leader.leader().map(|(l, _)| l),
@@ -280,6 +297,49 @@ impl Reads {
         self.visibility.grant(holder, term, now, min_applied);
         self.metrics.lease_grants.inc();
         Ok(Some(LeaseGrant { term, min_applied }))
+    }
+
+    /// Whether, while this node still leads in `term`, a quorum of every configuration accepts
+    /// appends it sent at or after `since` (raft/acks.rs), soon enough: waits up to an eighth of
+    /// the counted lease (half the holder's request timeout), then gives up (`None`: the caller
+    /// runs a confirmation round). Only once this term's first entry and the membership the
+    /// quorum is counted against are applied here: the applied index returned then covers
+    /// everything an earlier leader committed, and the membership in the metrics is committed,
+    /// so openraft's own is at most one change ahead (a joint configuration that has it as one
+    /// half, or the next one, which a majority of it must first commit).
+    async fn quorum_accepted_since(&self, term: u64, since: Instant) -> Option<u64> {
+        let deadline = since + self.visibility.counted() / 8;
+        let metrics = self.leader.raft().metrics();
+        loop {
+            let next = self.visibility.acks.next_note();
+            let (accepted, applied) = {
+                let m = metrics.borrow();
+                let applied = m.last_applied?;
+                let membership_at = m.membership_config.log_id().map_or(0, |l| l.index);
+                if m.current_term != term
+                    || m.current_leader != Some(self.leader.id())
+                    || applied.leader_id.term != term
+                    || membership_at > applied.index
+                {
+                    return None;
+                }
+                let configs = m.membership_config.membership().get_joint_config();
+                let accepted = self.visibility.acks.quorum_since(
+                    self.leader.id(),
+                    term,
+                    configs,
+                    Instant::now(),
+                );
+                (accepted, applied.index)
+            };
+            if accepted.is_some_and(|t| t >= since) {
+                return Some(applied);
+            }
+            tokio::select! {
+                _ = next => {}
+                _ = tokio::time::sleep_until(deadline.into()) => return None,
+            }
+        }
     }
 
     /// A follower's lease renewal: asks the leader, and records the grant (counted from before

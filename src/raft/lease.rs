@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use super::acks::AckClock;
 use super::log_store::CommitMarker;
 
 use super::types::{NodeId, RaftMetrics};
@@ -160,9 +161,13 @@ pub struct Visibility {
     /// The leader's commit index as its log store saved it (openraft tells followers of a new
     /// commit index a moment before saving it: an announcement never exceeds what is saved).
     committed: OnceLock<std::sync::Arc<CommitMarker>>,
-    /// Serializes granting with voting: a vote is decided either before a grant counts (and the
-    /// grant's round then fails) or after (and the vote is refused).
+    /// Serializes granting with voting: a vote is decided either before a grant counts (the
+    /// grant then sees the vote's fence and confirms its term by a round, which fails if the vote
+    /// was granted) or after (and the vote is refused).
     pub vote_gate: tokio::sync::Mutex<()>,
+    /// On the leader: when its appends were last accepted, per follower (what a grant waits on
+    /// instead of a confirmation round of its own).
+    pub acks: AckClock,
 }
 
 impl Default for Visibility {
@@ -178,6 +183,7 @@ impl Default for Visibility {
             metrics: OnceLock::new(),
             committed: OnceLock::new(),
             vote_gate: tokio::sync::Mutex::new(()),
+            acks: AckClock::default(),
         }
     }
 }
@@ -201,6 +207,11 @@ impl Visibility {
 
     pub fn enabled(&self) -> bool {
         self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// How long the leader counts each lease it grants (`timing.holder-lease-ms`).
+    pub fn counted(&self) -> Duration {
+        *self.counted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether `holder` may have (or keep) a lease in `term`: its log must have reached what its

@@ -2,6 +2,7 @@
 //! snapshots, the read gate, the leader's read lease and follower read leases. No wire format lives here: the peer
 //! transport is `transport`, the internal HTTP handlers are `http::internal`.
 
+pub mod acks;
 pub mod backup;
 pub mod error;
 pub mod lease;

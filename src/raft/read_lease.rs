@@ -46,6 +46,12 @@ impl ReadLease {
         self.fence.fetch_max(term, Ordering::SeqCst);
     }
 
+    /// Whether a vote request of a term above `term` has been received (and so may have been
+    /// granted: the fence is raised before openraft decides).
+    pub fn fenced_above(&self, term: u64) -> bool {
+        self.fence.load(Ordering::SeqCst) > term
+    }
+
     /// Records a read-index round in `term` that started at `from` and was confirmed with
     /// `index`; the later-ending lease wins.
     pub fn renew(&self, term: u64, from: Instant, index: u64) {

@@ -287,13 +287,29 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let visible = self
             .visibility
             .to_announce(rpc.leader_commit.as_ref().map(|l| l.index));
+        // Before the request leaves: the follower handles it later than this.
+        let sent = Instant::now();
+        let (term, leader) = (rpc.vote.leader_id().term, rpc.vote.leader_id().node_id);
+        let committed = rpc.vote.is_committed();
         let body = encode_rpc(&rpc)?;
         let limit = option
             .hard_ttl()
             .saturating_sub(APPEND_TIMEOUT_MARGIN)
             .max(Duration::from_millis(1));
-        self.send(paths::RAFT_APPEND, body, limit, age, visible)
-            .await
+        let answer: Result<AppendEntriesResponse, RPCError> = self
+            .send(paths::RAFT_APPEND, body, limit, age, visible)
+            .await;
+        // Any answer but a higher vote: the follower took this leader's vote first (openraft
+        // refreshes its vote time before it compares logs), so it refuses other candidates for
+        // `election-max-ms` from then (raft/acks.rs).
+        if committed
+            && answer
+                .as_ref()
+                .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.visibility.acks.note(self.target, term, leader, sent);
+        }
+        answer
     }
 
     async fn install_snapshot(

@@ -94,7 +94,8 @@ pub(super) async fn vote(State(s): State<Internal>, identity: Identity, body: By
     // (raft/lease.rs). The candidate sees no answer and tries again later.
     // Whatever the term (openraft may already have moved this node to the candidate's term on a
     // heartbeat reply), and serialized with granting: a grant counts either after this vote was
-    // decided (its confirmation round then fails) or before (the vote is refused).
+    // decided (it then sees the fence raised below and confirms the term by a round through
+    // openraft, which fails if the vote was granted) or before (the vote is refused).
     let _gate = s.node.visibility().vote_gate.lock().await;
     if s.node.visibility().counting(std::time::Instant::now()) {
         return (
