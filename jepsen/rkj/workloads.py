@@ -302,6 +302,9 @@ class LeaseRegister(Register):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.holder_reads = {}
+        # Each node's lease grants as leader, and how many of them were dated by the
+        # acknowledgements of appends already sent rather than a confirmation round of their own.
+        self.grants = {}
 
     def final(self):
         super().final()
@@ -321,12 +324,16 @@ class LeaseRegister(Register):
             for line in text.splitlines():
                 if line.startswith("raftkms_holder_reads_total "):
                     self.holder_reads[i] = float(line.split()[1])
+                for name, key in (("raftkms_lease_grants_total ", "granted"),
+                                  ("raftkms_lease_grants_from_acks_total ", "from_acks")):
+                    if line.startswith(name):
+                        self.grants.setdefault(i, {})[key] = float(line.split()[1])
 
     def check(self, ops):
         out = super().check(ops)
         served = sum(v for v in self.holder_reads.values() if isinstance(v, float))
         out["leased-reads"] = {"valid": True if served > 0 else None,
-                               "holder_reads": self.holder_reads}
+                               "holder_reads": self.holder_reads, "grants": self.grants}
         return out
 
 
