@@ -62,7 +62,10 @@ def metrics(cluster, i):
     out = {}
     for name in ("raftkms_holder_reads_total", "raftkms_read_gate_rounds_total",
                  "raftkms_read_gate_leased_total", "raftkms_read_gate_waits_total",
-                 "raftkms_lease_grants_total", "raftkms_lease_grants_from_acks_total"):
+                 "raftkms_lease_grants_total", "raftkms_lease_grants_from_acks_total",
+                 "raftkms_apply_gate_seconds_sum", "raftkms_apply_gate_seconds_count",
+                 "raftkms_apply_seconds_sum", "raftkms_apply_seconds_count",
+                 "raftkms_write_batch_size_sum", "raftkms_write_batch_size_count"):
         m = re.search(r"^%s (\S+)$" % name, text, re.M)
         out[name] = float(m.group(1)) if m else 0.0
     return out
@@ -189,6 +192,12 @@ def phase(args, name, out):
                     log("%s: leader granted %d leases, %d of them dated by acknowledgements" % (
                         name, delta["raftkms_lease_grants_total"],
                         delta["raftkms_lease_grants_from_acks_total"]))
+                if role == "leader" and lease and workload == "create":
+                    n = delta["raftkms_apply_gate_seconds_count"]
+                    log("%s: leader applied %d batches, each waiting %.1f ms on average at the "
+                        "apply gate (%.1f s in all)" % (
+                            name, n, 1000 * delta["raftkms_apply_gate_seconds_sum"] / max(1, n),
+                            delta["raftkms_apply_gate_seconds_sum"]))
                 check(row, max_rtt_from_leader(cluster, lregion))
     finally:
         cluster.teardown()

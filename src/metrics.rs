@@ -41,6 +41,9 @@ pub struct Metrics {
     /// without a confirmation round of their own.
     pub lease_grants_from_acks: Counter,
     pub read_gate_seconds: Histogram,
+    /// How long a batch of committed entries waited before it could be applied (follower read
+    /// leases: until every counted holder has it, or the leader announced it).
+    pub apply_gate_seconds: Histogram,
     pub stale_reads: Counter,
     pub scheduler_ticks: Counter,
     pub scheduler_proposals: Counter,
@@ -217,6 +220,7 @@ impl Metrics {
             lease_refusals: Counter::default(),
             lease_grants_from_acks: Counter::default(),
             read_gate_seconds: latency(),
+            apply_gate_seconds: latency(),
             stale_reads: Counter::default(),
             scheduler_ticks: Counter::default(),
             scheduler_proposals: Counter::default(),
@@ -479,6 +483,11 @@ impl Metrics {
                 "read_gate_seconds",
                 "Time a linearizable read waited at the gate",
                 &m.read_gate_seconds,
+            ),
+            (
+                "apply_gate_seconds",
+                "Time a batch of committed entries waited to be applied until it was visible (follower read leases)",
+                &m.apply_gate_seconds,
             ),
         ] {
             registry.register(name, help, histogram.clone());

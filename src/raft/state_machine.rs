@@ -173,7 +173,13 @@ impl StateMachine {
         // Follower read leases: nothing becomes readable here before it is visible (in the log
         // of every lease holder the leader counts); see raft/lease.rs.
         if let Some(last) = entries.last() {
+            let waited = Instant::now();
             self.visibility.wait_applicable(last.log_id.index).await;
+            if self.visibility.enabled() {
+                self.metrics
+                    .apply_gate_seconds
+                    .observe(waited.elapsed().as_secs_f64());
+            }
         }
         let started = Instant::now();
         let mut batch = WriteBatch::default();
