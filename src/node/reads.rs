@@ -225,8 +225,10 @@ impl Reads {
 
     /// Serves a follower's lease request (on the leader): refused (`None`) when follower leases
     /// are off here or the follower's log lags more than [`LAG_ALLOWED`] entries behind the
-    /// commit index (writes would wait for it to catch up); otherwise granted after a
-    /// confirmation round that started after the request arrived, so the lease (counted by the
+    /// commit index (writes would wait for it to catch up); otherwise granted once a quorum of
+    /// every configuration accepted appends sent after the request arrived (the appends and
+    /// heartbeats the leader sends anyway, one heartbeat asked for now; or, failing those, a
+    /// confirmation round that starts after the request arrived), so the lease (counted by the
     /// holder from before it sent the request) ends before any other leader can be elected.
     pub async fn serve_lease(&self, holder: NodeId) -> Result<Option<LeaseGrant>, ClusterError> {
         let now = Instant::now();
@@ -261,7 +263,8 @@ impl Reads {
             return Ok(None);
         }
         // Counted from here (provisionally, serialized with votes): a vote decided from now on is
-        // refused; one decided before moved this node out of leadership, so the round fails.
+        // refused; one decided before raised the fence, so the grant is dated by a round, which
+        // fails if openraft granted that vote.
         let voted_since = {
             let _gate = self.visibility.vote_gate.lock().await;
             self.visibility.grant(holder, term, now, 0);
@@ -277,6 +280,10 @@ impl Reads {
         let acked = if voted_since {
             None
         } else {
+            // An idle leader sends a heartbeat only every `heartbeat-ms`, often longer than the
+            // holder's request may wait: ask for one now (openraft sends it at once on an idle
+            // replication stream, and drops it for an append that is already waiting).
+            let _ = self.leader.raft().trigger().heartbeat().await;
             self.quorum_accepted_since(term, now).await
         };
         let round = match acked {

@@ -45,8 +45,8 @@ pub fn holder_length(lease: Duration) -> Duration {
 struct Held {
     term: u64,
     until: Instant,
-    /// The holder may serve reads only once it has applied this far (the larger of the grant's
-    /// round index and the leader's commit index once the grant counted).
+    /// The holder may serve reads only once it has applied this far (the leader's commit index
+    /// once the grant counted, or the index that dated the grant if larger).
     min_applied: u64,
 }
 
