@@ -387,13 +387,27 @@ impl Reads {
         }
     }
 
-    /// A read index from this node's read lease, if it leads and the lease runs.
+    /// A read index from this node's read lease, if it leads and the lease runs. In the lease's
+    /// last third it also starts a round in the background, which renews the lease (from the
+    /// round's start, as any round does) before it runs out.
     fn leased_read_index(&self) -> Option<u64> {
         // Leadership and term from one snapshot of the metrics.
         let term = self.leader.term_if_leader()?;
         let committed = self.committed.get().unwrap_or(0);
-        let index = self.lease.read_index(Instant::now(), term, committed)?;
+        let now = Instant::now();
+        let index = self.lease.read_index(now, term, committed)?;
         self.metrics.read_gate_leased.inc();
+        if self.lease.start_early_renewal(now, term) {
+            let (gate, round, lease) = (
+                self.leader_gate.clone(),
+                self.leader_round(),
+                self.lease.clone(),
+            );
+            tokio::spawn(async move {
+                let _ = gate.read_index(0, round).await;
+                lease.renewal_done();
+            });
+        }
         Some(index)
     }
 

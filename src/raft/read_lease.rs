@@ -10,7 +10,7 @@
 //! `max(index, commit index now)` without another round. `index` is the confirmed round's read
 //! index, which covers the leader's first entry of its term.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub struct ReadLease {
     grant: Mutex<Option<Grant>>,
     /// The highest term of any vote request received.
     fence: AtomicU64,
+    /// A renewal started early (before the lease ran out) is under way.
+    renewing: AtomicBool,
 }
 
 impl ReadLease {
@@ -37,7 +39,27 @@ impl ReadLease {
             length,
             grant: Mutex::new(None),
             fence: AtomicU64::new(0),
+            renewing: AtomicBool::new(false),
         }
+    }
+
+    /// Whether a read served from the lease at `now` in `term` should start a round in the
+    /// background: the lease is in its last third and no such round is under way (then it is
+    /// marked as started; [`ReadLease::renewal_done`] clears it). Steady reads then keep the
+    /// lease in force instead of one of them waiting for a round each time it runs out.
+    pub fn start_early_renewal(&self, now: Instant, term: u64) -> bool {
+        let Some(g) = *self.grant.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return false;
+        };
+        if g.term != term || now >= g.until || g.until - now > self.length / 3 {
+            return false;
+        }
+        !self.renewing.swap(true, Ordering::SeqCst)
+    }
+
+    /// The round started by [`ReadLease::start_early_renewal`] ended (renewed or not).
+    pub fn renewal_done(&self) {
+        self.renewing.store(false, Ordering::SeqCst);
     }
 
     /// Voids every lease of a term below `term`: called before a vote request reaches openraft,
@@ -79,6 +101,25 @@ impl ReadLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_early_renewal_starts_once_in_the_last_third_of_a_lease() {
+        let lease = ReadLease::new(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(!lease.start_early_renewal(t0, 1), "no lease yet");
+        lease.renew(1, t0, 10);
+        assert!(
+            !lease.start_early_renewal(at(150), 1),
+            "not yet in its last third"
+        );
+        assert!(!lease.start_early_renewal(at(250), 2), "another term");
+        assert!(lease.start_early_renewal(at(250), 1));
+        assert!(!lease.start_early_renewal(at(260), 1), "one under way");
+        lease.renewal_done();
+        assert!(!lease.start_early_renewal(at(300), 1), "ended");
+        assert!(lease.start_early_renewal(at(299), 1));
+    }
 
     #[test]
     fn a_lease_runs_for_its_length_in_its_term_only() {
