@@ -746,8 +746,21 @@ def regions_block(res):
                              "(`reads.hold-lease = false`: the apply gate runs, no renewals)",
                 "no-leases": "without leases"}
         for r in creates:
-            out.append("- CreateKey through the leader (%s), %s: p50 %.1f ms, p99 %.1f ms." % (
-                r["region"], said.get(r["phase"], r["phase"]), p(r, "p50"), p(r, "p99")))
+            line = "- CreateKey through the leader (%s), %s: p50 %.1f ms, p99 %.1f ms." % (
+                r["region"], said.get(r["phase"], r["phase"]), p(r, "p50"), p(r, "p99"))
+            d = r.get("metrics_delta", {})
+            batches = d.get("raftkms_apply_gate_seconds_count", 0)
+            if r["phase"] != "no-leases" and batches:
+                line += (" The leader applied %d batches; each waited %.1f ms on average at the "
+                         "apply gate (`raftkms_apply_gate_seconds`)" % (
+                             batches, 1000 * d["raftkms_apply_gate_seconds_sum"] / batches))
+                granted = d.get("raftkms_lease_grants_total", 0)
+                if r["phase"] == "leases" and granted:
+                    line += ("; it granted %d leases, %d of them dated by the acknowledgements of "
+                             "appends (`raftkms_lease_grants_from_acks_total`)" % (
+                                 granted, d.get("raftkms_lease_grants_from_acks_total", 0)))
+                line += "."
+            out.append(line)
         out.append("")
     return "\n".join(out)
 
