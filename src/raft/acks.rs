@@ -83,7 +83,7 @@ impl AckClock {
                 })
                 .collect();
             let majority = voters.len() / 2 + 1;
-            if voters.is_empty() || times.len() < majority {
+            if times.len() < majority {
                 return None;
             }
             // The majority-th latest: that many voters accepted appends sent at or after it.

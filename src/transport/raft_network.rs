@@ -301,8 +301,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await;
         // Any answer but a higher vote: the follower took this leader's vote first (openraft
         // refreshes its vote time before it compares logs), so it refuses other candidates for
-        // `election-max-ms` from then (raft/acks.rs).
+        // `election-max-ms` from then (raft/acks.rs). Only lease grants read this: noted only
+        // with follower leases on.
         if committed
+            && self.visibility.enabled()
             && answer
                 .as_ref()
                 .is_ok_and(|a| !matches!(a, AppendEntriesResponse::HigherVote(_)))
